@@ -1,0 +1,399 @@
+//! `aggregate_windows`: the windowed-aggregate operator.
+//!
+//! Input: [`Contribution`]s, exchanged so that every contribution of one
+//! (aggregate, group key) meets on one worker. State: one slot per open
+//! (aggregate, key, window) with its count, exact distinct sets and sum.
+//!
+//! A window closes when the input frontier (the global watermark) reaches
+//! `end + allowed_lateness`: no on-time contribution for it can still be in
+//! flight, because the source stamps every contribution below its own
+//! lateness bound. Closing emits the final row and frees the slot. Between
+//! closes, changed windows are re-emitted as early updates every
+//! `early_updates` of processing time.
+//!
+//! When the input ends, remaining windows are emitted as final if the data
+//! ran out, and as early updates if a stop was requested (see
+//! [`RunControl`]).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use timely::dataflow::operators::{Capture, ToStream};
+//! use timely::dataflow::operators::capture::Event;
+//! use footprint_dataflows::aggregate::AggregateWindows;
+//! use footprint_dataflows::{control::RunControl, metrics::Metrics, key::GroupKey};
+//! use footprint_dataflows::{AggregateSpec, Contribution, Measure, Output, PipelineSpec, WindowSpec};
+//!
+//! let spec = Arc::new(PipelineSpec {
+//!     aggregates: vec![AggregateSpec {
+//!         name: "clicks_1m".into(),
+//!         group_by: vec![],
+//!         window: WindowSpec::tumbling(60_000).unwrap(),
+//!         measures: vec![Measure::Count],
+//!         allowed_lateness: 0,
+//!         early_updates: None,
+//!         sinks: vec![],
+//!     }],
+//!     recent: None,
+//!     max_out_of_order: 0,
+//! });
+//! let metrics = Arc::new(Metrics::new(vec!["clicks_1m".into()]));
+//! let contribution = |ts| Contribution {
+//!     agg: 0, key: GroupKey::default(), ts, first_start: i64::MIN, distinct: vec![], value: 0,
+//! };
+//! let captured = timely::example(move |scope| {
+//!     vec![contribution(1_000), contribution(2_000), contribution(61_000)]
+//!         .to_stream(scope)
+//!         .aggregate_windows(spec, Arc::new(RunControl::default()), metrics)
+//!         .capture()
+//! });
+//! let rows: Vec<Output> = captured
+//!     .try_iter()
+//!     .filter_map(|e| match e { Event::Messages(_, rows) => Some(rows), _ => None })
+//!     .flatten()
+//!     .collect();
+//! let counts: Vec<(i64, u64)> = rows.iter().map(|r| match r {
+//!     Output::Window(w) => (w.window_start, w.version),
+//!     Output::Recent(_) => unreachable!(),
+//! }).collect();
+//! assert_eq!(counts, vec![(0, 2), (60_000, 1)]);
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::{Capability, Operator};
+
+use crate::Time;
+use crate::control::RunControl;
+use crate::key::GroupKey;
+use crate::metrics::Metrics;
+use crate::result::{MeasureValue, Output, WindowRow};
+use crate::route::Contribution;
+use crate::spec::{Measure, PipelineSpec};
+
+/// Extension trait: keep windowed aggregates over a stream of contributions.
+pub trait AggregateWindows<'s> {
+    /// Aggregates contributions into window rows (early updates and finals).
+    fn aggregate_windows(
+        self,
+        spec: Arc<PipelineSpec>,
+        control: Arc<RunControl>,
+        metrics: Arc<Metrics>,
+    ) -> StreamVec<'s, Time, Output>;
+}
+
+impl<'s> AggregateWindows<'s> for StreamVec<'s, Time, Contribution> {
+    fn aggregate_windows(
+        self,
+        spec: Arc<PipelineSpec>,
+        control: Arc<RunControl>,
+        metrics: Arc<Metrics>,
+    ) -> StreamVec<'s, Time, Output> {
+        let scope = self.scope();
+        let pact = Exchange::new(|c: &Contribution| c.route_hash());
+        self.unary_frontier::<CapacityContainerBuilder<Vec<Output>>, _, _, _>(
+            pact,
+            "AggregateWindows",
+            move |_initial, info| {
+                let activator = scope.activator_for(info.address);
+                let mut windows = Windows::new(spec);
+                let mut cap: Option<Capability<Time>> = None;
+                let mut rows = Vec::new();
+                move |(input, frontier), output| {
+                    input.for_each(|stamp, data| {
+                        if let Some(t) = stamp.least()
+                            && cap.as_ref().is_none_or(|c| t < c.time())
+                        {
+                            cap = stamp.retain_least(output.output_index());
+                        }
+                        for c in data.drain(..) {
+                            windows.add(c);
+                        }
+                    });
+                    let now = Instant::now();
+                    let watermark = frontier.frontier().iter().min().copied();
+                    match watermark {
+                        Some(w) => {
+                            metrics.raise_watermark(w);
+                            windows.close_until(w, &mut rows, &metrics);
+                            windows.early(now, false, &mut rows, &metrics);
+                        }
+                        None if control.stop_requested() => {
+                            windows.early(now, true, &mut rows, &metrics);
+                            windows.clear();
+                        }
+                        None => windows.close_all(&mut rows, &metrics),
+                    }
+                    if let Some(c) = cap.as_mut() {
+                        if !rows.is_empty() {
+                            output.session(c).give_iterator(rows.drain(..));
+                        }
+                        match watermark {
+                            Some(_) if windows.is_empty() => cap = None,
+                            Some(w) if w > *c.time() => c.downgrade(&w),
+                            Some(_) => {}
+                            None => cap = None,
+                        }
+                    }
+                    if let Some(delay) = windows.next_early_in(now) {
+                        activator.activate_after(delay);
+                    }
+                }
+            },
+        )
+    }
+}
+
+struct Slot {
+    agg: u16,
+    key: GroupKey,
+    start: i64,
+    count: u64,
+    distinct: Vec<HashSet<u32>>,
+    sum: i128,
+    dirty: bool,
+}
+
+/// The open windows of one worker.
+struct Windows {
+    spec: Arc<PipelineSpec>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    keys: HashMap<(u16, GroupKey), Vec<(i64, usize)>>,
+    closing: BTreeMap<Time, Vec<usize>>,
+    dirty: Vec<Vec<usize>>,
+    next_early: Vec<Option<Instant>>,
+    interner: HashMap<Box<str>, u32>,
+    live: usize,
+}
+
+impl Windows {
+    fn new(spec: Arc<PipelineSpec>) -> Self {
+        let n = spec.aggregates.len();
+        Windows {
+            spec,
+            slots: Vec::new(),
+            free: Vec::new(),
+            keys: HashMap::new(),
+            closing: BTreeMap::new(),
+            dirty: vec![Vec::new(); n],
+            next_early: vec![None; n],
+            interner: HashMap::new(),
+            live: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    fn intern(&mut self, value: String) -> u32 {
+        let next = self.interner.len() as u32;
+        *self.interner.entry(value.into_boxed_str()).or_insert(next)
+    }
+
+    fn add(&mut self, c: Contribution) {
+        let Contribution {
+            agg,
+            key,
+            ts,
+            first_start,
+            distinct,
+            value,
+        } = c;
+        let ids: Vec<Option<u32>> = distinct
+            .into_iter()
+            .map(|d| d.map(|v| self.intern(v)))
+            .collect();
+        let spec = Arc::clone(&self.spec);
+        let Some(aspec) = spec.aggregates.get(usize::from(agg)) else {
+            return;
+        };
+        let entry = self.keys.entry((agg, key));
+        let key = &entry.key().1;
+        let mut new_slots: Vec<(i64, usize)> = Vec::new();
+        let existing: Vec<(i64, usize)> = match &entry {
+            std::collections::hash_map::Entry::Occupied(o) => o.get().clone(),
+            std::collections::hash_map::Entry::Vacant(_) => Vec::new(),
+        };
+        for start in aspec.window.starts(ts).filter(|s| *s >= first_start) {
+            let idx = match existing.iter().find(|(s, _)| *s == start) {
+                Some((_, idx)) => *idx,
+                None => {
+                    let slot = Slot {
+                        agg,
+                        key: key.clone(),
+                        start,
+                        count: 0,
+                        distinct: vec![HashSet::new(); ids.len()],
+                        sum: 0,
+                        dirty: false,
+                    };
+                    let idx = match self.free.pop() {
+                        Some(i) => {
+                            self.slots[i] = Some(slot);
+                            i
+                        }
+                        None => {
+                            self.slots.push(Some(slot));
+                            self.slots.len() - 1
+                        }
+                    };
+                    self.live += 1;
+                    self.closing
+                        .entry(aspec.close_time(start))
+                        .or_default()
+                        .push(idx);
+                    new_slots.push((start, idx));
+                    idx
+                }
+            };
+            let Some(slot) = self.slots[idx].as_mut() else {
+                continue;
+            };
+            slot.count += 1;
+            for (set, id) in slot.distinct.iter_mut().zip(&ids) {
+                if let Some(id) = id {
+                    set.insert(*id);
+                }
+            }
+            slot.sum += value;
+            if !slot.dirty {
+                slot.dirty = true;
+                if aspec.early_updates.is_some() {
+                    self.dirty[usize::from(agg)].push(idx);
+                }
+            }
+        }
+        if !new_slots.is_empty() {
+            entry.or_default().extend(new_slots);
+        }
+    }
+
+    fn row(&self, slot: &Slot, is_final: bool) -> WindowRow {
+        let aspec = &self.spec.aggregates[usize::from(slot.agg)];
+        let mut distinct = slot.distinct.iter();
+        let measures = aspec
+            .measures
+            .iter()
+            .map(|m| {
+                let v = match m {
+                    Measure::Count => MeasureValue::Count(slot.count),
+                    Measure::Distinct(_) => {
+                        MeasureValue::Distinct(distinct.next().map_or(0, |s| s.len() as u64))
+                    }
+                    Measure::SumValue => MeasureValue::Sum(slot.sum),
+                };
+                (m.to_string(), v)
+            })
+            .collect();
+        WindowRow {
+            agg: slot.agg,
+            aggregate: aspec.name.clone(),
+            key: aspec
+                .group_by
+                .iter()
+                .map(|f| f.to_string())
+                .zip(slot.key.parts())
+                .collect(),
+            window_start: slot.start,
+            window_end: aspec.window.end(slot.start),
+            measures,
+            version: slot.count,
+            is_final,
+        }
+    }
+
+    fn remove(&mut self, idx: usize) -> Option<Slot> {
+        let slot = self.slots.get_mut(idx)?.take()?;
+        self.free.push(idx);
+        self.live -= 1;
+        let k = (slot.agg, slot.key.clone());
+        if let Some(list) = self.keys.get_mut(&k) {
+            list.retain(|(_, i)| *i != idx);
+            if list.is_empty() {
+                self.keys.remove(&k);
+            }
+        }
+        Some(slot)
+    }
+
+    /// Emits and drops every window whose close time the watermark has reached.
+    fn close_until(&mut self, watermark: Time, rows: &mut Vec<Output>, metrics: &Metrics) {
+        while let Some(entry) = self.closing.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            let idxs = entry.remove();
+            self.close(idxs, rows, metrics);
+        }
+        if self.live == 0 {
+            self.interner.clear();
+        }
+    }
+
+    fn close_all(&mut self, rows: &mut Vec<Output>, metrics: &Metrics) {
+        while let Some((_, idxs)) = self.closing.pop_first() {
+            self.close(idxs, rows, metrics);
+        }
+        self.clear();
+    }
+
+    fn close(&mut self, idxs: Vec<usize>, rows: &mut Vec<Output>, metrics: &Metrics) {
+        for idx in idxs {
+            if let Some(slot) = self.remove(idx) {
+                rows.push(Output::Window(self.row(&slot, true)));
+                metrics.windows_emitted[usize::from(slot.agg)].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Windows::new(Arc::clone(&self.spec));
+    }
+
+    /// Emits changed open windows of every aggregate whose interval is due
+    /// (of all of them when `force`).
+    fn early(&mut self, now: Instant, force: bool, rows: &mut Vec<Output>, metrics: &Metrics) {
+        for agg in 0..self.dirty.len() {
+            let Some(every) = self.spec.aggregates[agg].early_updates else {
+                continue;
+            };
+            if self.dirty[agg].is_empty() {
+                continue;
+            }
+            let due = self.next_early[agg].is_none_or(|t| now >= t);
+            if !(due || force) {
+                continue;
+            }
+            let idxs = std::mem::take(&mut self.dirty[agg]);
+            for idx in idxs {
+                let Some(slot) = self.slots.get(idx).and_then(|s| s.as_ref()) else {
+                    continue;
+                };
+                if slot.dirty && usize::from(slot.agg) == agg {
+                    rows.push(Output::Window(self.row(slot, false)));
+                    metrics.window_updates.fetch_add(1, Ordering::Relaxed);
+                    if let Some(s) = self.slots[idx].as_mut() {
+                        s.dirty = false;
+                    }
+                }
+            }
+            self.next_early[agg] = Some(now + Duration::from_millis(every));
+        }
+    }
+
+    /// How long until the next early update is due, if any window changed.
+    fn next_early_in(&self, now: Instant) -> Option<Duration> {
+        (0..self.dirty.len())
+            .filter(|a| !self.dirty[*a].is_empty())
+            .filter_map(|a| self.next_early[a])
+            .map(|t| t.saturating_duration_since(now))
+            .min()
+    }
+}

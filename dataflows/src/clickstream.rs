@@ -1,0 +1,300 @@
+//! A deterministic clickstream generator (`footprint gen`, tests, benches).
+//!
+//! The same [`GenConfig`] always yields the same messages in the same
+//! partitions, so a test can compute the expected results from the very
+//! events it produced. Events are keyed and partitioned by user, so each
+//! user's events keep their order. On request it adds disorder (an event's
+//! `ts` moved back by up to `max_disorder_ms`), late events (moved back by
+//! `late_by_ms` behind their partition) and bad messages of every kind.
+
+use crate::event::BadReason;
+use crate::hash::hash_bytes;
+
+/// Generator settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenConfig {
+    /// Random seed.
+    pub seed: u64,
+    /// Number of partitions to spread users over.
+    pub partitions: u32,
+    /// Number of apps (tenants).
+    pub apps: u32,
+    /// Number of users (skewed: low ids are more active).
+    pub users: u32,
+    /// Number of items (skewed).
+    pub items: u32,
+    /// Event time of the first event, ms since the epoch.
+    pub start_ts: i64,
+    /// Events per second of event time.
+    pub events_per_sec: u32,
+    /// Fraction of events whose `ts` is moved back.
+    pub disorder: f64,
+    /// Largest move back for disordered events, ms.
+    pub max_disorder_ms: u64,
+    /// Fraction of events made late.
+    pub late: f64,
+    /// How far behind its partition's newest event a late event is, ms.
+    pub late_by_ms: u64,
+    /// Fraction of messages that are bad input.
+    pub bad: f64,
+}
+
+impl Default for GenConfig {
+    fn default() -> Self {
+        GenConfig {
+            seed: 42,
+            partitions: 4,
+            apps: 3,
+            users: 10_000,
+            items: 1_000,
+            start_ts: 1_767_225_600_000,
+            events_per_sec: 1_000,
+            disorder: 0.05,
+            max_disorder_ms: 3_000,
+            late: 0.0,
+            late_by_ms: 3_600_000,
+            bad: 0.0,
+        }
+    }
+}
+
+/// What a generated message was made to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A good event.
+    Good,
+    /// A good event placed far behind its partition's watermark.
+    Late,
+    /// Bad input of this kind.
+    Bad(BadReason),
+}
+
+/// One generated message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenEvent {
+    /// Target partition.
+    pub partition: u32,
+    /// Message key (the user id).
+    pub key: String,
+    /// Message payload.
+    pub payload: Vec<u8>,
+    /// What it was made to be.
+    pub kind: Kind,
+}
+
+/// SplitMix64: tiny, fast, and stable across versions.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// Seeds the generator.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+
+    /// Skewed in [0, n): small values are more likely.
+    pub fn skewed(&mut self, n: u64) -> u64 {
+        let u = self.unit();
+        ((u * u * n as f64) as u64).min(n.saturating_sub(1))
+    }
+}
+
+const EVENTS: [(&str, f64); 4] = [
+    ("view", 0.70),
+    ("click", 0.20),
+    ("cart", 0.07),
+    ("order", 0.03),
+];
+const COUNTRIES: [&str; 5] = ["fr", "de", "us", "jp", "br"];
+
+/// The generator.
+#[derive(Debug, Clone)]
+pub struct Generator {
+    cfg: GenConfig,
+    rng: SplitMix64,
+    n: u64,
+    partition_max: Vec<i64>,
+}
+
+impl Generator {
+    /// A generator for `cfg`.
+    pub fn new(cfg: GenConfig) -> Self {
+        let parts = cfg.partitions.max(1) as usize;
+        Generator {
+            rng: SplitMix64::new(cfg.seed),
+            partition_max: vec![i64::MIN; parts],
+            n: 0,
+            cfg,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GenConfig {
+        &self.cfg
+    }
+
+    /// The next message, with its event time following the generator's own
+    /// event-time clock (`start_ts` plus `events_per_sec`).
+    pub fn next_event(&mut self) -> GenEvent {
+        let clock =
+            self.cfg.start_ts + (self.n * 1000 / u64::from(self.cfg.events_per_sec.max(1))) as i64;
+        self.next_at(clock)
+    }
+
+    /// The next message, with its event time around `clock` (used for live
+    /// streams that follow the wall clock).
+    pub fn next_at(&mut self, clock: i64) -> GenEvent {
+        self.n += 1;
+        let r = &mut self.rng;
+        let user = format!("u{}", r.skewed(u64::from(self.cfg.users.max(1))));
+        let partition =
+            (hash_bytes(user.as_bytes()) % u64::from(self.cfg.partitions.max(1))) as u32;
+        let p = partition as usize;
+        let app = format!("app{}", r.below(u64::from(self.cfg.apps.max(1))));
+        let item = format!("i{}", r.skewed(u64::from(self.cfg.items.max(1))));
+        let pick = r.unit();
+        let mut acc = 0.0;
+        let mut event = EVENTS[0].0;
+        for (name, w) in EVENTS {
+            acc += w;
+            if pick < acc {
+                event = name;
+                break;
+            }
+        }
+        let country = COUNTRIES[r.below(COUNTRIES.len() as u64) as usize];
+        let value =
+            matches!(event, "cart" | "order").then(|| (r.below(50_000) + 100) as f64 / 100.0);
+
+        if r.unit() < self.cfg.bad {
+            let reason = BadReason::ALL[r.below(BadReason::ALL.len() as u64) as usize];
+            return GenEvent {
+                partition,
+                key: user.clone(),
+                payload: bad_payload(reason, &app, &user, clock),
+                kind: Kind::Bad(reason),
+            };
+        }
+        let mut ts = clock;
+        let mut kind = Kind::Good;
+        let late_ts = self.partition_max[p].saturating_sub(self.cfg.late_by_ms as i64);
+        if self.cfg.late > 0.0 && r.unit() < self.cfg.late && late_ts >= self.cfg.start_ts {
+            ts = late_ts;
+            kind = Kind::Late;
+        } else if r.unit() < self.cfg.disorder {
+            ts -= r.below(self.cfg.max_disorder_ms + 1) as i64;
+        }
+        if kind == Kind::Good {
+            self.partition_max[p] = self.partition_max[p].max(ts);
+        }
+        let mut json = format!(
+            r#"{{"app_id":"{app}","user_id":"{user}","event":"{event}","ts":{ts},"item_id":"{item}","event_id":"e{}""#,
+            self.n
+        );
+        if let Some(v) = value {
+            json.push_str(&format!(r#","value":{v}"#));
+        }
+        json.push_str(&format!(r#","props":{{"country":"{country}"}}}}"#));
+        GenEvent {
+            partition,
+            key: user,
+            payload: json.into_bytes(),
+            kind,
+        }
+    }
+}
+
+fn bad_payload(reason: BadReason, app: &str, user: &str, ts: i64) -> Vec<u8> {
+    match reason {
+        BadReason::NotUtf8 => {
+            let mut b = format!(r#"{{"app_id":"{app}","user_id":""#).into_bytes();
+            b.extend_from_slice(&[0xff, 0xfe, 0xfd]);
+            b.extend_from_slice(format!(r#"","event":"view","ts":{ts}}}"#).as_bytes());
+            b
+        }
+        BadReason::InvalidJson => {
+            format!(r#"{{"app_id":"{app}","user_id":"{user}","event":"view","ts":{ts}"#)
+                .into_bytes()
+        }
+        BadReason::MissingField => {
+            format!(r#"{{"app_id":"{app}","user_id":"{user}","ts":{ts}}}"#).into_bytes()
+        }
+        BadReason::WrongType => {
+            format!(r#"{{"app_id":"{app}","user_id":"{user}","event":"view","ts":"{ts}"}}"#)
+                .into_bytes()
+        }
+        BadReason::TsOutOfRange => format!(
+            r#"{{"app_id":"{app}","user_id":"{user}","event":"view","ts":{}}}"#,
+            ts / 1000
+        )
+        .into_bytes(),
+        BadReason::ValueOutOfRange => format!(
+            r#"{{"app_id":"{app}","user_id":"{user}","event":"order","ts":{ts},"value":1e15}}"#
+        )
+        .into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+
+    #[test]
+    fn the_same_seed_gives_the_same_stream_and_labels_hold() {
+        let cfg = GenConfig {
+            bad: 0.05,
+            late: 0.02,
+            late_by_ms: 120_000,
+            events_per_sec: 10,
+            ..GenConfig::default()
+        };
+        let a: Vec<GenEvent> = {
+            let mut g = Generator::new(cfg.clone());
+            (0..5_000).map(|_| g.next_event()).collect()
+        };
+        let b: Vec<GenEvent> = {
+            let mut g = Generator::new(cfg);
+            (0..5_000).map(|_| g.next_event()).collect()
+        };
+        assert_eq!(a, b);
+        let mut late = 0;
+        for e in &a {
+            match (e.kind, Event::decode(&e.payload)) {
+                (Kind::Bad(reason), Err(bad)) => assert_eq!(
+                    bad.reason,
+                    reason,
+                    "{}",
+                    String::from_utf8_lossy(&e.payload)
+                ),
+                (Kind::Bad(_), Ok(_)) => panic!(
+                    "bad payload decoded: {}",
+                    String::from_utf8_lossy(&e.payload)
+                ),
+                (_, Err(bad)) => panic!("good payload rejected: {bad}"),
+                (Kind::Late, Ok(_)) => late += 1,
+                (Kind::Good, Ok(_)) => {}
+            }
+        }
+        assert!(late > 0, "asked for late events, got none");
+    }
+}

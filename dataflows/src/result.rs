@@ -1,0 +1,122 @@
+//! Result rows: what leaves the dataflow for the sinks (DESIGN §3).
+//!
+//! A window row's identity is (aggregate, key, window_start). Its `version`
+//! is the number of events counted in it so far: it grows with every new
+//! value, it is the same in every run over the same input, and a store keeps
+//! the row with the highest version. A recent-activity row's version is the
+//! number of the user's events seen.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// The value of one measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MeasureValue {
+    /// An event count.
+    Count(u64),
+    /// An exact distinct count.
+    Distinct(u64),
+    /// An exact sum, in micro-units (millionths).
+    Sum(i128),
+}
+
+impl MeasureValue {
+    /// The value as a JSON number (sums as decimals).
+    pub fn to_json(self) -> Value {
+        match self {
+            MeasureValue::Count(n) | MeasureValue::Distinct(n) => json!(n),
+            MeasureValue::Sum(micros) => json!(micros as f64 / 1e6),
+        }
+    }
+}
+
+/// One windowed aggregate result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowRow {
+    /// Index of the aggregate in the pipeline spec.
+    pub agg: u16,
+    /// Aggregate name.
+    pub aggregate: String,
+    /// Group-by field names and values, in key order.
+    pub key: Vec<(String, String)>,
+    /// Window start (inclusive), ms since the epoch.
+    pub window_start: i64,
+    /// Window end (exclusive), ms since the epoch.
+    pub window_end: i64,
+    /// Measure names and values, in config order.
+    pub measures: Vec<(String, MeasureValue)>,
+    /// Grows with every new value of this identity.
+    pub version: u64,
+    /// Whether the window is final (no more events can change it).
+    pub is_final: bool,
+}
+
+/// One entry of a user's recent activity.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RecentEntry {
+    /// Event time.
+    pub ts: i64,
+    /// Behaviour type.
+    pub event: String,
+    /// Item, if any.
+    pub item_id: Option<String>,
+}
+
+/// A user's latest events, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentRow {
+    /// Tenant.
+    pub app_id: String,
+    /// User.
+    pub user_id: String,
+    /// Latest events, newest first (ties broken by event, then item).
+    pub events: Vec<RecentEntry>,
+    /// Number of this user's events seen.
+    pub version: u64,
+}
+
+/// A row for the sinks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Output {
+    /// A windowed aggregate result.
+    Window(WindowRow),
+    /// A user's recent activity.
+    Recent(RecentRow),
+}
+
+impl Output {
+    /// The JSON form written by the file sink, one object per line.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Output::Window(w) => {
+                let key: Map<String, Value> = w
+                    .key
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect();
+                let measures: Map<String, Value> = w
+                    .measures
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect();
+                json!({
+                    "kind": "window",
+                    "aggregate": w.aggregate,
+                    "key": key,
+                    "window_start": w.window_start,
+                    "window_end": w.window_end,
+                    "measures": measures,
+                    "version": w.version,
+                    "final": w.is_final,
+                })
+            }
+            Output::Recent(r) => json!({
+                "kind": "recent",
+                "app_id": r.app_id,
+                "user_id": r.user_id,
+                "events": r.events.iter().map(|e| json!({"ts": e.ts, "event": e.event, "item_id": e.item_id})).collect::<Vec<_>>(),
+                "version": r.version,
+            }),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Routing: what one decoded event contributes to the dataflow.
+//!
+//! [`route`] runs in the source, right where the event is read, because that
+//! is where the event's *stamp* is known: the watermark of its partition when
+//! it was read. For each aggregate, the windows whose `end + allowed_lateness`
+//! the stamp has reached are late for this event; the others receive it. So
+//! lateness depends only on the order of the event's own partition, never on
+//! how partitions interleave, how many workers run, or how fast each is read.
+//!
+//! Every (event, window) pair ends up either counted (through a
+//! [`Contribution`]) or reported in a [`Late`], never both and never neither.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Time;
+use crate::event::Event;
+use crate::hash::Fnv;
+use crate::key::GroupKey;
+use crate::spec::{Measure, PipelineSpec};
+
+/// What one event adds to one aggregate: the windows from `first_start` on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// Index of the aggregate in the pipeline spec.
+    pub agg: u16,
+    /// Group key.
+    pub key: GroupKey,
+    /// Event time.
+    pub ts: i64,
+    /// Windows of this event that start before this are late and not counted.
+    pub first_start: i64,
+    /// One entry per `distinct(...)` measure, in measure order (`None` when absent).
+    pub distinct: Vec<Option<String>>,
+    /// `value` in micro-units (0 when absent or not summed).
+    pub value: i128,
+}
+
+impl Contribution {
+    /// Routing hash: every contribution of one (aggregate, key) meets on one worker.
+    pub fn route_hash(&self) -> u64 {
+        Fnv::default()
+            .write_u64(u64::from(self.agg))
+            .write(self.key.as_str().as_bytes())
+            .finish()
+    }
+}
+
+/// One event for a user's recent activity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentEvent {
+    /// Tenant.
+    pub app_id: String,
+    /// User.
+    pub user_id: String,
+    /// Event time.
+    pub ts: i64,
+    /// Behaviour type.
+    pub event: String,
+    /// Item, if any.
+    pub item_id: Option<String>,
+}
+
+impl RecentEvent {
+    /// Routing hash: one user's events meet on one worker.
+    pub fn route_hash(&self) -> u64 {
+        Fnv::default()
+            .write(self.app_id.as_bytes())
+            .write(&[0xff])
+            .write(self.user_id.as_bytes())
+            .finish()
+    }
+}
+
+/// A record leaving the source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    /// A contribution to a windowed aggregate.
+    Window(Contribution),
+    /// An event for recent activity.
+    Recent(RecentEvent),
+}
+
+/// The windows of one aggregate that an event missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Late {
+    /// Index of the aggregate.
+    pub agg: u16,
+    /// How many of the event's windows were already final.
+    pub windows: u32,
+}
+
+/// Routes `ev`, read at watermark `stamp`, into `out`, and lists in `late`
+/// the aggregates for which some of its windows were already final.
+pub fn route(
+    spec: &PipelineSpec,
+    ev: &Event<'_>,
+    stamp: Time,
+    out: &mut impl FnMut(Record),
+    late: &mut Vec<Late>,
+) {
+    for (idx, agg) in spec.aggregates.iter().enumerate() {
+        let first_open = agg.first_open_start(stamp);
+        let mut missed = 0u32;
+        let mut open = 0u32;
+        for start in agg.window.starts(ev.ts) {
+            if start < first_open {
+                missed += 1;
+            } else {
+                open += 1;
+            }
+        }
+        let agg_id = idx as u16;
+        if missed > 0 {
+            late.push(Late {
+                agg: agg_id,
+                windows: missed,
+            });
+        }
+        if open == 0 {
+            continue;
+        }
+        let mut key = GroupKey::default();
+        for f in &agg.group_by {
+            key.push(f.get(ev).as_deref().unwrap_or(""));
+        }
+        let distinct = agg
+            .measures
+            .iter()
+            .filter_map(|m| match m {
+                Measure::Distinct(f) => Some(f.get(ev).map(|v| v.into_owned())),
+                _ => None,
+            })
+            .collect();
+        let value = if agg.sums_value() {
+            ev.value_micros()
+        } else {
+            0
+        };
+        out(Record::Window(Contribution {
+            agg: agg_id,
+            key,
+            ts: ev.ts,
+            first_start: first_open,
+            distinct,
+            value,
+        }));
+    }
+    if spec.recent.is_some() {
+        out(Record::Recent(RecentEvent {
+            app_id: ev.app_id.to_string(),
+            user_id: ev.user_id.to_string(),
+            ts: ev.ts,
+            event: ev.event.to_string(),
+            item_id: ev.item_id.as_deref().map(str::to_owned),
+        }));
+    }
+}
