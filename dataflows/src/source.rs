@@ -1,0 +1,280 @@
+//! `partition_source`: the timely source that reads partitions, stamps each
+//! event with its partition's watermark, routes it, and holds the worker's
+//! capability at the worker's watermark.
+//!
+//! The reading itself is behind [`PartitionReader`], so the same stamping
+//! logic runs over Kafka (`footprint-connectors`) and over in-memory
+//! partitions ([`MemoryReader`], for tests and the engine benchmark).
+//!
+//! Per activation the source reads up to `batch × weight` messages from each
+//! of its partitions, sends everything at its current capability (which is
+//! at most every stamp it hands out), and then downgrades the capability to
+//! the new worker watermark. The frontier downstream is therefore the minimum
+//! watermark over every partition of every worker.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, StreamVec};
+
+use crate::Time;
+use crate::control::RunControl;
+use crate::event::{BadInput, Event};
+use crate::metrics::Metrics;
+use crate::route::{Late, Record, route};
+use crate::spec::PipelineSpec;
+use crate::watermark::WatermarkTracker;
+
+/// One message as read from a partition.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// Payload bytes.
+    pub payload: &'a [u8],
+    /// Offset within the partition.
+    pub offset: i64,
+}
+
+/// What the source decided about one message.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Routed; counted in all its windows.
+    Accepted,
+    /// Routed, but some of its windows were already final.
+    Late {
+        /// The stamp (partition watermark) it was read at.
+        stamp: Time,
+        /// Which aggregates it missed windows of.
+        late: Vec<Late>,
+    },
+    /// Rejected as bad input.
+    Bad(BadInput),
+}
+
+/// How a read of one partition ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadStatus {
+    /// Messages handed to the handler.
+    pub read: usize,
+    /// The partition has no more messages right now.
+    pub at_end: bool,
+    /// The partition will never have more (a bounded run reached its end).
+    pub finished: bool,
+}
+
+/// A worker's share of the partitions. Implementations own their I/O and
+/// forward rejected and late messages where they belong.
+pub trait PartitionReader: 'static {
+    /// How many partitions this worker reads.
+    fn partitions(&self) -> usize;
+    /// Reads up to `max` messages of partition `idx`, calling `handle` on each
+    /// in offset order and acting on its verdict (dead-letter, late topic).
+    fn read(
+        &mut self,
+        idx: usize,
+        max: usize,
+        handle: &mut dyn FnMut(&Message<'_>) -> Verdict,
+    ) -> ReadStatus;
+    /// Called after each round over all partitions.
+    fn after_round(&mut self) {}
+    /// Called once when the source stops.
+    fn close(&mut self) {}
+}
+
+/// Source settings.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// Messages per partition per activation.
+    pub batch: usize,
+    /// Relative read weights per partition (cycled); all 1 when empty.
+    pub weights: Vec<usize>,
+    /// How long a partition read to its end stays silent before it stops holding the watermark back.
+    pub idle_timeout: Duration,
+}
+
+impl Default for SourceSettings {
+    fn default() -> Self {
+        SourceSettings {
+            batch: 1024,
+            weights: Vec::new(),
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Builds the source operator for one worker.
+pub fn partition_source<'s, R: PartitionReader>(
+    scope: Scope<'s, Time>,
+    mut reader: R,
+    spec: Arc<PipelineSpec>,
+    settings: SourceSettings,
+    control: Arc<RunControl>,
+    metrics: Arc<Metrics>,
+) -> StreamVec<'s, Time, Record> {
+    source::<_, CapacityContainerBuilder<Vec<Record>>, _, _>(
+        scope,
+        "PartitionSource",
+        move |cap, info| {
+            let activator = scope.activator_for(info.address);
+            let now = Instant::now();
+            let n = reader.partitions();
+            let mut tracker =
+                WatermarkTracker::new(n, spec.max_out_of_order, settings.idle_timeout, now);
+            let mut cap = if n == 0 { None } else { Some(cap) };
+            let mut late: Vec<Late> = Vec::new();
+            let mut records: Vec<Record> = Vec::new();
+            move |output| {
+                let Some(c) = cap.as_mut() else { return };
+                if control.stop_requested() {
+                    reader.close();
+                    cap = None;
+                    return;
+                }
+                let floor = *c.time();
+                let mut read_any = false;
+                for idx in 0..n {
+                    if tracker.is_finished(idx) {
+                        continue;
+                    }
+                    let weight = if settings.weights.is_empty() {
+                        1
+                    } else {
+                        settings.weights[idx % settings.weights.len()].max(1)
+                    };
+                    let status = reader.read(idx, settings.batch * weight, &mut |msg| {
+                        metrics.events_in.fetch_add(1, Ordering::Relaxed);
+                        match Event::decode(msg.payload) {
+                            Ok(ev) => {
+                                let now = Instant::now();
+                                let stamp = tracker.observe(idx, ev.ts, now).max(floor);
+                                metrics.max_event_ts.fetch_max(ev.ts, Ordering::Relaxed);
+                                late.clear();
+                                route(&spec, &ev, stamp, &mut |r| records.push(r), &mut late);
+                                if late.is_empty() {
+                                    Verdict::Accepted
+                                } else {
+                                    for l in &late {
+                                        metrics.events_late[usize::from(l.agg)]
+                                            .fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    Verdict::Late {
+                                        stamp,
+                                        late: late.clone(),
+                                    }
+                                }
+                            }
+                            Err(bad) => {
+                                metrics.events_bad[bad.reason.index()]
+                                    .fetch_add(1, Ordering::Relaxed);
+                                Verdict::Bad(bad)
+                            }
+                        }
+                    });
+                    read_any |= status.read > 0;
+                    let now = Instant::now();
+                    if status.finished {
+                        tracker.finish(idx);
+                    } else if status.at_end {
+                        tracker.mark_end(idx, now);
+                    }
+                }
+                reader.after_round();
+                if !records.is_empty() {
+                    output.session(&*c).give_iterator(records.drain(..));
+                }
+                match tracker.advance(Instant::now()) {
+                    None => {
+                        reader.close();
+                        cap = None;
+                        return;
+                    }
+                    Some(w) if w > *c.time() => c.downgrade(&w),
+                    Some(_) => {}
+                }
+                if read_any {
+                    activator.activate();
+                } else {
+                    activator.activate_after(Duration::from_millis(2));
+                }
+            }
+        },
+    )
+}
+
+/// In-memory partitions, read at chosen speeds: for tests, and for the engine
+/// benchmark that measures the dataflow without a broker.
+#[derive(Debug, Default)]
+pub struct MemoryReader {
+    partitions: Vec<Vec<Vec<u8>>>,
+    positions: Vec<usize>,
+    speeds: Vec<usize>,
+    /// Rejected messages: (partition, offset, reason text).
+    pub dead_letters: Arc<std::sync::Mutex<Vec<(usize, i64, String)>>>,
+    /// Late messages: (partition, offset, aggregates missed).
+    pub late: Arc<std::sync::Mutex<Vec<(usize, i64, Vec<Late>)>>>,
+    ids: Vec<usize>,
+}
+
+impl MemoryReader {
+    /// Reads `partitions` (global partition ids `ids`), taking at most
+    /// `speeds[i % len]` messages from partition i per call (unbounded when empty).
+    pub fn new(ids: Vec<usize>, partitions: Vec<Vec<Vec<u8>>>, speeds: Vec<usize>) -> Self {
+        let n = partitions.len();
+        MemoryReader {
+            partitions,
+            positions: vec![0; n],
+            speeds,
+            ids,
+            ..Default::default()
+        }
+    }
+}
+
+impl PartitionReader for MemoryReader {
+    fn partitions(&self) -> usize {
+        self.partitions.len()
+    }
+
+    fn read(
+        &mut self,
+        idx: usize,
+        max: usize,
+        handle: &mut dyn FnMut(&Message<'_>) -> Verdict,
+    ) -> ReadStatus {
+        let speed = if self.speeds.is_empty() {
+            usize::MAX
+        } else {
+            self.speeds[idx % self.speeds.len()]
+        };
+        let part = &self.partitions[idx];
+        let from = self.positions[idx];
+        let to = part.len().min(from.saturating_add(max.min(speed)));
+        for (offset, payload) in part.iter().enumerate().take(to).skip(from) {
+            let msg = Message {
+                payload,
+                offset: offset as i64,
+            };
+            match handle(&msg) {
+                Verdict::Accepted => {}
+                Verdict::Late { late, .. } => {
+                    if let Ok(mut l) = self.late.lock() {
+                        l.push((self.ids[idx], msg.offset, late));
+                    }
+                }
+                Verdict::Bad(bad) => {
+                    if let Ok(mut d) = self.dead_letters.lock() {
+                        d.push((self.ids[idx], msg.offset, bad.to_string()));
+                    }
+                }
+            }
+        }
+        self.positions[idx] = to;
+        ReadStatus {
+            read: to - from,
+            at_end: to == part.len(),
+            finished: to == part.len(),
+        }
+    }
+}
