@@ -492,16 +492,16 @@ else
         getent passwd mysql >/dev/null 2>&1 || die "the 'mysql' system user does not exist"
         as_root mkdir -p /run/mysqld
         as_root chown mysql:mysql /run/mysqld
+        : >"$MARIADB_LOG"
         datadir=/var/lib/mysql
         if [ ! -d "$datadir/mysql" ]; then
             log "mariadb: initialising $datadir"
             installer=$(command -v mariadb-install-db || command -v mysql_install_db || true)
             [ -n "$installer" ] || die "mariadb-install-db not found"
-            as_root "$installer" --user=mysql --datadir="$datadir" >&2 ||
-                die "mariadb-install-db failed"
+            as_root "$installer" --user=mysql --datadir="$datadir" >>"$MARIADB_LOG" 2>&1 ||
+                { show_log "$MARIADB_LOG"; die "mariadb-install-db failed; see $MARIADB_LOG"; }
         fi
         log "mariadb: starting $MARIADBD on 127.0.0.1:$MYSQL_PORT (log: $MARIADB_LOG)"
-        : >"$MARIADB_LOG"
         if [ ${#SUDO[@]} -gt 0 ]; then
             # sudo keeps its pid only without a fork; record the server's own.
             "${SUDO[@]}" start-stop-daemon --start --oknodo --background --make-pidfile \

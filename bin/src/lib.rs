@@ -1,1 +1,10 @@
-//! placeholder
+//! The `footprint` program: configuration, and the commands that wire the
+//! dataflow, connectors and sinks together (`worker`, `gen`, `demo`).
+//!
+//! This is the only crate that knows about all the others.
+
+pub mod config;
+pub mod demo;
+pub mod generate;
+pub mod run;
+pub mod view;

@@ -1,1 +1,241 @@
-fn main() {}
+//! `footprint`: command-line entry point.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use footprint::config::{Config, ConfigError};
+use footprint::demo::{DemoOptions, demo};
+use footprint::generate::{GenPlan, produce};
+use footprint::run::{RunOptions, run};
+use footprint_dataflows::clickstream::GenConfig;
+use footprint_dataflows::control::RunControl;
+use footprint_dataflows::metrics::Metrics;
+
+/// Footprint: real-time user-behaviour aggregates on timely dataflow.
+#[derive(Parser)]
+#[command(name = "footprint", version, about)]
+struct Cli {
+    /// Pipeline config (TOML), merged over the embedded defaults.
+    #[arg(long, short, global = true, env = "FOOTPRINT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the dataflow worker.
+    Worker(WorkerArgs),
+    /// Produce a deterministic clickstream.
+    Gen(GenArgs),
+    /// Run everything on embedded defaults with a generated clickstream and a live view.
+    Demo(DemoArgs),
+    /// Validate the config and print the effective pipeline.
+    CheckConfig,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// Worker threads (default: `worker.threads`).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Read every partition up to its end at start-up, emit all windows as final, and exit.
+    #[arg(long)]
+    until_end: bool,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Topic (default: the first `source.topics`).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Partitions, when the topic is created.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Messages per second (event time follows the wall clock). Without it:
+    /// as fast as possible, event time from --start-ts (deterministic).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Stop after this long (e.g. 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Fraction of events with `ts` moved back.
+    #[arg(long, default_value_t = 0.05)]
+    disorder: f64,
+    /// Largest move back of a disordered event.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    max_disorder: Duration,
+    /// Fraction of events made late.
+    #[arg(long, default_value_t = 0.0)]
+    late: f64,
+    /// How far behind its partition a late event is.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    late_by: Duration,
+    /// Fraction of messages that are bad input.
+    #[arg(long, default_value_t = 0.0)]
+    bad: f64,
+    /// Users.
+    #[arg(long, default_value_t = 10_000)]
+    users: u32,
+    /// Items.
+    #[arg(long, default_value_t = 1_000)]
+    items: u32,
+    /// Apps.
+    #[arg(long, default_value_t = 3)]
+    apps: u32,
+    /// Events per second of event time (without --rate).
+    #[arg(long, default_value_t = 1_000)]
+    events_per_sec: u32,
+    /// Event time of the first event, ms since the epoch (without --rate).
+    #[arg(long, default_value_t = 1_767_225_600_000)]
+    start_ts: i64,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Generated events per second.
+    #[arg(long, default_value_t = 2_000)]
+    rate: u64,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Partitions of the demo topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Where logs go.
+    #[arg(long, default_value = ".footprint/demo.log")]
+    log: PathBuf,
+    /// Print the view once at the end instead of redrawing it.
+    #[arg(long)]
+    no_live: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log_file = match &cli.command {
+        Command::Demo(d) => Some(d.log.clone()),
+        _ => None,
+    };
+    if let Err(e) = init_logging(log_file.as_deref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(1);
+    }
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<ConfigError>().is_some() { ExitCode::from(2) } else { ExitCode::from(1) }
+        }
+    }
+}
+
+fn init_logging(file: Option<&std::path::Path>) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+fn stop_on_signal(control: Arc<RunControl>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        tracing::info!("stop requested");
+        control.request_stop();
+    });
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    let control = Arc::new(RunControl::default());
+    match cli.command {
+        Command::CheckConfig => {
+            let spec = cfg.spec()?;
+            println!("config is valid: {} aggregates, recent activity {}", spec.aggregates.len(), if spec.recent.is_some() { "on" } else { "off" });
+            for a in &spec.aggregates {
+                let measures: Vec<String> = a.measures.iter().map(ToString::to_string).collect();
+                let group: Vec<String> = a.group_by.iter().map(ToString::to_string).collect();
+                println!(
+                    "  {}: window {}ms every {}ms, group by [{}], measures [{}], lateness {}ms, sinks {:?}",
+                    a.name,
+                    a.window.size(),
+                    a.window.every(),
+                    group.join(", "),
+                    measures.join(", "),
+                    a.allowed_lateness,
+                    a.sinks
+                );
+            }
+            Ok(())
+        }
+        Command::Worker(args) => {
+            stop_on_signal(Arc::clone(&control));
+            let spec = cfg.spec()?;
+            let metrics = Arc::new(Metrics::new(spec.aggregates.iter().map(|a| a.name.clone()).collect()));
+            let opts = RunOptions { threads: args.threads, until_end: args.until_end, control, ..RunOptions::default() };
+            run(&cfg, opts, metrics)?;
+            Ok(())
+        }
+        Command::Gen(a) => {
+            stop_on_signal(Arc::clone(&control));
+            let topic = a.topic.clone().or_else(|| cfg.source.topics.first().cloned()).context("no topic given")?;
+            anyhow::ensure!(a.count.is_some() || a.rate.is_some() || a.duration.is_some(), "give --count, --rate or --duration");
+            let gen_cfg = GenConfig {
+                seed: a.seed,
+                partitions: a.partitions,
+                apps: a.apps,
+                users: a.users,
+                items: a.items,
+                start_ts: a.start_ts,
+                events_per_sec: a.events_per_sec,
+                disorder: a.disorder,
+                max_disorder_ms: a.max_disorder.as_millis() as u64,
+                late: a.late,
+                late_by_ms: a.late_by.as_millis() as u64,
+                bad: a.bad,
+            };
+            let plan = GenPlan { topic: topic.clone(), count: a.count, rate: a.rate, duration: a.duration, progress: Some(Duration::from_secs(5)) };
+            let r = produce(&cfg.kafka(), gen_cfg, &plan, &control)?;
+            println!("produced {} messages to {topic}: {} good ({} late), {} bad", r.messages, r.good, r.late, r.bad);
+            Ok(())
+        }
+        Command::Demo(d) => {
+            stop_on_signal(Arc::clone(&control));
+            let opts = DemoOptions {
+                rate: d.rate,
+                threads: d.threads,
+                partitions: d.partitions,
+                duration: d.duration,
+                log_path: d.log.display().to_string(),
+                live: !d.no_live,
+            };
+            demo(cfg, opts, control)
+        }
+    }
+}

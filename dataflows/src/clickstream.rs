@@ -33,7 +33,8 @@ pub struct GenConfig {
     pub max_disorder_ms: u64,
     /// Fraction of events made late.
     pub late: f64,
-    /// How far behind its partition's newest event a late event is, ms.
+    /// How far behind its partition's newest event a late event is, ms. Late
+    /// events start once their partition has had a good event.
     pub late_by_ms: u64,
     /// Fraction of messages that are bad input.
     pub bad: f64,
@@ -197,7 +198,7 @@ impl Generator {
         let mut ts = clock;
         let mut kind = Kind::Good;
         let late_ts = self.partition_max[p].saturating_sub(self.cfg.late_by_ms as i64);
-        if self.cfg.late > 0.0 && r.unit() < self.cfg.late && late_ts >= self.cfg.start_ts {
+        if self.cfg.late > 0.0 && r.unit() < self.cfg.late && self.partition_max[p] != i64::MIN && late_ts >= crate::event::MIN_TS {
             ts = late_ts;
             kind = Kind::Late;
         } else if r.unit() < self.cfg.disorder {

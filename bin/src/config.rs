@@ -1,0 +1,408 @@
+//! The TOML pipeline config: embedded defaults, then a file, then the
+//! environment; validated at start-up with errors that name the bad key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use footprint_connectors::client::KafkaSettings;
+use footprint_dataflows::spec::{AggregateSpec, Field, Measure, PipelineSpec, RecentSpec};
+use footprint_dataflows::window::WindowSpec;
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("default.toml");
+
+/// A config that cannot be used, with the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Dotted path of the bad key (`aggregate[1].window.every`), or the file.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid config at `{}`: {}", self.key, self.message)
+    }
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), message: message.into() }
+}
+
+/// A duration written like `"5s"`, `"1m"`, `"250ms"` or `"7d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(Dur)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}` ({e}); write e.g. \"500ms\", \"5s\", \"1m\", \"7d\"")))
+    }
+}
+
+impl Dur {
+    fn ms(self) -> u64 {
+        self.0.as_millis() as u64
+    }
+}
+
+/// Where reading starts when no explicit range is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// The oldest retained offset of each partition.
+    Earliest,
+    /// The end of each partition at start-up.
+    Latest,
+}
+
+/// `[source]`: the Kafka topics to read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Topics to read; each needs `<topic>.dlq` and `<topic>.late` (created if missing).
+    pub topics: Vec<String>,
+    /// Consumer group id.
+    pub group_id: String,
+    /// `earliest` or `latest`.
+    pub start: Start,
+    /// Messages read per partition per round.
+    pub batch: usize,
+    /// Testing aid: relative per-partition read rates (cycled), to stage
+    /// partitions being consumed at different speeds. Empty: all equal.
+    pub read_weights: Vec<usize>,
+    /// Extra librdkafka properties (security, timeouts…).
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `[watermark]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// Bounded disorder per partition.
+    pub max_out_of_order: Dur,
+    /// A partition read to its end and silent this long stops holding the watermark back.
+    pub idle_timeout: Dur,
+}
+
+/// `[worker]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Timely worker threads in this process.
+    pub threads: usize,
+}
+
+/// `window = { tumbling = "1m" }` or `{ sliding = "10m", every = "1m" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Tumbling window size.
+    pub tumbling: Option<Dur>,
+    /// Sliding window size.
+    pub sliding: Option<Dur>,
+    /// Sliding window slide.
+    pub every: Option<Dur>,
+}
+
+/// One `[[aggregate]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    /// Unique name.
+    pub name: String,
+    /// Group-by fields.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// Window shape.
+    pub window: WindowConfig,
+    /// Measures: `count`, `distinct(FIELD)`, `sum(value)`.
+    pub measures: Vec<String>,
+    /// How long after its end a window still accepts events (default 0s).
+    pub allowed_lateness: Option<Dur>,
+    /// How often open windows are refreshed (default: finals only).
+    pub early_updates: Option<Dur>,
+    /// Sinks that receive the rows.
+    pub sinks: Vec<String>,
+}
+
+/// `[recent]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecentConfig {
+    /// Latest events kept per user.
+    pub keep: usize,
+    /// How long a silent user's activity is kept.
+    pub ttl: Dur,
+    /// How often changed users are emitted.
+    pub updates: Dur,
+    /// Sinks that receive the rows.
+    pub sinks: Vec<String>,
+}
+
+/// `[sinks.file]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Path of the JSON-lines file (`-` for standard output).
+    pub path: String,
+}
+
+/// `[sinks]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    /// The file sink.
+    pub file: Option<FileSinkConfig>,
+}
+
+/// The whole config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka source.
+    pub source: SourceConfig,
+    /// Watermarks.
+    pub watermark: WatermarkConfig,
+    /// This process's workers.
+    pub worker: WorkerConfig,
+    /// Windowed aggregates.
+    #[serde(default)]
+    pub aggregate: Vec<AggregateConfig>,
+    /// Recent activity (omit the table to turn it off).
+    pub recent: Option<RecentConfig>,
+    /// Sinks.
+    #[serde(default)]
+    pub sinks: SinksConfig,
+}
+
+impl Config {
+    /// Loads the embedded defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match file {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| err(p.display().to_string(), format!("cannot read: {e}")))?),
+            None => None,
+        };
+        Self::from_layers(text.as_deref(), std::env::vars())
+    }
+
+    /// Builds a config from the defaults, an optional TOML text, and
+    /// `FOOTPRINT__SECTION__KEY=value` variables (`FOOTPRINT_BROKERS` also sets
+    /// `source.brokers`).
+    pub fn from_layers(text: Option<&str>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let mut root: toml::Table = toml::from_str(DEFAULTS).map_err(|e| err("<defaults>", e.to_string()))?;
+        if let Some(t) = text {
+            let user: toml::Table = toml::from_str(t).map_err(|e| err("<config file>", e.to_string().trim().to_owned()))?;
+            merge(&mut root, user);
+        }
+        for (k, v) in env {
+            let path: Vec<String> = if k == "FOOTPRINT_BROKERS" {
+                vec!["source".into(), "brokers".into()]
+            } else if let Some(rest) = k.strip_prefix("FOOTPRINT__") {
+                rest.split("__").map(|s| s.to_ascii_lowercase()).collect()
+            } else {
+                continue;
+            };
+            let value = v.parse::<toml::Value>().ok().filter(|x| !x.is_table()).unwrap_or(toml::Value::String(v.clone()));
+            set_path(&mut root, &path, value).map_err(|m| err(k.clone(), m))?;
+        }
+        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+            let key = e.path().to_string();
+            err(if key == "." { "<config>".to_owned() } else { key }, e.inner().to_string())
+        })?;
+        cfg.spec()?;
+        Ok(cfg)
+    }
+
+    /// The Kafka client settings.
+    pub fn kafka(&self) -> KafkaSettings {
+        KafkaSettings { brokers: self.source.brokers.clone(), properties: self.source.properties.clone() }
+    }
+
+    /// Validates everything and compiles the pipeline spec.
+    pub fn spec(&self) -> Result<PipelineSpec, ConfigError> {
+        if self.source.brokers.trim().is_empty() {
+            return Err(err("source.brokers", "must name at least one broker"));
+        }
+        if self.source.topics.is_empty() || self.source.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(err("source.topics", "must list at least one non-empty topic"));
+        }
+        if self.source.batch == 0 {
+            return Err(err("source.batch", "must be at least 1"));
+        }
+        if self.worker.threads == 0 {
+            return Err(err("worker.threads", "must be at least 1"));
+        }
+        let known_sinks = self.sink_names();
+        let check_sinks = |key: String, sinks: &[String]| -> Result<(), ConfigError> {
+            for (i, s) in sinks.iter().enumerate() {
+                if !known_sinks.contains(&s.as_str()) {
+                    return Err(err(format!("{key}[{i}]"), format!("unknown sink `{s}`; configured sinks: {known_sinks:?}")));
+                }
+            }
+            Ok(())
+        };
+        let mut aggregates = Vec::new();
+        for (i, a) in self.aggregate.iter().enumerate() {
+            let at = |k: &str| format!("aggregate[{i}].{k}");
+            if a.name.trim().is_empty() {
+                return Err(err(at("name"), "must not be empty"));
+            }
+            if self.aggregate[..i].iter().any(|b| b.name == a.name) {
+                return Err(err(at("name"), format!("duplicate aggregate name `{}`", a.name)));
+            }
+            let group_by = a
+                .group_by
+                .iter()
+                .enumerate()
+                .map(|(j, f)| Field::parse(f).map_err(|e| err(at(&format!("group_by[{j}]")), e.0)))
+                .collect::<Result<Vec<_>, _>>()?;
+            if a.measures.is_empty() {
+                return Err(err(at("measures"), "must list at least one measure"));
+            }
+            let measures = a
+                .measures
+                .iter()
+                .enumerate()
+                .map(|(j, m)| Measure::parse(m).map_err(|e| err(at(&format!("measures[{j}]")), e.0)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let window = match (a.window.tumbling, a.window.sliding, a.window.every) {
+                (Some(t), None, None) => WindowSpec::tumbling(t.ms()),
+                (None, Some(s), Some(e)) => WindowSpec::sliding(s.ms(), e.ms()),
+                (None, Some(_), None) => return Err(err(at("window.every"), "a sliding window needs `every`")),
+                _ => return Err(err(at("window"), "write either { tumbling = \"1m\" } or { sliding = \"10m\", every = \"1m\" }")),
+            }
+            .map_err(|e| err(at("window"), e.to_string()))?;
+            if let Some(e) = a.early_updates
+                && e.ms() == 0
+            {
+                return Err(err(at("early_updates"), "must be greater than zero (omit it for finals only)"));
+            }
+            check_sinks(at("sinks"), &a.sinks)?;
+            aggregates.push(AggregateSpec {
+                name: a.name.clone(),
+                group_by,
+                window,
+                measures,
+                allowed_lateness: a.allowed_lateness.map_or(0, Dur::ms),
+                early_updates: a.early_updates.map(Dur::ms),
+                sinks: a.sinks.clone(),
+            });
+        }
+        if aggregates.len() > usize::from(u16::MAX) {
+            return Err(err("aggregate", "too many aggregates"));
+        }
+        let recent = match &self.recent {
+            Some(r) => {
+                if r.keep == 0 {
+                    return Err(err("recent.keep", "must be at least 1 (remove [recent] to turn it off)"));
+                }
+                if r.updates.ms() == 0 {
+                    return Err(err("recent.updates", "must be greater than zero"));
+                }
+                check_sinks("recent.sinks".into(), &r.sinks)?;
+                Some(RecentSpec { keep: r.keep, ttl: r.ttl.ms(), updates: r.updates.ms(), sinks: r.sinks.clone() })
+            }
+            None => None,
+        };
+        Ok(PipelineSpec { aggregates, recent, max_out_of_order: self.watermark.max_out_of_order.ms() })
+    }
+
+    /// Names of the configured sinks.
+    pub fn sink_names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.sinks.file.is_some() {
+            v.push("file");
+        }
+        v
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn set_path(root: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty key".into());
+    };
+    let mut t = root;
+    for p in parents {
+        let entry = t.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry.as_table_mut().ok_or_else(|| format!("`{p}` is not a table"))?;
+    }
+    t.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_layers(Some(text), Vec::<(String, String)>::new())
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_match_the_documented_pipeline() {
+        let cfg = Config::from_layers(None, Vec::<(String, String)>::new()).expect("defaults");
+        let spec = cfg.spec().expect("spec");
+        assert_eq!(spec.aggregates.len(), 2);
+        assert_eq!(spec.aggregates[1].window.windows_per_event(), 10);
+        assert_eq!(spec.max_out_of_order, 5_000);
+        assert_eq!(spec.recent.as_ref().map(|r| r.keep), Some(50));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let e = load("[source]\nbrokerz = \"x\"\n").expect_err("unknown key");
+        assert_eq!(e.key, "source");
+        assert!(e.message.contains("brokerz"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_is_named_with_its_path() {
+        let e = load("[[aggregate]]\nname = \"a\"\nwindow = { tumbling = \"soon\" }\nmeasures = [\"count\"]\nsinks = [\"file\"]\n")
+            .expect_err("bad duration");
+        assert_eq!(e.key, "aggregate[0].window.tumbling");
+        assert!(e.message.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let base = "[[aggregate]]\nname = \"a\"\nwindow = { sliding = \"10m\", every = \"3m\" }\nmeasures = [\"count\"]\nsinks = [\"file\"]\n";
+        assert_eq!(load(base).expect_err("not a multiple").key, "aggregate[0].window");
+        let m = base.replace("\"count\"", "\"count\", \"median(value)\"").replace("every = \"3m\"", "every = \"1m\"");
+        assert_eq!(load(&m).expect_err("bad measure").key, "aggregate[0].measures[1]");
+        let s = base.replace("\"file\"", "\"redis\"").replace("every = \"3m\"", "every = \"1m\"");
+        assert_eq!(load(&s).expect_err("bad sink").key, "aggregate[0].sinks[0]");
+    }
+
+    #[test]
+    fn environment_overrides_single_keys() {
+        let cfg = Config::from_layers(
+            None,
+            vec![
+                ("FOOTPRINT_BROKERS".to_owned(), "10.0.0.1:9092".to_owned()),
+                ("FOOTPRINT__WORKER__THREADS".to_owned(), "3".to_owned()),
+            ],
+        )
+        .expect("config");
+        assert_eq!(cfg.source.brokers, "10.0.0.1:9092");
+        assert_eq!(cfg.worker.threads, 3);
+    }
+}

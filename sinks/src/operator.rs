@@ -1,0 +1,101 @@
+//! `write_to`: the dataflow operator that hands result rows to the sinks.
+//!
+//! Rows stay on the worker that produced them (each identity belongs to one
+//! worker), are grouped by sink according to [`Routing`], and written in one
+//! batch per sink per activation. A retryable failure is retried with
+//! backoff a bounded number of times; a write that still fails is counted and
+//! logged at ERROR, since its data is then at risk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::{Output, Time};
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Operator;
+
+use crate::{Sink, SinkError};
+
+/// Which sinks receive which rows: indices into the worker's sink list.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    /// Per aggregate index, the sinks of its window rows.
+    pub windows: Vec<Vec<usize>>,
+    /// The sinks of recent-activity rows.
+    pub recent: Vec<usize>,
+}
+
+/// How many times a retryable write is attempted.
+const ATTEMPTS: u32 = 5;
+
+/// Extension trait: write a stream of rows to sinks.
+pub trait WriteTo {
+    /// Writes every row to the sinks `routing` names for it.
+    fn write_to(self, sinks: Vec<Box<dyn Sink>>, routing: Routing, metrics: Arc<Metrics>);
+}
+
+impl WriteTo for StreamVec<'_, Time, Output> {
+    fn write_to(self, mut sinks: Vec<Box<dyn Sink>>, routing: Routing, metrics: Arc<Metrics>) {
+        let mut batches: Vec<Vec<Output>> = vec![Vec::new(); sinks.len()];
+        let mut flushed = true;
+        self.sink(Pipeline, "WriteTo", move |(input, _frontier)| {
+            input.for_each(|_time, data| {
+                for row in data.drain(..) {
+                    let targets = match &row {
+                        Output::Window(w) => routing.windows.get(usize::from(w.agg)).map_or(&[][..], Vec::as_slice),
+                        Output::Recent(_) => routing.recent.as_slice(),
+                    };
+                    if let Some((last, rest)) = targets.split_last() {
+                        for t in rest {
+                            batches[*t].push(row.clone());
+                        }
+                        batches[*last].push(row);
+                    }
+                }
+            });
+            for (sink, batch) in sinks.iter_mut().zip(batches.iter_mut()) {
+                if batch.is_empty() {
+                    continue;
+                }
+                flushed = false;
+                let n = batch.len() as u64;
+                match write_with_retries(sink.as_mut(), batch) {
+                    Ok(()) => Metrics::add_sink(&metrics.sink_writes, sink.name(), n),
+                    Err(e) => {
+                        Metrics::add_sink(&metrics.sink_failures, sink.name(), n);
+                        tracing::error!(sink = sink.name(), rows = n, error = %e, "result rows were not written");
+                    }
+                }
+                batch.clear();
+            }
+            // Flush after every burst: files stay readable while a job runs,
+            // and stores batch per write anyway.
+            if !flushed {
+                for sink in sinks.iter_mut() {
+                    if let Err(e) = sink.flush() {
+                        tracing::error!(sink = sink.name(), error = %e, "flushing the sink failed");
+                    }
+                }
+                flushed = true;
+            }
+        });
+    }
+}
+
+fn write_with_retries(sink: &mut dyn Sink, rows: &[Output]) -> Result<(), SinkError> {
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 1;
+    loop {
+        match sink.write(rows) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                tracing::warn!(sink = sink.name(), attempt, error = %e, "sink write failed; retrying");
+                std::thread::sleep(delay);
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
