@@ -29,7 +29,10 @@ impl fmt::Display for ConfigError {
 }
 
 fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.into(), message: message.into() }
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 /// A duration written like `"5s"`, `"1m"`, `"250ms"` or `"7d"`.
@@ -39,9 +42,11 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Dur)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}` ({e}); write e.g. \"500ms\", \"5s\", \"1m\", \"7d\"")))
+        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration `{s}` ({e}); write e.g. \"500ms\", \"5s\", \"1m\", \"7d\""
+            ))
+        })
     }
 }
 
@@ -187,7 +192,10 @@ impl Config {
     /// Loads the embedded defaults, then `file` if given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let text = match file {
-            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| err(p.display().to_string(), format!("cannot read: {e}")))?),
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| err(p.display().to_string(), format!("cannot read: {e}")))?,
+            ),
             None => None,
         };
         Self::from_layers(text.as_deref(), std::env::vars())
@@ -196,10 +204,15 @@ impl Config {
     /// Builds a config from the defaults, an optional TOML text, and
     /// `FOOTPRINT__SECTION__KEY=value` variables (`FOOTPRINT_BROKERS` also sets
     /// `source.brokers`).
-    pub fn from_layers(text: Option<&str>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
-        let mut root: toml::Table = toml::from_str(DEFAULTS).map_err(|e| err("<defaults>", e.to_string()))?;
+    pub fn from_layers(
+        text: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut root: toml::Table =
+            toml::from_str(DEFAULTS).map_err(|e| err("<defaults>", e.to_string()))?;
         if let Some(t) = text {
-            let user: toml::Table = toml::from_str(t).map_err(|e| err("<config file>", e.to_string().trim().to_owned()))?;
+            let user: toml::Table = toml::from_str(t)
+                .map_err(|e| err("<config file>", e.to_string().trim().to_owned()))?;
             merge(&mut root, user);
         }
         for (k, v) in env {
@@ -210,20 +223,35 @@ impl Config {
             } else {
                 continue;
             };
-            let value = v.parse::<toml::Value>().ok().filter(|x| !x.is_table()).unwrap_or(toml::Value::String(v.clone()));
+            let value = v
+                .parse::<toml::Value>()
+                .ok()
+                .filter(|x| !x.is_table())
+                .unwrap_or(toml::Value::String(v.clone()));
             set_path(&mut root, &path, value).map_err(|m| err(k.clone(), m))?;
         }
-        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
-            let key = e.path().to_string();
-            err(if key == "." { "<config>".to_owned() } else { key }, e.inner().to_string())
-        })?;
+        let cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+                let key = e.path().to_string();
+                err(
+                    if key == "." {
+                        "<config>".to_owned()
+                    } else {
+                        key
+                    },
+                    e.inner().to_string(),
+                )
+            })?;
         cfg.spec()?;
         Ok(cfg)
     }
 
     /// The Kafka client settings.
     pub fn kafka(&self) -> KafkaSettings {
-        KafkaSettings { brokers: self.source.brokers.clone(), properties: self.source.properties.clone() }
+        KafkaSettings {
+            brokers: self.source.brokers.clone(),
+            properties: self.source.properties.clone(),
+        }
     }
 
     /// Validates everything and compiles the pipeline spec.
@@ -232,7 +260,10 @@ impl Config {
             return Err(err("source.brokers", "must name at least one broker"));
         }
         if self.source.topics.is_empty() || self.source.topics.iter().any(|t| t.trim().is_empty()) {
-            return Err(err("source.topics", "must list at least one non-empty topic"));
+            return Err(err(
+                "source.topics",
+                "must list at least one non-empty topic",
+            ));
         }
         if self.source.batch == 0 {
             return Err(err("source.batch", "must be at least 1"));
@@ -244,7 +275,10 @@ impl Config {
         let check_sinks = |key: String, sinks: &[String]| -> Result<(), ConfigError> {
             for (i, s) in sinks.iter().enumerate() {
                 if !known_sinks.contains(&s.as_str()) {
-                    return Err(err(format!("{key}[{i}]"), format!("unknown sink `{s}`; configured sinks: {known_sinks:?}")));
+                    return Err(err(
+                        format!("{key}[{i}]"),
+                        format!("unknown sink `{s}`; configured sinks: {known_sinks:?}"),
+                    ));
                 }
             }
             Ok(())
@@ -256,7 +290,10 @@ impl Config {
                 return Err(err(at("name"), "must not be empty"));
             }
             if self.aggregate[..i].iter().any(|b| b.name == a.name) {
-                return Err(err(at("name"), format!("duplicate aggregate name `{}`", a.name)));
+                return Err(err(
+                    at("name"),
+                    format!("duplicate aggregate name `{}`", a.name),
+                ));
             }
             let group_by = a
                 .group_by
@@ -271,7 +308,9 @@ impl Config {
                 .measures
                 .iter()
                 .enumerate()
-                .map(|(j, m)| Measure::parse(m).map_err(|e| err(at(&format!("measures[{j}]")), e.0)))
+                .map(|(j, m)| {
+                    Measure::parse(m).map_err(|e| err(at(&format!("measures[{j}]")), e.0))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let window = match (a.window.tumbling, a.window.sliding, a.window.every) {
                 (Some(t), None, None) => WindowSpec::tumbling(t.ms()),
@@ -283,7 +322,10 @@ impl Config {
             if let Some(e) = a.early_updates
                 && e.ms() == 0
             {
-                return Err(err(at("early_updates"), "must be greater than zero (omit it for finals only)"));
+                return Err(err(
+                    at("early_updates"),
+                    "must be greater than zero (omit it for finals only)",
+                ));
             }
             check_sinks(at("sinks"), &a.sinks)?;
             aggregates.push(AggregateSpec {
@@ -302,17 +344,29 @@ impl Config {
         let recent = match &self.recent {
             Some(r) => {
                 if r.keep == 0 {
-                    return Err(err("recent.keep", "must be at least 1 (remove [recent] to turn it off)"));
+                    return Err(err(
+                        "recent.keep",
+                        "must be at least 1 (remove [recent] to turn it off)",
+                    ));
                 }
                 if r.updates.ms() == 0 {
                     return Err(err("recent.updates", "must be greater than zero"));
                 }
                 check_sinks("recent.sinks".into(), &r.sinks)?;
-                Some(RecentSpec { keep: r.keep, ttl: r.ttl.ms(), updates: r.updates.ms(), sinks: r.sinks.clone() })
+                Some(RecentSpec {
+                    keep: r.keep,
+                    ttl: r.ttl.ms(),
+                    updates: r.updates.ms(),
+                    sinks: r.sinks.clone(),
+                })
             }
             None => None,
         };
-        Ok(PipelineSpec { aggregates, recent, max_out_of_order: self.watermark.max_out_of_order.ms() })
+        Ok(PipelineSpec {
+            aggregates,
+            recent,
+            max_out_of_order: self.watermark.max_out_of_order.ms(),
+        })
     }
 
     /// Names of the configured sinks.
@@ -342,8 +396,12 @@ fn set_path(root: &mut toml::Table, path: &[String], value: toml::Value) -> Resu
     };
     let mut t = root;
     for p in parents {
-        let entry = t.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        t = entry.as_table_mut().ok_or_else(|| format!("`{p}` is not a table"))?;
+        let entry = t
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{p}` is not a table"))?;
     }
     t.insert(last.clone(), value);
     Ok(())
@@ -370,7 +428,7 @@ mod tests {
     #[test]
     fn an_unknown_key_is_named() {
         let e = load("[source]\nbrokerz = \"x\"\n").expect_err("unknown key");
-        assert_eq!(e.key, "source");
+        assert_eq!(e.key, "source.brokerz");
         assert!(e.message.contains("brokerz"), "{e}");
     }
 
@@ -385,10 +443,20 @@ mod tests {
     #[test]
     fn semantic_errors_name_the_key() {
         let base = "[[aggregate]]\nname = \"a\"\nwindow = { sliding = \"10m\", every = \"3m\" }\nmeasures = [\"count\"]\nsinks = [\"file\"]\n";
-        assert_eq!(load(base).expect_err("not a multiple").key, "aggregate[0].window");
-        let m = base.replace("\"count\"", "\"count\", \"median(value)\"").replace("every = \"3m\"", "every = \"1m\"");
-        assert_eq!(load(&m).expect_err("bad measure").key, "aggregate[0].measures[1]");
-        let s = base.replace("\"file\"", "\"redis\"").replace("every = \"3m\"", "every = \"1m\"");
+        assert_eq!(
+            load(base).expect_err("not a multiple").key,
+            "aggregate[0].window"
+        );
+        let m = base
+            .replace("\"count\"", "\"count\", \"median(value)\"")
+            .replace("every = \"3m\"", "every = \"1m\"");
+        assert_eq!(
+            load(&m).expect_err("bad measure").key,
+            "aggregate[0].measures[1]"
+        );
+        let s = base
+            .replace("\"file\"", "\"redis\"")
+            .replace("every = \"3m\"", "every = \"1m\"");
         assert_eq!(load(&s).expect_err("bad sink").key, "aggregate[0].sinks[0]");
     }
 

@@ -39,15 +39,30 @@ pub struct DemoOptions {
 pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Result<()> {
     cfg.source.start = Start::Latest;
     let settings = cfg.kafka();
-    let topic = cfg.source.topics.first().cloned().ok_or_else(|| anyhow!("no source topic configured"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let topic = cfg
+        .source
+        .topics
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("no source topic configured"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime
-        .block_on(admin::ensure_topic(&settings, &topic, opts.partitions as i32, 1))
+        .block_on(admin::ensure_topic(
+            &settings,
+            &topic,
+            opts.partitions as i32,
+            1,
+        ))
         .with_context(|| format!("creating topic {topic} on {}", settings.brokers))?;
-    let partitions = admin::partitions(&settings, &topic)?.map_or(opts.partitions, |p| p.len() as u32);
+    let partitions =
+        admin::partitions(&settings, &topic)?.map_or(opts.partitions, |p| p.len() as u32);
 
     let spec = cfg.spec()?;
-    let metrics = Arc::new(Metrics::new(spec.aggregates.iter().map(|a| a.name.clone()).collect()));
+    let metrics = Arc::new(Metrics::new(
+        spec.aggregates.iter().map(|a| a.name.clone()).collect(),
+    ));
     let live = MemorySinkFactory::new("live");
     let worker = {
         let cfg = cfg.clone();
@@ -57,7 +72,13 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
         std::thread::spawn(move || {
             run(
                 &cfg,
-                RunOptions { threads: Some(opts.threads), until_end: false, control, extra_sinks: vec![live], progress: None },
+                RunOptions {
+                    threads: Some(opts.threads),
+                    until_end: false,
+                    control,
+                    extra_sinks: vec![live],
+                    progress: None,
+                },
                 metrics,
             )
         })
@@ -65,13 +86,32 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
     let generator = {
         let settings = settings.clone();
         let control = Arc::clone(&control);
-        let plan = GenPlan { topic: topic.clone(), count: None, rate: Some(opts.rate), duration: None, progress: None };
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
-        let gen_cfg = GenConfig { seed, partitions, bad: 0.01, late: 0.002, late_by_ms: 15 * 60_000, ..GenConfig::default() };
+        let plan = GenPlan {
+            topic: topic.clone(),
+            count: None,
+            rate: Some(opts.rate),
+            duration: None,
+            progress: None,
+        };
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs());
+        let gen_cfg = GenConfig {
+            seed,
+            partitions,
+            bad: 0.01,
+            late: 0.002,
+            late_by_ms: 15 * 60_000,
+            ..GenConfig::default()
+        };
         std::thread::spawn(move || produce(&settings, gen_cfg, &plan, &control))
     };
 
-    let results = cfg.sinks.file.as_ref().map_or("(no file sink)".to_owned(), |f| f.path.clone());
+    let results = cfg
+        .sinks
+        .file
+        .as_ref()
+        .map_or("(no file sink)".to_owned(), |f| f.path.clone());
     let header = format!(
         "Footprint demo: {} events/s into `{topic}` ({partitions} partitions) at {}, {} worker threads",
         opts.rate, settings.brokers, opts.threads
@@ -87,7 +127,11 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
         std::thread::sleep(Duration::from_millis(1000));
         table.apply(live.take());
         if opts.live {
-            let _ = write!(out, "\x1b[2J\x1b[H{}", table.render(&metrics, &header, &footer));
+            let _ = write!(
+                out,
+                "\x1b[2J\x1b[H{}",
+                table.render(&metrics, &header, &footer)
+            );
             let _ = out.flush();
         }
         let over = opts.duration.is_some_and(|d| started.elapsed() >= d);
@@ -96,8 +140,12 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
         }
     }
     control.request_stop();
-    let gen_report = generator.join().map_err(|_| anyhow!("generator thread panicked"))??;
-    let run_report = worker.join().map_err(|_| anyhow!("worker thread panicked"))??;
+    let gen_report = generator
+        .join()
+        .map_err(|_| anyhow!("generator thread panicked"))??;
+    let run_report = worker
+        .join()
+        .map_err(|_| anyhow!("worker thread panicked"))??;
     table.apply(live.take());
     if !opts.live {
         println!("{}", table.render(&metrics, &header, &footer));
@@ -113,6 +161,8 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
         run_report.late,
         run_report.windows
     );
-    println!("Results are in {results} (one JSON row per line; per window the highest version is current).");
+    println!(
+        "Results are in {results} (one JSON row per line; per window the highest version is current)."
+    );
     Ok(())
 }

@@ -41,8 +41,15 @@ pub struct GenReport {
 }
 
 /// Produces a clickstream; returns once `plan` is done or `control` asks to stop.
-pub fn produce(settings: &KafkaSettings, cfg: GenConfig, plan: &GenPlan, control: &Arc<RunControl>) -> Result<GenReport> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+pub fn produce(
+    settings: &KafkaSettings,
+    cfg: GenConfig,
+    plan: &GenPlan,
+    control: &Arc<RunControl>,
+) -> Result<GenReport> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let partitions = cfg.partitions as i32;
     if runtime.block_on(admin::ensure_topic(settings, &plan.topic, partitions, 1))? {
         tracing::info!(topic = %plan.topic, partitions, "created topic");
@@ -81,7 +88,12 @@ pub fn produce(settings: &KafkaSettings, cfg: GenConfig, plan: &GenPlan, control
             None => generator.next_event(),
         };
         producer
-            .send(&plan.topic, event.partition as i32, event.key.as_bytes(), &event.payload)
+            .send(
+                &plan.topic,
+                event.partition as i32,
+                event.key.as_bytes(),
+                &event.payload,
+            )
             .with_context(|| format!("producing to {}", plan.topic))?;
         report.messages += 1;
         match event.kind {
@@ -99,6 +111,8 @@ pub fn produce(settings: &KafkaSettings, cfg: GenConfig, plan: &GenPlan, control
             last_log = Instant::now();
         }
     }
-    producer.flush(Duration::from_secs(120)).context("waiting for the broker to acknowledge")?;
+    producer
+        .flush(Duration::from_secs(120))
+        .context("waiting for the broker to acknowledge")?;
     Ok(report)
 }

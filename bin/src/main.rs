@@ -43,7 +43,7 @@ struct WorkerArgs {
     /// Worker threads (default: `worker.threads`).
     #[arg(long)]
     threads: Option<usize>,
-    /// Read every partition up to its end at start-up, emit all windows as final, and exit.
+    /// Read every partition until it is caught up, emit all windows as final, and exit.
     #[arg(long)]
     until_end: bool,
 }
@@ -137,21 +137,34 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<ConfigError>().is_some() { ExitCode::from(2) } else { ExitCode::from(1) }
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }
 
 fn init_logging(file: Option<&std::path::Path>) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match file {
         Some(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
             }
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init();
         }
         None => builder.with_writer(std::io::stderr).init(),
     }
@@ -160,7 +173,10 @@ fn init_logging(file: Option<&std::path::Path>) -> Result<()> {
 
 fn stop_on_signal(control: Arc<RunControl>) {
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
             return;
         };
         rt.block_on(async {
@@ -177,7 +193,11 @@ fn real_main(cli: Cli) -> Result<()> {
     match cli.command {
         Command::CheckConfig => {
             let spec = cfg.spec()?;
-            println!("config is valid: {} aggregates, recent activity {}", spec.aggregates.len(), if spec.recent.is_some() { "on" } else { "off" });
+            println!(
+                "config is valid: {} aggregates, recent activity {}",
+                spec.aggregates.len(),
+                if spec.recent.is_some() { "on" } else { "off" }
+            );
             for a in &spec.aggregates {
                 let measures: Vec<String> = a.measures.iter().map(ToString::to_string).collect();
                 let group: Vec<String> = a.group_by.iter().map(ToString::to_string).collect();
@@ -197,15 +217,29 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Worker(args) => {
             stop_on_signal(Arc::clone(&control));
             let spec = cfg.spec()?;
-            let metrics = Arc::new(Metrics::new(spec.aggregates.iter().map(|a| a.name.clone()).collect()));
-            let opts = RunOptions { threads: args.threads, until_end: args.until_end, control, ..RunOptions::default() };
+            let metrics = Arc::new(Metrics::new(
+                spec.aggregates.iter().map(|a| a.name.clone()).collect(),
+            ));
+            let opts = RunOptions {
+                threads: args.threads,
+                until_end: args.until_end,
+                control,
+                ..RunOptions::default()
+            };
             run(&cfg, opts, metrics)?;
             Ok(())
         }
         Command::Gen(a) => {
             stop_on_signal(Arc::clone(&control));
-            let topic = a.topic.clone().or_else(|| cfg.source.topics.first().cloned()).context("no topic given")?;
-            anyhow::ensure!(a.count.is_some() || a.rate.is_some() || a.duration.is_some(), "give --count, --rate or --duration");
+            let topic = a
+                .topic
+                .clone()
+                .or_else(|| cfg.source.topics.first().cloned())
+                .context("no topic given")?;
+            anyhow::ensure!(
+                a.count.is_some() || a.rate.is_some() || a.duration.is_some(),
+                "give --count, --rate or --duration"
+            );
             let gen_cfg = GenConfig {
                 seed: a.seed,
                 partitions: a.partitions,
@@ -220,9 +254,18 @@ fn real_main(cli: Cli) -> Result<()> {
                 late_by_ms: a.late_by.as_millis() as u64,
                 bad: a.bad,
             };
-            let plan = GenPlan { topic: topic.clone(), count: a.count, rate: a.rate, duration: a.duration, progress: Some(Duration::from_secs(5)) };
+            let plan = GenPlan {
+                topic: topic.clone(),
+                count: a.count,
+                rate: a.rate,
+                duration: a.duration,
+                progress: Some(Duration::from_secs(5)),
+            };
             let r = produce(&cfg.kafka(), gen_cfg, &plan, &control)?;
-            println!("produced {} messages to {topic}: {} good ({} late), {} bad", r.messages, r.good, r.late, r.bad);
+            println!(
+                "produced {} messages to {topic}: {} good ({} late), {} bad",
+                r.messages, r.good, r.late, r.bad
+            );
             Ok(())
         }
         Command::Demo(d) => {

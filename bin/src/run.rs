@@ -27,7 +27,7 @@ use crate::config::{Config, Start};
 pub struct RunOptions {
     /// Worker threads (overrides the config when set).
     pub threads: Option<usize>,
-    /// Read each partition up to its end at start-up, finalise every window, and exit.
+    /// Read each partition until it is caught up, finalise every window, and exit.
     pub until_end: bool,
     /// Stop flag (Ctrl-C, demo shutdown).
     pub control: Arc<RunControl>,
@@ -80,10 +80,19 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
                 Start::Earliest => low,
                 Start::Latest => high,
             };
-            ranges.push(PartitionRange { topic: topic.clone(), partition: p, from, to: opts.until_end.then_some(high) });
+            ranges.push(PartitionRange {
+                topic: topic.clone(),
+                partition: p,
+                from,
+                to: None,
+                until_caught_up: opts.until_end,
+            });
         }
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start runtime")?;
     for topic in &cfg.source.topics {
         let n = ranges.iter().filter(|r| &r.topic == topic).count() as i32;
         for suffix in [DLQ_SUFFIX, LATE_SUFFIX] {
@@ -93,15 +102,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
             }
         }
     }
-    let backlog: i64 = ranges.iter().map(|r| r.to.unwrap_or(r.from) - r.from).sum();
-    tracing::info!(
-        brokers = %settings.brokers,
-        partitions = ranges.len(),
-        threads,
-        until_end = opts.until_end,
-        messages_to_read = if opts.until_end { backlog } else { -1 },
-        "starting worker"
-    );
+    tracing::info!(brokers = %settings.brokers, partitions = ranges.len(), threads, until_end = opts.until_end, "starting worker");
 
     // Sinks: configured ones by name, then the extra ones (which get every row).
     let mut factories: Vec<(String, Arc<dyn SinkFactory>)> = Vec::new();
@@ -114,19 +115,29 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     }
     let extra: Vec<usize> = (configured..factories.len()).collect();
     let index_of = |names: &[String]| -> Vec<usize> {
-        let mut v: Vec<usize> = names.iter().filter_map(|n| factories[..configured].iter().position(|(f, _)| f == n)).collect();
+        let mut v: Vec<usize> = names
+            .iter()
+            .filter_map(|n| factories[..configured].iter().position(|(f, _)| f == n))
+            .collect();
         v.extend(&extra);
         v
     };
     let routing = Routing {
         windows: spec.aggregates.iter().map(|a| index_of(&a.sinks)).collect(),
-        recent: spec.recent.as_ref().map(|r| index_of(&r.sinks)).unwrap_or_default(),
+        recent: spec
+            .recent
+            .as_ref()
+            .map(|r| index_of(&r.sinks))
+            .unwrap_or_default(),
     };
 
     let names: Arc<[String]> = spec.aggregates.iter().map(|a| a.name.clone()).collect();
     let mut per_worker: Vec<Option<(KafkaReader, Vec<Box<dyn Sink>>)>> = Vec::new();
     for w in 0..threads {
-        let mine: Vec<PartitionRange> = assigned(ranges.len(), w, threads).into_iter().map(|i| ranges[i].clone()).collect();
+        let mine: Vec<PartitionRange> = assigned(ranges.len(), w, threads)
+            .into_iter()
+            .map(|i| ranges[i].clone())
+            .collect();
         let side = SideOutputs::new(&settings, Arc::clone(&names), Arc::clone(&metrics))?;
         let reader = KafkaReader::open(&settings, &cfg.source.group_id, mine, side)?;
         let sinks = factories
@@ -148,27 +159,34 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     let reporter = opts.progress.map(|every| {
         let metrics = Arc::clone(&metrics);
         let done = Arc::clone(&done);
-        std::thread::spawn(move || report_progress(&metrics, every, &done, backlog))
+        std::thread::spawn(move || report_progress(&metrics, every, &done))
     });
 
     let control = Arc::clone(&opts.control);
     let worker_metrics = Arc::clone(&metrics);
-    let guards = timely::execute(timely::Config::process(threads), move |worker| -> Result<(), String> {
-        let taken = per_worker.lock().map_err(|_| "worker set-up lock poisoned".to_owned())?[worker.index()].take();
-        let Some((reader, sinks)) = taken else {
-            return Err(format!("no reader prepared for worker {}", worker.index()));
-        };
-        let spec = Arc::clone(&spec);
-        let control = Arc::clone(&control);
-        let metrics = Arc::clone(&worker_metrics);
-        let routing = routing.clone();
-        let settings = source_settings.clone();
-        worker.dataflow::<u64, _, _>(move |scope| {
-            build(scope, reader, spec, settings, control, Arc::clone(&metrics)).write_to(sinks, routing, metrics);
-        });
-        while worker.step_or_park(None) {}
-        Ok(())
-    })
+    let guards = timely::execute(
+        timely::Config::process(threads),
+        move |worker| -> Result<(), String> {
+            let taken = per_worker
+                .lock()
+                .map_err(|_| "worker set-up lock poisoned".to_owned())?[worker.index()]
+            .take();
+            let Some((reader, sinks)) = taken else {
+                return Err(format!("no reader prepared for worker {}", worker.index()));
+            };
+            let spec = Arc::clone(&spec);
+            let control = Arc::clone(&control);
+            let metrics = Arc::clone(&worker_metrics);
+            let routing = routing.clone();
+            let settings = source_settings.clone();
+            worker.dataflow::<u64, _, _>(move |scope| {
+                build(scope, reader, spec, settings, control, Arc::clone(&metrics))
+                    .write_to(sinks, routing, metrics);
+            });
+            while worker.step_or_park(None) {}
+            Ok(())
+        },
+    )
     .map_err(|e| anyhow!("starting timely: {e}"))?;
     let mut failure = None;
     for r in guards.join() {
@@ -188,7 +206,11 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
         events_in: metrics.events_in.load(Ordering::Relaxed),
         bad: metrics.bad_total(),
         late: metrics.late_total(),
-        windows: metrics.windows_emitted.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
+        windows: metrics
+            .windows_emitted
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum(),
         elapsed: started.elapsed(),
     };
     tracing::info!(
@@ -202,7 +224,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     Ok(report)
 }
 
-fn report_progress(metrics: &Metrics, every: Duration, done: &AtomicBool, backlog: i64) {
+fn report_progress(metrics: &Metrics, every: Duration, done: &AtomicBool) {
     let mut last = Instant::now();
     let mut last_in = 0;
     while !done.load(Ordering::SeqCst) {
@@ -216,7 +238,6 @@ fn report_progress(metrics: &Metrics, every: Duration, done: &AtomicBool, backlo
         let lag = metrics.max_event_ts.load(Ordering::Relaxed) - wm;
         tracing::info!(
             events_in = n,
-            of = if backlog > 0 { backlog } else { -1 },
             per_sec = rate.round(),
             bad = metrics.bad_total(),
             late = metrics.late_total(),

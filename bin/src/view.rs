@@ -21,7 +21,11 @@ impl LiveTable {
             match r {
                 Output::Window(w) => {
                     let id = (w.aggregate.clone(), w.key.clone(), w.window_start);
-                    if self.rows.get(&id).is_none_or(|old| old.version <= w.version) {
+                    if self
+                        .rows
+                        .get(&id)
+                        .is_none_or(|old| old.version <= w.version)
+                    {
                         self.rows.insert(id, w);
                     }
                 }
@@ -39,7 +43,8 @@ impl LiveTable {
             let keep = starts.len().saturating_sub(2);
             starts.drain(..keep);
         }
-        self.rows.retain(|(agg, _, start), _| newest.get(agg).is_some_and(|s| s.contains(start)));
+        self.rows
+            .retain(|(agg, _, start), _| newest.get(agg).is_some_and(|s| s.contains(start)));
     }
 
     /// Renders the screen.
@@ -47,7 +52,9 @@ impl LiveTable {
         let mut s = String::new();
         let wm = metrics.watermark.load(Ordering::Relaxed) as i64;
         let max_ts = metrics.max_event_ts.load(Ordering::Relaxed);
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         let _ = writeln!(s, "{header}");
         let _ = writeln!(
             s,
@@ -55,7 +62,11 @@ impl LiveTable {
             metrics.events_in.load(Ordering::Relaxed),
             metrics.bad_total(),
             metrics.late_total(),
-            metrics.windows_emitted.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>(),
+            metrics
+                .windows_emitted
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum::<u64>(),
             metrics.recent_updates.load(Ordering::Relaxed),
         );
         let _ = writeln!(
@@ -68,14 +79,30 @@ impl LiveTable {
         let mut aggs: Vec<&String> = metrics.aggregates.iter().collect();
         aggs.dedup();
         for agg in aggs {
-            let Some(start) = self.rows.keys().filter(|(a, _, _)| a == agg).map(|(_, _, s)| *s).max() else {
+            let Some(start) = self
+                .rows
+                .keys()
+                .filter(|(a, _, _)| a == agg)
+                .map(|(_, _, s)| *s)
+                .max()
+            else {
                 let _ = writeln!(s, "\n{agg}: no results yet");
                 continue;
             };
-            let mut rows: Vec<&WindowRow> = self.rows.values().filter(|w| &w.aggregate == agg && w.window_start == start).collect();
+            let mut rows: Vec<&WindowRow> = self
+                .rows
+                .values()
+                .filter(|w| &w.aggregate == agg && w.window_start == start)
+                .collect();
             rows.sort_by_key(|w| std::cmp::Reverse(count(w)));
             let end = rows.first().map_or(start, |w| w.window_end);
-            let _ = writeln!(s, "\n{agg}  window {}–{}  ({} groups, top 8 by count)", clock(start), clock(end), rows.len());
+            let _ = writeln!(
+                s,
+                "\n{agg}  window {}–{}  ({} groups, top 8 by count)",
+                clock(start),
+                clock(end),
+                rows.len()
+            );
             for w in rows.iter().take(8) {
                 let key: Vec<&str> = w.key.iter().map(|(_, v)| v.as_str()).collect();
                 let measures: Vec<String> = w
@@ -86,7 +113,13 @@ impl LiveTable {
                         MeasureValue::Count(c) | MeasureValue::Distinct(c) => format!("{n}={c}"),
                     })
                     .collect();
-                let _ = writeln!(s, "  {:<28} {}{}", key.join(" "), measures.join("  "), if w.is_final { "  (final)" } else { "" });
+                let _ = writeln!(
+                    s,
+                    "  {:<28} {}{}",
+                    key.join(" "),
+                    measures.join("  "),
+                    if w.is_final { "  (final)" } else { "" }
+                );
             }
         }
         let _ = writeln!(s, "\n{footer}");
@@ -95,7 +128,16 @@ impl LiveTable {
 }
 
 fn count(w: &WindowRow) -> u64 {
-    w.measures.iter().find_map(|(_, v)| if let MeasureValue::Count(c) = v { Some(*c) } else { None }).unwrap_or(w.version)
+    w.measures
+        .iter()
+        .find_map(|(_, v)| {
+            if let MeasureValue::Count(c) = v {
+                Some(*c)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(w.version)
 }
 
 fn clock(ms: i64) -> String {

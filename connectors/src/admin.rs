@@ -20,12 +20,17 @@ fn consumer(settings: &KafkaSettings) -> Result<BaseConsumer, ConnectorError> {
 }
 
 /// The partitions of `topic`, in ascending order, or `None` when it does not exist.
-pub fn partitions(settings: &KafkaSettings, topic: &str) -> Result<Option<Vec<i32>>, ConnectorError> {
+pub fn partitions(
+    settings: &KafkaSettings,
+    topic: &str,
+) -> Result<Option<Vec<i32>>, ConnectorError> {
     let c = consumer(settings)?;
-    let md = c.fetch_metadata(Some(topic), TIMEOUT).map_err(|e| ConnectorError::Unreachable {
-        brokers: settings.brokers.clone(),
-        detail: e.to_string(),
-    })?;
+    let md = c
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .map_err(|e| ConnectorError::Unreachable {
+            brokers: settings.brokers.clone(),
+            detail: e.to_string(),
+        })?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
         return Ok(None);
     };
@@ -38,12 +43,17 @@ pub fn partitions(settings: &KafkaSettings, topic: &str) -> Result<Option<Vec<i3
 }
 
 /// Low (first available) and high (next to be written) offsets of a partition.
-pub fn watermarks(settings: &KafkaSettings, topic: &str, partition: i32) -> Result<(i64, i64), ConnectorError> {
+pub fn watermarks(
+    settings: &KafkaSettings,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), ConnectorError> {
     let c = consumer(settings)?;
-    c.fetch_watermarks(topic, partition, TIMEOUT).map_err(|e| ConnectorError::Unreachable {
-        brokers: settings.brokers.clone(),
-        detail: format!("offsets of {topic}/{partition}: {e}"),
-    })
+    c.fetch_watermarks(topic, partition, TIMEOUT)
+        .map_err(|e| ConnectorError::Unreachable {
+            brokers: settings.brokers.clone(),
+            detail: format!("offsets of {topic}/{partition}: {e}"),
+        })
 }
 
 /// Creates `topic` with `partitions` partitions unless it already exists.
@@ -57,8 +67,10 @@ pub async fn ensure_topic(
     if self::partitions(settings, topic)?.is_some() {
         return Ok(false);
     }
-    let admin: AdminClient<DefaultClientContext> =
-        settings.client_config(&[]).create().map_err(|e| ConnectorError::Config(e.to_string()))?;
+    let admin: AdminClient<DefaultClientContext> = settings
+        .client_config(&[])
+        .create()
+        .map_err(|e| ConnectorError::Config(e.to_string()))?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
     let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
     let results = admin
@@ -70,7 +82,9 @@ pub async fn ensure_topic(
             Ok(_) => {}
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => return Ok(false),
             Err((name, code)) => {
-                return Err(ConnectorError::Request(format!("create topic {name}: {code}")));
+                return Err(ConnectorError::Request(format!(
+                    "create topic {name}: {code}"
+                )));
             }
         }
     }
@@ -81,5 +95,7 @@ pub async fn ensure_topic(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(ConnectorError::Request(format!("topic {topic} was created but its metadata did not appear")))
+    Err(ConnectorError::Request(format!(
+        "topic {topic} was created but its metadata did not appear"
+    )))
 }

@@ -16,7 +16,10 @@ pub struct KafkaSettings {
 impl KafkaSettings {
     /// Settings for `brokers` with no extra properties.
     pub fn new(brokers: impl Into<String>) -> Self {
-        KafkaSettings { brokers: brokers.into(), properties: BTreeMap::new() }
+        KafkaSettings {
+            brokers: brokers.into(),
+            properties: BTreeMap::new(),
+        }
     }
 
     /// A client config with the bootstrap servers, `defaults`, and then the

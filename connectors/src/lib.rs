@@ -43,6 +43,9 @@ pub enum ConnectorError {
 impl ConnectorError {
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ConnectorError::Unreachable { .. } | ConnectorError::Request(_))
+        matches!(
+            self,
+            ConnectorError::Unreachable { .. } | ConnectorError::Request(_)
+        )
     }
 }

@@ -3,19 +3,19 @@
 //! The reader assigns its partitions explicitly (no consumer-group
 //! rebalancing: timely decides who reads what) and gives each partition its
 //! own queue, so the source can read partitions at controlled rates and
-//! knows when each one is read to its end (partition EOF). In a bounded run
-//! each partition stops at its end offset.
+//! knows when each one is read to its end (partition EOF). A bounded run
+//! stops each partition at its end offset or when it has caught up.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use footprint_dataflows::source::{Message, PartitionReader, ReadStatus, Verdict};
+use rdkafka::consumer::DefaultConsumerContext;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
-use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::{Offset, TopicPartitionList};
-use rdkafka::consumer::DefaultConsumerContext;
 
 use crate::ConnectorError;
 use crate::client::KafkaSettings;
@@ -30,8 +30,12 @@ pub struct PartitionRange {
     pub partition: i32,
     /// First offset to read.
     pub from: i64,
-    /// Offset to stop before (bounded runs), or `None` to read forever.
+    /// Offset to stop before (explicit ranges), or `None`.
     pub to: Option<i64>,
+    /// Stop once the partition is read to its end (partition EOF): a run
+    /// that catches up and exits. Works on brokers whose reported end offset
+    /// lags behind the log (tansu 0.6 reports the last batch's base offset).
+    pub until_caught_up: bool,
 }
 
 /// Reads a set of partitions for one worker.
@@ -45,7 +49,12 @@ pub struct KafkaReader {
 
 impl KafkaReader {
     /// Opens a consumer over `ranges`.
-    pub fn open(settings: &KafkaSettings, group_id: &str, ranges: Vec<PartitionRange>, side: SideOutputs) -> Result<Self, ConnectorError> {
+    pub fn open(
+        settings: &KafkaSettings,
+        group_id: &str,
+        ranges: Vec<PartitionRange>,
+        side: SideOutputs,
+    ) -> Result<Self, ConnectorError> {
         let consumer: BaseConsumer = settings
             .client_config(&[
                 ("group.id", group_id),
@@ -61,16 +70,26 @@ impl KafkaReader {
             tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from))
                 .map_err(|e| ConnectorError::Request(e.to_string()))?;
         }
-        consumer.assign(&tpl).map_err(|e| ConnectorError::Request(format!("assign partitions: {e}")))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| ConnectorError::Request(format!("assign partitions: {e}")))?;
         let mut queues = Vec::with_capacity(ranges.len());
         for r in &ranges {
-            let q = consumer.split_partition_queue(&r.topic, r.partition).ok_or_else(|| {
-                ConnectorError::Request(format!("no queue for {}/{}", r.topic, r.partition))
-            })?;
+            let q = consumer
+                .split_partition_queue(&r.topic, r.partition)
+                .ok_or_else(|| {
+                    ConnectorError::Request(format!("no queue for {}/{}", r.topic, r.partition))
+                })?;
             queues.push(q);
         }
         let positions = ranges.iter().map(|r| r.from).collect();
-        Ok(KafkaReader { consumer, ranges, queues, positions, side })
+        Ok(KafkaReader {
+            consumer,
+            ranges,
+            queues,
+            positions,
+            side,
+        })
     }
 
     /// The next offset to read, per partition.
@@ -84,7 +103,12 @@ impl PartitionReader for KafkaReader {
         self.ranges.len()
     }
 
-    fn read(&mut self, idx: usize, max: usize, handle: &mut dyn FnMut(&Message<'_>) -> Verdict) -> ReadStatus {
+    fn read(
+        &mut self,
+        idx: usize,
+        max: usize,
+        handle: &mut dyn FnMut(&Message<'_>) -> Verdict,
+    ) -> ReadStatus {
         let range = &self.ranges[idx];
         let mut status = ReadStatus::default();
         if range.to.is_some_and(|to| self.positions[idx] >= to) {
@@ -96,6 +120,7 @@ impl PartitionReader for KafkaReader {
                 None => break,
                 Some(Err(KafkaError::PartitionEOF(_))) => {
                     status.at_end = true;
+                    status.finished = range.until_caught_up;
                     break;
                 }
                 Some(Err(e)) => {
@@ -111,7 +136,13 @@ impl PartitionReader for KafkaReader {
                     let payload = m.payload().unwrap_or(&[]);
                     status.read += 1;
                     let verdict = handle(&Message { payload, offset });
-                    let fwd = Forward { topic: &range.topic, partition: range.partition, offset, key: m.key(), payload };
+                    let fwd = Forward {
+                        topic: &range.topic,
+                        partition: range.partition,
+                        offset,
+                        key: m.key(),
+                        payload,
+                    };
                     match verdict {
                         Verdict::Accepted => {}
                         Verdict::Late { stamp, late } => self.side.late(fwd, stamp, &late),

@@ -198,7 +198,11 @@ impl Generator {
         let mut ts = clock;
         let mut kind = Kind::Good;
         let late_ts = self.partition_max[p].saturating_sub(self.cfg.late_by_ms as i64);
-        if self.cfg.late > 0.0 && r.unit() < self.cfg.late && self.partition_max[p] != i64::MIN && late_ts >= crate::event::MIN_TS {
+        if self.cfg.late > 0.0
+            && r.unit() < self.cfg.late
+            && self.partition_max[p] != i64::MIN
+            && late_ts >= crate::event::MIN_TS
+        {
             ts = late_ts;
             kind = Kind::Late;
         } else if r.unit() < self.cfg.disorder {

@@ -31,7 +31,11 @@ impl FileSinkFactory {
         if worker == 0 {
             return self.path.clone();
         }
-        let stem = self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let name = match self.path.extension() {
             Some(ext) => format!("{stem}.w{worker}.{}", ext.to_string_lossy()),
             None => format!("{stem}.w{worker}"),
@@ -47,14 +51,24 @@ impl SinkFactory for FileSinkFactory {
 
     fn build(&self, worker: usize, _peers: usize) -> Result<Box<dyn Sink>, SinkError> {
         if self.path == Path::new("-") {
-            return Ok(Box::new(FileSink { out: Box::new(std::io::stdout()), path: self.path.clone() }));
+            return Ok(Box::new(FileSink {
+                out: Box::new(std::io::stdout()),
+                path: self.path.clone(),
+            }));
         }
         let path = self.path_for(worker);
-        let file: File = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| SinkError::Config {
-            sink: "file".into(),
-            detail: format!("cannot open {}: {e}", path.display()),
-        })?;
-        Ok(Box::new(FileSink { out: Box::new(BufWriter::new(file)), path }))
+        let file: File = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| SinkError::Config {
+                sink: "file".into(),
+                detail: format!("cannot open {}: {e}", path.display()),
+            })?;
+        Ok(Box::new(FileSink {
+            out: Box::new(BufWriter::new(file)),
+            path,
+        }))
     }
 }
 
@@ -81,7 +95,10 @@ impl Sink for FileSink {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|e| SinkError::Unavailable { sink: "file".into(), detail: format!("{}: {e}", self.path.display()) })
+        self.out.flush().map_err(|e| SinkError::Unavailable {
+            sink: "file".into(),
+            detail: format!("{}: {e}", self.path.display()),
+        })
     }
 }
 
@@ -110,7 +127,10 @@ mod tests {
         sink.write(&[row.clone(), row]).expect("write");
         sink.flush().expect("flush");
         let text = std::fs::read_to_string(&path).expect("read");
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["version"], 3);
         assert_eq!(lines[0]["kind"], "recent");

@@ -17,12 +17,18 @@ pub struct MemorySinkFactory {
 impl MemorySinkFactory {
     /// A memory sink called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        MemorySinkFactory { name: name.into(), rows: Arc::default() }
+        MemorySinkFactory {
+            name: name.into(),
+            rows: Arc::default(),
+        }
     }
 
     /// Takes every row written so far.
     pub fn take(&self) -> Vec<Output> {
-        self.rows.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+        self.rows
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 }
 
@@ -32,7 +38,10 @@ impl SinkFactory for MemorySinkFactory {
     }
 
     fn build(&self, _worker: usize, _peers: usize) -> Result<Box<dyn Sink>, SinkError> {
-        Ok(Box::new(MemorySink { name: self.name.clone(), rows: Arc::clone(&self.rows) }))
+        Ok(Box::new(MemorySink {
+            name: self.name.clone(),
+            rows: Arc::clone(&self.rows),
+        }))
     }
 }
 

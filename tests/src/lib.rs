@@ -1,1 +1,133 @@
-//! placeholder
+//! Helpers for Footprint's end-to-end tests: where the services are, unique
+//! names per test, pre-loading topics, and reading topics back.
+//!
+//! Endpoints come from the environment that `scripts/services.sh` writes
+//! (`FOOTPRINT_BROKERS`); `scripts/test.sh` starts the services and runs the
+//! tests. A test that needs a broker fails with a clear message without one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use footprint::generate::{GenPlan, GenReport, produce};
+use footprint_connectors::admin;
+use footprint_connectors::client::KafkaSettings;
+use footprint_dataflows::clickstream::{GenConfig, Generator};
+use footprint_dataflows::control::RunControl;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The broker to test against.
+pub fn brokers() -> String {
+    match std::env::var("FOOTPRINT_BROKERS") {
+        Ok(b) if !b.is_empty() => b,
+        _ => panic!(
+            "FOOTPRINT_BROKERS is not set: run the tests with scripts/test.sh, which starts a broker"
+        ),
+    }
+}
+
+/// Kafka settings for the test broker.
+pub fn kafka() -> KafkaSettings {
+    KafkaSettings::new(brokers())
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// Produces `count` generated messages to a new `topic` and returns the
+/// payloads per partition, in offset order, as the broker holds them.
+pub fn preload(topic: &str, cfg: &GenConfig, count: u64) -> Result<(Vec<Vec<Vec<u8>>>, GenReport)> {
+    let plan = GenPlan {
+        topic: topic.to_owned(),
+        count: Some(count),
+        rate: None,
+        duration: None,
+        progress: None,
+    };
+    let report = produce(
+        &kafka(),
+        cfg.clone(),
+        &plan,
+        &Arc::new(RunControl::default()),
+    )?;
+    let mut generator = Generator::new(cfg.clone());
+    let mut parts = vec![Vec::new(); cfg.partitions as usize];
+    for _ in 0..count {
+        let e = generator.next_event();
+        parts[e.partition as usize].push(e.payload);
+    }
+    Ok((parts, report))
+}
+
+/// One message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Read {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Headers, by key.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads every message of `topic` (all partitions, until each is caught up).
+pub fn read_all(topic: &str) -> Result<Vec<Read>> {
+    let settings = kafka();
+    let parts = admin::partitions(&settings, topic)?
+        .with_context(|| format!("topic {topic} does not exist"))?;
+    let consumer: BaseConsumer = settings
+        .client_config(&[
+            ("group.id", "footprint-tests"),
+            ("enable.partition.eof", "true"),
+            ("enable.auto.commit", "false"),
+        ])
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut open: Vec<i32> = parts.clone();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !open.is_empty() {
+        if Instant::now() > deadline {
+            bail!("timed out reading {topic}; partitions not caught up: {open:?}");
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => open.retain(|x| *x != p),
+            Some(Err(e)) => bail!("reading {topic}: {e}"),
+            Some(Ok(m)) => {
+                let mut headers = BTreeMap::new();
+                if let Some(h) = m.headers() {
+                    for i in 0..h.count() {
+                        let hd = h.get(i);
+                        headers.insert(
+                            hd.key.to_owned(),
+                            String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                out.push(Read {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,68 @@
+//! The `footprint` command's start-up checks.
+
+use std::process::Command;
+
+fn footprint(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_footprint"))
+        .args(args)
+        .env_remove("FOOTPRINT_CONFIG")
+        .output()
+        .expect("run footprint")
+}
+
+#[test]
+fn a_bad_config_stops_start_up_with_the_key_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("[source]\nbrokerz = \"x\"\n", "source.brokerz", "brokerz"),
+        (
+            "[watermark]\nmax_out_of_order = \"soon\"\n",
+            "watermark.max_out_of_order",
+            "soon",
+        ),
+        (
+            "[[aggregate]]\nname = \"a\"\nwindow = { tumbling = \"1m\" }\nmeasures = [\"avg(value)\"]\nsinks = [\"file\"]\n",
+            "aggregate[0].measures[0]",
+            "avg(value)",
+        ),
+    ];
+    for (i, (text, key, detail)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        for cmd in ["check-config", "worker"] {
+            let out = footprint(&["--config", path.to_str().expect("utf8 path"), cmd]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd} with {text:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("`{key}`")),
+                "{cmd}: error must name `{key}`: {stderr}"
+            );
+            assert!(
+                stderr.contains(detail),
+                "{cmd}: error must quote {detail}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_reported() {
+    let out = footprint(&["--config", "/nonexistent/footprint.toml", "check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/footprint.toml"));
+}
+
+#[test]
+fn the_embedded_defaults_are_valid() {
+    let out = footprint(&["check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("item_activity_1m") && stdout.contains("app_events_10m"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,175 @@
+//! End to end through the real broker: generated events with bad and late
+//! ones go through `footprint`'s worker; every good event is counted exactly
+//! once in the final results, every bad event is in the dead-letter topic
+//! with its reason, and every late event is in the late topic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use footprint::config::Config;
+use footprint::run::{RunOptions, run};
+use footprint_dataflows::clickstream::GenConfig;
+use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::reference::{Collected, compute};
+use footprint_sinks::SinkFactory;
+use footprint_sinks::memory::MemorySinkFactory;
+use footprint_tests::{brokers, preload, read_all, unique};
+
+#[test]
+fn counts_every_good_event_once_and_routes_bad_and_late_events() {
+    let topic = unique("e2e");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gen_cfg = GenConfig {
+        seed: 11,
+        partitions: 4,
+        users: 800,
+        items: 60,
+        events_per_sec: 50,
+        disorder: 0.05,
+        max_disorder_ms: 3_000,
+        late: 0.01,
+        late_by_ms: 20 * 60_000,
+        bad: 0.02,
+        ..GenConfig::default()
+    };
+    let (parts, produced) = preload(&topic, &gen_cfg, 30_000).expect("preload");
+    assert!(
+        produced.bad > 0 && produced.late > 0,
+        "the stream must contain bad and late events: {produced:?}"
+    );
+
+    let toml = format!(
+        r#"
+[source]
+brokers = "{brokers}"
+topics = ["{topic}"]
+batch = 200
+
+[watermark]
+max_out_of_order = "2s"
+
+[sinks.file]
+path = "{path}"
+"#,
+        brokers = brokers(),
+        path = dir.path().join("results.jsonl").display()
+    );
+    let cfg = Config::from_layers(Some(&toml), Vec::<(String, String)>::new()).expect("config");
+    let spec = cfg.spec().expect("spec");
+    let memory = MemorySinkFactory::new("memory");
+    let metrics = Arc::new(Metrics::new(
+        spec.aggregates.iter().map(|a| a.name.clone()).collect(),
+    ));
+    let extra: Arc<dyn SinkFactory> = Arc::new(memory.clone());
+    let opts = RunOptions {
+        threads: Some(2),
+        until_end: true,
+        extra_sinks: vec![extra],
+        progress: None,
+        ..RunOptions::default()
+    };
+    let report = run(&cfg, opts, Arc::clone(&metrics)).expect("worker run");
+
+    let expected = compute(&spec, &parts);
+    assert_eq!(report.events_in, 30_000);
+    assert_eq!(report.bad, produced.bad);
+    assert_eq!(expected.good, produced.good);
+
+    // Every good event counted exactly once: final results equal the reference.
+    let got = Collected::from_outputs(memory.take());
+    assert_eq!(got.duplicate_finals, 0);
+    assert_eq!(got.not_final, 0);
+    assert_eq!(got.windows.len(), expected.windows.len());
+    for (id, row) in &expected.windows {
+        assert_eq!(got.windows.get(id), Some(row), "window {id:?}");
+    }
+    assert_eq!(got.recent, expected.recent);
+
+    // Every bad event is in the dead-letter topic, unchanged, with its reason.
+    let dlq = read_all(&format!("{topic}.dlq")).expect("read dlq");
+    let mut dead: BTreeMap<(i32, i64), (String, Vec<u8>)> = BTreeMap::new();
+    for m in dlq {
+        let source = m
+            .headers
+            .get("footprint.source")
+            .expect("source header")
+            .clone();
+        let mut it = source.rsplitn(3, '/');
+        let offset: i64 = it.next().and_then(|o| o.parse().ok()).expect("offset");
+        let partition: i32 = it.next().and_then(|p| p.parse().ok()).expect("partition");
+        assert!(m.headers.contains_key("footprint.error"));
+        dead.insert(
+            (partition, offset),
+            (
+                m.headers
+                    .get("footprint.reason")
+                    .cloned()
+                    .unwrap_or_default(),
+                m.payload,
+            ),
+        );
+    }
+    assert_eq!(dead.len() as u64, produced.bad, "dead letters");
+    for (p, i, reason) in &expected.bad {
+        let (got_reason, payload) = dead
+            .get(&(*p as i32, *i as i64))
+            .expect("bad event in the DLQ");
+        assert_eq!(got_reason, reason.as_str());
+        assert_eq!(payload, &parts[*p][*i], "payload forwarded unchanged");
+    }
+
+    // Every late event is in the late topic, naming the aggregates it missed.
+    let late = read_all(&format!("{topic}.late")).expect("read late topic");
+    let got_late: BTreeSet<(String, String)> = late
+        .iter()
+        .flat_map(|m| {
+            let source = m
+                .headers
+                .get("footprint.source")
+                .cloned()
+                .unwrap_or_default();
+            m.headers
+                .get("footprint.late")
+                .map(|l| {
+                    l.split(',')
+                        .map(|x| x.split(':').next().unwrap_or("").to_owned())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |agg| (source.clone(), agg))
+        })
+        .collect();
+    let expected_late: BTreeSet<(String, String)> = expected
+        .late
+        .iter()
+        .map(|l| {
+            (
+                format!("{topic}/{}/{}", l.partition, l.index),
+                l.aggregate.clone(),
+            )
+        })
+        .collect();
+    assert!(!expected_late.is_empty());
+    assert_eq!(got_late, expected_late, "late events");
+    assert_eq!(
+        late.len(),
+        expected
+            .late
+            .iter()
+            .map(|l| (l.partition, l.index))
+            .collect::<BTreeSet<_>>()
+            .len()
+    );
+    assert_eq!(report.late, expected.late.len() as u64);
+
+    // The file sink holds the same final rows.
+    let text = std::fs::read_to_string(dir.path().join("results.jsonl")).expect("results file");
+    let w1 = std::fs::read_to_string(dir.path().join("results.w1.jsonl")).unwrap_or_default();
+    let finals = text
+        .lines()
+        .chain(w1.lines())
+        .filter(|l| l.contains(r#""final":true"#))
+        .count();
+    assert_eq!(finals, expected.windows.len());
+}
