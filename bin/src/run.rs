@@ -23,6 +23,9 @@ use footprint_sinks::{Sink, SinkFactory};
 
 use crate::config::{Config, Start};
 
+/// One worker's reader and sinks, prepared before timely starts.
+type WorkerParts = (KafkaReader, Vec<Box<dyn Sink>>);
+
 /// How to run.
 pub struct RunOptions {
     /// Worker threads (overrides the config when set).
@@ -132,7 +135,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     };
 
     let names: Arc<[String]> = spec.aggregates.iter().map(|a| a.name.clone()).collect();
-    let mut per_worker: Vec<Option<(KafkaReader, Vec<Box<dyn Sink>>)>> = Vec::new();
+    let mut per_worker: Vec<Option<WorkerParts>> = Vec::new();
     for w in 0..threads {
         let mine: Vec<PartitionRange> = assigned(ranges.len(), w, threads)
             .into_iter()

@@ -5,12 +5,13 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::reference::WindowId;
 use footprint_dataflows::{MeasureValue, Output, WindowRow};
 
 /// Latest row per window identity, fed from a memory sink.
 #[derive(Default)]
 pub struct LiveTable {
-    rows: HashMap<(String, Vec<(String, String)>, i64), WindowRow>,
+    rows: HashMap<WindowId, WindowRow>,
     users: u64,
 }
 

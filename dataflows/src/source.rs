@@ -203,6 +203,9 @@ pub fn partition_source<'s, R: PartitionReader>(
     )
 }
 
+/// A late message seen by a [`MemoryReader`]: (partition, offset, aggregates missed).
+pub type LateMessage = (usize, i64, Vec<Late>);
+
 /// In-memory partitions, read at chosen speeds: for tests, and for the engine
 /// benchmark that measures the dataflow without a broker.
 #[derive(Debug, Default)]
@@ -213,7 +216,7 @@ pub struct MemoryReader {
     /// Rejected messages: (partition, offset, reason text).
     pub dead_letters: Arc<std::sync::Mutex<Vec<(usize, i64, String)>>>,
     /// Late messages: (partition, offset, aggregates missed).
-    pub late: Arc<std::sync::Mutex<Vec<(usize, i64, Vec<Late>)>>>,
+    pub late: Arc<std::sync::Mutex<Vec<LateMessage>>>,
     ids: Vec<usize>,
 }
 

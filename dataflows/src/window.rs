@@ -41,7 +41,7 @@ impl WindowSpec {
         if size == 0 || every == 0 {
             return Err(WindowError::Zero);
         }
-        if size % every != 0 {
+        if !size.is_multiple_of(every) {
             return Err(WindowError::NotMultiple { size, every });
         }
         Ok(WindowSpec { size, every })
