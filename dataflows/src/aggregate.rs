@@ -168,8 +168,68 @@ struct Windows {
     closing: BTreeMap<Time, Vec<usize>>,
     dirty: Vec<Vec<usize>>,
     next_early: Vec<Option<Instant>>,
-    interner: HashMap<Box<str>, u32>,
+    interner: Interner,
     live: usize,
+}
+
+/// Distinct values as small ids, reference-counted by the window sets that
+/// hold them, so a value is forgotten when the last window containing it
+/// closes.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<Arc<str>, u32>,
+    names: Vec<Option<Arc<str>>>,
+    refs: Vec<u32>,
+    free: Vec<u32>,
+}
+
+impl Interner {
+    fn id(&mut self, value: String) -> u32 {
+        if let Some(id) = self.ids.get(value.as_str()) {
+            return *id;
+        }
+        let name: Arc<str> = Arc::from(value);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.names[id as usize] = Some(Arc::clone(&name));
+                self.refs[id as usize] = 0;
+                id
+            }
+            None => {
+                self.names.push(Some(Arc::clone(&name)));
+                self.refs.push(0);
+                (self.names.len() - 1) as u32
+            }
+        };
+        self.ids.insert(name, id);
+        id
+    }
+
+    fn retain(&mut self, id: u32) {
+        self.refs[id as usize] += 1;
+    }
+
+    /// Drops one reference; forgets the value when none is left.
+    fn release(&mut self, id: u32) {
+        let r = &mut self.refs[id as usize];
+        *r = r.saturating_sub(1);
+        if *r == 0 {
+            self.forget_if_unused(id);
+        }
+    }
+
+    fn forget_if_unused(&mut self, id: u32) {
+        if self.refs[id as usize] == 0
+            && let Some(name) = self.names[id as usize].take()
+        {
+            self.ids.remove(&name);
+            self.free.push(id);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
 }
 
 impl Windows {
@@ -183,18 +243,13 @@ impl Windows {
             closing: BTreeMap::new(),
             dirty: vec![Vec::new(); n],
             next_early: vec![None; n],
-            interner: HashMap::new(),
+            interner: Interner::default(),
             live: 0,
         }
     }
 
     fn is_empty(&self) -> bool {
         self.live == 0
-    }
-
-    fn intern(&mut self, value: String) -> u32 {
-        let next = self.interner.len() as u32;
-        *self.interner.entry(value.into_boxed_str()).or_insert(next)
     }
 
     fn add(&mut self, c: Contribution) {
@@ -206,14 +261,14 @@ impl Windows {
             distinct,
             value,
         } = c;
-        let ids: Vec<Option<u32>> = distinct
-            .into_iter()
-            .map(|d| d.map(|v| self.intern(v)))
-            .collect();
         let spec = Arc::clone(&self.spec);
         let Some(aspec) = spec.aggregates.get(usize::from(agg)) else {
             return;
         };
+        let ids: Vec<Option<u32>> = distinct
+            .into_iter()
+            .map(|d| d.map(|v| self.interner.id(v)))
+            .collect();
         let entry = self.keys.entry((agg, key));
         let key = &entry.key().1;
         let mut new_slots: Vec<(i64, usize)> = Vec::new();
@@ -258,8 +313,10 @@ impl Windows {
             };
             slot.count += 1;
             for (set, id) in slot.distinct.iter_mut().zip(&ids) {
-                if let Some(id) = id {
-                    set.insert(*id);
+                if let Some(id) = id
+                    && set.insert(*id)
+                {
+                    self.interner.retain(*id);
                 }
             }
             slot.sum += value;
@@ -272,6 +329,10 @@ impl Windows {
         }
         if !new_slots.is_empty() {
             entry.or_default().extend(new_slots);
+        }
+        // A value that no window took (all its windows already had it) is not kept.
+        for id in ids.into_iter().flatten() {
+            self.interner.forget_if_unused(id);
         }
     }
 
@@ -311,6 +372,11 @@ impl Windows {
 
     fn remove(&mut self, idx: usize) -> Option<Slot> {
         let slot = self.slots.get_mut(idx)?.take()?;
+        for set in &slot.distinct {
+            for id in set {
+                self.interner.release(*id);
+            }
+        }
         self.free.push(idx);
         self.live -= 1;
         let k = (slot.agg, slot.key.clone());
@@ -332,9 +398,10 @@ impl Windows {
             let idxs = entry.remove();
             self.close(idxs, rows, metrics);
         }
-        if self.live == 0 {
-            self.interner.clear();
-        }
+        debug_assert!(
+            self.live > 0 || self.interner.len() == 0,
+            "interned values outlived their windows"
+        );
     }
 
     fn close_all(&mut self, rows: &mut Vec<Output>, metrics: &Metrics) {
