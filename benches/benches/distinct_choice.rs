@@ -24,6 +24,7 @@ use footprint_dataflows::key::GroupKey;
 use footprint_dataflows::metrics::Metrics;
 use footprint_dataflows::route::route;
 use footprint_dataflows::{Contribution, PipelineSpec, Record};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::InputHandle;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::core::Input as _;
@@ -72,7 +73,7 @@ fn run_timely(spec: &PipelineSpec, input: &[(Contribution, u64)]) -> f64 {
     let input = input.to_vec();
     let started = Instant::now();
     timely::execute(timely::Config::thread(), move |worker| {
-        let mut handle: InputHandle<u64, Contribution> = InputHandle::new();
+        let mut handle = InputHandle::<u64, CapacityContainerBuilder<Vec<Contribution>>>::new();
         let probe = worker.dataflow::<u64, _, _>(|scope| {
             let metrics = Arc::new(Metrics::new(
                 spec.aggregates.iter().map(|a| a.name.clone()).collect(),
