@@ -12,6 +12,10 @@ use footprint_dataflows::window::WindowSpec;
 use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("default.toml");
+const DAY_MS: u64 = 86_400_000;
+const YEAR_MS: u64 = 365 * DAY_MS;
+/// Most windows one event may fall in (sliding size / slide).
+const MAX_WINDOWS_PER_EVENT: u64 = 1_000;
 
 /// A config that cannot be used, with the key at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -320,12 +324,24 @@ impl Config {
             }
             .map_err(|e| err(at("window"), e.to_string()))?;
             if let Some(e) = a.early_updates
-                && e.ms() == 0
+                && !(1..=DAY_MS).contains(&e.ms())
             {
                 return Err(err(
                     at("early_updates"),
-                    "must be greater than zero (omit it for finals only)",
+                    "must be between 1ms and 1d (omit it for finals only)",
                 ));
+            }
+            if window.windows_per_event() > MAX_WINDOWS_PER_EVENT {
+                return Err(err(
+                    at("window"),
+                    format!(
+                        "puts each event in {} windows; at most {MAX_WINDOWS_PER_EVENT} are allowed",
+                        window.windows_per_event()
+                    ),
+                ));
+            }
+            if a.allowed_lateness.is_some_and(|l| l.ms() > YEAR_MS) {
+                return Err(err(at("allowed_lateness"), "must be at most one year"));
             }
             check_sinks(at("sinks"), &a.sinks)?;
             aggregates.push(AggregateSpec {
@@ -349,8 +365,11 @@ impl Config {
                         "must be at least 1 (remove [recent] to turn it off)",
                     ));
                 }
-                if r.updates.ms() == 0 {
-                    return Err(err("recent.updates", "must be greater than zero"));
+                if !(1..=DAY_MS).contains(&r.updates.ms()) {
+                    return Err(err("recent.updates", "must be between 1ms and 1d"));
+                }
+                if r.ttl.ms() > 10 * YEAR_MS {
+                    return Err(err("recent.ttl", "must be at most ten years"));
                 }
                 check_sinks("recent.sinks".into(), &r.sinks)?;
                 Some(RecentSpec {

@@ -55,13 +55,14 @@ impl KafkaReader {
         ranges: Vec<PartitionRange>,
         side: SideOutputs,
     ) -> Result<Self, ConnectorError> {
-        let consumer: BaseConsumer = settings
-            .client_config(&[
-                ("group.id", group_id),
-                ("enable.auto.commit", "false"),
-                ("enable.partition.eof", "true"),
-                ("auto.offset.reset", "earliest"),
-            ])
+        let mut config = settings.client_config(&[
+            ("group.id", group_id),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+        ]);
+        // The source needs end-of-partition events, whatever the user's properties say.
+        config.set("enable.partition.eof", "true");
+        let consumer: BaseConsumer = config
             .create()
             .map_err(|e| ConnectorError::Config(e.to_string()))?;
         let consumer = Arc::new(consumer);
@@ -81,6 +82,18 @@ impl KafkaReader {
                     ConnectorError::Request(format!("no queue for {}/{}", r.topic, r.partition))
                 })?;
             queues.push(q);
+        }
+        // Messages fetched between `assign` and the split could still sit on
+        // the main queue; seeking discards them and refetches from `from`.
+        for r in &ranges {
+            if let Err(e) = consumer.seek(
+                &r.topic,
+                r.partition,
+                Offset::Offset(r.from),
+                Duration::from_secs(10),
+            ) {
+                tracing::debug!(topic = %r.topic, partition = r.partition, error = %e, "seek after split");
+            }
         }
         let positions = ranges.iter().map(|r| r.from).collect();
         Ok(KafkaReader {
@@ -161,8 +174,15 @@ impl PartitionReader for KafkaReader {
 
     fn after_round(&mut self) {
         // Serve the main queue (errors, statistics); messages arrive on the partition queues.
-        if let Some(Err(e)) = self.consumer.poll(Duration::ZERO) {
-            tracing::warn!(error = %e, "Kafka consumer error");
+        match self.consumer.poll(Duration::ZERO) {
+            None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+            Some(Ok(m)) => tracing::error!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                "a message arrived outside its partition queue and was not processed"
+            ),
         }
     }
 

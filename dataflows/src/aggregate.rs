@@ -12,8 +12,8 @@
 //! `early_updates` of processing time.
 //!
 //! When the input ends, remaining windows are emitted as final if the data
-//! ran out, and as early updates if a stop was requested (see
-//! [`RunControl`]).
+//! ran out, and their latest values as early rows if a source was stopped
+//! first (see [`RunControl`]).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -118,13 +118,17 @@ impl<'s> AggregateWindows<'s> for StreamVec<'s, Time, Contribution> {
                     let now = Instant::now();
                     let watermark = frontier.frontier().iter().min().copied();
                     match watermark {
+                        // Once a source has stopped early, the frontier moves
+                        // because capabilities are dropped, not because the
+                        // watermark passed: nothing may become final.
+                        Some(_) if control.interrupted() => {}
                         Some(w) => {
                             metrics.raise_watermark(w);
                             windows.close_until(w, &mut rows, &metrics);
-                            windows.early(now, false, &mut rows, &metrics);
+                            windows.early(now, &mut rows, &metrics);
                         }
-                        None if control.stop_requested() => {
-                            windows.early(now, true, &mut rows, &metrics);
+                        None if control.interrupted() => {
+                            windows.flush_open(&mut rows, &metrics);
                             windows.clear();
                         }
                         None => windows.close_all(&mut rows, &metrics),
@@ -424,9 +428,19 @@ impl Windows {
         *self = Windows::new(Arc::clone(&self.spec));
     }
 
-    /// Emits changed open windows of every aggregate whose interval is due
-    /// (of all of them when `force`).
-    fn early(&mut self, now: Instant, force: bool, rows: &mut Vec<Output>, metrics: &Metrics) {
+    /// Emits every changed open window as an early row, whatever its
+    /// aggregate's interval: the input was interrupted, so none is final.
+    fn flush_open(&mut self, rows: &mut Vec<Output>, metrics: &Metrics) {
+        for slot in self.slots.iter().flatten() {
+            if slot.dirty {
+                rows.push(Output::Window(self.row(slot, false)));
+                metrics.window_updates.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Emits changed open windows of every aggregate whose interval is due.
+    fn early(&mut self, now: Instant, rows: &mut Vec<Output>, metrics: &Metrics) {
         for agg in 0..self.dirty.len() {
             let Some(every) = self.spec.aggregates[agg].early_updates else {
                 continue;
@@ -434,8 +448,7 @@ impl Windows {
             if self.dirty[agg].is_empty() {
                 continue;
             }
-            let due = self.next_early[agg].is_none_or(|t| now >= t);
-            if !(due || force) {
+            if self.next_early[agg].is_some_and(|t| now < t) {
                 continue;
             }
             let idxs = std::mem::take(&mut self.dirty[agg]);

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Default)]
 pub struct RunControl {
     stop: AtomicBool,
+    interrupted: AtomicBool,
 }
 
 impl RunControl {
@@ -22,5 +23,16 @@ impl RunControl {
     /// Whether a stop was requested.
     pub fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Records that a source stopped before its input ended.
+    pub fn mark_interrupted(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether some source stopped before its input ended: open windows are
+    /// then not final.
+    pub fn interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
     }
 }

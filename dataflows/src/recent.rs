@@ -119,7 +119,9 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                         next_emit = Some(now + every);
                     }
                     if let Some(w) = watermark {
-                        let horizon = w as i64 - spec.ttl as i64;
+                        let horizon = i64::try_from(w)
+                            .unwrap_or(i64::MAX)
+                            .saturating_sub(i64::try_from(spec.ttl).unwrap_or(i64::MAX));
                         users.retain(|_, u| u.dirty || u.last_ts >= horizon);
                     } else {
                         users.clear();

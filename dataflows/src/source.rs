@@ -26,7 +26,7 @@ use crate::event::{BadInput, Event};
 use crate::metrics::Metrics;
 use crate::route::{Late, Record, route};
 use crate::spec::PipelineSpec;
-use crate::watermark::WatermarkTracker;
+use crate::watermark::{WatermarkBoard, WatermarkTracker};
 
 /// One message as read from a partition.
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +86,9 @@ pub trait PartitionReader: 'static {
 /// Source settings.
 #[derive(Debug, Clone)]
 pub struct SourceSettings {
+    /// The process's watermark board, shared by its workers (one per process),
+    /// so that a worker with only idle partitions does not hold the others back.
+    pub board: Option<Arc<WatermarkBoard>>,
     /// Messages per partition per activation.
     pub batch: usize,
     /// Relative read weights per partition (cycled); all 1 when empty.
@@ -97,6 +100,7 @@ pub struct SourceSettings {
 impl Default for SourceSettings {
     fn default() -> Self {
         SourceSettings {
+            board: None,
             batch: 1024,
             weights: Vec::new(),
             idle_timeout: Duration::from_secs(10),
@@ -118,18 +122,28 @@ pub fn partition_source<'s, R: PartitionReader>(
         "PartitionSource",
         move |cap, info| {
             let activator = scope.activator_for(info.address);
+            let worker = scope.index();
             let now = Instant::now();
             let n = reader.partitions();
             let mut tracker =
                 WatermarkTracker::new(n, spec.max_out_of_order, settings.idle_timeout, now);
             let mut cap = if n == 0 { None } else { Some(cap) };
+            if n == 0
+                && let Some(b) = &settings.board
+            {
+                b.publish(worker, None, 0);
+            }
             let mut late: Vec<Late> = Vec::new();
             let mut records: Vec<Record> = Vec::new();
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
                 if control.stop_requested() {
+                    control.mark_interrupted();
                     reader.close();
                     cap = None;
+                    if let Some(b) = &settings.board {
+                        b.publish(worker, None, 0);
+                    }
                     return;
                 }
                 let floor = *c.time();
@@ -143,7 +157,8 @@ pub fn partition_source<'s, R: PartitionReader>(
                     } else {
                         settings.weights[idx % settings.weights.len()].max(1)
                     };
-                    let status = reader.read(idx, settings.batch * weight, &mut |msg| {
+                    let max = settings.batch.saturating_mul(weight);
+                    let status = reader.read(idx, max, &mut |msg| {
                         metrics.events_in.fetch_add(1, Ordering::Relaxed);
                         match Event::decode(msg.payload) {
                             Ok(ev) => {
@@ -184,14 +199,25 @@ pub fn partition_source<'s, R: PartitionReader>(
                 if !records.is_empty() {
                     output.session(&*c).give_iterator(records.drain(..));
                 }
-                match tracker.advance(Instant::now()) {
-                    None => {
-                        reader.close();
-                        cap = None;
-                        return;
+                let now = Instant::now();
+                let Some(mut w) = tracker.advance(now) else {
+                    reader.close();
+                    cap = None;
+                    if let Some(b) = &settings.board {
+                        b.publish(worker, None, 0);
                     }
-                    Some(w) if w > *c.time() => c.downgrade(&w),
-                    Some(_) => {}
+                    return;
+                };
+                if let Some(board) = &settings.board {
+                    let (active, idle) = tracker.summary(now);
+                    board.publish(worker, active, idle);
+                    if active.is_none() {
+                        // Only idle partitions here: follow the other workers.
+                        w = tracker.raise(board.follow(worker));
+                    }
+                }
+                if w > *c.time() {
+                    c.downgrade(&w);
                 }
                 if read_any {
                     activator.activate();
@@ -218,9 +244,16 @@ pub struct MemoryReader {
     /// Late messages: (partition, offset, aggregates missed).
     pub late: Arc<std::sync::Mutex<Vec<LateMessage>>>,
     ids: Vec<usize>,
+    streaming: bool,
 }
 
 impl MemoryReader {
+    /// Keeps partitions open at their end (like a live topic) instead of finishing them.
+    pub fn streaming(mut self) -> Self {
+        self.streaming = true;
+        self
+    }
+
     /// Reads `partitions` (global partition ids `ids`), taking at most
     /// `speeds[i % len]` messages from partition i per call (unbounded when empty).
     pub fn new(ids: Vec<usize>, partitions: Vec<Vec<Vec<u8>>>, speeds: Vec<usize>) -> Self {
@@ -274,10 +307,11 @@ impl PartitionReader for MemoryReader {
             }
         }
         self.positions[idx] = to;
+        let at_end = to == part.len();
         ReadStatus {
             read: to - from,
-            at_end: to == part.len(),
-            finished: to == part.len(),
+            at_end,
+            finished: at_end && !self.streaming,
         }
     }
 }

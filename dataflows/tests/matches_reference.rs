@@ -89,6 +89,7 @@ fn run(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>], workers: usize, speeds:
         let sink = Arc::clone(&o);
         let metrics = Arc::new(Metrics::new(names.clone()));
         let settings = SourceSettings {
+            board: None,
             batch: 64,
             weights: vec![],
             idle_timeout: Duration::from_secs(3600),
@@ -213,6 +214,85 @@ fn matches_reference_with_partitions_read_at_the_same_speed() {
         20_000,
     );
     check(&spec(0, 0), &parts, 2, &[usize::MAX]);
+}
+
+/// A worker whose only partition is empty (read to its end, then idle) must
+/// not hold the other workers back: windows of the busy partition become
+/// final while the stream stays open.
+#[test]
+fn an_idle_partition_on_another_worker_does_not_stall_finalisation() {
+    use footprint_dataflows::watermark::WatermarkBoard;
+    let spec = Arc::new(PipelineSpec {
+        aggregates: vec![AggregateSpec {
+            name: "count_1s".into(),
+            group_by: vec![],
+            window: WindowSpec::tumbling(1_000).expect("valid"),
+            measures: vec![Measure::Count],
+            allowed_lateness: 0,
+            early_updates: None,
+            sinks: vec![],
+        }],
+        recent: None,
+        max_out_of_order: 0,
+    });
+    let busy: Vec<Vec<u8>> = (0..100)
+        .map(|i| {
+            format!(
+                r#"{{"app_id":"a","user_id":"u","event":"view","ts":{}}}"#,
+                1_767_225_600_000i64 + i * 100
+            )
+            .into_bytes()
+        })
+        .collect();
+    let partitions = [busy, Vec::new()];
+    let finals = Arc::new(Mutex::new(Vec::new()));
+    let control = Arc::new(RunControl::default());
+    let board = Arc::new(WatermarkBoard::new(2));
+    let (f, c) = (Arc::clone(&finals), Arc::clone(&control));
+    let guards = timely::execute(timely::Config::process(2), move |worker| {
+        let ids = assigned(2, worker.index(), worker.peers());
+        let mine: Vec<Vec<Vec<u8>>> = ids.iter().map(|p| partitions[*p].clone()).collect();
+        let reader = MemoryReader::new(ids, mine, vec![]).streaming();
+        let settings = SourceSettings {
+            board: Some(Arc::clone(&board)),
+            batch: 64,
+            weights: vec![],
+            idle_timeout: Duration::from_millis(50),
+        };
+        let sink = Arc::clone(&f);
+        let metrics = Arc::new(Metrics::new(vec!["count_1s".into()]));
+        worker.dataflow::<u64, _, _>(|scope| {
+            build(
+                scope,
+                reader,
+                Arc::clone(&spec),
+                settings,
+                Arc::clone(&c),
+                metrics,
+            )
+            .inspect(move |row| {
+                if let Output::Window(w) = row
+                    && w.is_final
+                {
+                    sink.lock().expect("lock").push(w.window_start);
+                }
+            });
+        });
+        while worker.step_or_park(Some(Duration::from_millis(10))) {}
+    })
+    .expect("timely runs");
+    // The stream never ends by itself; wait (bounded) for the finals, then stop it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while finals.lock().expect("lock").len() < 9 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    control.request_stop();
+    drop(guards.join());
+    let mut got = take(&finals);
+    got.sort_unstable();
+    // Events span 10 seconds; the last window holds the watermark, the 9 before it are final.
+    let expected: Vec<i64> = (0..9).map(|i| 1_767_225_600_000 + i * 1_000).collect();
+    assert_eq!(got, expected);
 }
 
 proptest! {
