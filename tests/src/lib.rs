@@ -10,11 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use footprint::config::Config;
 use footprint::generate::{GenPlan, GenReport, produce};
+use footprint::run::{RunOptions, RunReport, run};
 use footprint_connectors::admin;
 use footprint_connectors::client::KafkaSettings;
+use footprint_dataflows::Output;
 use footprint_dataflows::clickstream::{GenConfig, Generator};
 use footprint_dataflows::control::RunControl;
+use footprint_dataflows::metrics::Metrics;
+use footprint_sinks::SinkFactory;
+use footprint_sinks::memory::MemorySinkFactory;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -130,4 +136,24 @@ pub fn read_all(topic: &str) -> Result<Vec<Read>> {
         }
     }
     Ok(out)
+}
+
+/// Runs the worker over `cfg` until every partition is caught up, with
+/// `threads` workers, and returns its report and every row it emitted.
+pub fn run_to_end(cfg: &Config, threads: usize) -> Result<(RunReport, Vec<Output>)> {
+    let spec = cfg.spec()?;
+    let memory = MemorySinkFactory::new("memory");
+    let metrics = Arc::new(Metrics::new(
+        spec.aggregates.iter().map(|a| a.name.clone()).collect(),
+    ));
+    let extra: Arc<dyn SinkFactory> = Arc::new(memory.clone());
+    let opts = RunOptions {
+        threads: Some(threads),
+        until_end: true,
+        extra_sinks: vec![extra],
+        progress: None,
+        ..RunOptions::default()
+    };
+    let report = run(cfg, opts, metrics)?;
+    Ok((report, memory.take()))
 }

@@ -3,18 +3,12 @@
 //! minimum over partitions, so a fast partition never makes a slow one's
 //! events late.
 
-use std::sync::Arc;
-
 use footprint::config::Config;
-use footprint::run::{RunOptions, run};
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::event::Event;
-use footprint_dataflows::metrics::Metrics;
 use footprint_dataflows::reference::{Collected, compute};
 use footprint_dataflows::{MeasureValue, PipelineSpec};
-use footprint_sinks::SinkFactory;
-use footprint_sinks::memory::MemorySinkFactory;
-use footprint_tests::{brokers, preload, unique};
+use footprint_tests::{brokers, preload, run_to_end, unique};
 
 const EVENTS: u64 = 200_000;
 const WEIGHTS: [usize; 4] = [1, 4, 16, 64];
@@ -99,26 +93,14 @@ sinks = []
         "the skew must be large enough to trip a max-over-partitions watermark (it would drop {naive})"
     );
 
-    let memory = MemorySinkFactory::new("memory");
-    let metrics = Arc::new(Metrics::new(
-        spec.aggregates.iter().map(|a| a.name.clone()).collect(),
-    ));
-    let extra: Arc<dyn SinkFactory> = Arc::new(memory.clone());
-    let opts = RunOptions {
-        threads: Some(2),
-        until_end: true,
-        extra_sinks: vec![extra],
-        progress: None,
-        ..RunOptions::default()
-    };
-    let report = run(&cfg, opts, metrics).expect("worker run");
+    let (report, rows) = run_to_end(&cfg, 2).expect("worker run");
     assert_eq!(report.events_in, EVENTS);
     assert_eq!(
         report.late, 0,
         "nothing is late by the definition, so nothing may be reported late"
     );
 
-    let got = Collected::from_outputs(memory.take());
+    let got = Collected::from_outputs(rows);
     let total: u64 = got
         .windows
         .values()

@@ -4,16 +4,11 @@
 //! with its reason, and every late event is in the late topic.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use footprint::config::Config;
-use footprint::run::{RunOptions, run};
 use footprint_dataflows::clickstream::GenConfig;
-use footprint_dataflows::metrics::Metrics;
 use footprint_dataflows::reference::{Collected, compute};
-use footprint_sinks::SinkFactory;
-use footprint_sinks::memory::MemorySinkFactory;
-use footprint_tests::{brokers, preload, read_all, unique};
+use footprint_tests::{brokers, preload, read_all, run_to_end, unique};
 
 #[test]
 fn counts_every_good_event_once_and_routes_bad_and_late_events() {
@@ -56,19 +51,7 @@ path = "{path}"
     );
     let cfg = Config::from_layers(Some(&toml), Vec::<(String, String)>::new()).expect("config");
     let spec = cfg.spec().expect("spec");
-    let memory = MemorySinkFactory::new("memory");
-    let metrics = Arc::new(Metrics::new(
-        spec.aggregates.iter().map(|a| a.name.clone()).collect(),
-    ));
-    let extra: Arc<dyn SinkFactory> = Arc::new(memory.clone());
-    let opts = RunOptions {
-        threads: Some(2),
-        until_end: true,
-        extra_sinks: vec![extra],
-        progress: None,
-        ..RunOptions::default()
-    };
-    let report = run(&cfg, opts, Arc::clone(&metrics)).expect("worker run");
+    let (report, rows) = run_to_end(&cfg, 2).expect("worker run");
 
     let expected = compute(&spec, &parts);
     assert_eq!(report.events_in, 30_000);
@@ -76,7 +59,7 @@ path = "{path}"
     assert_eq!(expected.good, produced.good);
 
     // Every good event counted exactly once: final results equal the reference.
-    let got = Collected::from_outputs(memory.take());
+    let got = Collected::from_outputs(rows);
     assert_eq!(got.duplicate_finals, 0);
     assert_eq!(got.not_final, 0);
     assert_eq!(got.windows.len(), expected.windows.len());
