@@ -7,8 +7,9 @@
 //! version order of each identity intact.
 //!
 //! This crate owns the sink interface, the dataflow operator that drives
-//! sinks ([`operator::WriteTo`]), and the sinks themselves: [`file`] (JSON
-//! lines) and [`memory`] (in-process, for tests and embedding). A sink must
+//! sinks ([`operator::WriteTo`]), and the sinks themselves: [`redis`]
+//! (serving), [`mysql`] (durable), [`file`] (JSON lines) and [`memory`]
+//! (in-process, for tests and embedding). A sink must
 //! apply the version rule of DESIGN §3: a write whose version is lower than
 //! the stored one changes nothing.
 
@@ -16,7 +17,9 @@ use footprint_dataflows::Output;
 
 pub mod file;
 pub mod memory;
+pub mod mysql;
 pub mod operator;
+pub mod redis;
 
 /// A sink write that failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,1 @@
+//! MySQL sink (being written).
