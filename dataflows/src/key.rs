@@ -28,6 +28,11 @@ impl GroupKey {
         self.0.push_str(part);
     }
 
+    /// A key from its encoded form (as returned by [`as_str`](Self::as_str)).
+    pub fn from_encoded(encoded: &str) -> Self {
+        GroupKey(encoded.to_owned())
+    }
+
     /// The encoded form.
     pub fn as_str(&self) -> &str {
         &self.0

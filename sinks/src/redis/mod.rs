@@ -1,1 +1,378 @@
-//! Redis sink (being written).
+//! The Redis sink: serving copies of the results, written with a
+//! compare-and-set on `version`.
+//!
+//! # Layout
+//! - A window row is one hash, `PREFIX:w:AGGREGATE:WINDOW_START:GROUPKEY`
+//!   (`GROUPKEY` is the length-prefixed group key, e.g. `4:app01:view`), with
+//!   the fields `version`, `final` (0/1), `aggregate`, `window_start`,
+//!   `window_end`, `key` (a JSON array of `[field, value]` pairs) and one field
+//!   per measure, named as in the config (`count`, `distinct(user_id)`,
+//!   `sum(value)`; sums as exact decimals). It expires `ttl` after its last
+//!   write.
+//! - A user's recent activity is a list, `PREFIX:r:{APPUSER}`, of JSON
+//!   entries `{"ts","event","item_id"}`, newest first, with its version in
+//!   `PREFIX:rv:{APPUSER}`. Both share a hash tag, so they live in the same
+//!   cluster slot, and both expire after the recent-activity TTL.
+//!
+//! # Version rule
+//! Each row is applied by a Lua script that compares `(version, final)` with
+//! the stored pair and does nothing when the stored one is higher, so
+//! retries, replays and restarts can never put an older value over a newer
+//! one. All rows of a `write` go out in one pipeline.
+
+use std::time::Duration;
+
+use footprint_dataflows::key::GroupKey;
+use footprint_dataflows::{
+    Measure, MeasureValue, Output, PipelineSpec, RecentEntry, RecentRow, WindowRow,
+};
+use redis::{Client, Connection, Script};
+
+use crate::{Sink, SinkError, SinkFactory};
+
+const NAME: &str = "redis";
+
+/// Applies a window row when `(version, final)` is not lower than the stored pair.
+/// KEYS[1] hash; ARGV[1] version, ARGV[2] final, ARGV[3] ttl ms, ARGV[4..] field/value pairs.
+const WINDOW_CAS: &str = r#"
+local cur = redis.call('HMGET', KEYS[1], 'version', 'final')
+local cv, cf = tonumber(cur[1]), tonumber(cur[2]) or 0
+local nv, nf = tonumber(ARGV[1]), tonumber(ARGV[2])
+if cv and (cv > nv or (cv == nv and cf > nf)) then return 0 end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'final', ARGV[2], unpack(ARGV, 4))
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"#;
+
+/// Replaces a user's recent list when `version` is not lower than the stored one.
+/// KEYS[1] list, KEYS[2] version; ARGV[1] version, ARGV[2] ttl ms, ARGV[3..] entries.
+const RECENT_CAS: &str = r#"
+local cv = tonumber(redis.call('GET', KEYS[2]))
+if cv and cv > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+if #ARGV >= 3 then redis.call('RPUSH', KEYS[1], unpack(ARGV, 3)) end
+redis.call('SET', KEYS[2], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  if #ARGV >= 3 then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
+return 1
+"#;
+
+/// Builds Redis sinks.
+#[derive(Debug, Clone)]
+pub struct RedisSinkFactory {
+    client: Client,
+    url: String,
+    prefix: String,
+    ttl: Duration,
+    recent_ttl: Duration,
+}
+
+impl RedisSinkFactory {
+    /// Sinks writing to `url` (`redis://host:port[/db]`) under `prefix`, with
+    /// window rows expiring after `ttl` and recent activity after `recent_ttl`
+    /// (zero: never). The server is contacted on the first write, so the
+    /// pipeline can start while Redis is down.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        ttl: Duration,
+        recent_ttl: Duration,
+    ) -> Result<Self, SinkError> {
+        let client = Client::open(url).map_err(|e| SinkError::Config {
+            sink: NAME.into(),
+            detail: format!("invalid url `{url}`: {e}"),
+        })?;
+        Ok(RedisSinkFactory {
+            client,
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+            ttl,
+            recent_ttl,
+        })
+    }
+
+    fn connect(&self) -> Result<Connection, SinkError> {
+        let conn = self
+            .client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .map_err(|e| classify(&self.url, e))?;
+        let timeout = Some(Duration::from_secs(5));
+        conn.set_read_timeout(timeout)
+            .map_err(|e| classify(&self.url, e))?;
+        conn.set_write_timeout(timeout)
+            .map_err(|e| classify(&self.url, e))?;
+        Ok(conn)
+    }
+
+    /// Every window row stored under this prefix, with measures in `spec` order.
+    pub fn load_windows(&self, spec: &PipelineSpec) -> Result<Vec<WindowRow>, SinkError> {
+        let mut conn = self.connect()?;
+        let keys: Vec<String> =
+            scan(&mut conn, &format!("{}:w:*", self.prefix)).map_err(|e| classify(&self.url, e))?;
+        let mut rows = Vec::with_capacity(keys.len());
+        for k in keys {
+            let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(&k)
+                .query(&mut conn)
+                .map_err(|e| classify(&self.url, e))?;
+            let row = parse_window(spec, &fields).ok_or_else(|| SinkError::Rejected {
+                sink: NAME.into(),
+                detail: format!("unreadable hash {k}"),
+            })?;
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    /// Every user's recent activity stored under this prefix.
+    pub fn load_recent(&self) -> Result<Vec<RecentRow>, SinkError> {
+        let mut conn = self.connect()?;
+        let keys: Vec<String> = scan(&mut conn, &format!("{}:rv:*", self.prefix))
+            .map_err(|e| classify(&self.url, e))?;
+        let mut rows = Vec::with_capacity(keys.len());
+        for k in keys {
+            let tag = &k[self.prefix.len() + 4..];
+            let list_key = format!("{}:r:{tag}", self.prefix);
+            let version: u64 = redis::cmd("GET")
+                .arg(&k)
+                .query(&mut conn)
+                .map_err(|e| classify(&self.url, e))?;
+            let entries: Vec<String> = redis::cmd("LRANGE")
+                .arg(&list_key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn)
+                .map_err(|e| classify(&self.url, e))?;
+            let parts =
+                GroupKey::from_encoded(tag.trim_start_matches('{').trim_end_matches('}')).parts();
+            let (Some(app_id), Some(user_id)) = (parts.first(), parts.get(1)) else {
+                continue;
+            };
+            let events = entries
+                .iter()
+                .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+                .map(|v| RecentEntry {
+                    ts: v["ts"].as_i64().unwrap_or_default(),
+                    event: v["event"].as_str().unwrap_or_default().to_owned(),
+                    item_id: v["item_id"].as_str().map(str::to_owned),
+                })
+                .collect();
+            rows.push(RecentRow {
+                app_id: app_id.clone(),
+                user_id: user_id.clone(),
+                events,
+                version,
+            });
+        }
+        Ok(rows)
+    }
+}
+
+impl SinkFactory for RedisSinkFactory {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn build(&self, _worker: usize, _peers: usize) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(Box::new(RedisSink {
+            factory: self.clone(),
+            conn: None,
+            window: Script::new(WINDOW_CAS),
+            recent: Script::new(RECENT_CAS),
+        }))
+    }
+}
+
+/// Writes rows to Redis; reconnects after a failure.
+pub struct RedisSink {
+    factory: RedisSinkFactory,
+    conn: Option<Connection>,
+    window: Script,
+    recent: Script,
+}
+
+impl RedisSink {
+    fn pipeline(&self, rows: &[Output]) -> redis::Pipeline {
+        let f = &self.factory;
+        let mut pipe = redis::pipe();
+        for row in rows {
+            match row {
+                Output::Window(w) => {
+                    let mut c = redis::cmd("EVALSHA");
+                    c.arg(self.window.get_hash())
+                        .arg(1)
+                        .arg(window_key(&f.prefix, w));
+                    c.arg(w.version)
+                        .arg(u8::from(w.is_final))
+                        .arg(f.ttl.as_millis() as u64);
+                    let key: Vec<[&str; 2]> = w
+                        .key
+                        .iter()
+                        .map(|(k, v)| [k.as_str(), v.as_str()])
+                        .collect();
+                    c.arg("aggregate").arg(&w.aggregate);
+                    c.arg("window_start")
+                        .arg(w.window_start)
+                        .arg("window_end")
+                        .arg(w.window_end);
+                    c.arg("key")
+                        .arg(serde_json::to_string(&key).unwrap_or_default());
+                    for (name, v) in &w.measures {
+                        c.arg(name).arg(measure_text(*v));
+                    }
+                    pipe.add_command(c).ignore();
+                }
+                Output::Recent(r) => {
+                    let tag = GroupKey::from_parts([r.app_id.as_str(), r.user_id.as_str()]);
+                    let mut c = redis::cmd("EVALSHA");
+                    c.arg(self.recent.get_hash()).arg(2);
+                    c.arg(format!("{}:r:{{{}}}", f.prefix, tag.as_str()));
+                    c.arg(format!("{}:rv:{{{}}}", f.prefix, tag.as_str()));
+                    c.arg(r.version).arg(f.recent_ttl.as_millis() as u64);
+                    for e in &r.events {
+                        c.arg(
+                            serde_json::json!({"ts": e.ts, "event": e.event, "item_id": e.item_id})
+                                .to_string(),
+                        );
+                    }
+                    pipe.add_command(c).ignore();
+                }
+            }
+        }
+        pipe
+    }
+}
+
+impl Sink for RedisSink {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn write(&mut self, rows: &[Output]) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let pipe = self.pipeline(rows);
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.factory.connect()?,
+        };
+        let mut result = pipe.exec(&mut conn);
+        if let Err(e) = &result
+            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        {
+            // A restarted or flushed server lost the scripts: load them and try once more.
+            self.window
+                .load(&mut conn)
+                .map_err(|e| classify(&self.factory.url, e))?;
+            self.recent
+                .load(&mut conn)
+                .map_err(|e| classify(&self.factory.url, e))?;
+            result = pipe.exec(&mut conn);
+        }
+        match result {
+            Ok(()) => {
+                self.conn = Some(conn);
+                Ok(())
+            }
+            Err(e) => Err(classify(&self.factory.url, e)),
+        }
+    }
+}
+
+/// The hash key of a window row.
+pub fn window_key(prefix: &str, w: &WindowRow) -> String {
+    let key = GroupKey::from_parts(w.key.iter().map(|(_, v)| v.as_str()));
+    format!(
+        "{prefix}:w:{}:{}:{}",
+        w.aggregate,
+        w.window_start,
+        key.as_str()
+    )
+}
+
+fn measure_text(v: MeasureValue) -> String {
+    match v {
+        MeasureValue::Count(n) | MeasureValue::Distinct(n) => n.to_string(),
+        MeasureValue::Sum(micros) => crate::decimal_micros(micros),
+    }
+}
+
+fn parse_window(spec: &PipelineSpec, fields: &[(String, String)]) -> Option<WindowRow> {
+    let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+    let aggregate = get("aggregate")?;
+    let agg = spec.aggregates.iter().position(|a| a.name == aggregate)?;
+    let key: Vec<[String; 2]> = serde_json::from_str(get("key")?).ok()?;
+    let measures = spec.aggregates[agg]
+        .measures
+        .iter()
+        .map(|m| {
+            let name = m.to_string();
+            let text = get(&name)?;
+            let value = match m {
+                Measure::Count => MeasureValue::Count(text.parse().ok()?),
+                Measure::Distinct(_) => MeasureValue::Distinct(text.parse().ok()?),
+                Measure::SumValue => MeasureValue::Sum(crate::parse_decimal_micros(text)?),
+            };
+            Some((name, value))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(WindowRow {
+        agg: agg as u16,
+        aggregate: aggregate.to_owned(),
+        key: key.into_iter().map(|[k, v]| (k, v)).collect(),
+        window_start: get("window_start")?.parse().ok()?,
+        window_end: get("window_end")?.parse().ok()?,
+        measures,
+        version: get("version")?.parse().ok()?,
+        is_final: get("final")? == "1",
+    })
+}
+
+fn scan(conn: &mut Connection, pattern: &str) -> redis::RedisResult<Vec<String>> {
+    let mut cursor: u64 = 0;
+    let mut out = Vec::new();
+    loop {
+        let (next, mut keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)?;
+        out.append(&mut keys);
+        if next == 0 {
+            return Ok(out);
+        }
+        cursor = next;
+    }
+}
+
+fn classify(url: &str, e: redis::RedisError) -> SinkError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        SinkError::Unavailable {
+            sink: NAME.into(),
+            detail: format!("{url}: {e}"),
+        }
+    } else {
+        match e.kind() {
+            redis::ErrorKind::Server(
+                redis::ServerErrorKind::BusyLoading
+                | redis::ServerErrorKind::TryAgain
+                | redis::ServerErrorKind::MasterDown
+                | redis::ServerErrorKind::ReadOnly,
+            ) => SinkError::Unavailable {
+                sink: NAME.into(),
+                detail: format!("{url}: {e}"),
+            },
+            _ => SinkError::Rejected {
+                sink: NAME.into(),
+                detail: format!("{url}: {e}"),
+            },
+        }
+    }
+}

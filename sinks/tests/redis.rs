@@ -1,0 +1,216 @@
+//! The Redis sink against a real Redis (`FOOTPRINT_REDIS_URL`, default
+//! `redis://127.0.0.1:6379`). Every test writes under its own key prefix and
+//! deletes it afterwards.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use footprint_dataflows::{
+    AggregateSpec, Field, Measure, MeasureValue, Output, PipelineSpec, RecentEntry, RecentRow,
+    WindowRow, WindowSpec,
+};
+use footprint_sinks::redis::RedisSinkFactory;
+use footprint_sinks::{Sink, SinkFactory};
+
+fn url() -> String {
+    std::env::var("FOOTPRINT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+struct Prefix(String);
+
+impl Prefix {
+    fn new() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Prefix(format!("fptest:{}:{nanos}", std::process::id()))
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        if let Ok(mut c) = redis::Client::open(url()).and_then(|c| c.get_connection()) {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.0))
+                .query(&mut c)
+                .unwrap_or_default();
+            for k in keys {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(k).query(&mut c);
+            }
+        }
+    }
+}
+
+fn spec() -> PipelineSpec {
+    PipelineSpec {
+        aggregates: vec![AggregateSpec {
+            name: "item_1m".into(),
+            group_by: vec![Field::AppId, Field::Prop("country".into())],
+            window: WindowSpec::tumbling(60_000).expect("valid"),
+            measures: vec![
+                Measure::Count,
+                Measure::Distinct(Field::UserId),
+                Measure::SumValue,
+            ],
+            allowed_lateness: 0,
+            early_updates: None,
+            sinks: vec![],
+        }],
+        recent: None,
+        max_out_of_order: 0,
+    }
+}
+
+fn row(version: u64, is_final: bool, sum: i128) -> WindowRow {
+    WindowRow {
+        agg: 0,
+        aggregate: "item_1m".into(),
+        key: vec![
+            ("app_id".into(), "shop:1".into()),
+            ("props.country".into(), "fr".into()),
+        ],
+        window_start: 1_767_225_600_000,
+        window_end: 1_767_225_660_000,
+        measures: vec![
+            ("count".into(), MeasureValue::Count(version)),
+            (
+                "distinct(user_id)".into(),
+                MeasureValue::Distinct(version.min(3)),
+            ),
+            ("sum(value)".into(), MeasureValue::Sum(sum)),
+        ],
+        version,
+        is_final,
+    }
+}
+
+fn sink(prefix: &Prefix) -> (RedisSinkFactory, Box<dyn Sink>) {
+    let f = RedisSinkFactory::new(
+        &url(),
+        &prefix.0,
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+    )
+    .expect("factory");
+    let s = f.build(0, 1).expect("sink");
+    (f, s)
+}
+
+#[test]
+fn writes_window_rows_and_reads_them_back() {
+    let p = Prefix::new();
+    let (f, mut s) = sink(&p);
+    let a = row(3, false, 300_000);
+    let mut b = row(7, true, -1_500_000);
+    b.window_start += 60_000;
+    b.window_end += 60_000;
+    s.write(&[Output::Window(a.clone()), Output::Window(b.clone())])
+        .expect("write");
+    let mut got = f.load_windows(&spec()).expect("load");
+    got.sort_by_key(|w| w.window_start);
+    assert_eq!(got, vec![a, b]);
+}
+
+#[test]
+fn keeps_the_higher_version() {
+    let p = Prefix::new();
+    let (f, mut s) = sink(&p);
+    s.write(&[Output::Window(row(2, false, 200))])
+        .expect("write v2");
+    s.write(&[Output::Window(row(1, false, 100))])
+        .expect("write v1");
+    assert_eq!(
+        f.load_windows(&spec()).expect("load"),
+        vec![row(2, false, 200)]
+    );
+    // At equal versions, final wins over early.
+    s.write(&[Output::Window(row(5, true, 500))])
+        .expect("final");
+    s.write(&[Output::Window(row(5, false, 500))])
+        .expect("early, same version");
+    assert_eq!(
+        f.load_windows(&spec()).expect("load"),
+        vec![row(5, true, 500)]
+    );
+}
+
+#[test]
+fn keeps_the_higher_version_within_one_pipeline() {
+    let p = Prefix::new();
+    let (f, mut s) = sink(&p);
+    s.write(&[
+        Output::Window(row(2, false, 200)),
+        Output::Window(row(1, false, 100)),
+    ])
+    .expect("write");
+    assert_eq!(
+        f.load_windows(&spec()).expect("load"),
+        vec![row(2, false, 200)]
+    );
+    s.write(&[
+        Output::Window(row(3, false, 300)),
+        Output::Window(row(4, false, 400)),
+    ])
+    .expect("write");
+    assert_eq!(
+        f.load_windows(&spec()).expect("load"),
+        vec![row(4, false, 400)]
+    );
+}
+
+#[test]
+fn recent_activity_keeps_the_higher_version() {
+    let p = Prefix::new();
+    let (f, mut s) = sink(&p);
+    let entry = |ts, item: Option<&str>| RecentEntry {
+        ts,
+        event: "view".into(),
+        item_id: item.map(str::to_owned),
+    };
+    let newer = RecentRow {
+        app_id: "shop".into(),
+        user_id: "u:1".into(),
+        events: vec![entry(3, Some("i3")), entry(2, None)],
+        version: 2,
+    };
+    let older = RecentRow {
+        app_id: "shop".into(),
+        user_id: "u:1".into(),
+        events: vec![entry(1, Some("i1"))],
+        version: 1,
+    };
+    s.write(&[Output::Recent(newer.clone()), Output::Recent(older)])
+        .expect("write");
+    assert_eq!(f.load_recent().expect("load"), vec![newer]);
+}
+
+#[test]
+fn reloads_its_scripts_after_the_server_forgets_them() {
+    let p = Prefix::new();
+    let (f, mut s) = sink(&p);
+    s.write(&[Output::Window(row(1, false, 1))])
+        .expect("first write loads the connection");
+    let mut c = redis::Client::open(url())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut c)
+        .expect("script flush");
+    s.write(&[Output::Window(row(2, false, 2))])
+        .expect("write after SCRIPT FLUSH");
+    assert_eq!(
+        f.load_windows(&spec()).expect("load"),
+        vec![row(2, false, 2)]
+    );
+}
+
+#[test]
+fn reports_an_unreachable_server_as_retryable() {
+    let f = RedisSinkFactory::new("redis://127.0.0.1:1", "x", Duration::ZERO, Duration::ZERO)
+        .expect("factory");
+    let mut s = f.build(0, 1).expect("sink");
+    let err = s
+        .write(&[Output::Window(row(1, false, 0))])
+        .expect_err("nothing listens on port 1");
+    assert!(err.is_retryable(), "{err}");
+}
