@@ -20,6 +20,7 @@ pub mod memory;
 pub mod mysql;
 pub mod operator;
 pub mod redis;
+pub mod util;
 
 /// A sink write that failed.
 #[derive(Debug, thiserror::Error)]
