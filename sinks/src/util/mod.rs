@@ -5,5 +5,6 @@
 //! sink and the retry topic.
 
 pub mod breaker;
+pub mod guard;
 pub mod retry;
 pub mod switch;
