@@ -4,8 +4,9 @@
 //! the source partitions ([`reader::KafkaReader`], a
 //! [`footprint_dataflows::source::PartitionReader`]), forwarding bad and late
 //! events to their topics ([`side::SideOutputs`]), producing generated
-//! clickstreams ([`producer::EventProducer`]), and topic administration
-//! ([`admin`]). It decides nothing about windows or results: that is the
+//! clickstreams ([`producer::EventProducer`]), diverting unapplied sink
+//! writes to the retry topic with a local journal behind it ([`retry`],
+//! [`journal`]), and topic administration ([`admin`]). It decides nothing about windows or results: that is the
 //! dataflow's job.
 //!
 //! Every client is built from [`client::KafkaSettings`], which takes plain
@@ -14,8 +15,10 @@
 
 pub mod admin;
 pub mod client;
+pub mod journal;
 pub mod producer;
 pub mod reader;
+pub mod retry;
 pub mod side;
 
 /// Errors talking to Kafka.

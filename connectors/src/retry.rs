@@ -1,0 +1,239 @@
+//! The retry topic (`footprint.retry`): the codec of its records, and the
+//! producer that diverts writes a sink could not apply.
+//!
+//! A record is self-contained JSON: the sink, the row's identity, the whole
+//! row (every field and its `version`), the first-failure time, the attempts
+//! made and the reason. Its Kafka key is `SINK|IDENTITY`, so every record of
+//! one identity lands in one partition. Diverting waits until Kafka has
+//! acknowledged every record; whatever Kafka does not take in time is
+//! appended to the local [`Journal`](crate::journal::Journal) and resent
+//! later, so a diverted write is never lost.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use footprint_dataflows::Output;
+use footprint_dataflows::key::GroupKey;
+use footprint_sinks::SinkError;
+use footprint_sinks::util::guard::{Diversion, Divert};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::ConnectorError;
+use crate::client::KafkaSettings;
+use crate::journal::Journal;
+
+/// The default retry topic.
+pub const RETRY_TOPIC: &str = "footprint.retry";
+
+/// One write that was not applied to its store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryRecord {
+    /// The sink it was meant for (`redis`, `mysql`).
+    pub sink: String,
+    /// The row's identity, readable (`aggregate/window_start/key…` or `recent/app/user`).
+    pub identity: String,
+    /// The row's version (also inside `row`).
+    pub version: u64,
+    /// The row itself.
+    pub row: Output,
+    /// When the write first failed (or was first diverted), ms since the epoch.
+    pub first_failure_ms: i64,
+    /// Attempts made against the store.
+    pub attempts: u32,
+    /// Why it was not applied.
+    pub reason: String,
+}
+
+/// A record that cannot be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable retry record: {0}")]
+pub struct CodecError(String);
+
+impl RetryRecord {
+    /// Builds the record of `row` diverted for `why`.
+    pub fn new(row: &Output, why: &Diversion<'_>) -> Self {
+        RetryRecord {
+            sink: why.sink.to_owned(),
+            identity: identity(row),
+            version: match row {
+                Output::Window(w) => w.version,
+                Output::Recent(r) => r.version,
+            },
+            row: row.clone(),
+            first_failure_ms: why.first_failure_ms,
+            attempts: why.attempts,
+            reason: why.reason.clone(),
+        }
+    }
+
+    /// Kafka key and value.
+    pub fn encode(&self) -> (Vec<u8>, Vec<u8>) {
+        let key = format!("{}|{}", self.sink, self.identity).into_bytes();
+        // Serialising plain data to JSON cannot fail.
+        let value = serde_json::to_vec(self).unwrap_or_default();
+        (key, value)
+    }
+
+    /// Decodes a record's value.
+    pub fn decode(value: &[u8]) -> Result<Self, CodecError> {
+        serde_json::from_slice(value).map_err(|e| CodecError(e.to_string()))
+    }
+}
+
+/// A row's identity as text: unique per (aggregate, key, window start) or (app, user).
+pub fn identity(row: &Output) -> String {
+    match row {
+        Output::Window(w) => {
+            let key = GroupKey::from_parts(w.key.iter().map(|(_, v)| v.as_str()));
+            format!("{}/{}/{}", w.aggregate, w.window_start, key.as_str())
+        }
+        Output::Recent(r) => format!(
+            "recent/{}",
+            GroupKey::from_parts([r.app_id.as_str(), r.user_id.as_str()]).as_str()
+        ),
+    }
+}
+
+/// Diverts rows to the retry topic, with the journal as the fallback.
+pub struct RetryTopic {
+    producer: FutureProducer,
+    topic: String,
+    journal: Mutex<Journal>,
+    ack_timeout: Duration,
+}
+
+impl RetryTopic {
+    /// A producer for `topic`, journaling to `journal_path` when Kafka does
+    /// not acknowledge a record within `ack_timeout`.
+    pub fn new(
+        settings: &KafkaSettings,
+        topic: &str,
+        journal_path: &Path,
+        ack_timeout: Duration,
+    ) -> Result<Self, ConnectorError> {
+        let timeout_ms = ack_timeout.as_millis().max(1).to_string();
+        let producer = settings
+            .client_config(&[
+                ("enable.idempotence", "true"),
+                ("linger.ms", "5"),
+                ("message.timeout.ms", timeout_ms.as_str()),
+            ])
+            .create()
+            .map_err(|e| ConnectorError::Config(e.to_string()))?;
+        let journal = Journal::open(journal_path).map_err(|e| {
+            ConnectorError::Config(format!("journal {}: {e}", journal_path.display()))
+        })?;
+        Ok(RetryTopic {
+            producer,
+            topic: topic.to_owned(),
+            journal: Mutex::new(journal),
+            ack_timeout,
+        })
+    }
+
+    /// Produces `records` and waits for every acknowledgement; returns the ones
+    /// Kafka did not take.
+    fn produce(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut pending = Vec::with_capacity(records.len());
+        let mut failed = Vec::new();
+        for (key, value) in records {
+            let mut record = FutureRecord::to(&self.topic).key(&key).payload(&value);
+            let deadline = std::time::Instant::now() + self.ack_timeout;
+            let delivery = loop {
+                match self.producer.send_result(record) {
+                    Ok(d) => break Some(d),
+                    Err((e, r)) => {
+                        let full = matches!(
+                            e,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        );
+                        if !full || std::time::Instant::now() >= deadline {
+                            break None;
+                        }
+                        record = r;
+                        self.producer.poll(Duration::from_millis(5));
+                    }
+                }
+            };
+            match delivery {
+                Some(d) => pending.push((key, value, d)),
+                None => failed.push((key, value)),
+            }
+        }
+        for (key, value, d) in pending {
+            match futures::executor::block_on(d) {
+                Ok(Ok(_)) => {}
+                _ => failed.push((key, value)),
+            }
+        }
+        failed
+    }
+
+    /// Resends what the journal holds; empties it when Kafka took everything.
+    /// Returns how many records were resent.
+    pub fn resend_journal(&self) -> Result<usize, ConnectorError> {
+        let mut journal = self
+            .journal
+            .lock()
+            .map_err(|_| ConnectorError::Request("journal lock poisoned".into()))?;
+        let records = journal
+            .read_all()
+            .map_err(|e| ConnectorError::Request(format!("read journal: {e}")))?;
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let n = records.len();
+        let failed = self.produce(records);
+        if failed.is_empty() {
+            journal
+                .clear()
+                .map_err(|e| ConnectorError::Request(format!("clear journal: {e}")))?;
+            tracing::info!(records = n, "resent the journal to the retry topic");
+            Ok(n)
+        } else {
+            Err(ConnectorError::Request(format!(
+                "{} of {n} journal records still not accepted by the retry topic",
+                failed.len()
+            )))
+        }
+    }
+
+    /// Records waiting in the journal.
+    pub fn journal_len(&self) -> usize {
+        self.journal.lock().map_or(0, |j| j.len())
+    }
+}
+
+impl Divert for RetryTopic {
+    fn divert(&self, rows: &[Output], why: &Diversion<'_>) -> Result<(), SinkError> {
+        let records: Vec<(Vec<u8>, Vec<u8>)> = rows
+            .iter()
+            .map(|r| RetryRecord::new(r, why).encode())
+            .collect();
+        let failed = self.produce(records);
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let n = failed.len();
+        let mut journal = self.journal.lock().map_err(|_| SinkError::Unavailable {
+            sink: why.sink.into(),
+            detail: "journal lock poisoned".into(),
+        })?;
+        journal
+            .append(&failed)
+            .map_err(|e| SinkError::Unavailable {
+                sink: why.sink.into(),
+                detail: format!("retry topic and journal both failed: {e}"),
+            })?;
+        tracing::warn!(
+            sink = why.sink,
+            records = n,
+            "the retry topic did not take these records; they are in the journal"
+        );
+        Ok(())
+    }
+}
