@@ -18,6 +18,7 @@ pub mod client;
 pub mod journal;
 pub mod producer;
 pub mod reader;
+pub mod replay;
 pub mod retry;
 pub mod side;
 

@@ -1,0 +1,265 @@
+//! The retry replay job: applies the retry topic's records to their stores.
+//!
+//! Records are applied through the same sinks, so the version rule fences
+//! them: replaying an old record over a newer value changes nothing. Per
+//! partition, records are applied in offset order and the consumer offset is
+//! committed only past records that were applied. A record whose sink is
+//! degraded, or whose store is failing, stops its partition until that
+//! changes: the job waits (checking every `poll_interval`) and neither drops
+//! nor spins. With `once`, the job exits when every partition is caught up
+//! and everything read has been applied.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use footprint_dataflows::Output;
+use footprint_sinks::Sink;
+use footprint_sinks::util::switch::{Mode, Switches};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::ConnectorError;
+use crate::admin;
+use crate::client::KafkaSettings;
+use crate::retry::RetryRecord;
+
+/// Replay settings.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// The retry topic.
+    pub topic: String,
+    /// Consumer group whose committed offsets mark what was applied.
+    pub group_id: String,
+    /// Exit once caught up.
+    pub once: bool,
+    /// How often a waiting job checks the switch and the store again.
+    pub poll_interval: Duration,
+    /// Log progress this often.
+    pub progress: Option<Duration>,
+    /// Most records held in memory while waiting.
+    pub max_pending: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            topic: crate::retry::RETRY_TOPIC.into(),
+            group_id: "footprint-replay".into(),
+            once: false,
+            poll_interval: Duration::from_millis(200),
+            progress: Some(Duration::from_secs(5)),
+            max_pending: 50_000,
+        }
+    }
+}
+
+/// What a replay run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Records applied to their store.
+    pub applied: u64,
+    /// Records that could not be decoded (logged at ERROR and skipped).
+    pub undecodable: u64,
+}
+
+/// Progress shared with the caller (status, metrics).
+#[derive(Debug, Default)]
+pub struct ReplayProgress {
+    /// Records applied so far.
+    pub applied: std::sync::atomic::AtomicU64,
+    /// Records read but not yet applied.
+    pub pending: std::sync::atomic::AtomicU64,
+}
+
+/// Runs the replay job until `stop` returns true or, with `once`, until caught up.
+pub fn replay(
+    settings: &KafkaSettings,
+    opts: &ReplayOptions,
+    mut sinks: HashMap<String, Box<dyn Sink>>,
+    switches: Arc<Switches>,
+    progress: Arc<ReplayProgress>,
+    stop: &dyn Fn() -> bool,
+) -> Result<ReplayReport, ConnectorError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let partitions = admin::partitions(settings, &opts.topic)?
+        .ok_or_else(|| ConnectorError::MissingTopic(opts.topic.clone()))?;
+    let mut config = settings.client_config(&[
+        ("group.id", &opts.group_id),
+        ("enable.auto.commit", "false"),
+        ("auto.offset.reset", "earliest"),
+    ]);
+    config.set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| ConnectorError::Config(e.to_string()))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(&opts.topic, *p, Offset::Stored)
+            .map_err(|e| ConnectorError::Request(e.to_string()))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| ConnectorError::Request(format!("assign {}: {e}", opts.topic)))?;
+
+    let mut pending: BTreeMap<i32, VecDeque<(i64, RetryRecord)>> = BTreeMap::new();
+    let mut at_end: BTreeMap<i32, bool> = partitions.iter().map(|p| (*p, false)).collect();
+    let mut unhealthy: HashMap<String, (Instant, Duration)> = HashMap::new();
+    let mut report = ReplayReport::default();
+    let mut last_log = Instant::now();
+    let mut waiting_logged: HashMap<String, bool> = HashMap::new();
+    loop {
+        if stop() {
+            return Ok(report);
+        }
+        let mut progressed = false;
+        // Read while there is room.
+        let held: usize = pending.values().map(VecDeque::len).sum();
+        if held < opts.max_pending {
+            let deadline = Instant::now() + opts.poll_interval;
+            while Instant::now() < deadline
+                && pending.values().map(VecDeque::len).sum::<usize>() < opts.max_pending
+            {
+                match consumer.poll(Duration::from_millis(20)) {
+                    None => {
+                        if at_end.values().all(|e| *e) {
+                            break;
+                        }
+                    }
+                    Some(Err(KafkaError::PartitionEOF(p))) => {
+                        at_end.insert(p, true);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(topic = %opts.topic, error = %e, "error reading the retry topic")
+                    }
+                    Some(Ok(m)) => {
+                        progressed = true;
+                        at_end.insert(m.partition(), false);
+                        match RetryRecord::decode(m.payload().unwrap_or_default()) {
+                            Ok(r) => pending
+                                .entry(m.partition())
+                                .or_default()
+                                .push_back((m.offset(), r)),
+                            Err(e) => {
+                                report.undecodable += 1;
+                                tracing::error!(partition = m.partition(), offset = m.offset(), error = %e, "skipping an undecodable retry record");
+                                pending.entry(m.partition()).or_default();
+                                commit(&consumer, &opts.topic, m.partition(), m.offset() + 1)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Apply, per partition, in offset order, as far as possible.
+        let now = Instant::now();
+        for (partition, queue) in pending.iter_mut() {
+            let mut committed_to = None;
+            while let Some((_, front)) = queue.front() {
+                let sink_name = front.sink.clone();
+                let blocked = match switches.get(&sink_name) {
+                    Some(Mode::Degraded) => Some("switch degraded"),
+                    None => Some("no such sink configured"),
+                    Some(Mode::Auto)
+                        if unhealthy
+                            .get(&sink_name)
+                            .is_some_and(|(at, back)| now < *at + *back) =>
+                    {
+                        Some("store unavailable")
+                    }
+                    Some(Mode::Auto) if !sinks.contains_key(&sink_name) => {
+                        Some("no such sink configured")
+                    }
+                    Some(Mode::Auto) => None,
+                };
+                if let Some(why) = blocked {
+                    if !waiting_logged
+                        .insert(sink_name.clone(), true)
+                        .unwrap_or(false)
+                    {
+                        tracing::info!(sink = %sink_name, reason = why, "replay is waiting");
+                    }
+                    break;
+                }
+                // A run of consecutive records for the same sink goes in one write.
+                let run: Vec<Output> = queue
+                    .iter()
+                    .take_while(|(_, r)| r.sink == sink_name)
+                    .take(500)
+                    .map(|(_, r)| r.row.clone())
+                    .collect();
+                let n = run.len();
+                let Some(sink) = sinks.get_mut(&sink_name) else {
+                    break;
+                };
+                match sink.write(&run).and_then(|()| sink.flush()) {
+                    Ok(()) => {
+                        unhealthy.remove(&sink_name);
+                        waiting_logged.remove(&sink_name);
+                        let mut last = 0;
+                        for _ in 0..n {
+                            if let Some((off, _)) = queue.pop_front() {
+                                last = off;
+                            }
+                        }
+                        report.applied += n as u64;
+                        progressed = true;
+                        progress.applied.fetch_add(n as u64, Relaxed);
+                        committed_to = Some(last + 1);
+                    }
+                    Err(e) => {
+                        let back = unhealthy
+                            .get(&sink_name)
+                            .map_or(Duration::from_millis(500), |(_, b)| {
+                                (*b * 2).min(Duration::from_secs(10))
+                            });
+                        tracing::warn!(sink = %sink_name, error = %e, retry_in_ms = back.as_millis() as u64, "replay could not apply records; will retry");
+                        unhealthy.insert(sink_name.clone(), (Instant::now(), back));
+                        break;
+                    }
+                }
+            }
+            if let Some(offset) = committed_to {
+                commit(&consumer, &opts.topic, *partition, offset)?;
+            }
+        }
+        let held: usize = pending.values().map(VecDeque::len).sum();
+        progress.pending.store(held as u64, Relaxed);
+        if let Some(every) = opts.progress
+            && last_log.elapsed() >= every
+        {
+            let caught_up = at_end.values().filter(|e| **e).count();
+            tracing::info!(
+                applied = report.applied,
+                pending = held,
+                partitions_caught_up = caught_up,
+                partitions = at_end.len(),
+                "replay progress"
+            );
+            last_log = Instant::now();
+        }
+        if opts.once && held == 0 && at_end.values().all(|e| *e) {
+            return Ok(report);
+        }
+        if !progressed {
+            // Nothing new and nothing applicable: wait instead of spinning.
+            std::thread::sleep(opts.poll_interval);
+        }
+    }
+}
+
+fn commit(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(), ConnectorError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .map_err(|e| ConnectorError::Request(e.to_string()))?;
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| ConnectorError::Request(format!("commit {topic}/{partition}@{offset}: {e}")))
+}
