@@ -109,6 +109,24 @@ pub struct WorkerConfig {
     pub threads: usize,
 }
 
+/// `[retry]`: what happens to writes a store sink cannot apply.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// The retry topic (created if missing).
+    pub topic: String,
+    /// Local journal for records the retry topic does not take (one per process).
+    pub journal: String,
+    /// How long to wait for Kafka to acknowledge a retry record before journaling it.
+    pub ack_timeout: Dur,
+    /// Attempts per write (the first included) before it is diverted.
+    pub attempts: u32,
+    /// Consecutive failed writes that open a sink's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before it lets one probe write through.
+    pub breaker_open_for: Dur,
+}
+
 /// `window = { tumbling = "1m" }` or `{ sliding = "10m", every = "1m" }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,12 +182,53 @@ pub struct FileSinkConfig {
     pub path: String,
 }
 
+/// `[sinks.redis]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSinkConfig {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Key prefix.
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+    /// How long a window row lives after its last write.
+    #[serde(default = "default_redis_ttl")]
+    pub ttl: Dur,
+}
+
+fn default_redis_prefix() -> String {
+    "fp".into()
+}
+
+fn default_redis_ttl() -> Dur {
+    Dur(Duration::from_secs(7 * 86_400))
+}
+
+/// `[sinks.mysql]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MySqlSinkConfig {
+    /// `mysql://user[:password]@host:port/database` (the database is created if missing).
+    pub url: String,
+    /// Prefix of table names (`PREFIXaggregate`, `PREFIXrecent`).
+    #[serde(default = "default_table_prefix")]
+    pub table_prefix: String,
+}
+
+fn default_table_prefix() -> String {
+    "fp_".into()
+}
+
 /// `[sinks]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinksConfig {
     /// The file sink.
     pub file: Option<FileSinkConfig>,
+    /// The Redis sink.
+    pub redis: Option<RedisSinkConfig>,
+    /// The MySQL sink.
+    pub mysql: Option<MySqlSinkConfig>,
 }
 
 /// The whole config.
@@ -182,6 +241,8 @@ pub struct Config {
     pub watermark: WatermarkConfig,
     /// This process's workers.
     pub worker: WorkerConfig,
+    /// Retry topic, journal, retries and breaker.
+    pub retry: RetryConfig,
     /// Windowed aggregates.
     #[serde(default)]
     pub aggregate: Vec<AggregateConfig>,
@@ -275,6 +336,15 @@ impl Config {
         if self.worker.threads == 0 {
             return Err(err("worker.threads", "must be at least 1"));
         }
+        if self.retry.attempts == 0 {
+            return Err(err("retry.attempts", "must be at least 1"));
+        }
+        if self.retry.breaker_failures == 0 {
+            return Err(err("retry.breaker_failures", "must be at least 1"));
+        }
+        if self.retry.topic.trim().is_empty() {
+            return Err(err("retry.topic", "must not be empty"));
+        }
         let known_sinks = self.sink_names();
         let check_sinks = |key: String, sinks: &[String]| -> Result<(), ConfigError> {
             for (i, s) in sinks.iter().enumerate() {
@@ -290,8 +360,19 @@ impl Config {
         let mut aggregates = Vec::new();
         for (i, a) in self.aggregate.iter().enumerate() {
             let at = |k: &str| format!("aggregate[{i}].{k}");
-            if a.name.trim().is_empty() {
-                return Err(err(at("name"), "must not be empty"));
+            let valid_name = a.name.len() <= 48
+                && a.name.starts_with(|c: char| c.is_ascii_alphabetic())
+                && a.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid_name {
+                return Err(err(
+                    at("name"),
+                    format!(
+                        "`{}` must be a letter then up to 47 letters, digits or `_` (it names store tables)",
+                        a.name
+                    ),
+                ));
             }
             if self.aggregate[..i].iter().any(|b| b.name == a.name) {
                 return Err(err(
@@ -393,6 +474,12 @@ impl Config {
         let mut v = Vec::new();
         if self.sinks.file.is_some() {
             v.push("file");
+        }
+        if self.sinks.redis.is_some() {
+            v.push("redis");
+        }
+        if self.sinks.mysql.is_some() {
+            v.push("mysql");
         }
         v
     }

@@ -78,6 +78,7 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
                     control,
                     extra_sinks: vec![live],
                     progress: None,
+                    switches: None,
                 },
                 metrics,
             )

@@ -1,10 +1,11 @@
 //! The `footprint` program: configuration, and the commands that wire the
-//! dataflow, connectors and sinks together (`worker`, `gen`, `demo`).
+//! dataflow, connectors and sinks together (`worker`, `replay`, `gen`, `demo`).
 //!
 //! This is the only crate that knows about all the others.
 
 pub mod config;
 pub mod demo;
 pub mod generate;
+pub mod replay;
 pub mod run;
 pub mod view;

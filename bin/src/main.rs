@@ -30,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the dataflow worker.
     Worker(WorkerArgs),
+    /// Apply the retry topic's records to their stores.
+    Replay(ReplayArgs),
     /// Produce a deterministic clickstream.
     Gen(GenArgs),
     /// Run everything on embedded defaults with a generated clickstream and a live view.
@@ -46,6 +48,13 @@ struct WorkerArgs {
     /// Read every partition until it is caught up, emit all windows as final, and exit.
     #[arg(long)]
     until_end: bool,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Exit once every record of the retry topic has been applied.
+    #[arg(long)]
+    once: bool,
 }
 
 #[derive(Args)]
@@ -227,6 +236,21 @@ fn real_main(cli: Cli) -> Result<()> {
                 ..RunOptions::default()
             };
             run(&cfg, opts, metrics)?;
+            Ok(())
+        }
+        Command::Replay(args) => {
+            stop_on_signal(Arc::clone(&control));
+            let r = footprint::replay::run_replay(
+                &cfg,
+                args.once,
+                None,
+                &control,
+                Some(Duration::from_secs(5)),
+            )?;
+            println!(
+                "replay: {} records applied, {} undecodable skipped",
+                r.applied, r.undecodable
+            );
             Ok(())
         }
         Command::Gen(a) => {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use footprint_connectors::admin;
 use footprint_connectors::reader::{KafkaReader, PartitionRange};
+use footprint_connectors::retry::RetryTopic;
 use footprint_connectors::side::{DLQ_SUFFIX, LATE_SUFFIX, SideOutputs};
 use footprint_dataflows::control::RunControl;
 use footprint_dataflows::metrics::Metrics;
@@ -19,13 +20,45 @@ use footprint_dataflows::pipeline::{assigned, build};
 use footprint_dataflows::source::SourceSettings;
 use footprint_dataflows::watermark::WatermarkBoard;
 use footprint_sinks::file::FileSinkFactory;
+use footprint_sinks::mysql::MySqlSinkFactory;
 use footprint_sinks::operator::{Routing, WriteTo};
+use footprint_sinks::redis::RedisSinkFactory;
+use footprint_sinks::util::breaker::BreakerConfig;
+use footprint_sinks::util::guard::{Divert, GuardedSink};
+use footprint_sinks::util::retry::RetryPolicy;
+use footprint_sinks::util::switch::Switches;
 use footprint_sinks::{Sink, SinkFactory};
 
 use crate::config::{Config, Start};
 
 /// One worker's reader and sinks, prepared before timely starts.
 type WorkerParts = (KafkaReader, Vec<Box<dyn Sink>>);
+
+/// The sinks the config declares, by name, built once per process.
+pub fn sink_factories(
+    cfg: &Config,
+    spec: &Arc<footprint_dataflows::PipelineSpec>,
+) -> Result<Vec<(String, Arc<dyn SinkFactory>)>> {
+    let mut out: Vec<(String, Arc<dyn SinkFactory>)> = Vec::new();
+    if let Some(f) = &cfg.sinks.file {
+        out.push(("file".into(), Arc::new(FileSinkFactory::new(&f.path))));
+    }
+    if let Some(r) = &cfg.sinks.redis {
+        let recent_ttl = spec
+            .recent
+            .as_ref()
+            .map_or(Duration::ZERO, |r| Duration::from_millis(r.ttl));
+        let f =
+            RedisSinkFactory::new(&r.url, &r.prefix, r.ttl.0, recent_ttl).context("sinks.redis")?;
+        out.push(("redis".into(), Arc::new(f)));
+    }
+    if let Some(m) = &cfg.sinks.mysql {
+        let f = MySqlSinkFactory::new(&m.url, Arc::clone(spec), &m.table_prefix)
+            .context("sinks.mysql: preparing tables")?;
+        out.push(("mysql".into(), Arc::new(f)));
+    }
+    Ok(out)
+}
 
 /// How to run.
 pub struct RunOptions {
@@ -39,6 +72,8 @@ pub struct RunOptions {
     pub extra_sinks: Vec<Arc<dyn SinkFactory>>,
     /// Log progress every this often (`None`: quiet).
     pub progress: Option<Duration>,
+    /// The degrade switches of the store sinks (all `auto` when not given).
+    pub switches: Option<Arc<Switches>>,
 }
 
 impl Default for RunOptions {
@@ -49,8 +84,47 @@ impl Default for RunOptions {
             control: Arc::new(RunControl::default()),
             extra_sinks: Vec::new(),
             progress: Some(Duration::from_secs(5)),
+            switches: None,
         }
     }
+}
+
+/// Names of the sinks that write to stores and run behind the guard.
+pub const STORE_SINKS: [&str; 2] = ["redis", "mysql"];
+
+/// The switches of the store sinks the config declares.
+pub fn store_switches(cfg: &Config) -> Arc<Switches> {
+    Arc::new(Switches::new(
+        cfg.sink_names()
+            .into_iter()
+            .filter(|n| STORE_SINKS.contains(n)),
+    ))
+}
+
+/// The retry topic with its journal, created if missing, with any journal
+/// left by an earlier run resent.
+pub fn retry_topic(cfg: &Config, runtime: &tokio::runtime::Runtime) -> Result<Arc<RetryTopic>> {
+    let settings = cfg.kafka();
+    if runtime.block_on(admin::ensure_topic(&settings, &cfg.retry.topic, 4, 1))? {
+        tracing::info!(topic = %cfg.retry.topic, "created the retry topic");
+    }
+    let retry = RetryTopic::new(
+        &settings,
+        &cfg.retry.topic,
+        std::path::Path::new(&cfg.retry.journal),
+        cfg.retry.ack_timeout.0,
+    )?;
+    if retry.journal_len() > 0 {
+        match retry.resend_journal() {
+            Ok(n) => {
+                tracing::info!(records = n, journal = %cfg.retry.journal, "resent journaled retry records")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, journal = %cfg.retry.journal, "journaled retry records could not be resent yet")
+            }
+        }
+    }
+    Ok(Arc::new(retry))
 }
 
 /// What a run did.
@@ -110,8 +184,8 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
 
     // Sinks: configured ones by name, then the extra ones (which get every row).
     let mut factories: Vec<(String, Arc<dyn SinkFactory>)> = Vec::new();
-    if let Some(f) = &cfg.sinks.file {
-        factories.push(("file".into(), Arc::new(FileSinkFactory::new(&f.path))));
+    for (name, f) in sink_factories(cfg, &spec)? {
+        factories.push((name, f));
     }
     let configured = factories.len();
     for f in &opts.extra_sinks {
@@ -135,6 +209,23 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
             .unwrap_or_default(),
     };
 
+    let switches = opts.switches.clone().unwrap_or_else(|| store_switches(cfg));
+    let has_store = factories[..configured]
+        .iter()
+        .any(|(n, _)| STORE_SINKS.contains(&n.as_str()));
+    let retry = if has_store {
+        Some(retry_topic(cfg, &runtime)?)
+    } else {
+        None
+    };
+    let breaker = BreakerConfig {
+        failures_to_open: cfg.retry.breaker_failures,
+        open_for: cfg.retry.breaker_open_for.0,
+    };
+    let policy = RetryPolicy {
+        attempts: cfg.retry.attempts,
+        ..RetryPolicy::default()
+    };
     let names: Arc<[String]> = spec.aggregates.iter().map(|a| a.name.clone()).collect();
     let mut per_worker: Vec<Option<WorkerParts>> = Vec::new();
     for w in 0..threads {
@@ -144,10 +235,25 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
             .collect();
         let side = SideOutputs::new(&settings, Arc::clone(&names), Arc::clone(&metrics))?;
         let reader = KafkaReader::open(&settings, &cfg.source.group_id, mine, side)?;
-        let sinks = factories
-            .iter()
-            .map(|(_, f)| f.build(w, threads))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut sinks = Vec::with_capacity(factories.len());
+        for (i, (name, f)) in factories.iter().enumerate() {
+            let inner = f.build(w, threads)?;
+            let guarded = i < configured && STORE_SINKS.contains(&name.as_str());
+            sinks.push(match (&retry, guarded) {
+                (Some(retry), true) => Box::new(
+                    GuardedSink::new(
+                        inner,
+                        Arc::clone(&switches),
+                        breaker,
+                        policy,
+                        Arc::clone(retry) as Arc<dyn Divert>,
+                        w as u64 + 1,
+                    )
+                    .with_metrics(Arc::clone(&metrics)),
+                ) as Box<dyn Sink>,
+                _ => inner,
+            });
+        }
         per_worker.push(Some((reader, sinks)));
     }
     // Each worker takes its own reader and sinks, exactly once.
@@ -167,6 +273,20 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
         std::thread::spawn(move || report_progress(&metrics, every, &done))
     });
 
+    let resender = retry.as_ref().map(|retry| {
+        let retry = Arc::clone(retry);
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(500));
+                if retry.journal_len() > 0
+                    && let Err(e) = retry.resend_journal()
+                {
+                    tracing::warn!(error = %e, "journaled retry records are still waiting for the retry topic");
+                }
+            }
+        })
+    });
     let control = Arc::clone(&opts.control);
     let worker_metrics = Arc::clone(&metrics);
     let guards = timely::execute(
@@ -203,6 +323,14 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     done.store(true, Ordering::SeqCst);
     if let Some(h) = reporter {
         let _ = h.join();
+    }
+    if let Some(h) = resender {
+        let _ = h.join();
+    }
+    if let Some(retry) = &retry
+        && retry.journal_len() > 0
+    {
+        tracing::error!(records = retry.journal_len(), journal = %cfg.retry.journal, "retry records are still in the journal; the next run resends them");
     }
     if let Some(e) = failure {
         bail!("a worker failed: {e}");

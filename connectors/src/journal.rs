@@ -95,10 +95,7 @@ impl Journal {
         self.file.read_to_end(&mut data)?;
         let mut out = Vec::new();
         let mut pos = 0usize;
-        loop {
-            let Some(header) = data.get(pos..pos + 9) else {
-                break;
-            };
+        while let Some(header) = data.get(pos..pos + 9) {
             if header[0] != MAGIC {
                 break;
             }

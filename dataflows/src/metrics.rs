@@ -26,6 +26,8 @@ pub const SIDE_OUTPUT_FAILURES: &str = "footprint_side_output_failures_total";
 pub const SINK_WRITES: &str = "footprint_sink_writes_total";
 /// Failed sink writes, labelled by `sink`.
 pub const SINK_FAILURES: &str = "footprint_sink_failures_total";
+/// Rows diverted to the retry topic (or journal) instead of their store, labelled by `sink`.
+pub const SINK_DIVERTED: &str = "footprint_sink_diverted_total";
 /// The global watermark, ms since the epoch.
 pub const WATERMARK: &str = "footprint_watermark_ms";
 /// The largest event time read, ms since the epoch.
@@ -54,6 +56,8 @@ pub struct Metrics {
     pub sink_writes: std::sync::Mutex<Vec<(String, u64)>>,
     /// See [`SINK_FAILURES`], by sink name.
     pub sink_failures: std::sync::Mutex<Vec<(String, u64)>>,
+    /// See [`SINK_DIVERTED`], by sink name.
+    pub sink_diverted: std::sync::Mutex<Vec<(String, u64)>>,
     /// See [`WATERMARK`].
     pub watermark: AtomicU64,
     /// See [`MAX_EVENT_TS`].
@@ -75,6 +79,7 @@ impl Metrics {
             side_output_failures: AtomicU64::new(0),
             sink_writes: Default::default(),
             sink_failures: Default::default(),
+            sink_diverted: Default::default(),
             watermark: AtomicU64::new(0),
             max_event_ts: AtomicI64::new(0),
         }
@@ -88,6 +93,13 @@ impl Metrics {
                 None => v.push((sink.to_owned(), n)),
             }
         }
+    }
+
+    /// The value of a per-sink counter.
+    pub fn sink_count(counter: &std::sync::Mutex<Vec<(String, u64)>>, sink: &str) -> u64 {
+        counter.lock().map_or(0, |v| {
+            v.iter().find(|(s, _)| s == sink).map_or(0, |(_, n)| *n)
+        })
     }
 
     /// Total bad events over all reasons.

@@ -68,6 +68,11 @@ pub trait Sink: Send {
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+    /// Whether the sink counts its own writes (a guarded sink tells written
+    /// rows from diverted ones), so the caller must not count them again.
+    fn counts_itself(&self) -> bool {
+        false
+    }
 }
 
 /// Builds one sink instance per worker.

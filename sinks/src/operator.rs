@@ -61,6 +61,7 @@ impl WriteTo for StreamVec<'_, Time, Output> {
                 flushed = false;
                 let n = batch.len() as u64;
                 match write_with_retries(sink.as_mut(), batch) {
+                    Ok(()) if sink.counts_itself() => {}
                     Ok(()) => Metrics::add_sink(&metrics.sink_writes, sink.name(), n),
                     Err(e) => {
                         Metrics::add_sink(&metrics.sink_failures, sink.name(), n);

@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use footprint_dataflows::Output;
 use footprint_dataflows::clickstream::SplitMix64;
+use footprint_dataflows::metrics::Metrics;
 
 use crate::util::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::util::retry::RetryPolicy;
@@ -57,6 +58,7 @@ pub struct GuardedSink {
     divert: Arc<dyn Divert>,
     rng: SplitMix64,
     last: Option<Outcome>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl GuardedSink {
@@ -77,7 +79,14 @@ impl GuardedSink {
             divert,
             rng: SplitMix64::new(seed),
             last: None,
+            metrics: None,
         }
+    }
+
+    /// Counts diverted rows in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The breaker's state now.
@@ -114,6 +123,9 @@ impl GuardedSink {
             },
         )?;
         self.last = Some(Outcome::Diverted);
+        if let Some(m) = &self.metrics {
+            Metrics::add_sink(&m.sink_diverted, &name, rows.len() as u64);
+        }
         Ok(())
     }
 }
@@ -142,6 +154,9 @@ impl Sink for GuardedSink {
                 Ok(()) => {
                     self.breaker.success();
                     self.last = Some(Outcome::Written);
+                    if let Some(m) = &self.metrics {
+                        Metrics::add_sink(&m.sink_writes, &name, rows.len() as u64);
+                    }
                     return Ok(());
                 }
                 Err(e) => {
@@ -158,6 +173,10 @@ impl Sink for GuardedSink {
                 }
             }
         }
+    }
+
+    fn counts_itself(&self) -> bool {
+        self.metrics.is_some()
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
@@ -226,15 +245,16 @@ mod tests {
         })]
     }
 
-    fn guarded(
-        state: Option<bool>,
-    ) -> (
+    /// A guarded flaky store, with handles to its state, call count, switches and diversions.
+    type Rig = (
         GuardedSink,
         Arc<Mutex<Option<bool>>>,
         Arc<AtomicU32>,
         Arc<Switches>,
         Arc<Recorder>,
-    ) {
+    );
+
+    fn guarded(state: Option<bool>) -> Rig {
         let down = Arc::new(Mutex::new(state));
         let calls = Arc::new(AtomicU32::new(0));
         let switches = Arc::new(Switches::new(["mysql"]));

@@ -1,0 +1,145 @@
+//! Reading the MySQL sink's tables back into the dataflow's row types, for
+//! tests and tools. Rows come out exactly as the dataflow produces them
+//! (measures in spec order under their spec names, keys as `(field, value)`
+//! pairs in group-by order), sorted like `footprint_dataflows::reference`'s
+//! maps: window rows by (aggregate name, key, window start), recent rows by
+//! (app, user).
+
+use footprint_dataflows::{MeasureValue, RecentEntry, RecentRow, WindowRow, key::GroupKey};
+use mysql::prelude::{FromValue, Queryable};
+use mysql::{Row, Value};
+
+use super::decimal;
+use super::schema::{AggregateTable, MeasureKind, Schema, quote};
+
+/// Why reading back failed: a server error, or a stored value that does
+/// not convert.
+pub(crate) enum LoadError {
+    Server(mysql::Error),
+    Bad(String),
+}
+
+impl From<mysql::Error> for LoadError {
+    fn from(e: mysql::Error) -> Self {
+        LoadError::Server(e)
+    }
+}
+
+/// Every stored window row of every aggregate.
+pub(crate) fn windows(
+    conn: &mut impl Queryable,
+    schema: &Schema,
+) -> Result<Vec<WindowRow>, LoadError> {
+    let mut out = Vec::new();
+    for (index, table) in schema.aggregates.iter().enumerate() {
+        let agg = u16::try_from(index).map_err(|_| LoadError::Bad("too many aggregates".into()))?;
+        let columns: Vec<String> = table.columns().iter().map(|c| quote(c)).collect();
+        let sql = format!("SELECT {} FROM {}", columns.join(","), quote(&table.table));
+        for row in conn.query::<Row, _>(sql)? {
+            out.push(window_row(table, agg, row)?);
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.aggregate, &a.key, a.window_start).cmp(&(&b.aggregate, &b.key, b.window_start))
+    });
+    Ok(out)
+}
+
+fn window_row(table: &AggregateTable, agg: u16, mut row: Row) -> Result<WindowRow, LoadError> {
+    let mut next = 0;
+    let mut take = |what: &str| {
+        let i = next;
+        next += 1;
+        (i, format!("{}.{what}", table.table))
+    };
+    let (i, what) = take("group_key");
+    let group_key: Vec<u8> = column(&mut row, i, &what)?;
+    let (i, what) = take("window_start");
+    let window_start: i64 = column(&mut row, i, &what)?;
+    let (i, what) = take("window_end");
+    let window_end: i64 = column(&mut row, i, &what)?;
+    let mut key = Vec::with_capacity(table.fields.len());
+    for (field, col) in table.fields.iter().zip(&table.key_columns) {
+        let (i, what) = take(col);
+        key.push((field.clone(), column::<String>(&mut row, i, &what)?));
+    }
+    let encoded = GroupKey::from_parts(key.iter().map(|(_, v)| v.as_str()));
+    if encoded.as_str().as_bytes() != group_key.as_slice() {
+        return Err(LoadError::Bad(format!(
+            "{}: group_key {:?} does not match the key columns {key:?}",
+            table.table,
+            String::from_utf8_lossy(&group_key)
+        )));
+    }
+    let mut measures = Vec::with_capacity(table.measures.len());
+    for m in &table.measures {
+        let (i, what) = take(&m.column);
+        let value = match m.kind {
+            MeasureKind::Count => MeasureValue::Count(column(&mut row, i, &what)?),
+            MeasureKind::Distinct => MeasureValue::Distinct(column(&mut row, i, &what)?),
+            MeasureKind::Sum => {
+                let text: String = column(&mut row, i, &what)?;
+                let micros = decimal::to_micros(&text)
+                    .ok_or_else(|| LoadError::Bad(format!("{what}: `{text}` is not a sum")))?;
+                MeasureValue::Sum(micros)
+            }
+        };
+        measures.push((m.name.clone(), value));
+    }
+    let (i, what) = take("version");
+    let version: u64 = column(&mut row, i, &what)?;
+    let (i, what) = take("is_final");
+    let is_final: bool = column(&mut row, i, &what)?;
+    Ok(WindowRow {
+        agg,
+        aggregate: table.aggregate.clone(),
+        key,
+        window_start,
+        window_end,
+        measures,
+        version,
+        is_final,
+    })
+}
+
+/// Every stored recent-activity row; none when the spec keeps no recent
+/// activity.
+pub(crate) fn recent(
+    conn: &mut impl Queryable,
+    schema: &Schema,
+) -> Result<Vec<RecentRow>, LoadError> {
+    let Some(table) = &schema.recent else {
+        return Ok(Vec::new());
+    };
+    let sql = format!(
+        "SELECT `app_id`, `user_id`, `events`, `version` FROM {}",
+        quote(table)
+    );
+    let mut out = Vec::new();
+    for mut row in conn.query::<Row, _>(sql)? {
+        let app_id: String = column(&mut row, 0, "recent.app_id")?;
+        let user_id: String = column(&mut row, 1, "recent.user_id")?;
+        let events: String = column(&mut row, 2, "recent.events")?;
+        let events: Vec<RecentEntry> = serde_json::from_str(&events)
+            .map_err(|e| LoadError::Bad(format!("{table}.events of {app_id}/{user_id}: {e}")))?;
+        let version: u64 = column(&mut row, 3, "recent.version")?;
+        out.push(RecentRow {
+            app_id,
+            user_id,
+            events,
+            version,
+        });
+    }
+    out.sort_by(|a, b| (&a.app_id, &a.user_id).cmp(&(&b.app_id, &b.user_id)));
+    Ok(out)
+}
+
+fn column<T: FromValue>(row: &mut Row, index: usize, what: &str) -> Result<T, LoadError> {
+    match row.take_opt::<Value, _>(index) {
+        None => Err(LoadError::Bad(format!("{what}: missing from the result"))),
+        Some(Ok(Value::NULL)) => Err(LoadError::Bad(format!("{what}: NULL"))),
+        Some(Ok(v)) => mysql::from_value_opt::<T>(v)
+            .map_err(|e| LoadError::Bad(format!("{what}: cannot convert {:?}", e.0))),
+        Some(Err(e)) => Err(LoadError::Bad(format!("{what}: cannot convert {:?}", e.0))),
+    }
+}

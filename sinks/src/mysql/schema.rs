@@ -1,0 +1,466 @@
+//! The MySQL sink's table layout: table and column names derived from the
+//! pipeline spec, the `CREATE TABLE` statements, and the conditional upsert
+//! statements that enforce the version rule.
+//!
+//! Everything here is pure string building, checked once at start-up; it
+//! performs no I/O.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use footprint_dataflows::{AggregateSpec, Measure, PipelineSpec};
+
+use crate::SinkError;
+
+/// The longest group key, in bytes, the `group_key` column holds.
+pub(crate) const MAX_GROUP_KEY: usize = 512;
+/// The longest `app_id` or `user_id`, in bytes, the recent table holds.
+pub(crate) const MAX_RECENT_ID: usize = 255;
+/// MySQL's and MariaDB's limit on identifier length.
+const MAX_IDENTIFIER: usize = 64;
+
+/// The name of the recent-activity table, after the prefix.
+const RECENT_TABLE: &str = "recent";
+
+/// How a measure is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MeasureKind {
+    /// `count`, in a `BIGINT`.
+    Count,
+    /// `distinct(FIELD)`, in a `BIGINT`.
+    Distinct,
+    /// `sum(value)`, in a `DECIMAL(38,6)`.
+    Sum,
+}
+
+/// One measure column.
+#[derive(Debug, Clone)]
+pub(crate) struct MeasureColumn {
+    /// The measure's name in result rows (its `Display`).
+    pub name: String,
+    /// The column name, `m_…`.
+    pub column: String,
+    pub kind: MeasureKind,
+}
+
+/// The table of one aggregate.
+#[derive(Debug, Clone)]
+pub(crate) struct AggregateTable {
+    /// Aggregate name.
+    pub aggregate: String,
+    /// Table name, without quotes.
+    pub table: String,
+    /// Group-by field names (their `Display`), in key order.
+    pub fields: Vec<String>,
+    /// The readable key columns, `k_…`, one per group-by field.
+    pub key_columns: Vec<String>,
+    /// The measure columns, in spec order.
+    pub measures: Vec<MeasureColumn>,
+}
+
+/// Every table the sink writes, derived from the spec.
+#[derive(Debug, Clone)]
+pub(crate) struct Schema {
+    /// One table per aggregate, indexed like `spec.aggregates`.
+    pub aggregates: Vec<AggregateTable>,
+    /// The recent-activity table, when the spec keeps recent activity.
+    pub recent: Option<String>,
+}
+
+impl Schema {
+    /// Derives the tables of `spec`, checking every name.
+    pub fn new(spec: &Arc<PipelineSpec>, table_prefix: &str) -> Result<Self, SinkError> {
+        if !table_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(config(format!(
+                "table prefix `{table_prefix}` may hold only ASCII letters, digits and `_`"
+            )));
+        }
+        let mut tables = HashSet::new();
+        let mut aggregates = Vec::with_capacity(spec.aggregates.len());
+        for agg in &spec.aggregates {
+            let table = AggregateTable::new(agg, table_prefix)?;
+            if !tables.insert(table.table.to_ascii_lowercase()) {
+                return Err(config(format!(
+                    "two aggregates map to the table `{}`",
+                    table.table
+                )));
+            }
+            aggregates.push(table);
+        }
+        let recent = match spec.recent {
+            Some(_) => {
+                let table = table_name(table_prefix, RECENT_TABLE)?;
+                if tables.contains(&table.to_ascii_lowercase()) {
+                    return Err(config(format!(
+                        "aggregate table `{table}` would be the recent-activity table; rename the aggregate or change the table prefix"
+                    )));
+                }
+                Some(table)
+            }
+            None => None,
+        };
+        Ok(Schema { aggregates, recent })
+    }
+
+    /// Every table with its expected columns, for checking existing tables.
+    pub fn expected_columns(&self) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = self
+            .aggregates
+            .iter()
+            .map(|t| (t.table.clone(), t.columns()))
+            .collect();
+        if let Some(recent) = &self.recent {
+            out.push((recent.clone(), recent_columns()));
+        }
+        out
+    }
+
+    /// Every `CREATE TABLE IF NOT EXISTS` statement.
+    pub fn create_statements(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.aggregates.iter().map(|t| t.create_sql()).collect();
+        if let Some(recent) = &self.recent {
+            out.push(recent_create_sql(recent));
+        }
+        out
+    }
+}
+
+impl AggregateTable {
+    fn new(agg: &AggregateSpec, table_prefix: &str) -> Result<Self, SinkError> {
+        let mut chars = agg.name.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(config(format!(
+                "aggregate name `{}` cannot name a table: use [A-Za-z][A-Za-z0-9_]*",
+                agg.name
+            )));
+        }
+        let table = table_name(table_prefix, &agg.name)?;
+        let mut seen: HashSet<String> = ["group_key", "window_start", "window_end", "version"]
+            .into_iter()
+            .chain(["is_final", "updated_at"])
+            .map(str::to_owned)
+            .collect();
+        let mut claim = |column: String, from: &str| -> Result<String, SinkError> {
+            if column.len() > MAX_IDENTIFIER {
+                return Err(config(format!(
+                    "aggregate `{}`: column `{column}` for `{from}` is longer than {MAX_IDENTIFIER} characters",
+                    agg.name
+                )));
+            }
+            if !seen.insert(column.to_ascii_lowercase()) {
+                return Err(config(format!(
+                    "aggregate `{}`: `{from}` maps to the column `{column}`, which is already taken",
+                    agg.name
+                )));
+            }
+            Ok(column)
+        };
+        let mut fields = Vec::with_capacity(agg.group_by.len());
+        let mut key_columns = Vec::with_capacity(agg.group_by.len());
+        for field in &agg.group_by {
+            let name = field.to_string();
+            key_columns.push(claim(format!("k_{}", sanitise(&name)), &name)?);
+            fields.push(name);
+        }
+        let mut measures = Vec::with_capacity(agg.measures.len());
+        for measure in &agg.measures {
+            let name = measure.to_string();
+            let column = claim(format!("m_{}", sanitise(&name)), &name)?;
+            let kind = match measure {
+                Measure::Count => MeasureKind::Count,
+                Measure::Distinct(_) => MeasureKind::Distinct,
+                Measure::SumValue => MeasureKind::Sum,
+            };
+            measures.push(MeasureColumn { name, column, kind });
+        }
+        Ok(AggregateTable {
+            aggregate: agg.name.clone(),
+            table,
+            fields,
+            key_columns,
+            measures,
+        })
+    }
+
+    /// Every column the sink writes or reads, in insert order.
+    pub fn columns(&self) -> Vec<String> {
+        let mut cols: Vec<String> = ["group_key", "window_start", "window_end"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        cols.extend(self.key_columns.iter().cloned());
+        cols.extend(self.measures.iter().map(|m| m.column.clone()));
+        cols.push("version".into());
+        cols.push("is_final".into());
+        cols
+    }
+
+    fn create_sql(&self) -> String {
+        let mut sql = format!(
+            "CREATE TABLE IF NOT EXISTS {} (\n  `group_key` VARBINARY({MAX_GROUP_KEY}) NOT NULL,\n  `window_start` BIGINT NOT NULL,\n  `window_end` BIGINT NOT NULL,\n",
+            quote(&self.table)
+        );
+        for k in &self.key_columns {
+            let _ = writeln!(sql, "  {} TEXT NOT NULL,", quote(k));
+        }
+        for m in &self.measures {
+            let ty = match m.kind {
+                MeasureKind::Count | MeasureKind::Distinct => "BIGINT",
+                MeasureKind::Sum => "DECIMAL(38,6)",
+            };
+            let _ = writeln!(sql, "  {} {ty},", quote(&m.column));
+        }
+        sql.push_str(
+            "  `version` BIGINT UNSIGNED NOT NULL,\n  `is_final` TINYINT(1) NOT NULL,\n  `updated_at` TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),\n  PRIMARY KEY (`group_key`, `window_start`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        );
+        sql
+    }
+
+    /// The upsert of `rows` rows.
+    ///
+    /// Every non-key column is assigned `IF(newer, VALUES(c), c)`, where
+    /// `newer` compares `(version, is_final)` of the incoming row with the
+    /// stored one. MySQL and MariaDB evaluate the assignments left to right
+    /// and later ones see the values earlier ones assigned, so the columns
+    /// are ordered: measures and `window_end` first (the stored pair is still
+    /// untouched), then `is_final` (its own condition reads the stored
+    /// `is_final` before assigning it), then `version` last. By then
+    /// `is_final` may have changed, so `version` does not test the pair
+    /// again: it takes `GREATEST(version, VALUES(version))`, which is the
+    /// incoming version exactly when `newer` held (newer implies an incoming
+    /// version at least the stored one, and not newer implies at most).
+    ///
+    /// The key columns (`k_…`) are a function of `group_key` and are only
+    /// written by the insert.
+    pub fn upsert_sql(&self, rows: usize) -> String {
+        let columns = self.columns();
+        let newer = "(VALUES(`version`), VALUES(`is_final`)) >= (`version`, `is_final`)";
+        let mut updates: Vec<String> = std::iter::once("window_end")
+            .chain(self.measures.iter().map(|m| m.column.as_str()))
+            .chain(std::iter::once("is_final"))
+            .map(|c| {
+                let c = quote(c);
+                format!("{c} = IF({newer}, VALUES({c}), {c})")
+            })
+            .collect();
+        updates.push("`version` = GREATEST(`version`, VALUES(`version`))".into());
+        insert_sql(&self.table, &columns, rows, &updates)
+    }
+}
+
+/// The recent-activity table's columns, in insert order.
+pub(crate) fn recent_columns() -> Vec<String> {
+    ["app_id", "user_id", "events", "version"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn recent_create_sql(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n  `app_id` VARBINARY({MAX_RECENT_ID}) NOT NULL,\n  `user_id` VARBINARY({MAX_RECENT_ID}) NOT NULL,\n  `events` LONGTEXT NOT NULL,\n  `version` BIGINT UNSIGNED NOT NULL,\n  `updated_at` TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),\n  PRIMARY KEY (`app_id`, `user_id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        quote(table)
+    )
+}
+
+/// The upsert of `rows` recent-activity rows: `events` only when the
+/// incoming version is at least the stored one, then `version` last (see
+/// [`AggregateTable::upsert_sql`]).
+pub(crate) fn recent_upsert_sql(table: &str, rows: usize) -> String {
+    let updates = [
+        "`events` = IF(VALUES(`version`) >= `version`, VALUES(`events`), `events`)".to_owned(),
+        "`version` = GREATEST(`version`, VALUES(`version`))".to_owned(),
+    ];
+    insert_sql(table, &recent_columns(), rows, &updates)
+}
+
+fn insert_sql(table: &str, columns: &[String], rows: usize, updates: &[String]) -> String {
+    let names: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+    let one = format!("({})", vec!["?"; columns.len()].join(","));
+    let values = vec![one.as_str(); rows].join(",");
+    format!(
+        "INSERT INTO {} ({}) VALUES {values} ON DUPLICATE KEY UPDATE {}",
+        quote(table),
+        names.join(","),
+        updates.join(", ")
+    )
+}
+
+/// The column name part for a field or measure name: every run of
+/// characters other than ASCII letters and digits becomes one `_`, with
+/// none at either end (`distinct(props.x)` → `distinct_props_x`).
+pub(crate) fn sanitise(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    out
+}
+
+/// Quotes an identifier with backticks (doubling any backtick inside).
+pub(crate) fn quote(identifier: &str) -> String {
+    format!("`{}`", identifier.replace('`', "``"))
+}
+
+fn table_name(prefix: &str, name: &str) -> Result<String, SinkError> {
+    let table = format!("{prefix}{name}");
+    if table.len() > MAX_IDENTIFIER {
+        return Err(config(format!(
+            "table name `{table}` is longer than {MAX_IDENTIFIER} characters"
+        )));
+    }
+    Ok(table)
+}
+
+fn config(detail: String) -> SinkError {
+    SinkError::Config {
+        sink: super::SINK.into(),
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use footprint_dataflows::{Field, RecentSpec, WindowSpec};
+
+    use super::*;
+
+    fn agg(name: &str, group_by: &[&str], measures: &[&str]) -> AggregateSpec {
+        AggregateSpec {
+            name: name.into(),
+            group_by: group_by
+                .iter()
+                .map(|f| Field::parse(f).expect("field"))
+                .collect(),
+            window: WindowSpec::tumbling(60_000).expect("window"),
+            measures: measures
+                .iter()
+                .map(|m| Measure::parse(m).expect("measure"))
+                .collect(),
+            allowed_lateness: 0,
+            early_updates: None,
+            sinks: vec![],
+        }
+    }
+
+    fn spec(aggregates: Vec<AggregateSpec>, recent: bool) -> Arc<PipelineSpec> {
+        Arc::new(PipelineSpec {
+            aggregates,
+            recent: recent.then(|| RecentSpec {
+                keep: 5,
+                ttl: 1,
+                updates: 1,
+                sinks: vec![],
+            }),
+            max_out_of_order: 0,
+        })
+    }
+
+    #[test]
+    fn names_columns_after_fields_and_measures() {
+        let s = spec(
+            vec![agg(
+                "item_1m",
+                &["app_id", "props.country"],
+                &[
+                    "count",
+                    "distinct(user_id)",
+                    "distinct(props.x)",
+                    "sum(value)",
+                ],
+            )],
+            true,
+        );
+        let schema = Schema::new(&s, "fp_").expect("schema");
+        let t = &schema.aggregates[0];
+        assert_eq!(t.table, "fp_item_1m");
+        assert_eq!(t.key_columns, ["k_app_id", "k_props_country"]);
+        let cols: Vec<&str> = t.measures.iter().map(|m| m.column.as_str()).collect();
+        assert_eq!(
+            cols,
+            [
+                "m_count",
+                "m_distinct_user_id",
+                "m_distinct_props_x",
+                "m_sum_value"
+            ]
+        );
+        assert_eq!(t.measures[1].name, "distinct(user_id)");
+        assert_eq!(schema.recent.as_deref(), Some("fp_recent"));
+    }
+
+    #[test]
+    fn rejects_names_that_cannot_be_tables_or_columns() {
+        let bad = |aggregates, recent, prefix| {
+            matches!(
+                Schema::new(&spec(aggregates, recent), prefix),
+                Err(SinkError::Config { .. })
+            )
+        };
+        assert!(bad(vec![agg("a-b", &[], &["count"])], false, ""));
+        assert!(bad(vec![agg("1a", &[], &["count"])], false, ""));
+        assert!(bad(vec![agg("a`b", &[], &["count"])], false, ""));
+        assert!(bad(vec![agg("a", &[], &["count"])], false, "p;"));
+        assert!(bad(vec![agg("recent", &[], &["count"])], true, ""));
+        assert!(!bad(vec![agg("recent", &[], &["count"])], false, ""));
+        assert!(bad(
+            vec![agg("a", &["props.a_b", "props.a.b"], &["count"])],
+            false,
+            ""
+        ));
+        assert!(bad(
+            vec![agg("a", &[], &["count"]), agg("A", &[], &["count"])],
+            false,
+            ""
+        ));
+        let long = "x".repeat(70);
+        assert!(bad(vec![agg(&long, &[], &["count"])], false, ""));
+    }
+
+    #[test]
+    fn sanitises_runs_of_other_characters_to_one_underscore() {
+        assert_eq!(sanitise("distinct(user_id)"), "distinct_user_id");
+        assert_eq!(sanitise("props.country"), "props_country");
+        assert_eq!(sanitise("distinct(props.é x)"), "distinct_props_x");
+        assert_eq!(sanitise("sum(value)"), "sum_value");
+    }
+
+    #[test]
+    fn the_upsert_assigns_version_last_and_guards_every_other_column() {
+        let s = spec(vec![agg("a", &["app_id"], &["count", "sum(value)"])], false);
+        let schema = Schema::new(&s, "").expect("schema");
+        let sql = schema.aggregates[0].upsert_sql(2);
+        let newer = "(VALUES(`version`), VALUES(`is_final`)) >= (`version`, `is_final`)";
+        assert_eq!(
+            sql,
+            format!(
+                "INSERT INTO `a` (`group_key`,`window_start`,`window_end`,`k_app_id`,`m_count`,`m_sum_value`,`version`,`is_final`) \
+                 VALUES (?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?) ON DUPLICATE KEY UPDATE \
+                 `window_end` = IF({newer}, VALUES(`window_end`), `window_end`), \
+                 `m_count` = IF({newer}, VALUES(`m_count`), `m_count`), \
+                 `m_sum_value` = IF({newer}, VALUES(`m_sum_value`), `m_sum_value`), \
+                 `is_final` = IF({newer}, VALUES(`is_final`), `is_final`), \
+                 `version` = GREATEST(`version`, VALUES(`version`))"
+            )
+        );
+        assert_eq!(
+            recent_upsert_sql("r", 1),
+            "INSERT INTO `r` (`app_id`,`user_id`,`events`,`version`) VALUES (?,?,?,?) ON DUPLICATE KEY UPDATE \
+             `events` = IF(VALUES(`version`) >= `version`, VALUES(`events`), `events`), \
+             `version` = GREATEST(`version`, VALUES(`version`))"
+        );
+    }
+}

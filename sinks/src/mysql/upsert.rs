@@ -1,0 +1,326 @@
+//! Turning one `write()`'s rows into the MySQL sink's upsert statements:
+//! rows grouped by table in arrival order, converted to statement
+//! parameters, and cut into chunks of at most [`MAX_ROWS`] rows.
+//!
+//! A row the tables cannot hold (a group key over 512 bytes, an id over 255
+//! bytes, or a row that does not match the spec) is left out and reported
+//! with its identity, so the rest of the batch can still be written. Nothing
+//! here talks to the server.
+
+use footprint_dataflows::{MeasureValue, Output, RecentRow, WindowRow, key::GroupKey};
+use mysql::Value;
+
+use super::decimal;
+use super::schema::{
+    AggregateTable, MAX_GROUP_KEY, MAX_RECENT_ID, MeasureKind, Schema, recent_upsert_sql,
+};
+
+/// Most rows in one `INSERT` statement.
+pub(crate) const MAX_ROWS: usize = 500;
+/// Most parameter bytes (roughly) in one `INSERT` statement, well under the
+/// servers' default `max_allowed_packet` (16 MiB on MariaDB).
+const MAX_BYTES: usize = 4 << 20;
+/// Most parameters one prepared statement may have.
+const MAX_PARAMS: usize = u16::MAX as usize;
+
+/// One `write()`'s rows, ready for the server.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Per aggregate table (indexed like the schema), each row's parameters,
+    /// in arrival order.
+    windows: Vec<Vec<Vec<Value>>>,
+    /// The recent-activity rows' parameters, in arrival order.
+    recent: Vec<Vec<Value>>,
+    /// Rows left out: their identity and why.
+    pub skipped: Vec<String>,
+}
+
+/// One statement to execute.
+pub(crate) struct Statement {
+    pub sql: String,
+    pub params: Vec<Value>,
+}
+
+impl Plan {
+    /// Sorts `rows` into tables, leaving out those the tables cannot hold.
+    pub fn new(schema: &Schema, rows: &[Output]) -> Self {
+        let mut plan = Plan {
+            windows: vec![Vec::new(); schema.aggregates.len()],
+            ..Plan::default()
+        };
+        for row in rows {
+            match row {
+                Output::Window(w) => {
+                    let index = usize::from(w.agg);
+                    let params = match schema.aggregates.get(index) {
+                        Some(table) => window_params(table, w),
+                        None => Err(format!("aggregate index {index} is not in the spec")),
+                    };
+                    match params {
+                        Ok(p) => plan.windows[index].push(p),
+                        Err(why) => plan.skipped.push(format!("{}: {why}", window_identity(w))),
+                    }
+                }
+                Output::Recent(r) => match (&schema.recent, recent_params(r)) {
+                    (Some(_), Ok(p)) => plan.recent.push(p),
+                    (None, _) => plan.skipped.push(format!(
+                        "{}: recent activity is not in the spec, so it has no table",
+                        recent_identity(r)
+                    )),
+                    (Some(_), Err(why)) => {
+                        plan.skipped.push(format!("{}: {why}", recent_identity(r)))
+                    }
+                },
+            }
+        }
+        plan
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.recent.is_empty() && self.windows.iter().all(Vec::is_empty)
+    }
+
+    /// The statements to run, table by table, each table's rows in arrival
+    /// order (so a later version of an identity in the same batch is applied
+    /// after an earlier one).
+    pub fn statements(self, schema: &Schema) -> Vec<Statement> {
+        let mut out = Vec::new();
+        for (table, rows) in schema.aggregates.iter().zip(self.windows) {
+            chunk(rows, |n| table.upsert_sql(n), &mut out);
+        }
+        if let Some(table) = &schema.recent {
+            chunk(self.recent, |n| recent_upsert_sql(table, n), &mut out);
+        }
+        out
+    }
+}
+
+fn chunk(rows: Vec<Vec<Value>>, sql: impl Fn(usize) -> String, out: &mut Vec<Statement>) {
+    let mut params = Vec::new();
+    let mut count = 0;
+    let mut bytes = 0;
+    for row in rows {
+        let size: usize = row.iter().map(value_size).sum();
+        let max_rows = MAX_ROWS.min(MAX_PARAMS / row.len().max(1));
+        if count > 0 && (count >= max_rows || bytes + size > MAX_BYTES) {
+            out.push(Statement {
+                sql: sql(count),
+                params: std::mem::take(&mut params),
+            });
+            count = 0;
+            bytes = 0;
+        }
+        params.extend(row);
+        count += 1;
+        bytes += size;
+    }
+    if count > 0 {
+        out.push(Statement {
+            sql: sql(count),
+            params,
+        });
+    }
+}
+
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Bytes(b) => b.len() + 9,
+        _ => 9,
+    }
+}
+
+fn window_params(table: &AggregateTable, row: &WindowRow) -> Result<Vec<Value>, String> {
+    if row.aggregate != table.aggregate {
+        return Err(format!(
+            "aggregate index {} is `{}` in the spec",
+            row.agg, table.aggregate
+        ));
+    }
+    let names_match = row.key.len() == table.fields.len()
+        && row.key.iter().zip(&table.fields).all(|((f, _), g)| f == g);
+    if !names_match {
+        return Err(format!(
+            "key fields differ from the spec's {:?}",
+            table.fields
+        ));
+    }
+    let key = GroupKey::from_parts(row.key.iter().map(|(_, v)| v.as_str()));
+    if key.as_str().len() > MAX_GROUP_KEY {
+        return Err(format!(
+            "group key is {} bytes, more than the {MAX_GROUP_KEY} the table holds",
+            key.as_str().len()
+        ));
+    }
+    if row.measures.len() != table.measures.len() {
+        return Err(format!(
+            "{} measures, the spec has {}",
+            row.measures.len(),
+            table.measures.len()
+        ));
+    }
+    let mut params = Vec::with_capacity(5 + row.key.len() + row.measures.len());
+    params.push(Value::Bytes(key.as_str().as_bytes().to_vec()));
+    params.push(Value::Int(row.window_start));
+    params.push(Value::Int(row.window_end));
+    params.extend(
+        row.key
+            .iter()
+            .map(|(_, v)| Value::Bytes(v.as_bytes().to_vec())),
+    );
+    for ((name, value), column) in row.measures.iter().zip(&table.measures) {
+        let param = match (column.kind, value) {
+            _ if *name != column.name => None,
+            (MeasureKind::Count, MeasureValue::Count(n))
+            | (MeasureKind::Distinct, MeasureValue::Distinct(n)) => Some(Value::UInt(*n)),
+            (MeasureKind::Sum, MeasureValue::Sum(micros)) => {
+                Some(Value::Bytes(decimal::from_micros(*micros).into_bytes()))
+            }
+            _ => None,
+        };
+        match param {
+            Some(p) => params.push(p),
+            None => {
+                return Err(format!(
+                    "measure `{name}` = {value:?} does not match the spec's `{}`",
+                    column.name
+                ));
+            }
+        }
+    }
+    params.push(Value::UInt(row.version));
+    params.push(Value::Int(i64::from(row.is_final)));
+    Ok(params)
+}
+
+fn recent_params(row: &RecentRow) -> Result<Vec<Value>, String> {
+    for (what, id) in [("app_id", &row.app_id), ("user_id", &row.user_id)] {
+        if id.len() > MAX_RECENT_ID {
+            return Err(format!(
+                "{what} is {} bytes, more than the {MAX_RECENT_ID} the table holds",
+                id.len()
+            ));
+        }
+    }
+    let events = serde_json::to_string(&row.events).map_err(|e| e.to_string())?;
+    Ok(vec![
+        Value::Bytes(row.app_id.as_bytes().to_vec()),
+        Value::Bytes(row.user_id.as_bytes().to_vec()),
+        Value::Bytes(events.into_bytes()),
+        Value::UInt(row.version),
+    ])
+}
+
+/// A window row's identity, for messages (long values shortened).
+pub(crate) fn window_identity(row: &WindowRow) -> String {
+    let key: Vec<String> = row
+        .key
+        .iter()
+        .map(|(f, v)| format!("{f}={}", short(v)))
+        .collect();
+    format!(
+        "{} [{}] window_start={} version={}",
+        row.aggregate,
+        key.join(", "),
+        row.window_start,
+        row.version
+    )
+}
+
+fn recent_identity(row: &RecentRow) -> String {
+    format!(
+        "recent app_id={} user_id={} version={}",
+        short(&row.app_id),
+        short(&row.user_id),
+        row.version
+    )
+}
+
+fn short(value: &str) -> String {
+    const KEEP: usize = 40;
+    match value.char_indices().nth(KEEP) {
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+        None => format!("{value:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use footprint_dataflows::{
+        AggregateSpec, Field, Measure, PipelineSpec, RecentEntry, WindowSpec,
+    };
+
+    use super::*;
+
+    fn schema() -> Schema {
+        let spec = PipelineSpec {
+            aggregates: vec![AggregateSpec {
+                name: "a".into(),
+                group_by: vec![Field::AppId],
+                window: WindowSpec::tumbling(1_000).expect("window"),
+                measures: vec![Measure::Count, Measure::SumValue],
+                allowed_lateness: 0,
+                early_updates: None,
+                sinks: vec![],
+            }],
+            recent: None,
+            max_out_of_order: 0,
+        };
+        Schema::new(&Arc::new(spec), "").expect("schema")
+    }
+
+    fn row(app: &str, version: u64) -> Output {
+        Output::Window(WindowRow {
+            agg: 0,
+            aggregate: "a".into(),
+            key: vec![("app_id".into(), app.into())],
+            window_start: 0,
+            window_end: 1_000,
+            measures: vec![
+                ("count".into(), MeasureValue::Count(version)),
+                ("sum(value)".into(), MeasureValue::Sum(-5)),
+            ],
+            version,
+            is_final: false,
+        })
+    }
+
+    #[test]
+    fn chunks_at_the_row_limit_keeping_arrival_order() {
+        let rows: Vec<Output> = (0..MAX_ROWS as u64 + 3).map(|v| row("x", v)).collect();
+        let schema = schema();
+        let plan = Plan::new(&schema, &rows);
+        assert!(plan.skipped.is_empty());
+        let statements = plan.statements(&schema);
+        assert_eq!(statements.len(), 2);
+        assert_eq!(statements[0].params.len(), MAX_ROWS * 8);
+        assert_eq!(statements[1].params.len(), 3 * 8);
+        assert_eq!(statements[0].sql, schema.aggregates[0].upsert_sql(MAX_ROWS));
+        assert_eq!(statements[1].params[4], Value::UInt(MAX_ROWS as u64));
+        assert_eq!(statements[0].params[5], Value::Bytes(b"-0.000005".to_vec()));
+    }
+
+    #[test]
+    fn leaves_out_rows_the_tables_cannot_hold_and_names_them() {
+        let long = "é".repeat(300);
+        let recent = Output::Recent(RecentRow {
+            app_id: "a".into(),
+            user_id: "u".into(),
+            events: vec![RecentEntry {
+                ts: 1,
+                event: "view".into(),
+                item_id: None,
+            }],
+            version: 1,
+        });
+        let schema = schema();
+        let plan = Plan::new(&schema, &[row(&long, 1), row("ok", 1), recent]);
+        assert_eq!(plan.skipped.len(), 2);
+        assert!(plan.skipped[0].contains("group key is 604 bytes"));
+        assert!(plan.skipped[0].starts_with("a [app_id=\"éééé"));
+        assert!(plan.skipped[1].contains("recent activity is not in the spec"));
+        assert_eq!(plan.statements(&schema).len(), 1);
+    }
+}

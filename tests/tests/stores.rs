@@ -1,0 +1,131 @@
+//! The results in Redis and in MySQL equal the sequential reference for a
+//! generated stream read through the real broker.
+
+use std::collections::BTreeMap;
+
+use footprint::config::Config;
+use footprint_dataflows::clickstream::GenConfig;
+use footprint_dataflows::reference::{WindowId, compute};
+use footprint_dataflows::{RecentRow, WindowRow};
+use footprint_sinks::mysql::MySqlSinkFactory;
+use footprint_sinks::redis::RedisSinkFactory;
+use footprint_tests::{brokers, mysql_url, preload, redis_url, run_to_end, unique};
+
+fn by_id(rows: Vec<WindowRow>) -> BTreeMap<WindowId, WindowRow> {
+    rows.into_iter()
+        .map(|w| ((w.aggregate.clone(), w.key.clone(), w.window_start), w))
+        .collect()
+}
+
+fn by_user(rows: Vec<RecentRow>) -> BTreeMap<(String, String), RecentRow> {
+    rows.into_iter()
+        .map(|r| ((r.app_id.clone(), r.user_id.clone()), r))
+        .collect()
+}
+
+#[test]
+fn results_in_redis_and_mysql_equal_the_reference() {
+    let topic = unique("stores");
+    let database = unique("fp_stores").replace('-', "_");
+    let prefix = unique("fpstores");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gen_cfg = GenConfig {
+        seed: 5,
+        partitions: 4,
+        users: 300,
+        items: 40,
+        events_per_sec: 40,
+        late: 0.005,
+        late_by_ms: 20 * 60_000,
+        bad: 0.01,
+        ..GenConfig::default()
+    };
+    let (parts, _) = preload(&topic, &gen_cfg, 15_000).expect("preload");
+    let toml = format!(
+        r#"
+[source]
+brokers = "{brokers}"
+topics = ["{topic}"]
+
+[watermark]
+max_out_of_order = "2s"
+
+[[aggregate]]
+name = "item_activity_1m"
+group_by = ["app_id", "event", "item_id"]
+window = {{ tumbling = "1m" }}
+measures = ["count", "distinct(user_id)", "sum(value)"]
+allowed_lateness = "30s"
+early_updates = "10ms"
+sinks = ["redis", "mysql"]
+
+[[aggregate]]
+name = "country_events_10m"
+group_by = ["props.country", "event"]
+window = {{ sliding = "10m", every = "1m" }}
+measures = ["count", "distinct(user_id)"]
+sinks = ["redis", "mysql"]
+
+[recent]
+keep = 5
+ttl = "7d"
+updates = "10ms"
+sinks = ["redis", "mysql"]
+
+[sinks.file]
+path = "{file}"
+
+[sinks.redis]
+url = "{redis}"
+prefix = "{prefix}"
+
+[sinks.mysql]
+url = "{mysql}/{database}"
+"#,
+        brokers = brokers(),
+        file = dir.path().join("r.jsonl").display(),
+        redis = redis_url(),
+        mysql = mysql_url(),
+    );
+    let cfg = Config::from_layers(Some(&toml), Vec::<(String, String)>::new()).expect("config");
+    let spec = cfg.spec().expect("spec");
+    let (report, _) = run_to_end(&cfg, 2).expect("worker run");
+    assert_eq!(report.events_in, 15_000);
+    let expected = compute(&spec, &parts);
+    assert!(!expected.windows.is_empty() && !expected.late.is_empty());
+
+    let redis = RedisSinkFactory::new(
+        &redis_url(),
+        &prefix,
+        std::time::Duration::ZERO,
+        std::time::Duration::ZERO,
+    )
+    .expect("redis");
+    let in_redis = by_id(redis.load_windows(&spec).expect("load redis windows"));
+    assert_eq!(in_redis.len(), expected.windows.len());
+    assert!(
+        in_redis == expected.windows,
+        "Redis differs from the reference"
+    );
+    assert!(
+        by_user(redis.load_recent().expect("load redis recent")) == expected.recent,
+        "Redis recent activity differs"
+    );
+
+    let spec_arc = std::sync::Arc::new(spec);
+    let mysql = MySqlSinkFactory::new(&format!("{}/{database}", mysql_url()), spec_arc, "fp_")
+        .expect("mysql");
+    let in_mysql = by_id(mysql.load_windows().expect("load mysql windows"));
+    assert_eq!(in_mysql.len(), expected.windows.len());
+    assert!(
+        in_mysql == expected.windows,
+        "MySQL differs from the reference"
+    );
+    assert!(
+        by_user(mysql.load_recent().expect("load mysql recent")) == expected.recent,
+        "MySQL recent activity differs"
+    );
+
+    footprint_tests::drop_database(&database);
+    footprint_tests::delete_redis_prefix(&prefix);
+}
