@@ -109,6 +109,19 @@ pub struct WorkerConfig {
     pub threads: usize,
 }
 
+/// `[admin]`: the HTTP admin service and the switches' control topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: std::net::SocketAddr,
+    /// Bearer token; required when `listen` is not a loopback address
+    /// (`FOOTPRINT_ADMIN_TOKEN` sets it too).
+    pub token: Option<String>,
+    /// Compacted topic holding the degrade switches.
+    pub control_topic: String,
+}
+
 /// `[retry]`: what happens to writes a store sink cannot apply.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,6 +256,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Retry topic, journal, retries and breaker.
     pub retry: RetryConfig,
+    /// Admin service.
+    pub admin: AdminConfig,
     /// Windowed aggregates.
     #[serde(default)]
     pub aggregate: Vec<AggregateConfig>,
@@ -283,6 +298,8 @@ impl Config {
         for (k, v) in env {
             let path: Vec<String> = if k == "FOOTPRINT_BROKERS" {
                 vec!["source".into(), "brokers".into()]
+            } else if k == "FOOTPRINT_ADMIN_TOKEN" {
+                vec!["admin".into(), "token".into()]
             } else if let Some(rest) = k.strip_prefix("FOOTPRINT__") {
                 rest.split("__").map(|s| s.to_ascii_lowercase()).collect()
             } else {
@@ -335,6 +352,21 @@ impl Config {
         }
         if self.worker.threads == 0 {
             return Err(err("worker.threads", "must be at least 1"));
+        }
+        if !self.admin.listen.ip().is_loopback()
+            && self
+                .admin
+                .token
+                .as_deref()
+                .is_none_or(|t| t.trim().is_empty())
+        {
+            return Err(err(
+                "admin.token",
+                format!(
+                    "the admin service listens on {}, which is not loopback: set a bearer token",
+                    self.admin.listen
+                ),
+            ));
         }
         if self.retry.attempts == 0 {
             return Err(err("retry.attempts", "must be at least 1"));
@@ -564,6 +596,13 @@ mod tests {
             .replace("\"file\"", "\"redis\"")
             .replace("every = \"3m\"", "every = \"1m\"");
         assert_eq!(load(&s).expect_err("bad sink").key, "aggregate[0].sinks[0]");
+    }
+
+    #[test]
+    fn an_exposed_admin_service_needs_a_token() {
+        let e = load("[admin]\nlisten = \"0.0.0.0:9464\"\n").expect_err("no token");
+        assert_eq!(e.key, "admin.token");
+        load("[admin]\nlisten = \"0.0.0.0:9464\"\ntoken = \"t\"\n").expect("with a token");
     }
 
     #[test]

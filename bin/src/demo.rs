@@ -79,6 +79,7 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
                     extra_sinks: vec![live],
                     progress: None,
                     switches: None,
+                    serve_admin: true,
                 },
                 metrics,
             )

@@ -36,6 +36,8 @@ enum Command {
     Gen(GenArgs),
     /// Run everything on embedded defaults with a generated clickstream and a live view.
     Demo(DemoArgs),
+    /// Serve the admin API alone: switches (through the control topic) and health.
+    Admin,
     /// Validate the config and print the effective pipeline.
     CheckConfig,
 }
@@ -233,10 +235,15 @@ fn real_main(cli: Cli) -> Result<()> {
                 threads: args.threads,
                 until_end: args.until_end,
                 control,
+                serve_admin: true,
                 ..RunOptions::default()
             };
             run(&cfg, opts, metrics)?;
             Ok(())
+        }
+        Command::Admin => {
+            stop_on_signal(Arc::clone(&control));
+            footprint::run::serve_admin_alone(&cfg, &control)
         }
         Command::Replay(args) => {
             stop_on_signal(Arc::clone(&control));

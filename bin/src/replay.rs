@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -11,7 +12,7 @@ use footprint_sinks::Sink;
 use footprint_sinks::util::switch::Switches;
 
 use crate::config::Config;
-use crate::run::{STORE_SINKS, sink_factories, store_switches};
+use crate::run::{STORE_SINKS, follow_switches, sink_factories, store_switches};
 
 /// Replays the retry topic into the stores until stopped or, with `once`,
 /// until caught up.
@@ -33,7 +34,19 @@ pub fn run_replay(
         !sinks.is_empty(),
         "no store sink is configured ([sinks.redis] or [sinks.mysql]); there is nothing to replay into"
     );
-    let switches = switches.unwrap_or_else(|| store_switches(cfg));
+    let (switches, follower, stop) = match switches {
+        Some(s) => (s, None, None),
+        None => {
+            // Follow the control topic, so operator toggles reach the replay job.
+            let s = store_switches(cfg);
+            let stop = Arc::new(AtomicBool::new(false));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let h = follow_switches(cfg, &runtime, &s, &stop)?;
+            (s, Some(h), Some(stop))
+        }
+    };
     let opts = ReplayOptions {
         topic: cfg.retry.topic.clone(),
         once,
@@ -41,15 +54,21 @@ pub fn run_replay(
         ..ReplayOptions::default()
     };
     let c = Arc::clone(control);
-    let report = replay(
+    let result = replay(
         &cfg.kafka(),
         &opts,
         sinks,
         switches,
         Arc::new(ReplayProgress::default()),
         &move || c.stop_requested(),
-    )
-    .with_context(|| format!("replaying {}", cfg.retry.topic))?;
+    );
+    if let Some(stop) = stop {
+        stop.store(true, Ordering::SeqCst);
+    }
+    if let Some(h) = follower {
+        let _ = h.join();
+    }
+    let report = result.with_context(|| format!("replaying {}", cfg.retry.topic))?;
     tracing::info!(
         applied = report.applied,
         undecodable = report.undecodable,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use footprint_connectors::admin;
+use footprint_connectors::control::{self, ControlPublisher};
 use footprint_connectors::reader::{KafkaReader, PartitionRange};
 use footprint_connectors::retry::RetryTopic;
 use footprint_connectors::side::{DLQ_SUFFIX, LATE_SUFFIX, SideOutputs};
@@ -29,6 +30,7 @@ use footprint_sinks::util::retry::RetryPolicy;
 use footprint_sinks::util::switch::Switches;
 use footprint_sinks::{Sink, SinkFactory};
 
+use crate::admin::{AdminState, serve as serve_admin};
 use crate::config::{Config, Start};
 
 /// One worker's reader and sinks, prepared before timely starts.
@@ -74,6 +76,8 @@ pub struct RunOptions {
     pub progress: Option<Duration>,
     /// The degrade switches of the store sinks (all `auto` when not given).
     pub switches: Option<Arc<Switches>>,
+    /// Serve the admin API on `admin.listen` while running.
+    pub serve_admin: bool,
 }
 
 impl Default for RunOptions {
@@ -85,8 +89,33 @@ impl Default for RunOptions {
             extra_sinks: Vec::new(),
             progress: Some(Duration::from_secs(5)),
             switches: None,
+            serve_admin: false,
         }
     }
+}
+
+/// Follows the control topic into `switches` (after reading it to its end),
+/// until `stop` is set.
+pub fn follow_switches(
+    cfg: &Config,
+    runtime: &tokio::runtime::Runtime,
+    switches: &Arc<Switches>,
+    stop: &Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let settings = cfg.kafka();
+    runtime
+        .block_on(control::ensure(&settings, &cfg.admin.control_topic))
+        .context("control topic")?;
+    let handle = control::follow(
+        &settings,
+        &cfg.admin.control_topic,
+        Arc::clone(switches),
+        Arc::clone(stop),
+    )?;
+    for (sink, mode) in switches.all() {
+        tracing::info!(sink = %sink, %mode, "switch at start-up");
+    }
+    Ok(handle)
 }
 
 /// Names of the sinks that write to stores and run behind the guard.
@@ -218,6 +247,32 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     } else {
         None
     };
+    let done = Arc::new(AtomicBool::new(false));
+    let follower = if has_store {
+        Some(follow_switches(cfg, &runtime, &switches, &done)?)
+    } else {
+        None
+    };
+    let admin = if opts.serve_admin {
+        let state = AdminState {
+            switches: Arc::clone(&switches),
+            metrics: Arc::clone(&metrics),
+            publisher: Some(Arc::new(ControlPublisher::new(
+                &settings,
+                &cfg.admin.control_topic,
+            )?)),
+            journal: retry.clone(),
+            token: cfg.admin.token.as_deref().map(Arc::from),
+        };
+        let server = serve_admin(cfg.admin.listen, state)?;
+        eprintln!(
+            "admin API: http://{}/status  (switches: /switches, metrics: /metrics)",
+            server.addr
+        );
+        Some(server)
+    } else {
+        None
+    };
     let breaker = BreakerConfig {
         failures_to_open: cfg.retry.breaker_failures,
         open_for: cfg.retry.breaker_open_for.0,
@@ -266,7 +321,6 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     };
 
     let started = Instant::now();
-    let done = Arc::new(AtomicBool::new(false));
     let reporter = opts.progress.map(|every| {
         let metrics = Arc::clone(&metrics);
         let done = Arc::clone(&done);
@@ -327,6 +381,10 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     if let Some(h) = resender {
         let _ = h.join();
     }
+    if let Some(h) = follower {
+        let _ = h.join();
+    }
+    drop(admin);
     if let Some(retry) = &retry
         && retry.journal_len() > 0
     {
@@ -380,4 +438,35 @@ fn report_progress(metrics: &Metrics, every: Duration, done: &AtomicBool) {
         last = Instant::now();
         last_in = n;
     }
+}
+
+/// `footprint admin`: the admin API without a pipeline (switches, health).
+pub fn serve_admin_alone(cfg: &Config, control: &Arc<RunControl>) -> Result<()> {
+    let spec = cfg.spec()?;
+    let switches = store_switches(cfg);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let follower = follow_switches(cfg, &runtime, &switches, &stop)?;
+    let state = AdminState {
+        switches,
+        metrics: Arc::new(Metrics::new(
+            spec.aggregates.iter().map(|a| a.name.clone()).collect(),
+        )),
+        publisher: Some(Arc::new(ControlPublisher::new(
+            &cfg.kafka(),
+            &cfg.admin.control_topic,
+        )?)),
+        journal: None,
+        token: cfg.admin.token.as_deref().map(Arc::from),
+    };
+    let server = serve_admin(cfg.admin.listen, state)?;
+    eprintln!("admin API: http://{}/switches", server.addr);
+    while !control.stop_requested() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = follower.join();
+    Ok(())
 }

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod control;
 pub mod journal;
 pub mod producer;
 pub mod reader;

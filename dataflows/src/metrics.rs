@@ -28,6 +28,12 @@ pub const SINK_WRITES: &str = "footprint_sink_writes_total";
 pub const SINK_FAILURES: &str = "footprint_sink_failures_total";
 /// Rows diverted to the retry topic (or journal) instead of their store, labelled by `sink`.
 pub const SINK_DIVERTED: &str = "footprint_sink_diverted_total";
+/// 1 when a sink's switch is degraded, labelled by `sink`.
+pub const SINK_DEGRADED: &str = "footprint_sink_degraded";
+/// Retry records waiting in the local journal.
+pub const JOURNAL_RECORDS: &str = "footprint_journal_records";
+/// How far the watermark is behind the newest event read, ms.
+pub const WATERMARK_DELAY: &str = "footprint_watermark_delay_ms";
 /// The global watermark, ms since the epoch.
 pub const WATERMARK: &str = "footprint_watermark_ms";
 /// The largest event time read, ms since the epoch.

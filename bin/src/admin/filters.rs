@@ -1,0 +1,81 @@
+//! Admin API routes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use warp::Filter;
+
+use super::AdminState;
+use super::handlers::{self, Unauthorized};
+
+fn with_state(
+    state: AdminState,
+) -> impl Filter<Extract = (AdminState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// Passes requests that carry `Authorization: Bearer TOKEN` (every request
+/// when no token is set).
+fn authorized(
+    token: Option<Arc<str>>,
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let token = token.clone();
+            async move {
+                match token {
+                    None => Ok(()),
+                    Some(t)
+                        if header.as_deref().and_then(|h| h.strip_prefix("Bearer "))
+                            == Some(&*t) =>
+                    {
+                        Ok(())
+                    }
+                    Some(_) => Err(warp::reject::custom(Unauthorized)),
+                }
+            }
+        })
+        .untuple_one()
+}
+
+/// Every route of the admin API.
+pub fn routes(
+    state: AdminState,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let health = warp::path!("health")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(handlers::health);
+    let switches = warp::path!("switches")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(handlers::switches);
+    let put_switch = warp::path!("switches" / String)
+        .and(warp::put())
+        .and(warp::body::content_length_limit(4 * 1024))
+        .and(warp::body::json())
+        .and(with_state(state.clone()))
+        .and_then(handlers::put_switch);
+    let status = warp::path!("status")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(handlers::status);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(handlers::metrics);
+    authorized(state.token.clone())
+        .and(
+            health
+                .or(switches)
+                .unify()
+                .or(put_switch)
+                .unify()
+                .or(status)
+                .unify()
+                .or(metrics)
+                .unify(),
+        )
+        .recover(handlers::rejection)
+        .unify()
+}

@@ -1,0 +1,139 @@
+//! Admin API handlers.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+
+use footprint_sinks::util::switch::Mode;
+use warp::http::StatusCode;
+use warp::reply::{self, Reply};
+
+use super::AdminState;
+use super::models::{ErrorBody, ModeBody, Status};
+
+/// A request without the right bearer token.
+#[derive(Debug)]
+pub struct Unauthorized;
+
+impl warp::reject::Reject for Unauthorized {}
+
+fn error(status: StatusCode, message: impl Into<String>) -> reply::Response {
+    reply::with_status(
+        reply::json(&ErrorBody {
+            error: message.into(),
+        }),
+        status,
+    )
+    .into_response()
+}
+
+/// `GET /health`.
+pub fn health(state: AdminState) -> reply::Response {
+    let degraded: Vec<String> = state
+        .switches
+        .all()
+        .into_iter()
+        .filter(|(_, m)| *m == Mode::Degraded)
+        .map(|(s, _)| s)
+        .collect();
+    reply::json(&serde_json::json!({ "status": "ok", "degraded_sinks": degraded })).into_response()
+}
+
+fn modes(state: &AdminState) -> BTreeMap<String, String> {
+    state
+        .switches
+        .all()
+        .into_iter()
+        .map(|(s, m)| (s, m.as_str().to_owned()))
+        .collect()
+}
+
+/// `GET /switches`.
+pub fn switches(state: AdminState) -> reply::Response {
+    reply::json(&modes(&state)).into_response()
+}
+
+/// `PUT /switches/{sink}`: publishes the new mode on the control topic (so
+/// every process sees it and it survives restarts), then applies it here.
+pub async fn put_switch(
+    sink: String,
+    body: ModeBody,
+    state: AdminState,
+) -> Result<reply::Response, Infallible> {
+    let mode = match body.mode.parse::<Mode>() {
+        Ok(m) => m,
+        Err(e) => return Ok(error(StatusCode::BAD_REQUEST, e.to_string())),
+    };
+    if state.switches.get(&sink).is_none() {
+        let known: Vec<String> = state.switches.all().into_iter().map(|(s, _)| s).collect();
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            format!("no sink `{sink}`; switchable sinks: {known:?}"),
+        ));
+    }
+    if let Some(publisher) = &state.publisher
+        && let Err(e) = publisher.publish(&sink, mode).await
+    {
+        return Ok(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the switch was not changed: {e}"),
+        ));
+    }
+    state.switches.set(&sink, mode);
+    tracing::info!(sink = %sink, %mode, "switch set through the admin API");
+    Ok(reply::json(&serde_json::json!({ "sink": sink, "mode": mode.as_str() })).into_response())
+}
+
+/// `GET /status`.
+pub fn status(state: AdminState) -> reply::Response {
+    let m = &state.metrics;
+    let wm = m.watermark.load(Ordering::Relaxed);
+    let max_ts = m.max_event_ts.load(Ordering::Relaxed);
+    let diverted = m
+        .sink_diverted
+        .lock()
+        .map(|v| v.iter().cloned().collect())
+        .unwrap_or_default();
+    let status = Status {
+        watermark_ms: wm,
+        max_event_ts_ms: max_ts,
+        watermark_delay_ms: (max_ts - wm as i64).max(0),
+        events_in: m.events_in.load(Ordering::Relaxed),
+        events_bad: m.bad_total(),
+        events_late: m.late_total(),
+        switches: modes(&state),
+        diverted,
+        journal_records: state.journal.as_ref().map_or(0, |r| r.journal_len()),
+    };
+    reply::json(&status).into_response()
+}
+
+/// `GET /metrics`.
+pub fn metrics(state: AdminState) -> reply::Response {
+    let text = super::prometheus::render(
+        &state.metrics,
+        &state.switches,
+        state.journal.as_ref().map_or(0, |r| r.journal_len()),
+    );
+    reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response()
+}
+
+/// Turns rejections into JSON errors with the right status.
+pub async fn rejection(err: warp::Rejection) -> Result<reply::Response, Infallible> {
+    Ok(if err.find::<Unauthorized>().is_some() {
+        error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+    } else if err.is_not_found() {
+        error(StatusCode::NOT_FOUND, "no such route")
+    } else if let Some(e) = err.find::<warp::filters::body::BodyDeserializeError>() {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("bad body: {e}; expected {{\"mode\": \"auto\" | \"degraded\"}}"),
+        )
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
+        error(StatusCode::PAYLOAD_TOO_LARGE, "body too large")
+    } else {
+        error(StatusCode::BAD_REQUEST, format!("{err:?}"))
+    })
+}

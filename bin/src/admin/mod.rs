@@ -1,0 +1,103 @@
+//! The HTTP admin service (warp): degrade switches, health, status and
+//! Prometheus metrics. Routes live in [`filters`], handlers in [`handlers`],
+//! bodies in [`models`].
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /health` | `{"status":"ok","degraded_sinks":[…]}` |
+//! | `GET /switches` | `{"redis":"auto","mysql":"degraded"}` |
+//! | `PUT /switches/{sink}` with `{"mode":"degraded"\|"auto"}` | the new mode; 400 bad mode, 404 unknown sink, 503 control topic unavailable |
+//! | `GET /status` | watermark, its delay, counters, modes, diverted rows, journal size |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! When a token is configured, every request needs `Authorization: Bearer
+//! TOKEN` (401 otherwise); the config refuses a non-loopback address
+//! without one.
+
+pub mod filters;
+pub mod handlers;
+pub mod models;
+pub mod prometheus;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use footprint_connectors::control::ControlPublisher;
+use footprint_connectors::retry::RetryTopic;
+use footprint_dataflows::metrics::Metrics;
+use footprint_sinks::util::switch::Switches;
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The process's switches.
+    pub switches: Arc<Switches>,
+    /// The process's counters.
+    pub metrics: Arc<Metrics>,
+    /// Publishes switch changes (`None`: change this process only).
+    pub publisher: Option<Arc<ControlPublisher>>,
+    /// The retry topic, for the journal size.
+    pub journal: Option<Arc<RetryTopic>>,
+    /// Required bearer token, if any.
+    pub token: Option<Arc<str>>,
+}
+
+/// A running admin service; dropping it stops the service.
+pub struct AdminServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the service on `listen` (port 0 picks a free port).
+pub fn serve(listen: SocketAddr, state: AdminState) -> Result<AdminServer> {
+    let std_listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("admin service: cannot listen on {listen}"))?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("admin")
+        .build()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "admin service could not start");
+                        return;
+                    }
+                };
+                warp::serve(filters::routes(state))
+                    .incoming(listener)
+                    .graceful(async move {
+                        let _ = rx.await;
+                    })
+                    .run()
+                    .await;
+            });
+        })?;
+    tracing::info!(%addr, "admin service listening");
+    Ok(AdminServer {
+        addr,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}
