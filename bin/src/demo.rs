@@ -13,7 +13,7 @@ use footprint_dataflows::metrics::Metrics;
 use footprint_sinks::SinkFactory;
 use footprint_sinks::memory::MemorySinkFactory;
 
-use crate::config::{Config, Start};
+use crate::config::{Config, Dur, MySqlSinkConfig, RedisSinkConfig, Start};
 use crate::generate::{GenPlan, produce};
 use crate::run::{RunOptions, run};
 use crate::view::LiveTable;
@@ -35,9 +35,37 @@ pub struct DemoOptions {
     pub live: bool,
 }
 
+/// Turns on the Redis and MySQL sinks (from `FOOTPRINT_REDIS_URL` and
+/// `FOOTPRINT_MYSQL_URL`, as `scripts/services.sh` exports them, or the local
+/// defaults) and routes every aggregate and recent activity to them.
+fn with_stores(cfg: &mut Config) {
+    if cfg.sinks.redis.is_none() {
+        let url = std::env::var("FOOTPRINT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        cfg.sinks.redis = Some(RedisSinkConfig { url, prefix: "fp".into(), ttl: Dur(Duration::from_secs(7 * 86_400)) });
+    }
+    if cfg.sinks.mysql.is_none() {
+        let server = std::env::var("FOOTPRINT_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+        cfg.sinks.mysql = Some(MySqlSinkConfig { url: format!("{}/footprint", server.trim_end_matches('/')), table_prefix: "fp_".into() });
+    }
+    let add = |sinks: &mut Vec<String>| {
+        for s in ["redis", "mysql"] {
+            if !sinks.iter().any(|x| x == s) {
+                sinks.push(s.into());
+            }
+        }
+    };
+    for a in &mut cfg.aggregate {
+        add(&mut a.sinks);
+    }
+    if let Some(r) = &mut cfg.recent {
+        add(&mut r.sinks);
+    }
+}
+
 /// Runs the demo until Ctrl-C or the duration passes.
 pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Result<()> {
     cfg.source.start = Start::Latest;
+    with_stores(&mut cfg);
     let settings = cfg.kafka();
     let topic = cfg
         .source
@@ -119,8 +147,11 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
         opts.rate, settings.brokers, opts.threads
     );
     let footer = format!(
-        "results → {results}   bad input → {topic}.dlq   late events → {topic}.late   log → {}\nCtrl-C to stop",
-        opts.log_path
+        "results → Redis (keys fp:w:*, fp:r:*), MySQL database `footprint` (tables fp_*), and {results}\n\
+         bad input → {topic}.dlq   late events → {topic}.late   retry topic → {}   log → {}\n\
+         admin API → http://{}/status   degrade a store: curl -X PUT {}/switches/mysql -d '{{\"mode\":\"degraded\"}}'\n\
+         Ctrl-C to stop",
+        cfg.retry.topic, opts.log_path, cfg.admin.listen, cfg.admin.listen
     );
     let started = Instant::now();
     let mut table = LiveTable::default();
