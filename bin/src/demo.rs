@@ -40,12 +40,21 @@ pub struct DemoOptions {
 /// defaults) and routes every aggregate and recent activity to them.
 fn with_stores(cfg: &mut Config) {
     if cfg.sinks.redis.is_none() {
-        let url = std::env::var("FOOTPRINT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        cfg.sinks.redis = Some(RedisSinkConfig { url, prefix: "fp".into(), ttl: Dur(Duration::from_secs(7 * 86_400)) });
+        let url = std::env::var("FOOTPRINT_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        cfg.sinks.redis = Some(RedisSinkConfig {
+            url,
+            prefix: "fp".into(),
+            ttl: Dur(Duration::from_secs(7 * 86_400)),
+        });
     }
     if cfg.sinks.mysql.is_none() {
-        let server = std::env::var("FOOTPRINT_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-        cfg.sinks.mysql = Some(MySqlSinkConfig { url: format!("{}/footprint", server.trim_end_matches('/')), table_prefix: "fp_".into() });
+        let server = std::env::var("FOOTPRINT_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+        cfg.sinks.mysql = Some(MySqlSinkConfig {
+            url: format!("{}/footprint", server.trim_end_matches('/')),
+            table_prefix: "fp_".into(),
+        });
     }
     let add = |sinks: &mut Vec<String>| {
         for s in ["redis", "mysql"] {

@@ -28,6 +28,8 @@ pub const SINK_WRITES: &str = "footprint_sink_writes_total";
 pub const SINK_FAILURES: &str = "footprint_sink_failures_total";
 /// Rows diverted to the retry topic (or journal) instead of their store, labelled by `sink`.
 pub const SINK_DIVERTED: &str = "footprint_sink_diverted_total";
+/// Times a sink's circuit breaker opened, labelled by `sink`.
+pub const SINK_BREAKER_OPENED: &str = "footprint_sink_breaker_opened_total";
 /// 1 when a sink's switch is degraded, labelled by `sink`.
 pub const SINK_DEGRADED: &str = "footprint_sink_degraded";
 /// Retry records waiting in the local journal.
@@ -64,6 +66,8 @@ pub struct Metrics {
     pub sink_failures: std::sync::Mutex<Vec<(String, u64)>>,
     /// See [`SINK_DIVERTED`], by sink name.
     pub sink_diverted: std::sync::Mutex<Vec<(String, u64)>>,
+    /// See [`SINK_BREAKER_OPENED`], by sink name.
+    pub sink_breaker_opened: std::sync::Mutex<Vec<(String, u64)>>,
     /// See [`WATERMARK`].
     pub watermark: AtomicU64,
     /// See [`MAX_EVENT_TS`].
@@ -86,6 +90,7 @@ impl Metrics {
             sink_writes: Default::default(),
             sink_failures: Default::default(),
             sink_diverted: Default::default(),
+            sink_breaker_opened: Default::default(),
             watermark: AtomicU64::new(0),
             max_event_ts: AtomicI64::new(0),
         }

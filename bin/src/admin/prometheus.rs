@@ -146,6 +146,12 @@ pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> Strin
         "Rows diverted to the retry topic or journal.",
         &m.sink_diverted,
     );
+    per_sink(
+        &mut out,
+        metrics::SINK_BREAKER_OPENED,
+        "Times a sink's circuit breaker opened.",
+        &m.sink_breaker_opened,
+    );
     family(
         &mut out,
         metrics::SINK_DEGRADED,

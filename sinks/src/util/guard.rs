@@ -165,7 +165,15 @@ impl Sink for GuardedSink {
                         || attempt >= self.policy.attempts
                         || self.switches.get(&name) == Some(Mode::Degraded);
                     if give_up {
+                        let was_open = self.breaker.state(Instant::now()) != BreakerState::Closed;
                         self.breaker.failure(Instant::now());
+                        if !was_open
+                            && self.breaker.state(Instant::now()) == BreakerState::Open
+                            && let Some(m) = &self.metrics
+                        {
+                            Metrics::add_sink(&m.sink_breaker_opened, &name, 1);
+                            tracing::warn!(sink = %name, "circuit breaker opened");
+                        }
                         tracing::warn!(sink = %name, attempts = attempt, error = %e, "write failed; diverting to the retry topic");
                         return self.divert(rows, e.to_string(), attempt, first);
                     }

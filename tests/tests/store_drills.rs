@@ -1,8 +1,14 @@
-//! Degrade drill, mid-stream, against the real broker, Redis and MariaDB:
-//! while a sink is degraded the pipeline keeps running, the other store keeps
-//! being written, the degraded store is not touched, and its writes go to
-//! the retry topic; once it is back in `auto`, the replay job drains the
-//! backlog and the store equals the reference.
+//! Store drills, mid-stream, against the real broker, Redis and MariaDB.
+//!
+//! - Degrade: while a sink's switch is `degraded`, the pipeline keeps running,
+//!   the other store keeps being written, the degraded store is not touched,
+//!   and its writes go to the retry topic.
+//! - Outage: the store becomes unreachable (a TCP proxy the test controls
+//!   cuts every connection); the breaker opens by itself, no worker crashes,
+//!   writes are diverted; when the store is back the breaker closes.
+//!
+//! Either way, the replay job then drains the retry topic and both stores
+//! equal the sequential reference.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +27,7 @@ use footprint_sinks::mysql::MySqlSinkFactory;
 use footprint_sinks::redis::RedisSinkFactory;
 use footprint_sinks::util::switch::Mode;
 use footprint_tests::{
-    brokers, delete_redis_prefix, drop_database, mysql_url, preload, redis_url, unique,
+    TcpProxy, brokers, delete_redis_prefix, drop_database, mysql_url, preload, redis_url, unique,
 };
 
 fn by_id(rows: Vec<WindowRow>) -> BTreeMap<WindowId, WindowRow> {
@@ -30,11 +36,19 @@ fn by_id(rows: Vec<WindowRow>) -> BTreeMap<WindowId, WindowRow> {
         .collect()
 }
 
-fn drill(degraded: &'static str) {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    Degrade,
+    Outage,
+}
+
+fn drill(degraded: &'static str, fault: Fault) {
     let topic = unique(&format!("degrade-{degraded}"));
     let database = unique("fp_degrade").replace('-', "_");
     let prefix = unique("fpdegrade");
     let dir = tempfile::tempdir().expect("tempdir");
+    let redis_proxy = TcpProxy::start(host_port(&redis_url())).expect("redis proxy");
+    let mysql_proxy = TcpProxy::start(host_port(&mysql_url())).expect("mysql proxy");
     const EVENTS: u64 = 40_000;
     let gen_cfg = GenConfig {
         seed: 17,
@@ -58,6 +72,7 @@ max_out_of_order = "3s"
 [retry]
 topic = "{retry_topic}"
 journal = "{journal}"
+breaker_open_for = "200ms"
 
 [[aggregate]]
 name = "item_activity_1m"
@@ -75,14 +90,14 @@ url = "{redis}"
 prefix = "{prefix}"
 
 [sinks.mysql]
-url = "{mysql}/{database}"
+url = "{mysql}/{database}?prefer_socket=false"
 "#,
         brokers = brokers(),
         retry_topic = unique("retry"),
         journal = dir.path().join("journal").display(),
         file = dir.path().join("r.jsonl").display(),
-        redis = redis_url(),
-        mysql = mysql_url(),
+        redis = format!("redis://{}", redis_proxy.addr),
+        mysql = format!("mysql://root@{}", mysql_proxy.addr),
     );
     let mut cfg = Config::from_layers(Some(&toml), Vec::<(String, String)>::new()).expect("config");
     cfg.recent = None;
@@ -97,9 +112,18 @@ url = "{mysql}/{database}"
         "mysql"
     };
 
-    // Flip the switch a third of the way through, and back at two thirds.
+    // Fault a third of the way through, and back at two thirds.
+    let proxy = if degraded == "mysql" {
+        Arc::new(mysql_proxy)
+    } else {
+        Arc::new(redis_proxy)
+    };
     let flipper = {
-        let (switches, metrics) = (Arc::clone(&switches), Arc::clone(&metrics));
+        let (switches, metrics, proxy) = (
+            Arc::clone(&switches),
+            Arc::clone(&metrics),
+            Arc::clone(&proxy),
+        );
         std::thread::spawn(move || {
             let wait_for = |n: u64| {
                 while metrics.events_in.load(Ordering::Relaxed) < n {
@@ -107,7 +131,12 @@ url = "{mysql}/{database}"
                 }
             };
             wait_for(EVENTS / 3);
-            switches.set(degraded, Mode::Degraded);
+            match fault {
+                Fault::Degrade => {
+                    switches.set(degraded, Mode::Degraded);
+                }
+                Fault::Outage => proxy.set_down(true),
+            }
             std::thread::sleep(Duration::from_millis(50));
             let (writes_at_degrade, healthy_at_degrade) = (
                 Metrics::sink_count(&metrics.sink_writes, degraded),
@@ -118,7 +147,12 @@ url = "{mysql}/{database}"
                 Metrics::sink_count(&metrics.sink_writes, degraded),
                 Metrics::sink_count(&metrics.sink_writes, healthy),
             );
-            switches.set(degraded, Mode::Auto);
+            match fault {
+                Fault::Degrade => {
+                    switches.set(degraded, Mode::Auto);
+                }
+                Fault::Outage => proxy.set_down(false),
+            }
             (
                 writes_at_degrade,
                 writes_at_auto,
@@ -134,21 +168,30 @@ url = "{mysql}/{database}"
         switches: Some(Arc::clone(&switches)),
         ..RunOptions::default()
     };
-    run(&cfg, opts, Arc::clone(&metrics)).expect("worker run");
+    run(&cfg, opts, Arc::clone(&metrics)).expect("no worker crashes");
     let (w_deg, w_auto, h_deg, h_auto) = flipper.join().expect("flipper");
     let diverted = Metrics::sink_count(&metrics.sink_diverted, degraded);
+    let opened = Metrics::sink_count(&metrics.sink_breaker_opened, degraded);
+    let w_end = Metrics::sink_count(&metrics.sink_writes, degraded);
     println!(
-        "degrade drill ({degraded}): {diverted} rows diverted; {degraded} writes {w_deg} → {w_auto} while degraded; {healthy} writes {h_deg} → {h_auto}"
+        "{fault:?} drill ({degraded}): {diverted} rows diverted, breaker opened {opened} times; {degraded} writes {w_deg} → {w_auto} during the fault, {w_end} at the end; {healthy} writes {h_deg} → {h_auto}"
     );
     assert!(
         diverted > 0,
-        "writes for the degraded sink go to the retry topic"
+        "writes for the faulty sink go to the retry topic"
     );
     assert!(
         w_auto - w_deg <= 2,
-        "the degraded store is not touched (at most the batches in flight when the switch flipped)"
+        "the faulty store takes no writes (at most the batches in flight when the fault began)"
     );
     assert!(h_auto > h_deg, "the healthy store keeps being written");
+    if fault == Fault::Outage {
+        assert!(opened > 0, "the breaker opened by itself");
+        assert!(
+            w_end > w_auto,
+            "once the store is back, the breaker closes and writes resume"
+        );
+    }
 
     // Back in auto: the replay job drains the retry topic.
     let report = run_replay(
@@ -184,12 +227,32 @@ url = "{mysql}/{database}"
     delete_redis_prefix(&prefix);
 }
 
+fn host_port(url: &str) -> std::net::SocketAddr {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    std::net::ToSocketAddrs::to_socket_addrs(host_port)
+        .ok()
+        .and_then(|mut a| a.next())
+        .expect("store address")
+}
+
 #[test]
 fn mysql_degraded_mid_stream_is_replayed_to_the_reference() {
-    drill("mysql");
+    drill("mysql", Fault::Degrade);
 }
 
 #[test]
 fn redis_degraded_mid_stream_is_replayed_to_the_reference() {
-    drill("redis");
+    drill("redis", Fault::Degrade);
+}
+
+#[test]
+fn mysql_outage_opens_the_breaker_and_is_replayed_to_the_reference() {
+    drill("mysql", Fault::Outage);
+}
+
+#[test]
+fn redis_outage_opens_the_breaker_and_is_replayed_to_the_reference() {
+    drill("redis", Fault::Outage);
 }
