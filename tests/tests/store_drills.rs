@@ -59,6 +59,8 @@ fn drill(degraded: &'static str, fault: Fault) {
         ..GenConfig::default()
     };
     let (parts, _) = preload(&topic, &gen_cfg, EVENTS).expect("preload");
+    let redis_via_proxy = format!("redis://{}", redis_proxy.addr);
+    let mysql_via_proxy = format!("mysql://root@{}", mysql_proxy.addr);
     let toml = format!(
         r#"
 [source]
@@ -96,8 +98,8 @@ url = "{mysql}/{database}?prefer_socket=false"
         retry_topic = unique("retry"),
         journal = dir.path().join("journal").display(),
         file = dir.path().join("r.jsonl").display(),
-        redis = format!("redis://{}", redis_proxy.addr),
-        mysql = format!("mysql://root@{}", mysql_proxy.addr),
+        redis = redis_via_proxy,
+        mysql = mysql_via_proxy,
     );
     let mut cfg = Config::from_layers(Some(&toml), Vec::<(String, String)>::new()).expect("config");
     cfg.recent = None;
