@@ -117,6 +117,7 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
                     progress: None,
                     switches: None,
                     serve_admin: true,
+                    admin_addr: None,
                 },
                 metrics,
             )

@@ -78,6 +78,8 @@ pub struct RunOptions {
     pub switches: Option<Arc<Switches>>,
     /// Serve the admin API on `admin.listen` while running.
     pub serve_admin: bool,
+    /// Receives the address the admin API listens on.
+    pub admin_addr: Option<Arc<std::sync::OnceLock<std::net::SocketAddr>>>,
 }
 
 impl Default for RunOptions {
@@ -90,6 +92,7 @@ impl Default for RunOptions {
             progress: Some(Duration::from_secs(5)),
             switches: None,
             serve_admin: false,
+            admin_addr: None,
         }
     }
 }
@@ -265,6 +268,9 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
             token: cfg.admin.token.as_deref().map(Arc::from),
         };
         let server = serve_admin(cfg.admin.listen, state)?;
+        if let Some(slot) = &opts.admin_addr {
+            let _ = slot.set(server.addr);
+        }
         eprintln!(
             "admin API: http://{}/status  (switches: /switches, metrics: /metrics)",
             server.addr

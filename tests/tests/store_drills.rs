@@ -1,6 +1,8 @@
 //! Store drills, mid-stream, against the real broker, Redis and MariaDB.
 //!
-//! - Degrade: while a sink's switch is `degraded`, the pipeline keeps running,
+//! - Degrade: an operator sets the sink's switch to `degraded` with
+//!   `PUT /switches/{sink}` on the worker's admin API (through the control
+//!   topic); while it is degraded the pipeline keeps running,
 //!   the other store keeps being written, the degraded store is not touched,
 //!   and its writes go to the retry topic.
 //! - Outage: the store becomes unreachable (a TCP proxy the test controls
@@ -25,9 +27,9 @@ use footprint_dataflows::metrics::Metrics;
 use footprint_dataflows::reference::{WindowId, compute};
 use footprint_sinks::mysql::MySqlSinkFactory;
 use footprint_sinks::redis::RedisSinkFactory;
-use footprint_sinks::util::switch::Mode;
 use footprint_tests::{
-    TcpProxy, brokers, delete_redis_prefix, drop_database, mysql_url, preload, redis_url, unique,
+    TcpProxy, brokers, delete_redis_prefix, drop_database, http, mysql_url, preload, redis_url,
+    unique,
 };
 
 fn by_id(rows: Vec<WindowRow>) -> BTreeMap<WindowId, WindowRow> {
@@ -76,6 +78,10 @@ topic = "{retry_topic}"
 journal = "{journal}"
 breaker_open_for = "200ms"
 
+[admin]
+listen = "127.0.0.1:0"
+control_topic = "{control_topic}"
+
 [[aggregate]]
 name = "item_activity_1m"
 group_by = ["app_id", "event", "item_id"]
@@ -96,6 +102,7 @@ url = "{mysql}/{database}?prefer_socket=false"
 "#,
         brokers = brokers(),
         retry_topic = unique("retry"),
+        control_topic = unique("control"),
         journal = dir.path().join("journal").display(),
         file = dir.path().join("r.jsonl").display(),
         redis = redis_via_proxy,
@@ -120,12 +127,26 @@ url = "{mysql}/{database}?prefer_socket=false"
     } else {
         Arc::new(redis_proxy)
     };
+    let admin_addr = Arc::new(std::sync::OnceLock::new());
     let flipper = {
-        let (switches, metrics, proxy) = (
-            Arc::clone(&switches),
+        let (metrics, proxy, admin_addr) = (
             Arc::clone(&metrics),
             Arc::clone(&proxy),
+            Arc::clone(&admin_addr),
         );
+        let put = move |mode: &str| {
+            let addr = *admin_addr
+                .get()
+                .expect("the admin API is up once events flow");
+            let (status, body) = http(
+                addr,
+                "PUT",
+                &format!("/switches/{degraded}"),
+                &format!(r#"{{"mode":"{mode}"}}"#),
+            )
+            .expect("PUT");
+            assert_eq!(status, 200, "{body}");
+        };
         std::thread::spawn(move || {
             let wait_for = |n: u64| {
                 while metrics.events_in.load(Ordering::Relaxed) < n {
@@ -134,9 +155,7 @@ url = "{mysql}/{database}?prefer_socket=false"
             };
             wait_for(EVENTS / 3);
             match fault {
-                Fault::Degrade => {
-                    switches.set(degraded, Mode::Degraded);
-                }
+                Fault::Degrade => put("degraded"),
                 Fault::Outage => proxy.set_down(true),
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -150,9 +169,7 @@ url = "{mysql}/{database}?prefer_socket=false"
                 Metrics::sink_count(&metrics.sink_writes, healthy),
             );
             match fault {
-                Fault::Degrade => {
-                    switches.set(degraded, Mode::Auto);
-                }
+                Fault::Degrade => put("auto"),
                 Fault::Outage => proxy.set_down(false),
             }
             (
@@ -164,6 +181,8 @@ url = "{mysql}/{database}?prefer_socket=false"
         })
     };
     let opts = RunOptions {
+        serve_admin: true,
+        admin_addr: Some(Arc::clone(&admin_addr)),
         threads: Some(2),
         until_end: true,
         progress: None,
