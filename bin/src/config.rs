@@ -128,6 +128,8 @@ pub struct AdminConfig {
 pub struct RetryConfig {
     /// The retry topic (created if missing).
     pub topic: String,
+    /// Brokers of the retry topic, when they are not `source.brokers`.
+    pub brokers: Option<String>,
     /// Local journal for records the retry topic does not take (one per process).
     pub journal: String,
     /// How long to wait for Kafka to acknowledge a retry record before journaling it.
@@ -326,6 +328,15 @@ impl Config {
             })?;
         cfg.spec()?;
         Ok(cfg)
+    }
+
+    /// The Kafka client settings of the retry topic.
+    pub fn retry_kafka(&self) -> KafkaSettings {
+        let mut k = self.kafka();
+        if let Some(b) = &self.retry.brokers {
+            k.brokers = b.clone();
+        }
+        k
     }
 
     /// The Kafka client settings.

@@ -55,7 +55,7 @@ pub fn run_replay(
     };
     let c = Arc::clone(control);
     let result = replay(
-        &cfg.kafka(),
+        &cfg.retry_kafka(),
         &opts,
         sinks,
         switches,

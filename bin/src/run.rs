@@ -136,9 +136,16 @@ pub fn store_switches(cfg: &Config) -> Arc<Switches> {
 /// The retry topic with its journal, created if missing, with any journal
 /// left by an earlier run resent.
 pub fn retry_topic(cfg: &Config, runtime: &tokio::runtime::Runtime) -> Result<Arc<RetryTopic>> {
-    let settings = cfg.kafka();
-    if runtime.block_on(admin::ensure_topic(&settings, &cfg.retry.topic, 4, 1))? {
-        tracing::info!(topic = %cfg.retry.topic, "created the retry topic");
+    let settings = cfg.retry_kafka();
+    // When the retry topic's broker is down, start anyway: the journal takes the records.
+    match runtime.block_on(admin::ensure_topic(&settings, &cfg.retry.topic, 4, 1)) {
+        Ok(true) => tracing::info!(topic = %cfg.retry.topic, "created the retry topic"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(
+            topic = %cfg.retry.topic,
+            error = %e,
+            "the retry topic is not reachable; diverted writes go to the journal until it is"
+        ),
     }
     let retry = RetryTopic::new(
         &settings,
