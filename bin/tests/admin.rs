@@ -118,6 +118,10 @@ async fn status_and_metrics_report_the_counters() {
         .fetch_add(7, Ordering::Relaxed);
     Metrics::add_sink(&s.metrics.sink_diverted, "mysql", 42);
     s.switches.set("mysql", Mode::Degraded);
+    for ms in 1..=1000u64 {
+        s.metrics.end_to_end_ms.record("redis", ms);
+    }
+    s.metrics.sink_write_us.record("redis", 2_500);
     let api = routes(s.clone());
 
     let status: serde_json::Value = serde_json::from_slice(
@@ -169,6 +173,29 @@ async fn status_and_metrics_report_the_counters() {
         value("footprint_sink_degraded", Some(("sink", "redis"))),
         Some(0.0)
     );
+    let e2e = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "footprint_end_to_end_latency_seconds"
+                && s.labels.get("sink") == Some("redis")
+        })
+        .expect("end-to-end summary");
+    let prometheus_parse::Value::Summary(quantiles) = &e2e.value else {
+        panic!("not a summary: {:?}", e2e.value)
+    };
+    let q = |want: f64| {
+        quantiles
+            .iter()
+            .find(|q| (q.quantile - want).abs() < 1e-9)
+            .map(|q| q.count)
+    };
+    assert!(
+        (q(0.5).expect("p50") - 0.5).abs() < 0.01,
+        "p50 of 1..1000 ms is about 0.5 s"
+    );
+    assert!((q(0.99).expect("p99") - 0.99).abs() < 0.01);
+    assert!(q(0.999).expect("p999") > 0.99);
 }
 
 fn http(addr: std::net::SocketAddr, request: &str) -> String {

@@ -148,7 +148,12 @@ impl PartitionReader for KafkaReader {
                     }
                     let payload = m.payload().unwrap_or(&[]);
                     status.read += 1;
-                    let verdict = handle(&Message { payload, offset });
+                    let timestamp_ms = m.timestamp().to_millis();
+                    let verdict = handle(&Message {
+                        payload,
+                        offset,
+                        timestamp_ms,
+                    });
                     let fwd = Forward {
                         topic: &range.topic,
                         partition: range.partition,

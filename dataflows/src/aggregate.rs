@@ -38,7 +38,7 @@
 //! });
 //! let metrics = Arc::new(Metrics::new(vec!["clicks_1m".into()]));
 //! let contribution = |ts| Contribution {
-//!     agg: 0, key: GroupKey::default(), ts, first_start: i64::MIN, distinct: vec![], value: 0,
+//!     agg: 0, key: GroupKey::default(), ts, first_start: i64::MIN, distinct: vec![], value: 0, append_ms: 0,
 //! };
 //! let captured = timely::example(move |scope| {
 //!     vec![contribution(1_000), contribution(2_000), contribution(61_000)]
@@ -161,6 +161,7 @@ struct Slot {
     distinct: Vec<HashSet<u32>>,
     sum: i128,
     dirty: bool,
+    freshest_append_ms: Option<i64>,
 }
 
 /// The open windows of one worker.
@@ -264,6 +265,7 @@ impl Windows {
             first_start,
             distinct,
             value,
+            append_ms,
         } = c;
         let spec = Arc::clone(&self.spec);
         let Some(aspec) = spec.aggregates.get(usize::from(agg)) else {
@@ -292,6 +294,7 @@ impl Windows {
                         distinct: vec![HashSet::new(); ids.len()],
                         sum: 0,
                         dirty: false,
+                        freshest_append_ms: None,
                     };
                     let idx = match self.free.pop() {
                         Some(i) => {
@@ -324,6 +327,12 @@ impl Windows {
                 }
             }
             slot.sum += value;
+            if append_ms > 0 {
+                slot.freshest_append_ms = Some(
+                    slot.freshest_append_ms
+                        .map_or(append_ms, |t| t.max(append_ms)),
+                );
+            }
             if !slot.dirty {
                 slot.dirty = true;
                 if aspec.early_updates.is_some() {
@@ -371,6 +380,7 @@ impl Windows {
             measures,
             version: slot.count,
             is_final,
+            freshest_append_ms: slot.freshest_append_ms,
         }
     }
 

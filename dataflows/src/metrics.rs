@@ -36,6 +36,12 @@ pub const SINK_DEGRADED: &str = "footprint_sink_degraded";
 pub const JOURNAL_RECORDS: &str = "footprint_journal_records";
 /// How far the watermark is behind the newest event read, ms.
 pub const WATERMARK_DELAY: &str = "footprint_watermark_delay_ms";
+/// Time to write one batch to a store (retries included), labelled by
+/// `sink`; a Prometheus summary with p50, p99 and p999.
+pub const SINK_WRITE_LATENCY: &str = "footprint_sink_write_latency_seconds";
+/// From a message's broker timestamp to the store write that first shows
+/// it, labelled by `sink`; a summary with p50, p99 and p999.
+pub const END_TO_END_LATENCY: &str = "footprint_end_to_end_latency_seconds";
 /// The global watermark, ms since the epoch.
 pub const WATERMARK: &str = "footprint_watermark_ms";
 /// The largest event time read, ms since the epoch.
@@ -68,6 +74,10 @@ pub struct Metrics {
     pub sink_diverted: std::sync::Mutex<Vec<(String, u64)>>,
     /// See [`SINK_BREAKER_OPENED`], by sink name.
     pub sink_breaker_opened: std::sync::Mutex<Vec<(String, u64)>>,
+    /// See [`SINK_WRITE_LATENCY`]: microseconds, by sink name.
+    pub sink_write_us: Latencies,
+    /// See [`END_TO_END_LATENCY`]: milliseconds, by sink name.
+    pub end_to_end_ms: Latencies,
     /// See [`WATERMARK`].
     pub watermark: AtomicU64,
     /// See [`MAX_EVENT_TS`].
@@ -91,6 +101,8 @@ impl Metrics {
             sink_failures: Default::default(),
             sink_diverted: Default::default(),
             sink_breaker_opened: Default::default(),
+            sink_write_us: Latencies::default(),
+            end_to_end_ms: Latencies::default(),
             watermark: AtomicU64::new(0),
             max_event_ts: AtomicI64::new(0),
         }
@@ -132,5 +144,75 @@ impl Metrics {
     /// Raises the watermark gauge (it never goes back).
     pub fn raise_watermark(&self, w: u64) {
         self.watermark.fetch_max(w, Ordering::Relaxed);
+    }
+}
+
+/// Latency histograms (hdrhistogram, 3 significant digits) by label.
+#[derive(Debug, Default)]
+pub struct Latencies {
+    by_label: std::sync::Mutex<std::collections::BTreeMap<String, hdrhistogram::Histogram<u64>>>,
+}
+
+/// Quantiles of one histogram.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quantiles {
+    /// Recorded values.
+    pub count: u64,
+    /// Sum of the recorded values (approximate: the mean times the count).
+    pub sum: f64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+}
+
+impl Latencies {
+    /// Records `value` under `label` (values past one hour are clamped).
+    pub fn record(&self, label: &str, value: u64) {
+        self.record_n(label, value, 1);
+    }
+
+    /// Records `value` `n` times under `label`.
+    pub fn record_n(&self, label: &str, value: u64, n: u64) {
+        let Ok(mut map) = self.by_label.lock() else {
+            return;
+        };
+        if !map.contains_key(label) {
+            let Ok(h) = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3) else {
+                return;
+            };
+            map.insert(label.to_owned(), h);
+        }
+        if let Some(h) = map.get_mut(label) {
+            h.saturating_record_n(value.max(1), n);
+        }
+    }
+
+    /// Quantiles per label.
+    pub fn snapshot(&self) -> Vec<(String, Quantiles)> {
+        let Ok(map) = self.by_label.lock() else {
+            return Vec::new();
+        };
+        map.iter()
+            .map(|(k, h)| {
+                let q = Quantiles {
+                    count: h.len(),
+                    sum: h.mean() * h.len() as f64,
+                    p50: h.value_at_quantile(0.5),
+                    p99: h.value_at_quantile(0.99),
+                    p999: h.value_at_quantile(0.999),
+                };
+                (k.clone(), q)
+            })
+            .collect()
+    }
+
+    /// Values recorded under `label`.
+    pub fn count(&self, label: &str) -> u64 {
+        self.by_label
+            .lock()
+            .map_or(0, |m| m.get(label).map_or(0, |h| h.len()))
     }
 }

@@ -162,6 +162,7 @@ pub fn compute(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>]) -> Reference {
             measures,
             version: w.count,
             is_final: true,
+            freshest_append_ms: None,
         };
         out.windows.insert((agg.name.clone(), named, start), row);
     }

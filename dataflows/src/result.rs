@@ -31,7 +31,7 @@ impl MeasureValue {
 }
 
 /// One windowed aggregate result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WindowRow {
     /// Index of the aggregate in the pipeline spec.
     pub agg: u16,
@@ -49,6 +49,24 @@ pub struct WindowRow {
     pub version: u64,
     /// Whether the window is final (no more events can change it).
     pub is_final: bool,
+    /// Broker timestamp of the newest message counted in this row, ms since
+    /// the epoch: where end-to-end latency is measured from. Not part of the
+    /// row's value: it is neither stored nor compared.
+    #[serde(skip)]
+    pub freshest_append_ms: Option<i64>,
+}
+
+impl PartialEq for WindowRow {
+    fn eq(&self, other: &Self) -> bool {
+        self.agg == other.agg
+            && self.aggregate == other.aggregate
+            && self.key == other.key
+            && self.window_start == other.window_start
+            && self.window_end == other.window_end
+            && self.measures == other.measures
+            && self.version == other.version
+            && self.is_final == other.is_final
+    }
 }
 
 /// One entry of a user's recent activity.

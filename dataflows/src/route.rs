@@ -33,6 +33,9 @@ pub struct Contribution {
     pub distinct: Vec<Option<String>>,
     /// `value` in micro-units (0 when absent or not summed).
     pub value: i128,
+    /// Broker timestamp of the message, ms since the epoch (0 when unknown).
+    #[serde(default)]
+    pub append_ms: i64,
 }
 
 impl Contribution {
@@ -143,6 +146,7 @@ pub fn route(
             first_start: first_open,
             distinct,
             value,
+            append_ms: 0,
         }));
     }
     if spec.recent.is_some() {

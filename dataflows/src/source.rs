@@ -35,6 +35,8 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
     /// Offset within the partition.
     pub offset: i64,
+    /// The broker's timestamp of the message, ms since the epoch, if known.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// What the source decided about one message.
@@ -166,7 +168,19 @@ pub fn partition_source<'s, R: PartitionReader>(
                                 let stamp = tracker.observe(idx, ev.ts, now).max(floor);
                                 metrics.max_event_ts.fetch_max(ev.ts, Ordering::Relaxed);
                                 late.clear();
-                                route(&spec, &ev, stamp, &mut |r| records.push(r), &mut late);
+                                let append_ms = msg.timestamp_ms.unwrap_or(0);
+                                route(
+                                    &spec,
+                                    &ev,
+                                    stamp,
+                                    &mut |mut r| {
+                                        if let Record::Window(c) = &mut r {
+                                            c.append_ms = append_ms;
+                                        }
+                                        records.push(r)
+                                    },
+                                    &mut late,
+                                );
                                 if late.is_empty() {
                                     Verdict::Accepted
                                 } else {
@@ -291,6 +305,7 @@ impl PartitionReader for MemoryReader {
             let msg = Message {
                 payload,
                 offset: offset as i64,
+                timestamp_ms: None,
             };
             match handle(&msg) {
                 Verdict::Accepted => {}

@@ -123,6 +123,7 @@ fn country(app: &str, country: &str, start: i64, version: u64, users: u64, fin: 
         ],
         version,
         is_final: fin,
+        freshest_append_ms: None,
     }
 }
 
@@ -143,6 +144,7 @@ fn value(app: &str, event: &str, start: i64, version: u64, micros: i128, fin: bo
         ],
         version,
         is_final: fin,
+        freshest_append_ms: None,
     }
 }
 

@@ -80,6 +80,7 @@ fn row(version: u64, is_final: bool, sum: i128) -> WindowRow {
         ],
         version,
         is_final,
+        freshest_append_ms: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn row(version: u64) -> Output {
         ],
         version,
         is_final: false,
+        freshest_append_ms: None,
     })
 }
 

@@ -32,6 +32,28 @@ fn per_sink(
     }
 }
 
+fn summary(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    latencies: &metrics::Latencies,
+    to_seconds: f64,
+) {
+    family(out, name, "summary", help);
+    for (sink, q) in latencies.snapshot() {
+        let sink = escape(&sink);
+        for (quantile, v) in [("0.5", q.p50), ("0.99", q.p99), ("0.999", q.p999)] {
+            let _ = writeln!(
+                out,
+                "{name}{{sink=\"{sink}\",quantile=\"{quantile}\"}} {}",
+                v as f64 * to_seconds
+            );
+        }
+        let _ = writeln!(out, "{name}_sum{{sink=\"{sink}\"}} {}", q.sum * to_seconds);
+        let _ = writeln!(out, "{name}_count{{sink=\"{sink}\"}} {}", q.count);
+    }
+}
+
 /// The metrics page.
 pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> String {
     let mut out = String::new();
@@ -174,6 +196,20 @@ pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> Strin
         "Retry records waiting in the local journal.",
     );
     let _ = writeln!(out, "{} {journal_records}", metrics::JOURNAL_RECORDS);
+    summary(
+        &mut out,
+        metrics::SINK_WRITE_LATENCY,
+        "Time to write one batch to a store, retries included.",
+        &m.sink_write_us,
+        1e-6,
+    );
+    summary(
+        &mut out,
+        metrics::END_TO_END_LATENCY,
+        "From a message's broker timestamp to the store write that shows it.",
+        &m.end_to_end_ms,
+        1e-3,
+    );
     family(
         &mut out,
         metrics::WATERMARK,

@@ -99,6 +99,7 @@ fn window_row(table: &AggregateTable, agg: u16, mut row: Row) -> Result<WindowRo
         measures,
         version,
         is_final,
+        freshest_append_ms: None,
     })
 }
 

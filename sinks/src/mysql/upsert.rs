@@ -284,6 +284,7 @@ mod tests {
             ],
             version,
             is_final: false,
+            freshest_append_ms: None,
         })
     }
 

@@ -330,6 +330,7 @@ fn parse_window(spec: &PipelineSpec, fields: &[(String, String)]) -> Option<Wind
         measures,
         version: get("version")?.parse().ok()?,
         is_final: get("final")? == "1",
+        freshest_append_ms: None,
     })
 }
 

@@ -148,6 +148,7 @@ impl Sink for GuardedSink {
         }
         let mut first_failure = None;
         let mut attempt = 0;
+        let started = Instant::now();
         loop {
             attempt += 1;
             match self.inner.write(rows) {
@@ -156,6 +157,16 @@ impl Sink for GuardedSink {
                     self.last = Some(Outcome::Written);
                     if let Some(m) = &self.metrics {
                         Metrics::add_sink(&m.sink_writes, &name, rows.len() as u64);
+                        m.sink_write_us
+                            .record(&name, started.elapsed().as_micros() as u64);
+                        let now = Self::now_ms();
+                        for row in rows {
+                            if let Output::Window(w) = row
+                                && let Some(t) = w.freshest_append_ms
+                            {
+                                m.end_to_end_ms.record(&name, (now - t).max(0) as u64);
+                            }
+                        }
                     }
                     return Ok(());
                 }
