@@ -339,3 +339,17 @@ pub fn http(
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// The `footprint` binary built for the tests (`target/debug/footprint`).
+pub fn footprint_bin() -> std::path::PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/footprint");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --bin footprint` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}

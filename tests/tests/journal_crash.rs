@@ -3,7 +3,7 @@
 //! them, nothing is lost, and after replay MySQL equals the reference.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,20 +16,9 @@ use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::reference::compute;
 use footprint_sinks::mysql::MySqlSinkFactory;
 use footprint_sinks::util::switch::Mode;
-use footprint_tests::{brokers, drop_database, kafka, mysql_url, preload, read_all, unique};
-
-fn footprint_bin() -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/footprint");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --bin footprint` (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
+use footprint_tests::{
+    brokers, drop_database, footprint_bin, kafka, mysql_url, preload, read_all, unique,
+};
 
 fn worker(config: &Path, log: &Path, args: &[&str]) -> Child {
     let log = std::fs::File::create(log).expect("log file");

@@ -54,101 +54,97 @@ fn summary(
     }
 }
 
+/// One unlabelled sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// One sample per label value.
+fn labelled<'a>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    family(out, name, kind, help);
+    for (l, v) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", escape(l));
+    }
+}
+
 /// The metrics page.
 pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> String {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::new();
-    family(
+    single(
         &mut out,
         metrics::EVENTS_IN,
         "counter",
         "Messages read from the source topics.",
+        load(&m.events_in),
     );
-    let _ = writeln!(
-        out,
-        "{} {}",
-        metrics::EVENTS_IN,
-        m.events_in.load(Ordering::Relaxed)
-    );
-    family(
+    let bad = BadReason::ALL
+        .iter()
+        .map(|r| (r.as_str(), load(&m.events_bad[r.index()])));
+    labelled(
         &mut out,
         metrics::EVENTS_BAD,
         "counter",
         "Messages rejected as bad input, by reason.",
+        "reason",
+        bad,
     );
-    for r in BadReason::ALL {
-        let _ = writeln!(
-            out,
-            "{}{{reason=\"{}\"}} {}",
-            metrics::EVENTS_BAD,
-            r.as_str(),
-            m.events_bad[r.index()].load(Ordering::Relaxed)
-        );
-    }
-    family(
+    let by_aggregate = |counters: &'_ [std::sync::atomic::AtomicU64]| -> Vec<(String, u64)> {
+        m.aggregates
+            .iter()
+            .cloned()
+            .zip(counters.iter().map(load))
+            .collect()
+    };
+    let late = by_aggregate(&m.events_late);
+    let help = "Events that missed at least one final window, by aggregate.";
+    labelled(
         &mut out,
         metrics::EVENTS_LATE,
         "counter",
-        "Events that missed at least one final window, by aggregate.",
+        help,
+        "aggregate",
+        late.iter().map(|(a, v)| (a.as_str(), *v)),
     );
-    for (name, c) in m.aggregates.iter().zip(&m.events_late) {
-        let _ = writeln!(
-            out,
-            "{}{{aggregate=\"{}\"}} {}",
-            metrics::EVENTS_LATE,
-            escape(name),
-            c.load(Ordering::Relaxed)
-        );
-    }
-    family(
+    let emitted = by_aggregate(&m.windows_emitted);
+    let help = "Final window rows emitted, by aggregate.";
+    labelled(
         &mut out,
         metrics::WINDOWS_EMITTED,
         "counter",
-        "Final window rows emitted, by aggregate.",
+        help,
+        "aggregate",
+        emitted.iter().map(|(a, v)| (a.as_str(), *v)),
     );
-    for (name, c) in m.aggregates.iter().zip(&m.windows_emitted) {
-        let _ = writeln!(
-            out,
-            "{}{{aggregate=\"{}\"}} {}",
-            metrics::WINDOWS_EMITTED,
-            escape(name),
-            c.load(Ordering::Relaxed)
-        );
-    }
-    family(
+    single(
         &mut out,
         metrics::WINDOW_UPDATES,
         "counter",
         "Early window rows emitted.",
+        load(&m.window_updates),
     );
-    let _ = writeln!(
-        out,
-        "{} {}",
-        metrics::WINDOW_UPDATES,
-        m.window_updates.load(Ordering::Relaxed)
-    );
-    family(
+    single(
         &mut out,
         metrics::RECENT_UPDATES,
         "counter",
         "Recent-activity rows emitted.",
+        load(&m.recent_updates),
     );
-    let _ = writeln!(
-        out,
-        "{} {}",
-        metrics::RECENT_UPDATES,
-        m.recent_updates.load(Ordering::Relaxed)
-    );
-    family(
+    let help = "Dead-letter or late records Kafka did not accept.";
+    single(
         &mut out,
         metrics::SIDE_OUTPUT_FAILURES,
         "counter",
-        "Dead-letter or late records Kafka did not accept.",
-    );
-    let _ = writeln!(
-        out,
-        "{} {}",
-        metrics::SIDE_OUTPUT_FAILURES,
-        m.side_output_failures.load(Ordering::Relaxed)
+        help,
+        load(&m.side_output_failures),
     );
     per_sink(
         &mut out,
@@ -174,61 +170,54 @@ pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> Strin
         "Times a sink's circuit breaker opened.",
         &m.sink_breaker_opened,
     );
-    family(
+    let modes: Vec<(String, u64)> = switches
+        .all()
+        .into_iter()
+        .map(|(s, mode)| (s, u64::from(mode == Mode::Degraded)))
+        .collect();
+    let help = "1 when the sink's switch is degraded.";
+    labelled(
         &mut out,
         metrics::SINK_DEGRADED,
         "gauge",
-        "1 when the sink's switch is degraded.",
+        help,
+        "sink",
+        modes.iter().map(|(s, v)| (s.as_str(), *v)),
     );
-    for (sink, mode) in switches.all() {
-        let _ = writeln!(
-            out,
-            "{}{{sink=\"{}\"}} {}",
-            metrics::SINK_DEGRADED,
-            escape(&sink),
-            u8::from(mode == Mode::Degraded)
-        );
-    }
-    family(
+    let help = "Retry records waiting in the local journal.";
+    single(
         &mut out,
         metrics::JOURNAL_RECORDS,
         "gauge",
-        "Retry records waiting in the local journal.",
+        help,
+        journal_records,
     );
-    let _ = writeln!(out, "{} {journal_records}", metrics::JOURNAL_RECORDS);
+    let help = "Time to write one batch to a store, retries included.";
     summary(
         &mut out,
         metrics::SINK_WRITE_LATENCY,
-        "Time to write one batch to a store, retries included.",
+        help,
         &m.sink_write_us,
         1e-6,
     );
+    let help = "From a message's broker timestamp to the store write that shows it.";
     summary(
         &mut out,
         metrics::END_TO_END_LATENCY,
-        "From a message's broker timestamp to the store write that shows it.",
+        help,
         &m.end_to_end_ms,
         1e-3,
     );
-    family(
+    let wm = m.watermark.load(Ordering::Relaxed);
+    single(
         &mut out,
         metrics::WATERMARK,
         "gauge",
         "The global watermark, ms since the epoch.",
+        wm,
     );
-    let wm = m.watermark.load(Ordering::Relaxed);
-    let _ = writeln!(out, "{} {wm}", metrics::WATERMARK);
-    family(
-        &mut out,
-        metrics::WATERMARK_DELAY,
-        "gauge",
-        "How far the watermark is behind the newest event read, ms.",
-    );
-    let _ = writeln!(
-        out,
-        "{} {}",
-        metrics::WATERMARK_DELAY,
-        (m.max_event_ts.load(Ordering::Relaxed) - wm as i64).max(0)
-    );
+    let delay = (m.max_event_ts.load(Ordering::Relaxed) - wm as i64).max(0);
+    let help = "How far the watermark is behind the newest event read, ms.";
+    single(&mut out, metrics::WATERMARK_DELAY, "gauge", help, delay);
     out
 }
