@@ -380,8 +380,13 @@ fn sums_are_exact() {
 }
 
 #[test]
-fn reports_an_unreachable_server_as_retryable() {
-    let err = MySqlSinkFactory::new("mysql://root@127.0.0.1:1/x", spec(), PREFIX)
+fn starts_while_the_server_is_down_and_reports_writes_as_retryable() {
+    let factory = MySqlSinkFactory::new("mysql://root@127.0.0.1:1/x", spec(), PREFIX)
+        .expect("a pipeline can start while MySQL is down");
+    let mut sink = factory.build(0, 1).expect("sink");
+    let row = country("app1", "DE", T0, 1, 1, true);
+    let err = sink
+        .write(&windows(&[&row]))
         .expect_err("nothing listens on port 1");
     assert!(matches!(err, SinkError::Unavailable { .. }), "{err}");
     assert!(err.is_retryable());

@@ -8,6 +8,8 @@
 //! - Outage: the store becomes unreachable (a TCP proxy the test controls
 //!   cuts every connection); the breaker opens by itself, no worker crashes,
 //!   writes are diverted; when the store is back the breaker closes.
+//! - Down at start-up: MySQL is unreachable when the worker starts; the
+//!   worker starts anyway and prepares the tables once MySQL answers.
 //!
 //! Either way, the replay job then drains the retry topic and both stores
 //! equal the sequential reference.
@@ -42,6 +44,8 @@ fn by_id(rows: Vec<WindowRow>) -> BTreeMap<WindowId, WindowRow> {
 enum Fault {
     Degrade,
     Outage,
+    /// The store is unreachable when the worker starts, and comes back later.
+    DownAtStart,
 }
 
 fn drill(degraded: &'static str, fault: Fault) {
@@ -127,6 +131,9 @@ url = "{mysql}/{database}?prefer_socket=false"
     } else {
         Arc::new(redis_proxy)
     };
+    if fault == Fault::DownAtStart {
+        proxy.set_down(true);
+    }
     let admin_addr = Arc::new(std::sync::OnceLock::new());
     let flipper = {
         let (metrics, proxy, admin_addr) = (
@@ -157,6 +164,7 @@ url = "{mysql}/{database}?prefer_socket=false"
             match fault {
                 Fault::Degrade => put("degraded"),
                 Fault::Outage => proxy.set_down(true),
+                Fault::DownAtStart => {}
             }
             // Batches that were already being written when the fault began land meanwhile.
             std::thread::sleep(Duration::from_millis(500));
@@ -171,7 +179,7 @@ url = "{mysql}/{database}?prefer_socket=false"
             );
             match fault {
                 Fault::Degrade => put("auto"),
-                Fault::Outage => proxy.set_down(false),
+                Fault::Outage | Fault::DownAtStart => proxy.set_down(false),
             }
             (
                 writes_at_degrade,
@@ -215,7 +223,7 @@ url = "{mysql}/{database}?prefer_socket=false"
         metrics.sink_write_us.count(healthy) > 0,
         "sink write latency is recorded"
     );
-    if fault == Fault::Outage {
+    if fault != Fault::Degrade {
         assert!(opened > 0, "the breaker opened by itself");
         assert!(
             w_end > w_auto,
@@ -285,4 +293,9 @@ fn mysql_outage_opens_the_breaker_and_is_replayed_to_the_reference() {
 #[test]
 fn redis_outage_opens_the_breaker_and_is_replayed_to_the_reference() {
     drill("redis", Fault::Outage);
+}
+
+#[test]
+fn mysql_down_at_start_up_is_prepared_later_and_replayed_to_the_reference() {
+    drill("mysql", Fault::DownAtStart);
 }

@@ -1,10 +1,11 @@
 //! The MySQL sink: the durable copy of the results (DESIGN §3), on MySQL 8 or
 //! MariaDB 10.11.
 //!
-//! This module owns the tables it writes: at start-up it creates the
-//! database named in the URL and every table if they are missing, and checks
-//! that tables which already exist have every column it needs. It does not
-//! migrate, drop or rename anything.
+//! This module owns the tables it writes: the first time it reaches the
+//! server (at start-up, or at the first write when MySQL was down then) it
+//! creates the database named in the URL and every table if they are
+//! missing, and checks that tables which already exist have every column it
+//! needs. It does not migrate, drop or rename anything.
 //!
 //! # Layout
 //! - **One table per aggregate**, `PREFIX` + aggregate name, with primary key
@@ -85,10 +86,54 @@ const NAMED_SKIPS: usize = 5;
 /// to 64 connections unless the URL sets `pool_min` and `pool_max`; a sink
 /// that finds none free within 30 s fails its write as unavailable.
 pub struct MySqlSinkFactory {
-    pool: Pool,
+    shared: Arc<Shared>,
     schema: Arc<Schema>,
     /// `host:port/database`, for messages (never the password).
     target: Arc<str>,
+}
+
+/// The pool, made the first time the server answers (with the database and
+/// tables created then), so that a pipeline can start while MySQL is down.
+struct Shared {
+    opts: Opts,
+    database: String,
+    schema: Arc<Schema>,
+    target: Arc<str>,
+    pool: std::sync::Mutex<Option<Pool>>,
+}
+
+impl Shared {
+    /// The pool, preparing the database and tables first if that has not
+    /// happened yet.
+    fn pool(&self) -> Result<Pool, SinkError> {
+        let mut guard = self.pool.lock().map_err(|_| SinkError::Unavailable {
+            sink: SINK.into(),
+            detail: format!("{}: pool lock poisoned", self.target),
+        })?;
+        if let Some(pool) = guard.as_ref() {
+            return Ok(pool.clone());
+        }
+        let at_start = |e: mysql::Error| start_up_error(e, &self.target);
+        let (pool, mut conn) = match open(&self.opts) {
+            Err(mysql::Error::MySqlError(e)) if e.code == ER_BAD_DB_ERROR => {
+                create_database(&self.opts, &self.database).map_err(at_start)?;
+                open(&self.opts).map_err(at_start)?
+            }
+            other => other.map_err(at_start)?,
+        };
+        for sql in self.schema.create_statements() {
+            conn.query_drop(&sql).map_err(at_start)?;
+        }
+        check_columns(&mut conn, &self.schema, &self.target)?;
+        tracing::info!(
+            sink = SINK,
+            target = %self.target,
+            tables = self.schema.aggregates.len() + usize::from(self.schema.recent.is_some()),
+            "tables ready"
+        );
+        *guard = Some(pool.clone());
+        Ok(pool)
+    }
 }
 
 impl std::fmt::Debug for MySqlSinkFactory {
@@ -106,8 +151,10 @@ impl MySqlSinkFactory {
     /// tables have every column.
     ///
     /// Fails with [`SinkError::Config`] for a bad URL or name, or a
-    /// statement the server refuses, and with [`SinkError::Unavailable`]
-    /// when the server cannot be reached.
+    /// statement the server refuses. When the server cannot be reached it
+    /// still succeeds: the tables are prepared by the first write that
+    /// reaches the server, and writes fail as unavailable (retryable) until
+    /// then.
     pub fn new(url: &str, spec: Arc<PipelineSpec>, table_prefix: &str) -> Result<Self, SinkError> {
         let schema = Schema::new(&spec, table_prefix)?;
         let opts = Opts::from_url(url).map_err(|e| config(format!("bad URL: {e}")))?;
@@ -126,27 +173,27 @@ impl MySqlSinkFactory {
             opts.get_tcp_port()
         ));
         let opts = with_defaults(opts);
-        let at_start = |e: mysql::Error| start_up_error(e, &target);
-        let (pool, mut conn) = match open(&opts) {
-            Err(mysql::Error::MySqlError(e)) if e.code == ER_BAD_DB_ERROR => {
-                create_database(&opts, &database).map_err(at_start)?;
-                open(&opts).map_err(at_start)?
-            }
-            other => other.map_err(at_start)?,
-        };
-        for sql in schema.create_statements() {
-            conn.query_drop(&sql).map_err(at_start)?;
+        let schema = Arc::new(schema);
+        let shared = Arc::new(Shared {
+            opts,
+            database,
+            schema: Arc::clone(&schema),
+            target: Arc::clone(&target),
+            pool: std::sync::Mutex::new(None),
+        });
+        match shared.pool() {
+            Ok(_) => {}
+            Err(e @ SinkError::Unavailable { .. }) => tracing::warn!(
+                sink = SINK,
+                target = %target,
+                error = %e,
+                "MySQL is not reachable at start-up; its tables are prepared on the first write that reaches it"
+            ),
+            Err(e) => return Err(e),
         }
-        check_columns(&mut conn, &schema, &target)?;
-        tracing::info!(
-            sink = SINK,
-            target = %target,
-            tables = schema.aggregates.len() + usize::from(schema.recent.is_some()),
-            "tables ready"
-        );
         Ok(MySqlSinkFactory {
-            pool,
-            schema: Arc::new(schema),
+            shared,
+            schema,
             target,
         })
     }
@@ -166,7 +213,8 @@ impl MySqlSinkFactory {
     }
 
     fn conn(&self) -> Result<PooledConn, SinkError> {
-        self.pool
+        self.shared
+            .pool()?
             .try_get_conn(POOL_WAIT)
             .map_err(|e| write_error(e, &self.target))
     }
@@ -189,7 +237,7 @@ impl SinkFactory for MySqlSinkFactory {
 
     fn build(&self, worker: usize, _peers: usize) -> Result<Box<dyn Sink>, SinkError> {
         Ok(Box::new(MySqlSink {
-            pool: self.pool.clone(),
+            shared: Arc::clone(&self.shared),
             conn: None,
             schema: Arc::clone(&self.schema),
             target: Arc::clone(&self.target),
@@ -198,12 +246,26 @@ impl SinkFactory for MySqlSinkFactory {
     }
 }
 
+/// Why a write did not go through.
+enum WriteFailure {
+    /// The database or tables could not be prepared.
+    Prepare(SinkError),
+    /// The server refused or failed the write.
+    Server(mysql::Error),
+}
+
+impl From<mysql::Error> for WriteFailure {
+    fn from(e: mysql::Error) -> Self {
+        WriteFailure::Server(e)
+    }
+}
+
 /// One worker's writer. It takes a connection from the pool at its first
 /// write and keeps it, so its prepared statements stay cached; after a
 /// failed write it gives the connection back and takes a fresh one next
 /// time.
 struct MySqlSink {
-    pool: Pool,
+    shared: Arc<Shared>,
     conn: Option<PooledConn>,
     schema: Arc<Schema>,
     target: Arc<str>,
@@ -211,16 +273,20 @@ struct MySqlSink {
 }
 
 impl MySqlSink {
-    fn apply(&mut self, plan: Plan) -> Result<(), mysql::Error> {
+    fn apply(&mut self, plan: Plan) -> Result<(), WriteFailure> {
         let conn = match &mut self.conn {
             Some(conn) => conn,
-            None => self.conn.insert(self.pool.try_get_conn(POOL_WAIT)?),
+            None => {
+                let pool = self.shared.pool().map_err(WriteFailure::Prepare)?;
+                self.conn.insert(pool.try_get_conn(POOL_WAIT)?)
+            }
         };
         let mut tx = conn.start_transaction(TxOpts::default())?;
         for statement in plan.statements(&self.schema) {
             tx.exec_drop(statement.sql, statement.params)?;
         }
-        tx.commit()
+        tx.commit()?;
+        Ok(())
     }
 }
 
@@ -241,7 +307,10 @@ impl Sink for MySqlSink {
             // The transaction was rolled back (or the connection is gone);
             // start the next write on a checked connection.
             self.conn = None;
-            return Err(write_error(e, &self.target));
+            return Err(match e {
+                WriteFailure::Prepare(e) => e,
+                WriteFailure::Server(e) => write_error(e, &self.target),
+            });
         }
         if skipped.is_empty() {
             return Ok(());
