@@ -72,6 +72,30 @@ pub struct ReplayProgress {
     pub applied: std::sync::atomic::AtomicU64,
     /// Records read but not yet applied.
     pub pending: std::sync::atomic::AtomicU64,
+    /// Records not yet applied: read and waiting, plus not yet read (by the
+    /// brokers' reported end offsets, as of the last progress report).
+    pub backlog: std::sync::atomic::AtomicU64,
+}
+
+/// Records of `topic` not yet read by `consumer`, by the brokers' end offsets.
+fn unread(consumer: &BaseConsumer, topic: &str, next: &BTreeMap<i32, i64>) -> u64 {
+    let positions = consumer.position().ok();
+    next.iter()
+        .map(|(p, n)| {
+            let pos = match positions
+                .as_ref()
+                .and_then(|t| t.find_partition(topic, *p))
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => o.max(*n),
+                _ => *n,
+            };
+            let high = consumer
+                .fetch_watermarks(topic, *p, Duration::from_secs(5))
+                .map_or(pos, |(_, h)| h);
+            (high - pos).max(0) as u64
+        })
+        .sum()
 }
 
 /// Runs the replay job until `stop` returns true or, with `once`, until caught up.
@@ -106,6 +130,7 @@ pub fn replay(
 
     let mut pending: BTreeMap<i32, VecDeque<(i64, RetryRecord)>> = BTreeMap::new();
     let mut at_end: BTreeMap<i32, bool> = partitions.iter().map(|p| (*p, false)).collect();
+    let mut next: BTreeMap<i32, i64> = partitions.iter().map(|p| (*p, 0)).collect();
     let mut unhealthy: HashMap<String, (Instant, Duration)> = HashMap::new();
     let mut report = ReplayReport::default();
     let mut last_log = Instant::now();
@@ -137,6 +162,7 @@ pub fn replay(
                     Some(Ok(m)) => {
                         progressed = true;
                         at_end.insert(m.partition(), false);
+                        next.insert(m.partition(), m.offset() + 1);
                         match RetryRecord::decode(m.payload().unwrap_or_default()) {
                             Ok(r) => pending
                                 .entry(m.partition())
@@ -231,9 +257,12 @@ pub fn replay(
             && last_log.elapsed() >= every
         {
             let caught_up = at_end.values().filter(|e| **e).count();
+            let backlog = held as u64 + unread(&consumer, &opts.topic, &next);
+            progress.backlog.store(backlog, Relaxed);
             tracing::info!(
                 applied = report.applied,
                 pending = held,
+                backlog,
                 partitions_caught_up = caught_up,
                 partitions = at_end.len(),
                 "replay progress"
