@@ -258,6 +258,8 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
         None
     };
     let done = Arc::new(AtomicBool::new(false));
+    // Whatever way this function returns, the helper threads stop.
+    let _stop_helpers = StopOnDrop(Arc::clone(&done));
     let follower = if has_store {
         Some(follow_switches(cfg, &runtime, &switches, &done)?)
     } else {
@@ -453,6 +455,15 @@ fn report_progress(metrics: &Metrics, every: Duration, done: &AtomicBool) {
     }
 }
 
+/// Sets its flag when dropped, so helper threads stop on every return path.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// `footprint admin`: the admin API without a pipeline (switches, health).
 pub fn serve_admin_alone(cfg: &Config, control: &Arc<RunControl>) -> Result<()> {
     let spec = cfg.spec()?;
@@ -462,6 +473,7 @@ pub fn serve_admin_alone(cfg: &Config, control: &Arc<RunControl>) -> Result<()> 
         .build()?;
     let stop = Arc::new(AtomicBool::new(false));
     let follower = follow_switches(cfg, &runtime, &switches, &stop)?;
+    let _stop_follower = StopOnDrop(Arc::clone(&stop));
     let state = AdminState {
         switches,
         metrics: Arc::new(Metrics::new(

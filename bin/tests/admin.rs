@@ -102,7 +102,7 @@ async fn requires_the_bearer_token_when_one_is_set() {
     assert_eq!(
         warp::test::request()
             .path("/health")
-            .header("authorization", "Bearer s3cret")
+            .header("authorization", "bearer s3cret")
             .reply(&api)
             .await
             .status(),

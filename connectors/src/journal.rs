@@ -14,6 +14,9 @@ use footprint_dataflows::hash::Fnv;
 
 const MAGIC: u8 = 0xF7;
 
+/// One journaled record: Kafka key and value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// The journal file.
 #[derive(Debug)]
 pub struct Journal {
@@ -21,6 +24,45 @@ pub struct Journal {
     file: File,
     records: usize,
     valid_len: u64,
+}
+
+fn frame(buf: &mut Vec<u8>, k: &[u8], v: &[u8]) -> io::Result<()> {
+    let kl = u32::try_from(k.len()).map_err(|_| io::Error::other("key too large"))?;
+    let vl = u32::try_from(v.len()).map_err(|_| io::Error::other("value too large"))?;
+    buf.push(MAGIC);
+    buf.extend_from_slice(&kl.to_le_bytes());
+    buf.extend_from_slice(&vl.to_le_bytes());
+    buf.extend_from_slice(k);
+    buf.extend_from_slice(v);
+    buf.extend_from_slice(&checksum(k, v).to_le_bytes());
+    Ok(())
+}
+
+/// The complete records of `data`, and how many bytes they take.
+fn parse(data: &[u8]) -> (Vec<Record>, usize) {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while let Some(header) = data.get(pos..pos + 9) {
+        if header[0] != MAGIC {
+            break;
+        }
+        let kl = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let vl = u32::from_le_bytes([header[5], header[6], header[7], header[8]]) as usize;
+        let start = pos + 9;
+        let Some(body) = data.get(start..start + kl + vl + 8) else {
+            break;
+        };
+        let (k, rest) = body.split_at(kl);
+        let (v, sum) = rest.split_at(vl);
+        let mut s = [0u8; 8];
+        s.copy_from_slice(sum);
+        if u64::from_le_bytes(s) != checksum(k, v) {
+            break;
+        }
+        out.push((k.to_vec(), v.to_vec()));
+        pos = start + kl + vl + 8;
+    }
+    (out, pos)
 }
 
 fn checksum(key: &[u8], value: &[u8]) -> u64 {
@@ -33,12 +75,7 @@ impl Journal {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(path)?;
+        let file = Self::open_file(path)?;
         let mut j = Journal {
             path: path.to_owned(),
             file,
@@ -48,6 +85,34 @@ impl Journal {
         let records = j.read_all()?;
         j.records = records.len();
         Ok(j)
+    }
+
+    /// Reads the complete records of the journal at `path` without taking it
+    /// over (for inspection while a process owns it).
+    pub fn peek(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let data = match std::fs::read(path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(parse(&data).0)
+    }
+
+    fn open_file(path: &Path) -> io::Result<File> {
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(path)?;
+        // One process per journal: another one truncating it would lose records.
+        file.try_lock().map_err(|_| {
+            io::Error::other(format!(
+                "journal {} is in use by another process; give each process its own retry.journal",
+                path.display()
+            ))
+        })?;
+        Ok(file)
     }
 
     /// Where the journal lives.
@@ -72,14 +137,7 @@ impl Journal {
         self.file.seek(SeekFrom::End(0))?;
         let mut buf = Vec::new();
         for (k, v) in records {
-            let kl = u32::try_from(k.len()).map_err(|_| io::Error::other("key too large"))?;
-            let vl = u32::try_from(v.len()).map_err(|_| io::Error::other("value too large"))?;
-            buf.push(MAGIC);
-            buf.extend_from_slice(&kl.to_le_bytes());
-            buf.extend_from_slice(&vl.to_le_bytes());
-            buf.extend_from_slice(k);
-            buf.extend_from_slice(v);
-            buf.extend_from_slice(&checksum(k, v).to_le_bytes());
+            frame(&mut buf, k, v)?;
         }
         self.file.write_all(&buf)?;
         self.file.sync_data()?;
@@ -93,30 +151,36 @@ impl Journal {
         self.file.seek(SeekFrom::Start(0))?;
         let mut data = Vec::new();
         self.file.read_to_end(&mut data)?;
-        let mut out = Vec::new();
-        let mut pos = 0usize;
-        while let Some(header) = data.get(pos..pos + 9) {
-            if header[0] != MAGIC {
-                break;
-            }
-            let kl = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
-            let vl = u32::from_le_bytes([header[5], header[6], header[7], header[8]]) as usize;
-            let start = pos + 9;
-            let Some(body) = data.get(start..start + kl + vl + 8) else {
-                break;
-            };
-            let (k, rest) = body.split_at(kl);
-            let (v, sum) = rest.split_at(vl);
-            let mut s = [0u8; 8];
-            s.copy_from_slice(sum);
-            if u64::from_le_bytes(s) != checksum(k, v) {
-                break;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-            pos = start + kl + vl + 8;
-        }
-        self.valid_len = pos as u64;
+        let (out, valid) = parse(&data);
+        self.valid_len = valid as u64;
         Ok(out)
+    }
+
+    /// Replaces the journal's content with `records`, atomically: a crash
+    /// leaves either the old content or the new one.
+    pub fn rewrite(&mut self, records: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+        let tmp = self.path.with_extension("rewrite");
+        {
+            let mut t = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&tmp)?;
+            let mut buf = Vec::new();
+            for (k, v) in records {
+                frame(&mut buf, k, v)?;
+            }
+            t.write_all(&buf)?;
+            t.sync_data()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = Self::open_file(&self.path)?;
+        let n = self.read_all()?.len();
+        self.records = n;
+        Ok(())
     }
 
     /// Empties the journal (after its records were resent), durably.
@@ -158,6 +222,16 @@ mod tests {
             vec![b"k1".to_vec(), b"k2".to_vec(), b"k3".to_vec()]
         );
         j.clear().expect("clear");
-        assert!(Journal::open(&path).expect("open").is_empty());
+        let err = Journal::open(&path).expect_err("a second owner is refused");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
+        assert_eq!(Journal::peek(&path).expect("peek").len(), 0);
+        j.rewrite(&[(b"k4".to_vec(), b"v4".to_vec())])
+            .expect("rewrite");
+        drop(j);
+        let j = Journal::open(&path).expect("open after the owner is gone");
+        assert_eq!(j.len(), 1);
     }
 }

@@ -6,7 +6,10 @@
 //! committed only past records that were applied. A record whose sink is
 //! degraded, or whose store is failing, stops its partition until that
 //! changes: the job waits (checking every `poll_interval`) and neither drops
-//! nor spins. With `once`, the job exits when every partition is caught up
+//! nor spins; the later records of that partition, whatever their sink, wait
+//! behind it. A record that can never be applied (undecodable, or refused by
+//! its store for good) goes to `<retry topic>.dlq` with the reason, and only
+//! then is it committed past. With `once`, the job exits when every partition is caught up
 //! and everything read has been applied.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -61,8 +64,75 @@ impl Default for ReplayOptions {
 pub struct ReplayReport {
     /// Records applied to their store.
     pub applied: u64,
-    /// Records that could not be decoded (logged at ERROR and skipped).
+    /// Records that could not be decoded (sent to the dead-letter topic).
     pub undecodable: u64,
+    /// Records their store refuses for good (sent to the dead-letter topic).
+    pub rejected: u64,
+}
+
+/// A record read from the retry topic, waiting its turn in its partition.
+enum Entry {
+    /// To apply to its store.
+    Apply(RetryRecord),
+    /// To forward to the dead-letter topic.
+    DeadLetter { payload: Vec<u8>, reason: String },
+}
+
+/// The retry topic's dead-letter topic: records that can never be applied.
+struct DeadLetters {
+    producer: rdkafka::producer::FutureProducer,
+    topic: String,
+}
+
+impl DeadLetters {
+    fn new(settings: &KafkaSettings, topic: &str) -> Result<Self, ConnectorError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ConnectorError::Request(e.to_string()))?;
+        runtime.block_on(crate::admin::ensure_topic(settings, topic, 1, 1))?;
+        let producer = settings
+            .client_config(&[
+                ("enable.idempotence", "true"),
+                ("message.timeout.ms", "30000"),
+            ])
+            .create()
+            .map_err(|e| ConnectorError::Config(e.to_string()))?;
+        Ok(DeadLetters {
+            producer,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// Forwards a record and waits until Kafka has it.
+    fn send(&self, payload: &[u8], reason: &str, source: &str) -> Result<(), ConnectorError> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "footprint.reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "footprint.source",
+                value: Some(source),
+            });
+        let record = rdkafka::producer::FutureRecord::<(), [u8]>::to(&self.topic)
+            .payload(payload)
+            .headers(headers);
+        let delivery = self
+            .producer
+            .send_result(record)
+            .map_err(|(e, _)| ConnectorError::Request(format!("dead-letter {source}: {e}")))?;
+        match futures::executor::block_on(delivery) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(ConnectorError::Request(format!(
+                "dead-letter {source}: {e}"
+            ))),
+            Err(_) => Err(ConnectorError::Request(format!(
+                "dead-letter {source}: delivery cancelled"
+            ))),
+        }
+    }
 }
 
 /// Progress shared with the caller (status, metrics).
@@ -128,7 +198,12 @@ pub fn replay(
         .assign(&tpl)
         .map_err(|e| ConnectorError::Request(format!("assign {}: {e}", opts.topic)))?;
 
-    let mut pending: BTreeMap<i32, VecDeque<(i64, RetryRecord)>> = BTreeMap::new();
+    let mut pending: BTreeMap<i32, VecDeque<(i64, Entry)>> = BTreeMap::new();
+    let mut one_at_a_time: BTreeMap<i32, bool> = BTreeMap::new();
+    let dead_letters = DeadLetters::new(
+        settings,
+        &format!("{}{}", opts.topic, crate::side::DLQ_SUFFIX),
+    )?;
     let mut at_end: BTreeMap<i32, bool> = partitions.iter().map(|p| (*p, false)).collect();
     let mut next: BTreeMap<i32, i64> = partitions.iter().map(|p| (*p, 0)).collect();
     let mut unhealthy: HashMap<String, (Instant, Duration)> = HashMap::new();
@@ -163,18 +238,24 @@ pub fn replay(
                         progressed = true;
                         at_end.insert(m.partition(), false);
                         next.insert(m.partition(), m.offset() + 1);
-                        match RetryRecord::decode(m.payload().unwrap_or_default()) {
-                            Ok(r) => pending
-                                .entry(m.partition())
-                                .or_default()
-                                .push_back((m.offset(), r)),
+                        let payload = m.payload().unwrap_or_default();
+                        let entry = match RetryRecord::decode(payload) {
+                            Ok(r) => Entry::Apply(r),
                             Err(e) => {
                                 report.undecodable += 1;
-                                tracing::error!(partition = m.partition(), offset = m.offset(), error = %e, "skipping an undecodable retry record");
-                                pending.entry(m.partition()).or_default();
-                                commit(&consumer, &opts.topic, m.partition(), m.offset() + 1)?;
+                                tracing::error!(partition = m.partition(), offset = m.offset(), error = %e, "an undecodable retry record goes to the dead-letter topic");
+                                Entry::DeadLetter {
+                                    payload: payload.to_vec(),
+                                    reason: e.to_string(),
+                                }
                             }
-                        }
+                        };
+                        // In offset order: it is dealt with (and committed past) only once
+                        // every record before it is.
+                        pending
+                            .entry(m.partition())
+                            .or_default()
+                            .push_back((m.offset(), entry));
                     }
                 }
             }
@@ -183,7 +264,21 @@ pub fn replay(
         let now = Instant::now();
         for (partition, queue) in pending.iter_mut() {
             let mut committed_to = None;
-            while let Some((_, front)) = queue.front() {
+            while let Some((offset, front)) = queue.front() {
+                let front = match front {
+                    Entry::DeadLetter { payload, reason } => {
+                        dead_letters.send(
+                            payload,
+                            reason,
+                            &format!("{}/{partition}/{offset}", opts.topic),
+                        )?;
+                        committed_to = Some(offset + 1);
+                        queue.pop_front();
+                        progressed = true;
+                        continue;
+                    }
+                    Entry::Apply(r) => r,
+                };
                 let sink_name = front.sink.clone();
                 let blocked = match switches.get(&sink_name) {
                     Some(Mode::Degraded) => Some("switch degraded"),
@@ -205,16 +300,20 @@ pub fn replay(
                         .insert(sink_name.clone(), true)
                         .unwrap_or(false)
                     {
-                        tracing::info!(sink = %sink_name, reason = why, "replay is waiting");
+                        tracing::info!(sink = %sink_name, reason = why, "replay is waiting; later records of this partition wait too");
                     }
                     break;
                 }
-                // A run of consecutive records for the same sink goes in one write.
+                // A run of consecutive records for the same sink goes in one write
+                // (one at a time after a rejection, to find the rejected record).
+                let single = one_at_a_time.get(partition).copied().unwrap_or(false);
                 let run: Vec<Output> = queue
                     .iter()
-                    .take_while(|(_, r)| r.sink == sink_name)
-                    .take(500)
-                    .map(|(_, r)| r.row.clone())
+                    .map_while(|(_, e)| match e {
+                        Entry::Apply(r) if r.sink == sink_name => Some(r.row.clone()),
+                        _ => None,
+                    })
+                    .take(if single { 1 } else { 500 })
                     .collect();
                 let n = run.len();
                 let Some(sink) = sinks.get_mut(&sink_name) else {
@@ -224,6 +323,7 @@ pub fn replay(
                     Ok(()) => {
                         unhealthy.remove(&sink_name);
                         waiting_logged.remove(&sink_name);
+                        one_at_a_time.remove(partition);
                         let mut last = 0;
                         for _ in 0..n {
                             if let Some((off, _)) = queue.pop_front() {
@@ -234,6 +334,25 @@ pub fn replay(
                         progressed = true;
                         progress.applied.fetch_add(n as u64, Relaxed);
                         committed_to = Some(last + 1);
+                    }
+                    Err(e) if !e.is_retryable() && n > 1 => {
+                        // Find the record the store refuses: retry this run one by one.
+                        one_at_a_time.insert(*partition, true);
+                    }
+                    Err(e) if !e.is_retryable() => {
+                        // The store will never take this record: keep it, in the dead-letter topic.
+                        report.rejected += 1;
+                        let record = front.encode().1;
+                        tracing::error!(sink = %sink_name, identity = %front.identity, error = %e, "the store rejects a retry record; it goes to the dead-letter topic");
+                        dead_letters.send(
+                            &record,
+                            &e.to_string(),
+                            &format!("{}/{partition}/{offset}", opts.topic),
+                        )?;
+                        committed_to = Some(offset + 1);
+                        queue.pop_front();
+                        one_at_a_time.remove(partition);
+                        progressed = true;
                     }
                     Err(e) => {
                         let back = unhealthy

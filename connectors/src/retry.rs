@@ -101,6 +101,7 @@ pub struct RetryTopic {
     producer: FutureProducer,
     topic: String,
     journal: Mutex<Journal>,
+    journal_records: std::sync::atomic::AtomicUsize,
     ack_timeout: Duration,
 }
 
@@ -125,10 +126,12 @@ impl RetryTopic {
         let journal = Journal::open(journal_path).map_err(|e| {
             ConnectorError::Config(format!("journal {}: {e}", journal_path.display()))
         })?;
+        let journal_records = std::sync::atomic::AtomicUsize::new(journal.len());
         Ok(RetryTopic {
             producer,
             topic: topic.to_owned(),
             journal: Mutex::new(journal),
+            journal_records,
             ack_timeout,
         })
     }
@@ -173,38 +176,58 @@ impl RetryTopic {
         failed
     }
 
-    /// Resends what the journal holds; empties it when Kafka took everything.
-    /// Returns how many records were resent.
+    /// Resends what the journal holds and keeps only what Kafka still did
+    /// not take. The journal is not locked while records are produced, so
+    /// diversions go on meanwhile. Returns how many records Kafka took.
     pub fn resend_journal(&self) -> Result<usize, ConnectorError> {
-        let mut journal = self
-            .journal
-            .lock()
-            .map_err(|_| ConnectorError::Request("journal lock poisoned".into()))?;
-        let records = journal
+        let lock = || {
+            self.journal
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let snapshot = lock()
             .read_all()
             .map_err(|e| ConnectorError::Request(format!("read journal: {e}")))?;
-        if records.is_empty() {
+        if snapshot.is_empty() {
             return Ok(0);
         }
-        let n = records.len();
-        let failed = self.produce(records);
-        if failed.is_empty() {
-            journal
-                .clear()
-                .map_err(|e| ConnectorError::Request(format!("clear journal: {e}")))?;
-            tracing::info!(records = n, "resent the journal to the retry topic");
-            Ok(n)
+        let n = snapshot.len();
+        let failed = self.produce(snapshot);
+        let taken = n - failed.len();
+        let mut journal = lock();
+        // Records appended while we produced follow the snapshot's.
+        let now = journal
+            .read_all()
+            .map_err(|e| ConnectorError::Request(format!("read journal: {e}")))?;
+        let mut keep = failed;
+        keep.extend(now.into_iter().skip(n));
+        let result = if keep.is_empty() {
+            journal.clear()
         } else {
-            Err(ConnectorError::Request(format!(
-                "{} of {n} journal records still not accepted by the retry topic",
-                failed.len()
-            )))
+            journal.rewrite(&keep)
+        };
+        result.map_err(|e| ConnectorError::Request(format!("rewrite journal: {e}")))?;
+        self.journal_records
+            .store(journal.len(), std::sync::atomic::Ordering::SeqCst);
+        if taken > 0 {
+            tracing::info!(
+                records = taken,
+                "resent journaled records to the retry topic"
+            );
         }
+        if taken < n {
+            return Err(ConnectorError::Request(format!(
+                "{} of {n} journal records still not accepted by the retry topic",
+                n - taken
+            )));
+        }
+        Ok(taken)
     }
 
     /// Records waiting in the journal.
     pub fn journal_len(&self) -> usize {
-        self.journal.lock().map_or(0, |j| j.len())
+        self.journal_records
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -219,16 +242,18 @@ impl Divert for RetryTopic {
             return Ok(());
         }
         let n = failed.len();
-        let mut journal = self.journal.lock().map_err(|_| SinkError::Unavailable {
-            sink: why.sink.into(),
-            detail: "journal lock poisoned".into(),
-        })?;
+        let mut journal = self
+            .journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         journal
             .append(&failed)
             .map_err(|e| SinkError::Unavailable {
                 sink: why.sink.into(),
                 detail: format!("retry topic and journal both failed: {e}"),
             })?;
+        self.journal_records
+            .store(journal.len(), std::sync::atomic::Ordering::SeqCst);
         tracing::warn!(
             sink = why.sink,
             records = n,

@@ -35,9 +35,7 @@ fn worker(config: &Path, log: &Path, args: &[&str]) -> Child {
 }
 
 fn journaled(path: &Path) -> Vec<RetryRecord> {
-    Journal::open(path)
-        .expect("journal")
-        .read_all()
+    Journal::peek(path)
         .expect("read journal")
         .iter()
         .map(|(_, v)| RetryRecord::decode(v).expect("decode"))

@@ -135,7 +135,9 @@ impl RedisSinkFactory {
             .map_err(|e| classify(&self.url, e))?;
         let mut rows = Vec::with_capacity(keys.len());
         for k in keys {
-            let tag = &k[self.prefix.len() + 4..];
+            let Some(tag) = k.strip_prefix(&format!("{}:rv:", self.prefix)) else {
+                continue;
+            };
             let list_key = format!("{}:r:{tag}", self.prefix);
             let version: u64 = redis::cmd("GET")
                 .arg(&k)
@@ -147,8 +149,11 @@ impl RedisSinkFactory {
                 .arg(-1)
                 .query(&mut conn)
                 .map_err(|e| classify(&self.url, e))?;
-            let parts =
-                GroupKey::from_encoded(tag.trim_start_matches('{').trim_end_matches('}')).parts();
+            let inner = tag
+                .strip_prefix('{')
+                .and_then(|t| t.strip_suffix('}'))
+                .unwrap_or(tag);
+            let parts = GroupKey::from_encoded(inner).parts();
             let (Some(app_id), Some(user_id)) = (parts.first(), parts.get(1)) else {
                 continue;
             };
