@@ -80,6 +80,21 @@ async fn lists_and_flips_switches() {
 }
 
 #[tokio::test]
+async fn accepts_the_body_curl_sends_with_a_form_content_type() {
+    let s = state(None);
+    let api = routes(s.clone());
+    let res = warp::test::request()
+        .method("PUT")
+        .path("/switches/mysql")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"mode":"degraded"}"#)
+        .reply(&api)
+        .await;
+    assert_eq!(res.status(), 200, "{:?}", res.body());
+    assert_eq!(s.switches.get("mysql"), Some(Mode::Degraded));
+}
+
+#[tokio::test]
 async fn requires_the_bearer_token_when_one_is_set() {
     let api = routes(state(Some("s3cret")));
     assert_eq!(

@@ -73,7 +73,7 @@ pub fn routes(
     let put_switch = warp::path!("switches" / String)
         .and(warp::put())
         .and(warp::body::content_length_limit(4 * 1024))
-        .and(warp::body::json())
+        .and(warp::body::bytes())
         .and(with_state(state.clone()))
         .and_then(handlers::put_switch);
     let status = warp::path!("status")

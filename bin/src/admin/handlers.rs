@@ -57,9 +57,19 @@ pub fn switches(state: AdminState) -> reply::Response {
 /// every process sees it and it survives restarts), then applies it here.
 pub async fn put_switch(
     sink: String,
-    body: ModeBody,
+    body: bytes::Bytes,
     state: AdminState,
 ) -> Result<reply::Response, Infallible> {
+    // Any content type: `curl -d '{"mode":"degraded"}'` sends a form type.
+    let body: ModeBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                format!("bad body: {e}; expected {{\"mode\": \"auto\" | \"degraded\"}}"),
+            ));
+        }
+    };
     let mode = match body.mode.parse::<Mode>() {
         Ok(m) => m,
         Err(e) => return Ok(error(StatusCode::BAD_REQUEST, e.to_string())),
