@@ -98,15 +98,7 @@ impl ControlPublisher {
 }
 
 fn follower(settings: &KafkaSettings, topic: &str) -> Result<BaseConsumer, ConnectorError> {
-    let mut config = settings.client_config(&[
-        ("group.id", "footprint-control"),
-        ("enable.auto.commit", "false"),
-        ("fetch.wait.max.ms", "50"),
-    ]);
-    config.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(|e| ConnectorError::Config(e.to_string()))?;
+    let consumer = settings.consumer("footprint-control", &[("fetch.wait.max.ms", "50")])?;
     let parts = admin::partitions(settings, topic)?
         .ok_or_else(|| ConnectorError::MissingTopic(topic.to_owned()))?;
     let mut tpl = TopicPartitionList::new();

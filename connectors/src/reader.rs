@@ -55,17 +55,7 @@ impl KafkaReader {
         ranges: Vec<PartitionRange>,
         side: SideOutputs,
     ) -> Result<Self, ConnectorError> {
-        let mut config = settings.client_config(&[
-            ("group.id", group_id),
-            ("enable.auto.commit", "false"),
-            ("auto.offset.reset", "earliest"),
-        ]);
-        // The source needs end-of-partition events, whatever the user's properties say.
-        config.set("enable.partition.eof", "true");
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|e| ConnectorError::Config(e.to_string()))?;
-        let consumer = Arc::new(consumer);
+        let consumer = Arc::new(settings.consumer(group_id, &[("auto.offset.reset", "earliest")])?);
         let mut tpl = TopicPartitionList::new();
         for r in &ranges {
             tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from))

@@ -180,15 +180,7 @@ pub fn replay(
     use std::sync::atomic::Ordering::Relaxed;
     let partitions = admin::partitions(settings, &opts.topic)?
         .ok_or_else(|| ConnectorError::MissingTopic(opts.topic.clone()))?;
-    let mut config = settings.client_config(&[
-        ("group.id", &opts.group_id),
-        ("enable.auto.commit", "false"),
-        ("auto.offset.reset", "earliest"),
-    ]);
-    config.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(|e| ConnectorError::Config(e.to_string()))?;
+    let consumer = settings.consumer(&opts.group_id, &[("auto.offset.reset", "earliest")])?;
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
         tpl.add_partition_offset(&opts.topic, *p, Offset::Stored)

@@ -15,6 +15,7 @@
 
 use footprint_dataflows::Output;
 
+mod decimal;
 pub mod file;
 pub mod memory;
 pub mod mysql;
@@ -81,45 +82,4 @@ pub trait SinkFactory: Send + Sync {
     fn name(&self) -> &str;
     /// A sink for worker `worker` of `peers`.
     fn build(&self, worker: usize, peers: usize) -> Result<Box<dyn Sink>, SinkError>;
-}
-
-/// Formats micro-units (millionths) as an exact decimal with six fractional digits.
-pub fn decimal_micros(micros: i128) -> String {
-    let sign = if micros < 0 { "-" } else { "" };
-    let abs = micros.unsigned_abs();
-    format!("{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000)
-}
-
-/// Parses a decimal with up to six fractional digits into micro-units.
-pub fn parse_decimal_micros(text: &str) -> Option<i128> {
-    let (neg, body) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    if frac.len() > 6
-        || int.is_empty()
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let micros =
-        int.parse::<i128>().ok()? * 1_000_000 + format!("{frac:0<6}").parse::<i128>().ok()?;
-    Some(if neg { -micros } else { micros })
-}
-
-#[cfg(test)]
-mod decimal_tests {
-    use super::*;
-
-    #[test]
-    fn micro_units_round_trip_through_decimal_text() {
-        for m in [0i128, 1, 300_000, -300_000, 12_345_678_901_234, -1] {
-            assert_eq!(parse_decimal_micros(&decimal_micros(m)), Some(m), "{m}");
-        }
-        assert_eq!(decimal_micros(-1), "-0.000001");
-        assert_eq!(parse_decimal_micros("12.5"), Some(12_500_000));
-        assert_eq!(parse_decimal_micros("1.2345678"), None);
-    }
 }

@@ -21,7 +21,7 @@ use footprint_dataflows::control::RunControl;
 use footprint_dataflows::metrics::Metrics;
 use footprint_sinks::SinkFactory;
 use footprint_sinks::memory::MemorySinkFactory;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -127,13 +127,7 @@ pub fn read_all(topic: &str) -> Result<Vec<Read>> {
     let settings = kafka();
     let parts = admin::partitions(&settings, topic)?
         .with_context(|| format!("topic {topic} does not exist"))?;
-    let consumer: BaseConsumer = settings
-        .client_config(&[
-            ("group.id", "footprint-tests"),
-            ("enable.partition.eof", "true"),
-            ("enable.auto.commit", "false"),
-        ])
-        .create()?;
+    let consumer = settings.consumer("footprint-tests", &[])?;
     let mut tpl = TopicPartitionList::new();
     for p in &parts {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)?;

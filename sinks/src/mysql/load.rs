@@ -9,8 +9,8 @@ use footprint_dataflows::{MeasureValue, RecentEntry, RecentRow, WindowRow, key::
 use mysql::prelude::{FromValue, Queryable};
 use mysql::{Row, Value};
 
-use super::decimal;
 use super::schema::{AggregateTable, MeasureKind, Schema, quote};
+use crate::decimal;
 
 /// Why reading back failed: a server error, or a stored value that does
 /// not convert.

@@ -47,7 +47,6 @@
 //! [`SinkError::Unavailable`] (retryable); other server errors, such as a
 //! value out of range, reject the whole batch, and nothing of it is written.
 
-mod decimal;
 mod load;
 mod schema;
 mod upsert;

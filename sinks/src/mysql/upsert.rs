@@ -10,10 +10,10 @@
 use footprint_dataflows::{MeasureValue, Output, RecentRow, WindowRow, key::GroupKey};
 use mysql::Value;
 
-use super::decimal;
 use super::schema::{
     AggregateTable, MAX_GROUP_KEY, MAX_RECENT_ID, MeasureKind, Schema, recent_upsert_sql,
 };
+use crate::decimal;
 
 /// Most rows in one `INSERT` statement.
 pub(crate) const MAX_ROWS: usize = 500;

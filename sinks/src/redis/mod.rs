@@ -303,7 +303,7 @@ pub fn window_key(prefix: &str, w: &WindowRow) -> String {
 fn measure_text(v: MeasureValue) -> String {
     match v {
         MeasureValue::Count(n) | MeasureValue::Distinct(n) => n.to_string(),
-        MeasureValue::Sum(micros) => crate::decimal_micros(micros),
+        MeasureValue::Sum(micros) => crate::decimal::from_micros(micros),
     }
 }
 
@@ -321,7 +321,7 @@ fn parse_window(spec: &PipelineSpec, fields: &[(String, String)]) -> Option<Wind
             let value = match m {
                 Measure::Count => MeasureValue::Count(text.parse().ok()?),
                 Measure::Distinct(_) => MeasureValue::Distinct(text.parse().ok()?),
-                Measure::SumValue => MeasureValue::Sum(crate::parse_decimal_micros(text)?),
+                Measure::SumValue => MeasureValue::Sum(crate::decimal::to_micros(text)?),
             };
             Some((name, value))
         })

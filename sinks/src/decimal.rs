@@ -1,5 +1,6 @@
-//! Exact conversion between sums in micro-units (`i128`) and the decimal
-//! text MySQL reads into and returns from `DECIMAL(38,6)`. No floating point
+//! Exact conversion between sums in micro-units (`i128`) and decimal text:
+//! what MySQL reads into and returns from `DECIMAL(38,6)`, and what Redis
+//! stores in a sum field. No floating point
 //! is involved in either direction.
 
 /// `micros` as a decimal with six fractional digits: `300000` → `0.300000`,
