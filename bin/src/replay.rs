@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use footprint_connectors::replay::{ReplayOptions, ReplayProgress, ReplayReport, replay};
+use footprint_connectors::replay::{ReplayOptions, ReplayReport, replay};
 use footprint_dataflows::control::RunControl;
 use footprint_sinks::Sink;
 use footprint_sinks::util::switch::Switches;
@@ -54,14 +54,9 @@ pub fn run_replay(
         ..ReplayOptions::default()
     };
     let c = Arc::clone(control);
-    let result = replay(
-        &cfg.retry_kafka(),
-        &opts,
-        sinks,
-        switches,
-        Arc::new(ReplayProgress::default()),
-        &move || c.stop_requested(),
-    );
+    let result = replay(&cfg.retry_kafka(), &opts, sinks, switches, &move || {
+        c.stop_requested()
+    });
     if let Some(stop) = stop {
         stop.store(true, Ordering::SeqCst);
     }

@@ -12,7 +12,6 @@ use footprint_dataflows::{MeasureValue, Output, WindowRow};
 #[derive(Default)]
 pub struct LiveTable {
     rows: HashMap<WindowId, WindowRow>,
-    users: u64,
 }
 
 impl LiveTable {
@@ -30,7 +29,7 @@ impl LiveTable {
                         self.rows.insert(id, w);
                     }
                 }
-                Output::Recent(_) => self.users += 1,
+                Output::Recent(_) => {}
             }
         }
         // Keep the view small: only the two newest windows of each aggregate.

@@ -115,11 +115,6 @@ impl Journal {
         Ok(file)
     }
 
-    /// Where the journal lives.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Records in the journal.
     pub fn len(&self) -> usize {
         self.records

@@ -94,11 +94,6 @@ impl KafkaReader {
             side,
         })
     }
-
-    /// The next offset to read, per partition.
-    pub fn positions(&self) -> &[i64] {
-        &self.positions
-    }
 }
 
 impl PartitionReader for KafkaReader {

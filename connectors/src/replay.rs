@@ -135,18 +135,6 @@ impl DeadLetters {
     }
 }
 
-/// Progress shared with the caller (status, metrics).
-#[derive(Debug, Default)]
-pub struct ReplayProgress {
-    /// Records applied so far.
-    pub applied: std::sync::atomic::AtomicU64,
-    /// Records read but not yet applied.
-    pub pending: std::sync::atomic::AtomicU64,
-    /// Records not yet applied: read and waiting, plus not yet read (by the
-    /// brokers' reported end offsets, as of the last progress report).
-    pub backlog: std::sync::atomic::AtomicU64,
-}
-
 /// Records of `topic` not yet read by `consumer`, by the brokers' end offsets.
 fn unread(consumer: &BaseConsumer, topic: &str, next: &BTreeMap<i32, i64>) -> u64 {
     let positions = consumer.position().ok();
@@ -174,10 +162,8 @@ pub fn replay(
     opts: &ReplayOptions,
     mut sinks: HashMap<String, Box<dyn Sink>>,
     switches: Arc<Switches>,
-    progress: Arc<ReplayProgress>,
     stop: &dyn Fn() -> bool,
 ) -> Result<ReplayReport, ConnectorError> {
-    use std::sync::atomic::Ordering::Relaxed;
     let partitions = admin::partitions(settings, &opts.topic)?
         .ok_or_else(|| ConnectorError::MissingTopic(opts.topic.clone()))?;
     let consumer = settings.consumer(&opts.group_id, &[("auto.offset.reset", "earliest")])?;
@@ -324,7 +310,6 @@ pub fn replay(
                         }
                         report.applied += n as u64;
                         progressed = true;
-                        progress.applied.fetch_add(n as u64, Relaxed);
                         committed_to = Some(last + 1);
                     }
                     Err(e) if !e.is_retryable() && n > 1 => {
@@ -363,13 +348,11 @@ pub fn replay(
             }
         }
         let held: usize = pending.values().map(VecDeque::len).sum();
-        progress.pending.store(held as u64, Relaxed);
         if let Some(every) = opts.progress
             && last_log.elapsed() >= every
         {
             let caught_up = at_end.values().filter(|e| **e).count();
             let backlog = held as u64 + unread(&consumer, &opts.topic, &next);
-            progress.backlog.store(backlog, Relaxed);
             tracing::info!(
                 applied = report.applied,
                 pending = held,

@@ -148,11 +148,6 @@ impl Generator {
         }
     }
 
-    /// The settings.
-    pub fn config(&self) -> &GenConfig {
-        &self.cfg
-    }
-
     /// The next message, with its event time following the generator's own
     /// event-time clock (`start_ts` plus `events_per_sec`).
     pub fn next_event(&mut self) -> GenEvent {

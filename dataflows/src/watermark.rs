@@ -206,11 +206,6 @@ impl WatermarkTracker {
         self.last = self.last.max(floor);
         self.last
     }
-
-    /// The last value returned by [`advance`](Self::advance).
-    pub fn current(&self) -> Time {
-        self.last
-    }
 }
 
 fn partition_watermark(max_ts: Option<i64>, max_out_of_order: u64) -> Time {

@@ -57,11 +57,6 @@ impl WindowSpec {
         self.every
     }
 
-    /// Whether this is a tumbling window.
-    pub fn is_tumbling(&self) -> bool {
-        self.size == self.every
-    }
-
     /// How many windows contain each event.
     pub fn windows_per_event(&self) -> u64 {
         self.size / self.every

@@ -2,12 +2,12 @@
 //!
 //! Rows stay on the worker that produced them (each identity belongs to one
 //! worker), are grouped by sink according to [`Routing`], and written in one
-//! batch per sink per activation. A retryable failure is retried with
-//! backoff a bounded number of times; a write that still fails is counted and
-//! logged at ERROR, since its data is then at risk.
+//! batch per sink per activation. Each batch is written once: store sinks
+//! run behind [`GuardedSink`](crate::util::guard::GuardedSink), which owns
+//! retries and diversion. A write that still fails is counted and logged at
+//! ERROR, since its data is then at risk.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use footprint_dataflows::metrics::Metrics;
 use footprint_dataflows::{Output, Time};
@@ -15,7 +15,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 
-use crate::{Sink, SinkError};
+use crate::Sink;
 
 /// Which sinks receive which rows: indices into the worker's sink list.
 #[derive(Debug, Clone, Default)]
@@ -25,9 +25,6 @@ pub struct Routing {
     /// The sinks of recent-activity rows.
     pub recent: Vec<usize>,
 }
-
-/// How many times a retryable write is attempted.
-const ATTEMPTS: u32 = 5;
 
 /// Extension trait: write a stream of rows to sinks.
 pub trait WriteTo {
@@ -60,7 +57,7 @@ impl WriteTo for StreamVec<'_, Time, Output> {
                 }
                 flushed = false;
                 let n = batch.len() as u64;
-                match write_with_retries(sink.as_mut(), batch) {
+                match sink.write(batch) {
                     Ok(()) if sink.counts_itself() => {}
                     Ok(()) => Metrics::add_sink(&metrics.sink_writes, sink.name(), n),
                     Err(e) => {
@@ -81,22 +78,5 @@ impl WriteTo for StreamVec<'_, Time, Output> {
                 flushed = true;
             }
         });
-    }
-}
-
-fn write_with_retries(sink: &mut dyn Sink, rows: &[Output]) -> Result<(), SinkError> {
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 1;
-    loop {
-        match sink.write(rows) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
-                tracing::warn!(sink = sink.name(), attempt, error = %e, "sink write failed; retrying");
-                std::thread::sleep(delay);
-                delay *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
     }
 }

@@ -115,7 +115,7 @@ fn replay_dead_letters_what_it_cannot_apply_without_skipping_anything() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use footprint_connectors::producer::EventProducer;
-    use footprint_connectors::replay::{ReplayOptions, ReplayProgress, replay};
+    use footprint_connectors::replay::{ReplayOptions, replay};
     use footprint_dataflows::{AggregateSpec, Field, Measure, PipelineSpec, WindowSpec};
     use footprint_sinks::mysql::MySqlSinkFactory;
     use footprint_sinks::util::switch::{Mode, Switches};
@@ -197,28 +197,16 @@ fn replay_dead_letters_what_it_cannot_apply_without_skipping_anything() {
         std::thread::sleep(Duration::from_secs(2));
         s2.store(true, Ordering::SeqCst);
     });
-    let first = replay(
-        &kafka(),
-        &opts,
-        sinks(),
-        Arc::clone(&switches),
-        Arc::new(ReplayProgress::default()),
-        &|| stop.load(Ordering::SeqCst),
-    )
+    let first = replay(&kafka(), &opts, sinks(), Arc::clone(&switches), &|| {
+        stop.load(Ordering::SeqCst)
+    })
     .expect("replay");
     assert_eq!(first.applied, 0);
 
     // 2. Back in auto: every record is dealt with, none skipped.
     switches.set("mysql", Mode::Auto);
-    let second = replay(
-        &kafka(),
-        &opts,
-        sinks(),
-        Arc::clone(&switches),
-        Arc::new(ReplayProgress::default()),
-        &|| false,
-    )
-    .expect("replay");
+    let second =
+        replay(&kafka(), &opts, sinks(), Arc::clone(&switches), &|| false).expect("replay");
     assert_eq!(
         second.applied, 2,
         "records a and b, on both sides of the bad ones"
@@ -240,15 +228,7 @@ fn replay_dead_letters_what_it_cannot_apply_without_skipping_anything() {
     );
 
     // 3. Everything was committed: a third run has nothing to do.
-    let third = replay(
-        &kafka(),
-        &opts,
-        sinks(),
-        switches,
-        Arc::new(ReplayProgress::default()),
-        &|| false,
-    )
-    .expect("replay");
+    let third = replay(&kafka(), &opts, sinks(), switches, &|| false).expect("replay");
     assert_eq!(
         (third.applied, third.undecodable, third.rejected),
         (0, 0, 0)
