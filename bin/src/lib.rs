@@ -1,5 +1,5 @@
 //! The `footprint` program: configuration, and the commands that wire the
-//! dataflow, connectors and sinks together (`worker`, `replay`, `gen`, `demo`).
+//! dataflow, connectors and sinks together (`worker`, `replay`, `admin`, `gen`, `demo`, `check-config`).
 //!
 //! This is the only crate that knows about all the others.
 

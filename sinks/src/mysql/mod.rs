@@ -1,5 +1,5 @@
-//! The MySQL sink: the durable copy of the results (DESIGN §3), on MySQL 8 or
-//! MariaDB 10.11.
+//! The MySQL sink: the durable copy of the results (DESIGN §3). Tested on
+//! MariaDB 10.11; written for MySQL 8 too, where it has not been tested.
 //!
 //! This module owns the tables it writes: the first time it reaches the
 //! server (at start-up, or at the first write when MySQL was down then) it
