@@ -4,14 +4,19 @@
 //! The binary adds the sinks after this; tests and the engine benchmark
 //! capture the rows directly.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::Time;
 use crate::aggregate::AggregateWindows;
+use crate::checkpoint::{Checkpoint, OffsetLedger};
 use crate::control::RunControl;
 use crate::metrics::Metrics;
 use crate::recent::RecentActivity;
@@ -29,9 +34,37 @@ pub fn build<'s, R: PartitionReader>(
     control: Arc<RunControl>,
     metrics: Arc<Metrics>,
 ) -> StreamVec<'s, Time, Output> {
+    build_with_checkpoints(scope, reader, spec, settings, control, metrics).0
+}
+
+/// Builds the pipeline for one worker, and the [`Checkpoints`] that commit
+/// its source offsets once the rows derived from them are written. Attach
+/// [`Checkpoints::probe`] after the operator that writes the rows.
+pub fn build_with_checkpoints<'s, R: PartitionReader>(
+    scope: Scope<'s, Time>,
+    reader: R,
+    spec: Arc<PipelineSpec>,
+    settings: SourceSettings,
+    control: Arc<RunControl>,
+    metrics: Arc<Metrics>,
+) -> (StreamVec<'s, Time, Output>, Checkpoints<R>) {
+    let reader = Rc::new(RefCell::new(reader));
+    let ledger = Rc::new(RefCell::new(OffsetLedger::new(
+        reader.borrow().partitions(),
+    )));
+    let checkpoints = Checkpoints {
+        reader: Rc::clone(&reader),
+        ledger: Rc::clone(&ledger),
+        probe: ProbeHandle::new(),
+        control: Arc::clone(&control),
+        written: vec![0],
+        frozen: false,
+        last: None,
+    };
     let records = partition_source(
         scope,
         reader,
+        ledger,
         Arc::clone(&spec),
         settings,
         Arc::clone(&control),
@@ -64,11 +97,72 @@ pub fn build<'s, R: PartitionReader>(
         ),
         _ => None,
     };
-    match (windows, recent) {
+    let rows = match (windows, recent) {
         (Some(w), Some(r)) => w.concat(r),
         (Some(w), None) => w,
         (None, Some(r)) => r,
         (None, None) => timely::dataflow::operators::generic::operator::empty(scope),
+    };
+    (rows, checkpoints)
+}
+
+/// Commits one worker's source offsets once every row derived from the
+/// messages before them has been written (DESIGN §5).
+///
+/// The probe must sit after the operator that writes rows to the sinks: its
+/// frontier passing a time means every row at that time was handed to a sink
+/// and the sink returned (written, or diverted to the retry topic or journal).
+///
+/// A stop request makes capabilities drop, which moves the frontier without
+/// anything being written, so from the moment a stop is seen only the last
+/// frontier read *before* it counts.
+pub struct Checkpoints<R> {
+    reader: Rc<RefCell<R>>,
+    ledger: Rc<RefCell<OffsetLedger>>,
+    probe: ProbeHandle<Time>,
+    control: Arc<RunControl>,
+    /// The last frontier known to mean "written" (empty: everything).
+    written: Vec<Time>,
+    frozen: bool,
+    last: Option<Instant>,
+}
+
+impl<R: PartitionReader> Checkpoints<R> {
+    /// The probe to attach after the sinks.
+    pub fn probe(&self) -> &ProbeHandle<Time> {
+        &self.probe
+    }
+
+    /// Commits what is done, when `every` has passed since the last commit
+    /// (always when `every` is zero). Returns the checkpoints committed.
+    pub fn poll(&mut self, every: Duration) -> Result<Vec<Checkpoint>, String> {
+        let frontier = self.probe.with_frontier(|f| f.to_vec());
+        if self.control.stop_requested() {
+            self.frozen = true;
+        }
+        if !self.frozen {
+            self.written = frontier;
+        }
+        if !every.is_zero() && self.last.is_some_and(|t| t.elapsed() < every) {
+            return Ok(Vec::new());
+        }
+        self.last = Some(Instant::now());
+        let written = &self.written;
+        let points = self
+            .ledger
+            .borrow_mut()
+            .advance(|t| written.iter().all(|f| t < *f));
+        if points.is_empty() {
+            return Ok(points);
+        }
+        self.reader.borrow_mut().commit(&points)?;
+        self.ledger.borrow_mut().committed(&points);
+        Ok(points)
+    }
+
+    /// Entries waiting for their rows to be written (running maxima only).
+    pub fn pending(&self) -> usize {
+        self.ledger.borrow().pending()
     }
 }
 

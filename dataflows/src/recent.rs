@@ -57,13 +57,18 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                 let mut dirty: Vec<(String, String)> = Vec::new();
                 let mut next_emit: Option<Instant> = None;
                 let mut cap: Option<Capability<Time>> = None;
+                // The least time of the events not emitted yet: the capability
+                // stays there, so their rows leave no later than their stamps
+                // (what the source's offset checkpoints rely on).
+                let mut unsent: Option<Time> = None;
                 let every = Duration::from_millis(spec.updates);
                 move |(input, frontier), output| {
                     input.for_each(|stamp, data| {
-                        if let Some(t) = stamp.least()
-                            && cap.as_ref().is_none_or(|c| t < c.time())
-                        {
-                            cap = stamp.retain_least(output.output_index());
+                        if let Some(t) = stamp.least() {
+                            if cap.as_ref().is_none_or(|c| t < c.time()) {
+                                cap = stamp.retain_least(output.output_index());
+                            }
+                            unsent = Some(unsent.map_or(*t, |u| u.min(*t)));
                         }
                         for e in data.drain(..) {
                             let RecentEvent {
@@ -117,6 +122,7 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                             .recent_updates
                             .fetch_add(rows.len() as u64, Ordering::Relaxed);
                         next_emit = Some(now + every);
+                        unsent = None;
                     }
                     if let Some(w) = watermark {
                         let horizon = i64::try_from(w)
@@ -130,7 +136,11 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                         if !rows.is_empty() {
                             output.session(c).give_iterator(rows.drain(..));
                         }
-                        match watermark {
+                        let hold = match (watermark, unsent) {
+                            (Some(w), Some(u)) => Some(w.min(u)),
+                            (w, _) => w,
+                        };
+                        match hold {
                             Some(_) if users.is_empty() => cap = None,
                             Some(w) if w > *c.time() => c.downgrade(&w),
                             Some(_) => {}

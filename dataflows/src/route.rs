@@ -94,13 +94,19 @@ pub struct Late {
 
 /// Routes `ev`, read at watermark `stamp`, into `out`, and lists in `late`
 /// the aggregates for which some of its windows were already final.
+///
+/// Returns the event's *need*: the time by which every row it contributes to
+/// has left the dataflow (the latest close time of the windows it is counted
+/// in, and its stamp when it feeds recent activity), or `None` when it
+/// contributes nothing. See [`checkpoint`](crate::checkpoint).
 pub fn route(
     spec: &PipelineSpec,
     ev: &Event<'_>,
     stamp: Time,
     out: &mut impl FnMut(Record),
     late: &mut Vec<Late>,
-) {
+) -> Option<Time> {
+    let mut need: Option<Time> = None;
     for (idx, agg) in spec.aggregates.iter().enumerate() {
         let first_open = agg.first_open_start(stamp);
         let mut missed = 0u32;
@@ -110,6 +116,8 @@ pub fn route(
                 missed += 1;
             } else {
                 open += 1;
+                let close = agg.close_time(start);
+                need = Some(need.map_or(close, |n| n.max(close)));
             }
         }
         let agg_id = idx as u16;
@@ -157,5 +165,7 @@ pub fn route(
             event: ev.event.to_string(),
             item_id: ev.item_id.as_deref().map(str::to_owned),
         }));
+        need = Some(need.map_or(stamp, |n| n.max(stamp)));
     }
+    need
 }

@@ -12,6 +12,8 @@
 //! the new worker watermark. The frontier downstream is therefore the minimum
 //! watermark over every partition of every worker.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::Time;
+use crate::checkpoint::{Checkpoint, OffsetLedger};
 use crate::control::RunControl;
 use crate::event::{BadInput, Event};
 use crate::metrics::Metrics;
@@ -81,6 +84,16 @@ pub trait PartitionReader: 'static {
     ) -> ReadStatus;
     /// Called after each round over all partitions.
     fn after_round(&mut self) {}
+    /// Where partition `idx` resumes and its largest event time before that,
+    /// when it resumes from a checkpoint.
+    fn resume_point(&self, _idx: usize) -> Option<(i64, Option<i64>)> {
+        None
+    }
+    /// Records that every message before each checkpoint is done (Kafka:
+    /// commits the offsets, after delivering the dead-letter and late records).
+    fn commit(&mut self, _points: &[Checkpoint]) -> Result<(), String> {
+        Ok(())
+    }
     /// Called once when the source stops.
     fn close(&mut self) {}
 }
@@ -110,10 +123,13 @@ impl Default for SourceSettings {
     }
 }
 
-/// Builds the source operator for one worker.
+/// Builds the source operator for one worker. The reader and the ledger are
+/// shared with the worker's [`Checkpoints`](crate::pipeline::Checkpoints),
+/// which commits what the ledger says is done.
 pub fn partition_source<'s, R: PartitionReader>(
     scope: Scope<'s, Time>,
-    mut reader: R,
+    reader: Rc<RefCell<R>>,
+    ledger: Rc<RefCell<OffsetLedger>>,
     spec: Arc<PipelineSpec>,
     settings: SourceSettings,
     control: Arc<RunControl>,
@@ -126,9 +142,17 @@ pub fn partition_source<'s, R: PartitionReader>(
             let activator = scope.activator_for(info.address);
             let worker = scope.index();
             let now = Instant::now();
-            let n = reader.partitions();
+            let n = reader.borrow().partitions();
             let mut tracker =
                 WatermarkTracker::new(n, spec.max_out_of_order, settings.idle_timeout, now);
+            for idx in 0..n {
+                if let Some((offset, max_ts)) = reader.borrow().resume_point(idx) {
+                    ledger.borrow_mut().start(idx, offset, max_ts);
+                    if let Some(ts) = max_ts {
+                        tracker.seed(idx, ts);
+                    }
+                }
+            }
             let mut cap = if n == 0 { None } else { Some(cap) };
             if n == 0
                 && let Some(b) = &settings.board
@@ -139,6 +163,8 @@ pub fn partition_source<'s, R: PartitionReader>(
             let mut records: Vec<Record> = Vec::new();
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
+                let mut reader = reader.borrow_mut();
+                let mut ledger = ledger.borrow_mut();
                 if control.stop_requested() {
                     control.mark_interrupted();
                     reader.close();
@@ -169,7 +195,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                                 metrics.max_event_ts.fetch_max(ev.ts, Ordering::Relaxed);
                                 late.clear();
                                 let append_ms = msg.timestamp_ms.unwrap_or(0);
-                                route(
+                                let need = route(
                                     &spec,
                                     &ev,
                                     stamp,
@@ -181,6 +207,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                                     },
                                     &mut late,
                                 );
+                                ledger.note(idx, msg.offset, need, Some(ev.ts));
                                 if late.is_empty() {
                                     Verdict::Accepted
                                 } else {
@@ -195,6 +222,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                                 }
                             }
                             Err(bad) => {
+                                ledger.note(idx, msg.offset, None, None);
                                 metrics.events_bad[bad.reason.index()]
                                     .fetch_add(1, Ordering::Relaxed);
                                 Verdict::Bad(bad)
@@ -257,6 +285,9 @@ pub struct MemoryReader {
     pub dead_letters: Arc<std::sync::Mutex<Vec<(usize, i64, String)>>>,
     /// Late messages: (partition, offset, aggregates missed).
     pub late: Arc<std::sync::Mutex<Vec<LateMessage>>>,
+    /// Committed checkpoints by global partition id: (offset, largest event time before it).
+    pub commits: Arc<std::sync::Mutex<std::collections::BTreeMap<usize, (i64, Option<i64>)>>>,
+    resume: Vec<Option<(i64, Option<i64>)>>,
     ids: Vec<usize>,
     streaming: bool,
 }
@@ -265,6 +296,21 @@ impl MemoryReader {
     /// Keeps partitions open at their end (like a live topic) instead of finishing them.
     pub fn streaming(mut self) -> Self {
         self.streaming = true;
+        self
+    }
+
+    /// Resumes each partition from a checkpoint, by global partition id
+    /// (partitions not listed start at 0).
+    pub fn resume_from(
+        mut self,
+        points: &std::collections::BTreeMap<usize, (i64, Option<i64>)>,
+    ) -> Self {
+        self.resume = self.ids.iter().map(|id| points.get(id).copied()).collect();
+        for (pos, point) in self.positions.iter_mut().zip(&self.resume) {
+            if let Some((offset, _)) = point {
+                *pos = usize::try_from(*offset).unwrap_or(0);
+            }
+        }
         self
     }
 
@@ -285,6 +331,18 @@ impl MemoryReader {
 impl PartitionReader for MemoryReader {
     fn partitions(&self) -> usize {
         self.partitions.len()
+    }
+
+    fn resume_point(&self, idx: usize) -> Option<(i64, Option<i64>)> {
+        self.resume.get(idx).copied().flatten()
+    }
+
+    fn commit(&mut self, points: &[Checkpoint]) -> Result<(), String> {
+        let mut commits = self.commits.lock().map_err(|_| "commit lock poisoned")?;
+        for c in points {
+            commits.insert(self.ids[c.idx], (c.offset, c.max_ts));
+        }
+        Ok(())
     }
 
     fn read(

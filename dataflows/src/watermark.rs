@@ -121,6 +121,13 @@ impl WatermarkTracker {
         partition_watermark(p.max_ts, self.max_out_of_order)
     }
 
+    /// Restores partition `idx`'s largest event time from a checkpoint, so
+    /// that messages read again get the stamps they had before.
+    pub fn seed(&mut self, idx: usize, max_ts: i64) {
+        let p = &mut self.partitions[idx];
+        p.max_ts = Some(p.max_ts.map_or(max_ts, |m| m.max(max_ts)));
+    }
+
     /// The watermark of partition `idx` (0 before its first event).
     pub fn partition(&self, idx: usize) -> Time {
         partition_watermark(self.partitions[idx].max_ts, self.max_out_of_order)

@@ -1,0 +1,258 @@
+//! Restarting from committed checkpoints gives the results of a run with no
+//! stop (DESIGN §5).
+//!
+//! Each run reads slowly, is stopped after a chosen number of steps, and is
+//! then cut at a chosen point of its log of written rows and commits, as a
+//! `kill -9` would cut it: rows written after the cut are lost with the
+//! process, and only the checkpoints committed before the cut survive. The
+//! next run resumes from those checkpoints. After several such runs a last
+//! one reads to the end. The rows that survived, applied with the stores'
+//! version rule, must equal the sequential reference.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use footprint_dataflows::clickstream::{GenConfig, Generator};
+use footprint_dataflows::control::RunControl;
+use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::pipeline::{assigned, build_with_checkpoints};
+use footprint_dataflows::reference::{Collected, compute};
+use footprint_dataflows::source::{MemoryReader, SourceSettings};
+use footprint_dataflows::{
+    AggregateSpec, Field, Measure, Output, PipelineSpec, RecentSpec, WindowSpec,
+};
+use timely::dataflow::operators::{Inspect, Probe};
+
+type Points = BTreeMap<usize, (i64, Option<i64>)>;
+
+enum Entry {
+    Row(Output),
+    Commit(usize, i64, Option<i64>),
+}
+
+fn spec() -> PipelineSpec {
+    PipelineSpec {
+        aggregates: vec![
+            AggregateSpec {
+                name: "item_activity_1m".into(),
+                group_by: vec![Field::AppId, Field::Event, Field::ItemId],
+                window: WindowSpec::tumbling(60_000).expect("valid"),
+                measures: vec![
+                    Measure::Count,
+                    Measure::Distinct(Field::UserId),
+                    Measure::SumValue,
+                ],
+                allowed_lateness: 5_000,
+                early_updates: Some(1),
+                sinks: vec![],
+            },
+            AggregateSpec {
+                name: "app_events_10m".into(),
+                group_by: vec![Field::AppId, Field::Event],
+                window: WindowSpec::sliding(600_000, 60_000).expect("valid"),
+                measures: vec![Measure::Count, Measure::Distinct(Field::UserId)],
+                allowed_lateness: 0,
+                early_updates: None,
+                sinks: vec![],
+            },
+        ],
+        recent: Some(RecentSpec {
+            keep: 5,
+            ttl: 7 * 86_400_000,
+            updates: 1,
+            sinks: vec![],
+        }),
+        max_out_of_order: 2_000,
+    }
+}
+
+/// One run from `from`; stops after `stop_after` steps of worker 0 (`None`:
+/// reads to the end). Returns the run's log, in the order things happened.
+fn run(
+    spec: &Arc<PipelineSpec>,
+    parts: &[Vec<Vec<u8>>],
+    workers: usize,
+    from: &Points,
+    stop_after: Option<u64>,
+) -> Vec<Entry> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let control = Arc::new(RunControl::default());
+    let names: Vec<String> = spec.aggregates.iter().map(|a| a.name.clone()).collect();
+    let (spec, parts, from, l) = (
+        Arc::clone(spec),
+        parts.to_vec(),
+        from.clone(),
+        Arc::clone(&log),
+    );
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let ids = assigned(parts.len(), worker.index(), worker.peers());
+        let mine: Vec<Vec<Vec<u8>>> = ids.iter().map(|p| parts[*p].clone()).collect();
+        let speeds = ids.iter().map(|p| [3, 20, 70][*p % 3]).collect();
+        let mut reader = MemoryReader::new(ids.clone(), mine, speeds).resume_from(&from);
+        if stop_after.is_some() {
+            reader = reader.streaming();
+        }
+        let settings = SourceSettings {
+            board: None,
+            batch: 64,
+            weights: vec![],
+            idle_timeout: Duration::from_secs(3600),
+        };
+        let control = Arc::clone(&control);
+        let metrics = Arc::new(Metrics::new(names.clone()));
+        let rows_log = Arc::clone(&l);
+        let mut checkpoints = worker.dataflow::<u64, _, _>(|scope| {
+            let (rows, checkpoints) = build_with_checkpoints(
+                scope,
+                reader,
+                Arc::clone(&spec),
+                settings,
+                Arc::clone(&control),
+                metrics,
+            );
+            rows.inspect(move |row| rows_log.lock().expect("lock").push(Entry::Row(row.clone())))
+                .probe_with(checkpoints.probe());
+            checkpoints
+        });
+        let mut steps = 0u64;
+        let commit = |checkpoints: &mut footprint_dataflows::pipeline::Checkpoints<_>| {
+            for c in checkpoints.poll(Duration::ZERO).expect("commit") {
+                l.lock()
+                    .expect("lock")
+                    .push(Entry::Commit(ids[c.idx], c.offset, c.max_ts));
+            }
+        };
+        while worker.step_or_park(Some(Duration::from_millis(1))) {
+            steps += 1;
+            if worker.index() == 0 && stop_after == Some(steps) {
+                control.request_stop();
+            }
+            commit(&mut checkpoints);
+        }
+        commit(&mut checkpoints);
+    })
+    .expect("timely runs");
+    std::mem::take(&mut *log.lock().expect("lock"))
+}
+
+fn clickstream(n: usize) -> Vec<Vec<Vec<u8>>> {
+    let cfg = GenConfig {
+        seed: 11,
+        partitions: 3,
+        users: 300,
+        items: 40,
+        events_per_sec: 20,
+        disorder: 0.1,
+        max_disorder_ms: 1_500,
+        late: 0.05,
+        late_by_ms: 62_000,
+        bad: 0.01,
+        ..GenConfig::default()
+    };
+    let mut generator = Generator::new(cfg.clone());
+    let mut parts = vec![Vec::new(); cfg.partitions as usize];
+    for _ in 0..n {
+        let e = generator.next_event();
+        parts[e.partition as usize].push(e.payload);
+    }
+    parts
+}
+
+fn restarts_give_the_reference(workers: usize, cuts: &[(u64, f64)]) {
+    let spec = Arc::new(spec());
+    let parts = clickstream(12_000);
+    let expected = compute(&spec, &parts);
+    let mut kept: Vec<Output> = Vec::new();
+    let mut from = Points::new();
+    for (stop_after, cut) in cuts {
+        let log = run(&spec, &parts, workers, &from, Some(*stop_after));
+        let cut_at = ((log.len() as f64) * cut) as usize;
+        eprintln!("run: {} entries, from {from:?}", log.len());
+        for entry in log.into_iter().take(cut_at) {
+            match entry {
+                Entry::Row(r) => kept.push(r),
+                Entry::Commit(p, offset, max_ts) => {
+                    let before = from.insert(p, (offset, max_ts));
+                    assert!(
+                        before.is_none_or(|(o, _)| o < offset),
+                        "checkpoints only move forward"
+                    );
+                }
+            }
+        }
+    }
+    for entry in run(&spec, &parts, workers, &from, None) {
+        if let Entry::Row(r) = entry {
+            kept.push(r);
+        }
+    }
+    let collected = Collected::from_outputs(kept);
+    assert_eq!(collected.not_final, 0, "a window never became final");
+    assert_eq!(
+        collected.windows.len(),
+        expected.windows.len(),
+        "number of windows"
+    );
+    for (id, row) in &expected.windows {
+        assert_eq!(collected.windows.get(id), Some(row), "window {id:?}");
+    }
+}
+
+#[test]
+fn stops_and_cuts_at_one_worker_change_nothing() {
+    restarts_give_the_reference(1, &[(40, 1.0), (90, 0.5), (25, 0.9), (150, 0.3), (60, 1.0)]);
+}
+
+#[test]
+fn stops_and_cuts_at_three_workers_change_nothing() {
+    restarts_give_the_reference(3, &[(70, 0.8), (30, 1.0), (120, 0.4), (50, 0.95)]);
+}
+
+/// A partition resumed from a checkpoint gets its watermark back: an event
+/// that was late before the stop is late after it too.
+#[test]
+fn a_resumed_partition_keeps_its_watermark() {
+    let spec = Arc::new(PipelineSpec {
+        aggregates: vec![AggregateSpec {
+            name: "count_1s".into(),
+            group_by: vec![],
+            window: WindowSpec::tumbling(1_000).expect("valid"),
+            measures: vec![Measure::Count],
+            allowed_lateness: 0,
+            early_updates: None,
+            sinks: vec![],
+        }],
+        recent: None,
+        max_out_of_order: 0,
+    });
+    const T0: i64 = 1_767_225_600_000;
+    let event = |ts: i64| {
+        format!(
+            r#"{{"app_id":"a","user_id":"u","event":"view","ts":{}}}"#,
+            T0 + ts
+        )
+        .into_bytes()
+    };
+    let parts = vec![vec![event(10_500), event(500), event(10_600)]];
+    let from = Points::from([(0, (1, Some(T0 + 10_500)))]);
+    let rows: Vec<Output> = run(&spec, &parts, 1, &from, None)
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::Row(r) => Some(r),
+            Entry::Commit(..) => None,
+        })
+        .collect();
+    let windows: Vec<(i64, u64)> = rows
+        .iter()
+        .filter_map(|r| match r {
+            Output::Window(w) if w.is_final => Some((w.window_start, w.version)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        windows,
+        vec![(T0 + 10_000, 1)],
+        "the event at 500 is late, as it was"
+    );
+}
