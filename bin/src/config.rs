@@ -68,6 +68,9 @@ pub enum Start {
     Earliest,
     /// The end of each partition at start-up.
     Latest,
+    /// Where the consumer group committed (the checkpoint of the last run),
+    /// or the oldest retained offset where it committed nothing.
+    Committed,
 }
 
 /// `[source]`: the Kafka topics to read.
@@ -80,8 +83,14 @@ pub struct SourceConfig {
     pub topics: Vec<String>,
     /// Consumer group id.
     pub group_id: String,
-    /// `earliest` or `latest`.
+    /// `committed`, `earliest` or `latest`.
     pub start: Start,
+    /// The compacted topic that keeps each partition's checkpoint (offset
+    /// and watermark) for restarts.
+    pub checkpoint_topic: String,
+    /// How often source offsets are committed (each commit covers only
+    /// messages whose results are all written).
+    pub commit_interval: Dur,
     /// Messages read per partition per round.
     pub batch: usize,
     /// Testing aid: relative per-partition read rates (cycled), to stage

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use footprint_connectors::admin;
+use footprint_connectors::checkpoints::{self, CheckpointWriter};
 use footprint_connectors::control::{self, ControlPublisher};
 use footprint_connectors::reader::{KafkaReader, PartitionRange};
 use footprint_connectors::retry::RetryTopic;
 use footprint_connectors::side::{DLQ_SUFFIX, LATE_SUFFIX, SideOutputs};
 use footprint_dataflows::control::RunControl;
 use footprint_dataflows::metrics::Metrics;
-use footprint_dataflows::pipeline::{assigned, build};
+use footprint_dataflows::pipeline::{assigned, build_with_checkpoints};
 use footprint_dataflows::source::SourceSettings;
 use footprint_dataflows::watermark::WatermarkBoard;
 use footprint_sinks::file::FileSinkFactory;
@@ -29,6 +30,7 @@ use footprint_sinks::util::guard::{Divert, GuardedSink};
 use footprint_sinks::util::retry::RetryPolicy;
 use footprint_sinks::util::switch::Switches;
 use footprint_sinks::{Sink, SinkFactory};
+use timely::dataflow::operators::Probe;
 
 use crate::admin::{AdminState, serve as serve_admin};
 use crate::config::{Config, Start};
@@ -50,8 +52,9 @@ pub fn sink_factories(
             .recent
             .as_ref()
             .map_or(Duration::ZERO, |r| Duration::from_millis(r.ttl));
-        let f =
-            RedisSinkFactory::new(&r.url, &r.prefix, r.ttl.0, recent_ttl).context("sinks.redis")?;
+        let keep = spec.recent.as_ref().map_or(0, |r| r.keep);
+        let f = RedisSinkFactory::new(&r.url, &r.prefix, r.ttl.0, recent_ttl, keep)
+            .context("sinks.redis")?;
         out.push(("redis".into(), Arc::new(f)));
     }
     if let Some(m) = &cfg.sinks.mysql {
@@ -187,20 +190,45 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     let settings = cfg.kafka();
     let threads = opts.threads.unwrap_or(cfg.worker.threads).max(1);
 
+    let saved = match cfg.source.start {
+        Start::Committed => checkpoints::load(
+            &settings,
+            &cfg.source.checkpoint_topic,
+            &cfg.source.group_id,
+        )
+        .context("reading checkpoints")?,
+        Start::Earliest | Start::Latest => Default::default(),
+    };
     let mut ranges = Vec::new();
     for topic in &cfg.source.topics {
         let parts = admin::partitions(&settings, topic)?
             .ok_or_else(|| footprint_connectors::ConnectorError::MissingTopic(topic.clone()))?;
-        for p in parts {
+        let pairs: Vec<(String, i32)> = parts.iter().map(|p| (topic.clone(), *p)).collect();
+        let committed = match cfg.source.start {
+            Start::Committed => admin::committed(&settings, &cfg.source.group_id, &pairs)?,
+            Start::Earliest | Start::Latest => vec![None; pairs.len()],
+        };
+        for (p, committed) in parts.into_iter().zip(committed) {
             let (low, high) = admin::watermarks(&settings, topic, p)?;
-            let from = match cfg.source.start {
-                Start::Earliest => low,
-                Start::Latest => high,
+            let checkpoint = saved.get(&(topic.clone(), p)).map(|s| (s.offset, s.max_ts));
+            let committed = committed.map(|c| (c.offset, c.max_ts));
+            let (from, max_ts) = match (cfg.source.start, checkpoint.or(committed)) {
+                (Start::Committed, Some((offset, max_ts))) => {
+                    if max_ts.is_none() {
+                        tracing::warn!(topic = %topic, partition = p, offset, "the committed offset carries no watermark; the partition's watermark restarts from the messages read again");
+                    }
+                    tracing::info!(topic = %topic, partition = p, offset, max_ts = ?max_ts, "resuming from the checkpoint");
+                    (offset, max_ts)
+                }
+                (Start::Committed | Start::Earliest, _) => (low, None),
+                (Start::Latest, _) => (high, None),
             };
             ranges.push(PartitionRange {
                 topic: topic.clone(),
                 partition: p,
+                id: ranges.len() as u32,
                 from,
+                max_ts,
                 to: None,
                 until_caught_up: opts.until_end,
             });
@@ -219,6 +247,9 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
             }
         }
     }
+    runtime
+        .block_on(control::ensure(&settings, &cfg.source.checkpoint_topic))
+        .context("checkpoint topic")?;
     tracing::info!(brokers = %settings.brokers, partitions = ranges.len(), threads, until_end = opts.until_end, "starting worker");
 
     // Sinks: configured ones by name, then the extra ones (which get every row).
@@ -304,7 +335,12 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
             .map(|i| ranges[i].clone())
             .collect();
         let side = SideOutputs::new(&settings, Arc::clone(&names), Arc::clone(&metrics))?;
-        let reader = KafkaReader::open(&settings, &cfg.source.group_id, mine, side)?;
+        let reader = KafkaReader::open(&settings, &cfg.source.group_id, mine, side)?
+            .with_checkpoints(CheckpointWriter::new(
+                &settings,
+                &cfg.source.checkpoint_topic,
+                &cfg.source.group_id,
+            )?);
         let mut sinks = Vec::with_capacity(factories.len());
         for (i, (name, f)) in factories.iter().enumerate() {
             let inner = f.build(w, threads)?;
@@ -358,6 +394,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     });
     let control = Arc::clone(&opts.control);
     let worker_metrics = Arc::clone(&metrics);
+    let commit_every = cfg.source.commit_interval.0;
     let guards = timely::execute(
         timely::Config::process(threads),
         move |worker| -> Result<(), String> {
@@ -373,11 +410,28 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
             let metrics = Arc::clone(&worker_metrics);
             let routing = routing.clone();
             let settings = source_settings.clone();
-            worker.dataflow::<u64, _, _>(move |scope| {
-                build(scope, reader, spec, settings, control, Arc::clone(&metrics))
-                    .write_to(sinks, routing, metrics);
+            let mut checkpoints = worker.dataflow::<u64, _, _>(move |scope| {
+                let (rows, checkpoints) = build_with_checkpoints(
+                    scope,
+                    reader,
+                    spec,
+                    settings,
+                    control,
+                    Arc::clone(&metrics),
+                );
+                rows.write_to(sinks, routing, metrics)
+                    .probe_with(checkpoints.probe());
+                checkpoints
             });
-            while worker.step_or_park(None) {}
+            let mut commit = |every: Duration| {
+                if let Err(e) = checkpoints.poll(every) {
+                    tracing::warn!(error = %e, "source offsets were not committed; the next commit covers them");
+                }
+            };
+            while worker.step_or_park(Some(commit_every)) {
+                commit(commit_every);
+            }
+            commit(Duration::ZERO);
             Ok(())
         },
     )

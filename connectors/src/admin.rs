@@ -56,6 +56,48 @@ pub fn watermarks(
         })
 }
 
+/// A partition's committed position in a consumer group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The next offset to read.
+    pub offset: i64,
+    /// The partition's largest event time before it, when the commit carries it.
+    pub max_ts: Option<i64>,
+}
+
+/// The offsets `group_id` has committed for `partitions` ((topic, partition)
+/// pairs), in the same order; `None` where nothing is committed.
+pub fn committed(
+    settings: &KafkaSettings,
+    group_id: &str,
+    partitions: &[(String, i32)],
+) -> Result<Vec<Option<Committed>>, ConnectorError> {
+    let c: BaseConsumer = settings.consumer(group_id, &[])?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (topic, p) in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let got = c
+        .committed_offsets(tpl, TIMEOUT)
+        .map_err(|e| ConnectorError::Unreachable {
+            brokers: settings.brokers.clone(),
+            detail: format!("committed offsets of group {group_id}: {e}"),
+        })?;
+    Ok(partitions
+        .iter()
+        .map(|(topic, p)| {
+            let elem = got.find_partition(topic, *p)?;
+            match elem.offset() {
+                rdkafka::Offset::Offset(offset) => Some(Committed {
+                    offset,
+                    max_ts: crate::reader::parse_checkpoint_metadata(elem.metadata()),
+                }),
+                _ => None,
+            }
+        })
+        .collect())
+}
+
 /// Creates `topic` with `partitions` partitions unless it already exists.
 /// Returns whether it was created.
 pub async fn ensure_topic(

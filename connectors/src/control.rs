@@ -55,7 +55,7 @@ pub async fn ensure(settings: &KafkaSettings, topic: &str) -> Result<(), Connect
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(ConnectorError::Request(format!(
-        "control topic {topic} did not appear"
+        "topic {topic} did not appear"
     )))
 }
 

@@ -14,6 +14,7 @@
 //! Kafka alike (add `security.protocol`, SASL settings and so on there).
 
 pub mod admin;
+pub mod checkpoints;
 pub mod client;
 pub mod control;
 pub mod journal;

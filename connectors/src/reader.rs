@@ -9,15 +9,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use footprint_dataflows::checkpoint::Checkpoint;
 use footprint_dataflows::source::{Message, PartitionReader, ReadStatus, Verdict};
 use rdkafka::consumer::DefaultConsumerContext;
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::ConnectorError;
+use crate::checkpoints::{CheckpointWriter, Saved};
 use crate::client::KafkaSettings;
 use crate::side::{Forward, SideOutputs};
 
@@ -28,8 +30,14 @@ pub struct PartitionRange {
     pub topic: String,
     /// Partition.
     pub partition: i32,
+    /// The partition's number among all source partitions (every source
+    /// topic's, in config order).
+    pub id: u32,
     /// First offset to read.
     pub from: i64,
+    /// The partition's largest event time before `from`, restored from a
+    /// checkpoint, so that its watermark resumes where it was.
+    pub max_ts: Option<i64>,
     /// Offset to stop before (explicit ranges), or `None`.
     pub to: Option<i64>,
     /// Stop once the partition is read to its end (partition EOF): a run
@@ -44,7 +52,21 @@ pub struct KafkaReader {
     ranges: Vec<PartitionRange>,
     queues: Vec<PartitionQueue<DefaultConsumerContext>>,
     positions: Vec<i64>,
+    /// Per partition, while the first message at the start offset is still
+    /// awaited: how far back the last rewind went (0: none yet).
+    starting: Vec<Option<i64>>,
     side: SideOutputs,
+    checkpoints: Option<CheckpointWriter>,
+}
+
+/// What to do with a message read while a partition is starting.
+enum StartCheck {
+    /// Process it.
+    Take,
+    /// It is before the start offset: drop it.
+    Skip,
+    /// The read began past the start offset; the partition was sought back.
+    Rewound,
 }
 
 impl KafkaReader {
@@ -86,13 +108,22 @@ impl KafkaReader {
             }
         }
         let positions = ranges.iter().map(|r| r.from).collect();
+        let starting = vec![Some(0); ranges.len()];
         Ok(KafkaReader {
             consumer,
             ranges,
             queues,
+            starting,
             positions,
             side,
+            checkpoints: None,
         })
+    }
+
+    /// Also writes each commit to the checkpoint topic (see [`crate::checkpoints`]).
+    pub fn with_checkpoints(mut self, writer: CheckpointWriter) -> Self {
+        self.checkpoints = Some(writer);
+        self
     }
 }
 
@@ -127,6 +158,17 @@ impl PartitionReader for KafkaReader {
                 }
                 Some(Ok(m)) => {
                     let offset = m.offset();
+                    match start_check(
+                        &self.consumer,
+                        range,
+                        &mut self.starting[idx],
+                        self.positions[idx],
+                        offset,
+                    ) {
+                        StartCheck::Take => {}
+                        StartCheck::Skip => continue,
+                        StartCheck::Rewound => break,
+                    }
                     if range.to.is_some_and(|to| offset >= to) {
                         status.finished = true;
                         break;
@@ -162,6 +204,50 @@ impl PartitionReader for KafkaReader {
         status
     }
 
+    fn partition_id(&self, idx: usize) -> u32 {
+        self.ranges[idx].id
+    }
+
+    fn resume_point(&self, idx: usize) -> Option<(i64, Option<i64>)> {
+        self.ranges.get(idx).map(|r| (r.from, r.max_ts))
+    }
+
+    /// Delivers the dead-letter and late records first (they are results of
+    /// the messages being committed), then commits each offset with the
+    /// partition's largest event time before it as the commit's metadata.
+    fn commit(&mut self, points: &[Checkpoint]) -> Result<(), String> {
+        self.side
+            .flush(Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        if let Some(writer) = &self.checkpoints {
+            let saved: Vec<(&str, i32, Saved)> = points
+                .iter()
+                .map(|c| {
+                    let r = &self.ranges[c.idx];
+                    let s = Saved {
+                        offset: c.offset,
+                        max_ts: c.max_ts,
+                    };
+                    (r.topic.as_str(), r.partition, s)
+                })
+                .collect();
+            writer.save(&saved).map_err(|e| e.to_string())?;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for c in points {
+            let r = &self.ranges[c.idx];
+            tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(c.offset))
+                .map_err(|e| e.to_string())?;
+            if let Some(mut elem) = tpl.find_partition(&r.topic, r.partition) {
+                elem.set_metadata(checkpoint_metadata(c.max_ts));
+            }
+        }
+        tracing::debug!(?points, "committing source offsets");
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| format!("commit offsets: {e}"))
+    }
+
     fn after_round(&mut self) {
         // Serve the main queue (errors, statistics); messages arrive on the partition queues.
         match self.consumer.poll(Duration::ZERO) {
@@ -180,5 +266,85 @@ impl PartitionReader for KafkaReader {
         if let Err(e) = self.side.flush(Duration::from_secs(30)) {
             tracing::error!(error = %e, "dead-letter and late records may not all have been delivered");
         }
+    }
+}
+
+/// Makes sure a partition's reading begins exactly at its start offset.
+///
+/// Some Kafka-compatible brokers (tansu 0.6) answer a fetch from an offset
+/// inside a record batch with the *next* batch, which would silently skip
+/// the messages between. So when the first message is past the start
+/// offset, the partition is sought back (1,000 offsets, then 4 times
+/// further each time, down to 0) and what comes before the start offset
+/// is dropped. On Apache Kafka the first fetch already begins at or
+/// before the start offset, and a real gap (compaction, transaction
+/// markers) only costs one rewind.
+fn start_check(
+    consumer: &BaseConsumer,
+    r: &PartitionRange,
+    starting: &mut Option<i64>,
+    from: i64,
+    offset: i64,
+) -> StartCheck {
+    let Some(back) = *starting else {
+        return StartCheck::Take;
+    };
+    if offset < from {
+        return StartCheck::Skip;
+    }
+    let at = from.saturating_sub(back);
+    if offset == from || at <= 0 {
+        *starting = None;
+        return StartCheck::Take;
+    }
+    let back = if back == 0 {
+        1_000
+    } else {
+        back.saturating_mul(4)
+    };
+    let to = from.saturating_sub(back).max(0);
+    tracing::debug!(topic = %r.topic, partition = r.partition, from, first = offset, rewind_to = to, "the first fetch began past the start offset; reading back");
+    match consumer.seek(
+        &r.topic,
+        r.partition,
+        Offset::Offset(to),
+        Duration::from_secs(10),
+    ) {
+        Ok(()) => {
+            *starting = Some(back);
+            StartCheck::Rewound
+        }
+        Err(e) => {
+            tracing::error!(topic = %r.topic, partition = r.partition, error = %e, from, first = offset, "could not seek back to the start offset; messages between were skipped");
+            *starting = None;
+            StartCheck::Take
+        }
+    }
+}
+
+const MAX_TS_KEY: &str = "footprint.max_ts=";
+
+/// The metadata committed with an offset: the partition's largest event time
+/// before it, which a restart needs to give every message its old stamp.
+pub fn checkpoint_metadata(max_ts: Option<i64>) -> String {
+    max_ts.map_or_else(String::new, |ts| format!("{MAX_TS_KEY}{ts}"))
+}
+
+/// Reads [`checkpoint_metadata`] back; `None` when absent or written by
+/// another tool.
+pub fn parse_checkpoint_metadata(metadata: &str) -> Option<i64> {
+    metadata.strip_prefix(MAX_TS_KEY)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_metadata_round_trips_and_ignores_foreign_text() {
+        for ts in [None, Some(0), Some(1_767_225_600_123), Some(-5)] {
+            assert_eq!(parse_checkpoint_metadata(&checkpoint_metadata(ts)), ts);
+        }
+        assert_eq!(parse_checkpoint_metadata("written by something else"), None);
     }
 }

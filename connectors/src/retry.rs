@@ -34,7 +34,8 @@ pub struct RetryRecord {
     pub sink: String,
     /// The row's identity, readable (`aggregate/window_start/key…` or `recent/app/user`).
     pub identity: String,
-    /// The row's version (also inside `row`).
+    /// The row's version (also inside `row`); 0 for recent activity, which
+    /// stores merge instead of comparing versions.
     pub version: u64,
     /// The row itself.
     pub row: Output,
@@ -59,7 +60,8 @@ impl RetryRecord {
             identity: identity(row),
             version: match row {
                 Output::Window(w) => w.version,
-                Output::Recent(r) => r.version,
+                // Recent activity merges instead of comparing versions.
+                Output::Recent(_) => 0,
             },
             row: row.clone(),
             first_failure_ms: why.first_failure_ms,

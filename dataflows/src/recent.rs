@@ -1,8 +1,7 @@
 //! `recent_activity`: each user's latest events (the "footprint").
 //!
 //! Input: [`RecentEvent`]s, exchanged by (app, user). State: per user, the
-//! `keep` latest events by event time (ties broken by event name, then item),
-//! and how many events the user has had, which is the row's version. Changed
+//! `keep` latest events by event time (ties broken by source position). Changed
 //! users are emitted every `updates` of processing time and when the input
 //! ends. A user silent for `ttl` of event time (by the watermark) is dropped,
 //! as the store's copy expires with the same TTL.
@@ -35,7 +34,6 @@ pub trait RecentActivity<'s> {
 
 struct User {
     events: Vec<RecentEntry>,
-    seen: u64,
     last_ts: i64,
     dirty: bool,
 }
@@ -77,20 +75,26 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                                 ts,
                                 event,
                                 item_id,
+                                partition,
+                                offset,
                             } = e;
                             let key = (app_id, user_id);
                             let user = users.entry(key.clone()).or_insert_with(|| User {
                                 events: Vec::with_capacity(spec.keep + 1),
-                                seen: 0,
                                 last_ts: ts,
                                 dirty: false,
                             });
-                            user.seen += 1;
                             user.last_ts = user.last_ts.max(ts);
-                            let entry = RecentEntry { ts, event, item_id };
+                            let entry = RecentEntry {
+                                ts,
+                                partition,
+                                offset,
+                                event,
+                                item_id,
+                            };
                             // Newest first; keep the `keep` greatest entries.
                             let pos = user.events.partition_point(|x| x > &entry);
-                            if pos < spec.keep {
+                            if pos < spec.keep && user.events.get(pos) != Some(&entry) {
                                 user.events.insert(pos, entry);
                                 user.events.truncate(spec.keep);
                             }
@@ -114,7 +118,6 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                                     app_id: key.0.clone(),
                                     user_id: key.1.clone(),
                                     events: user.events.clone(),
-                                    version: user.seen,
                                 }));
                             }
                         }

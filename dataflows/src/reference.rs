@@ -57,7 +57,7 @@ struct Acc {
 pub fn compute(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>]) -> Reference {
     let mut out = Reference::default();
     let mut acc: BTreeMap<(usize, Vec<String>, i64), Acc> = BTreeMap::new();
-    let mut users: BTreeMap<(String, String), (u64, Vec<RecentEntry>)> = BTreeMap::new();
+    let mut users: BTreeMap<(String, String), Vec<RecentEntry>> = BTreeMap::new();
     for (p, messages) in partitions.iter().enumerate() {
         let mut max_ts: Option<i64> = None;
         for (i, payload) in messages.iter().enumerate() {
@@ -120,9 +120,10 @@ pub fn compute(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>]) -> Reference {
                 let u = users
                     .entry((ev.app_id.to_string(), ev.user_id.to_string()))
                     .or_default();
-                u.0 += 1;
-                u.1.push(RecentEntry {
+                u.push(RecentEntry {
                     ts: ev.ts,
+                    partition: p as u32,
+                    offset: i as i64,
                     event: ev.event.to_string(),
                     item_id: ev.item_id.as_deref().map(str::to_owned),
                 });
@@ -167,7 +168,7 @@ pub fn compute(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>]) -> Reference {
         out.windows.insert((agg.name.clone(), named, start), row);
     }
     if let Some(recent) = &spec.recent {
-        for ((app, user), (seen, mut events)) in users {
+        for ((app, user), mut events) in users {
             events.sort_by(|a, b| b.cmp(a));
             events.truncate(recent.keep);
             out.recent.insert(
@@ -176,7 +177,6 @@ pub fn compute(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>]) -> Reference {
                     app_id: app,
                     user_id: user,
                     events,
-                    version: seen,
                 },
             );
         }
@@ -186,12 +186,12 @@ pub fn compute(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>]) -> Reference {
 
 /// The final state a store would hold after receiving `outputs`: for each
 /// window identity the row with the highest version, and for each user the
-/// recent row with the highest version.
+/// merge of every recent row (see [`RecentEntry::merge`]).
 #[derive(Debug, Default)]
 pub struct Collected {
     /// Highest-version row per window identity.
     pub windows: BTreeMap<WindowId, WindowRow>,
-    /// Highest-version recent row per (app, user).
+    /// Merged recent activity per (app, user).
     pub recent: BTreeMap<(String, String), RecentRow>,
     /// Number of final rows received for an identity that already had one.
     pub duplicate_finals: u64,
@@ -200,8 +200,20 @@ pub struct Collected {
 }
 
 impl Collected {
-    /// Applies rows in order, keeping the highest version per identity.
+    /// Applies rows in order, keeping the highest version per window
+    /// identity and merging recent rows. Recent lists are cut at the longest
+    /// list among the rows, which is `keep` whenever some user had that many
+    /// events.
     pub fn from_outputs(outputs: impl IntoIterator<Item = Output>) -> Self {
+        let outputs: Vec<Output> = outputs.into_iter().collect();
+        let keep = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Recent(r) => Some(r.events.len()),
+                Output::Window(_) => None,
+            })
+            .max()
+            .unwrap_or(0);
         let mut c = Collected::default();
         let mut finals: BTreeSet<WindowId> = BTreeSet::new();
         for o in outputs {
@@ -221,8 +233,11 @@ impl Collected {
                 }
                 Output::Recent(r) => {
                     let id = (r.app_id.clone(), r.user_id.clone());
-                    if c.recent.get(&id).is_none_or(|old| old.version <= r.version) {
-                        c.recent.insert(id, r);
+                    match c.recent.get_mut(&id) {
+                        Some(old) => RecentEntry::merge(&mut old.events, &r.events, keep),
+                        None => {
+                            c.recent.insert(id, r);
+                        }
                     }
                 }
             }

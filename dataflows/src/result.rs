@@ -3,8 +3,15 @@
 //! A window row's identity is (aggregate, key, window_start). Its `version`
 //! is the number of events counted in it so far: it grows with every new
 //! value, it is the same in every run over the same input, and a store keeps
-//! the row with the highest version. A recent-activity row's version is the
-//! number of the user's events seen.
+//! the row with the highest version.
+//!
+//! A recent-activity row has no version: its entries carry the identity of
+//! the message they came from (partition, offset), and a store *merges* an
+//! incoming list into the stored one (union, newest first, the `keep`
+//! newest kept). Merging is idempotent, commutative and associative, so
+//! rows written twice, out of order, from a replay, or by a worker that
+//! restarted and read some messages again all end in the same list, the
+//! newest `keep` events the user ever had. See [`RecentEntry::merge`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -69,15 +76,32 @@ impl PartialEq for WindowRow {
     }
 }
 
-/// One entry of a user's recent activity.
+/// One entry of a user's recent activity, ordered by event time, then by
+/// where the message was read (which makes the order total: the source
+/// position of an event is unique).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RecentEntry {
     /// Event time.
     pub ts: i64,
+    /// Source partition, numbered over the source topics in config order.
+    pub partition: u32,
+    /// Offset of the message in its partition.
+    pub offset: i64,
     /// Behaviour type.
     pub event: String,
     /// Item, if any.
     pub item_id: Option<String>,
+}
+
+impl RecentEntry {
+    /// Merges `incoming` into `stored` (both newest first): the union, newest
+    /// first, without duplicates, cut to `keep` entries.
+    pub fn merge(stored: &mut Vec<RecentEntry>, incoming: &[RecentEntry], keep: usize) {
+        stored.extend(incoming.iter().cloned());
+        stored.sort_by(|a, b| b.cmp(a));
+        stored.dedup();
+        stored.truncate(keep);
+    }
 }
 
 /// A user's latest events, newest first.
@@ -87,10 +111,8 @@ pub struct RecentRow {
     pub app_id: String,
     /// User.
     pub user_id: String,
-    /// Latest events, newest first (ties broken by event, then item).
+    /// Latest events, newest first.
     pub events: Vec<RecentEntry>,
-    /// Number of this user's events seen.
-    pub version: u64,
 }
 
 /// A row for the sinks.
@@ -132,8 +154,7 @@ impl Output {
                 "kind": "recent",
                 "app_id": r.app_id,
                 "user_id": r.user_id,
-                "events": r.events.iter().map(|e| json!({"ts": e.ts, "event": e.event, "item_id": e.item_id})).collect::<Vec<_>>(),
-                "version": r.version,
+                "events": r.events.iter().map(|e| json!({"ts": e.ts, "partition": e.partition, "offset": e.offset, "event": e.event, "item_id": e.item_id})).collect::<Vec<_>>(),
             }),
         }
     }

@@ -61,6 +61,10 @@ pub struct RecentEvent {
     pub event: String,
     /// Item, if any.
     pub item_id: Option<String>,
+    /// Source partition (numbered over the source topics), set by the source.
+    pub partition: u32,
+    /// Offset of the message, set by the source.
+    pub offset: i64,
 }
 
 impl RecentEvent {
@@ -164,6 +168,8 @@ pub fn route(
             ts: ev.ts,
             event: ev.event.to_string(),
             item_id: ev.item_id.as_deref().map(str::to_owned),
+            partition: 0,
+            offset: 0,
         }));
         need = Some(need.map_or(stamp, |n| n.max(stamp)));
     }

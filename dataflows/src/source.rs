@@ -82,6 +82,12 @@ pub trait PartitionReader: 'static {
         max: usize,
         handle: &mut dyn FnMut(&Message<'_>) -> Verdict,
     ) -> ReadStatus;
+    /// Partition `idx`'s number among all source partitions (over every
+    /// source topic, in config order): part of each recent-activity entry's
+    /// identity.
+    fn partition_id(&self, idx: usize) -> u32 {
+        idx as u32
+    }
     /// Called after each round over all partitions.
     fn after_round(&mut self) {}
     /// Where partition `idx` resumes and its largest event time before that,
@@ -186,6 +192,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                         settings.weights[idx % settings.weights.len()].max(1)
                     };
                     let max = settings.batch.saturating_mul(weight);
+                    let partition = reader.partition_id(idx);
                     let status = reader.read(idx, max, &mut |msg| {
                         metrics.events_in.fetch_add(1, Ordering::Relaxed);
                         match Event::decode(msg.payload) {
@@ -200,8 +207,12 @@ pub fn partition_source<'s, R: PartitionReader>(
                                     &ev,
                                     stamp,
                                     &mut |mut r| {
-                                        if let Record::Window(c) = &mut r {
-                                            c.append_ms = append_ms;
+                                        match &mut r {
+                                            Record::Window(c) => c.append_ms = append_ms,
+                                            Record::Recent(e) => {
+                                                e.partition = partition;
+                                                e.offset = msg.offset;
+                                            }
                                         }
                                         records.push(r)
                                     },
@@ -271,6 +282,9 @@ pub fn partition_source<'s, R: PartitionReader>(
     )
 }
 
+/// Resume points by global partition id: (offset, largest event time before it).
+pub type ResumePoints = std::collections::BTreeMap<usize, (i64, Option<i64>)>;
+
 /// A late message seen by a [`MemoryReader`]: (partition, offset, aggregates missed).
 pub type LateMessage = (usize, i64, Vec<Late>);
 
@@ -286,7 +300,7 @@ pub struct MemoryReader {
     /// Late messages: (partition, offset, aggregates missed).
     pub late: Arc<std::sync::Mutex<Vec<LateMessage>>>,
     /// Committed checkpoints by global partition id: (offset, largest event time before it).
-    pub commits: Arc<std::sync::Mutex<std::collections::BTreeMap<usize, (i64, Option<i64>)>>>,
+    pub commits: Arc<std::sync::Mutex<ResumePoints>>,
     resume: Vec<Option<(i64, Option<i64>)>>,
     ids: Vec<usize>,
     streaming: bool,
@@ -335,6 +349,10 @@ impl PartitionReader for MemoryReader {
 
     fn resume_point(&self, idx: usize) -> Option<(i64, Option<i64>)> {
         self.resume.get(idx).copied().flatten()
+    }
+
+    fn partition_id(&self, idx: usize) -> u32 {
+        self.ids[idx] as u32
     }
 
     fn commit(&mut self, points: &[Checkpoint]) -> Result<(), String> {

@@ -6,8 +6,9 @@
 //! `kill -9` would cut it: rows written after the cut are lost with the
 //! process, and only the checkpoints committed before the cut survive. The
 //! next run resumes from those checkpoints. After several such runs a last
-//! one reads to the end. The rows that survived, applied with the stores'
-//! version rule, must equal the sequential reference.
+//! one reads to the end. The rows that survived, applied as the stores apply
+//! them (version rule for windows, merge for recent activity), must equal
+//! the sequential reference.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -160,7 +161,11 @@ fn clickstream(n: usize) -> Vec<Vec<Vec<u8>>> {
 }
 
 fn restarts_give_the_reference(workers: usize, cuts: &[(u64, f64)]) {
-    let spec = Arc::new(spec());
+    restarts_give_the_reference_for(spec(), workers, cuts);
+}
+
+fn restarts_give_the_reference_for(spec: PipelineSpec, workers: usize, cuts: &[(u64, f64)]) {
+    let spec = Arc::new(spec);
     let parts = clickstream(12_000);
     let expected = compute(&spec, &parts);
     let mut kept: Vec<Output> = Vec::new();
@@ -168,7 +173,6 @@ fn restarts_give_the_reference(workers: usize, cuts: &[(u64, f64)]) {
     for (stop_after, cut) in cuts {
         let log = run(&spec, &parts, workers, &from, Some(*stop_after));
         let cut_at = ((log.len() as f64) * cut) as usize;
-        eprintln!("run: {} entries, from {from:?}", log.len());
         for entry in log.into_iter().take(cut_at) {
             match entry {
                 Entry::Row(r) => kept.push(r),
@@ -197,6 +201,7 @@ fn restarts_give_the_reference(workers: usize, cuts: &[(u64, f64)]) {
     for (id, row) in &expected.windows {
         assert_eq!(collected.windows.get(id), Some(row), "window {id:?}");
     }
+    assert_eq!(collected.recent, expected.recent, "recent activity");
 }
 
 #[test]
@@ -207,6 +212,18 @@ fn stops_and_cuts_at_one_worker_change_nothing() {
 #[test]
 fn stops_and_cuts_at_three_workers_change_nothing() {
     restarts_give_the_reference(3, &[(70, 0.8), (30, 1.0), (120, 0.4), (50, 0.95)]);
+}
+
+/// Recent activity alone: entries wait for their (slow) emission before
+/// their offsets may be committed.
+#[test]
+fn stops_and_cuts_change_nothing_for_recent_activity_alone() {
+    let mut spec = spec();
+    spec.aggregates.clear();
+    if let Some(r) = &mut spec.recent {
+        r.updates = 30;
+    }
+    restarts_give_the_reference_for(spec, 2, &[(60, 0.7), (40, 0.5), (90, 0.8), (30, 0.6)]);
 }
 
 /// A partition resumed from a checkpoint gets its watermark back: an event

@@ -122,7 +122,6 @@ mod tests {
             app_id: "a".into(),
             user_id: "u".into(),
             events: vec![],
-            version: 3,
         });
         sink.write(&[row.clone(), row]).expect("write");
         sink.flush().expect("flush");
@@ -132,7 +131,7 @@ mod tests {
             .map(|l| serde_json::from_str(l).expect("json"))
             .collect();
         assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0]["version"], 3);
+        assert_eq!(lines[0]["user_id"], "u");
         assert_eq!(lines[0]["kind"], "recent");
     }
 }

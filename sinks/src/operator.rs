@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use footprint_dataflows::metrics::Metrics;
 use footprint_dataflows::{Output, Time};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
@@ -27,16 +28,29 @@ pub struct Routing {
 }
 
 /// Extension trait: write a stream of rows to sinks.
-pub trait WriteTo {
-    /// Writes every row to the sinks `routing` names for it.
-    fn write_to(self, sinks: Vec<Box<dyn Sink>>, routing: Routing, metrics: Arc<Metrics>);
+pub trait WriteTo<'s> {
+    /// Writes every row to the sinks `routing` names for it. The returned
+    /// stream carries no data; its frontier passes a time once every row at
+    /// that time has been written or diverted, which is what a probe on it
+    /// (the source's offset checkpoints) waits for.
+    fn write_to(
+        self,
+        sinks: Vec<Box<dyn Sink>>,
+        routing: Routing,
+        metrics: Arc<Metrics>,
+    ) -> StreamVec<'s, Time, ()>;
 }
 
-impl WriteTo for StreamVec<'_, Time, Output> {
-    fn write_to(self, mut sinks: Vec<Box<dyn Sink>>, routing: Routing, metrics: Arc<Metrics>) {
+impl<'s> WriteTo<'s> for StreamVec<'s, Time, Output> {
+    fn write_to(
+        self,
+        mut sinks: Vec<Box<dyn Sink>>,
+        routing: Routing,
+        metrics: Arc<Metrics>,
+    ) -> StreamVec<'s, Time, ()> {
         let mut batches: Vec<Vec<Output>> = vec![Vec::new(); sinks.len()];
         let mut flushed = true;
-        self.sink(Pipeline, "WriteTo", move |(input, _frontier)| {
+        self.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "WriteTo", move |_cap, _info| move |input, _output| {
             input.for_each(|_time, data| {
                 for row in data.drain(..) {
                     let targets = match &row {
@@ -77,6 +91,6 @@ impl WriteTo for StreamVec<'_, Time, Output> {
                 }
                 flushed = true;
             }
-        });
+        })
     }
 }

@@ -148,19 +148,22 @@ fn value(app: &str, event: &str, start: i64, version: u64, micros: i128, fin: bo
     }
 }
 
-fn recent(user: &str, version: u64, events: &[(i64, &str, Option<&str>)]) -> RecentRow {
+type Entry<'a> = (i64, u32, i64, &'a str, Option<&'a str>);
+
+fn recent(user: &str, events: &[Entry<'_>]) -> RecentRow {
     RecentRow {
         app_id: "app1".into(),
         user_id: user.into(),
         events: events
             .iter()
-            .map(|(ts, event, item)| RecentEntry {
+            .map(|(ts, partition, offset, event, item)| RecentEntry {
                 ts: *ts,
+                partition: *partition,
+                offset: *offset,
                 event: (*event).into(),
                 item_id: item.map(str::to_owned),
             })
             .collect(),
-        version,
     }
 }
 
@@ -190,7 +193,10 @@ fn creates_tables_on_start_up_and_writes_rows() {
         .conn()
         .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME")
         .expect("tables");
-    assert_eq!(tables, ["fp_country_1m", "fp_recent", "fp_value_10m"]);
+    assert_eq!(
+        tables,
+        ["fp_country_1m", "fp_recent_activity", "fp_value_10m"]
+    );
 
     let mut sink = factory.build(0, 1).expect("sink");
     let de_early = country("app1", "DE", T0, 2, 1, false);
@@ -300,38 +306,63 @@ fn keeps_the_higher_version_within_one_batch() {
     assert!(stored.contains(&d9));
 }
 
+/// Recent activity is merged (union, newest first, cut to `keep` = 3), so
+/// every order and repetition of the same rows ends in the same list.
 #[test]
-fn recent_activity_keeps_the_higher_version() {
+fn recent_activity_merges_to_the_same_list_in_any_order() {
     let db = TestDb::new();
     let factory = db.factory(&spec());
     let mut sink = factory.build(0, 1).expect("sink");
-
-    let u3 = recent(
-        "u1",
-        3,
-        &[
-            (T0 + 3, "order", Some("sku-1")),
-            (T0 + 2, "cart", Some("sku-1")),
-            (T0 + 1, "view", None),
-        ],
+    let rows = |user: &str| {
+        let a = recent(
+            user,
+            &[
+                (T0 + 5, 0, 50, "order", Some("\"quoted\"")),
+                (T0 + 3, 0, 30, "view", None),
+            ],
+        );
+        let b = recent(
+            user,
+            &[
+                (T0 + 4, 1, 40, "cart", Some("sku-1")),
+                (T0 + 1, 1, 10, "view", None),
+            ],
+        );
+        // The same time as a's newest, from another partition; and a's second again.
+        let c = recent(
+            user,
+            &[
+                (T0 + 5, 1, 55, "click", None),
+                (T0 + 3, 0, 30, "view", None),
+            ],
+        );
+        (a, b, c)
+    };
+    let (a, b, c) = rows("u1");
+    for r in [a, b, c] {
+        sink.write(&[Output::Recent(r)]).expect("write");
+    }
+    let (a, b, c) = rows("ü🎉");
+    sink.write(&[c, b, a].map(Output::Recent)).expect("write");
+    let (a, b, c) = rows("u3");
+    for batch in [vec![b.clone(), a.clone()], vec![c, a], vec![b]] {
+        sink.write(&batch.into_iter().map(Output::Recent).collect::<Vec<_>>())
+            .expect("write");
+    }
+    let expected = |user: &str| {
+        recent(
+            user,
+            &[
+                (T0 + 5, 1, 55, "click", None),
+                (T0 + 5, 0, 50, "order", Some("\"quoted\"")),
+                (T0 + 4, 1, 40, "cart", Some("sku-1")),
+            ],
+        )
+    };
+    assert_eq!(
+        factory.load_recent().expect("load"),
+        [expected("u1"), expected("u3"), expected("ü🎉")]
     );
-    let u2 = recent(
-        "u1",
-        2,
-        &[(T0 + 2, "cart", Some("sku-1")), (T0 + 1, "view", None)],
-    );
-    sink.write(&[Output::Recent(u3.clone())]).expect("write");
-    sink.write(&[Output::Recent(u2.clone())]).expect("write");
-
-    // Within one batch, both orders.
-    let v5 = recent("ü🎉", 5, &[(T0 + 5, "view", Some("\"quoted\""))]);
-    let v4 = recent("ü🎉", 4, &[(T0 + 4, "view", None)]);
-    let w1 = recent("u3", 1, &[(T0, "view", None)]);
-    let w2 = recent("u3", 2, &[(T0 + 1, "click", Some("x")), (T0, "view", None)]);
-    sink.write(&[v5.clone(), v4, w1, w2.clone()].map(Output::Recent))
-        .expect("write");
-
-    assert_eq!(factory.load_recent().expect("load"), [u3, w2, v5]);
 }
 
 #[test]

@@ -90,6 +90,7 @@ fn sink(prefix: &Prefix) -> (RedisSinkFactory, Box<dyn Sink>) {
         &prefix.0,
         Duration::from_secs(3600),
         Duration::from_secs(3600),
+        3,
     )
     .expect("factory");
     let s = f.build(0, 1).expect("sink");
@@ -158,30 +159,63 @@ fn keeps_the_higher_version_within_one_pipeline() {
     );
 }
 
+/// Recent activity is merged (union, newest first, cut to `keep` = 3), so
+/// every order and repetition of the same rows ends in the same list.
 #[test]
-fn recent_activity_keeps_the_higher_version() {
+fn recent_activity_merges_to_the_same_list_in_any_order() {
     let p = Prefix::new();
     let (f, mut s) = sink(&p);
-    let entry = |ts, item: Option<&str>| RecentEntry {
+    let entry = |ts, partition, offset, item: Option<&str>| RecentEntry {
         ts,
+        partition,
+        offset,
         event: "view".into(),
         item_id: item.map(str::to_owned),
     };
-    let newer = RecentRow {
+    let row = |user: &str, events: Vec<RecentEntry>| RecentRow {
         app_id: "shop".into(),
-        user_id: "u:1".into(),
-        events: vec![entry(3, Some("i3")), entry(2, None)],
-        version: 2,
+        user_id: user.into(),
+        events,
     };
-    let older = RecentRow {
-        app_id: "shop".into(),
-        user_id: "u:1".into(),
-        events: vec![entry(1, Some("i1"))],
-        version: 1,
+    let rows = |user: &str| {
+        (
+            row(
+                user,
+                vec![entry(5, 0, 50, Some("i5")), entry(3, 0, 30, None)],
+            ),
+            row(
+                user,
+                vec![entry(4, 1, 40, Some("i4")), entry(1, 1, 10, None)],
+            ),
+            // The same time as the newest, from another partition; and a repeat.
+            row(user, vec![entry(5, 1, 55, None), entry(3, 0, 30, None)]),
+        )
     };
-    s.write(&[Output::Recent(newer.clone()), Output::Recent(older)])
+    let (a, b, c) = rows("u:1");
+    for r in [a, b, c] {
+        s.write(&[Output::Recent(r)]).expect("write");
+    }
+    let (a, b, c) = rows("u:2");
+    s.write(&[c, b, a].map(Output::Recent)).expect("write");
+    let (a, b, c) = rows("u:3");
+    s.write(&[b.clone(), a.clone(), c, a, b].map(Output::Recent))
         .expect("write");
-    assert_eq!(f.load_recent().expect("load"), vec![newer]);
+    let mut got = f.load_recent().expect("load");
+    got.sort_by(|x, y| x.user_id.cmp(&y.user_id));
+    let expected: Vec<RecentRow> = ["u:1", "u:2", "u:3"]
+        .iter()
+        .map(|u| {
+            row(
+                u,
+                vec![
+                    entry(5, 1, 55, None),
+                    entry(5, 0, 50, Some("i5")),
+                    entry(4, 1, 40, Some("i4")),
+                ],
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
 }
 
 #[test]
@@ -207,8 +241,14 @@ fn reloads_its_scripts_after_the_server_forgets_them() {
 
 #[test]
 fn reports_an_unreachable_server_as_retryable() {
-    let f = RedisSinkFactory::new("redis://127.0.0.1:1", "x", Duration::ZERO, Duration::ZERO)
-        .expect("factory");
+    let f = RedisSinkFactory::new(
+        "redis://127.0.0.1:1",
+        "x",
+        Duration::ZERO,
+        Duration::ZERO,
+        3,
+    )
+    .expect("factory");
     let mut s = f.build(0, 1).expect("sink");
     let err = s
         .write(&[Output::Window(row(1, false, 0))])

@@ -247,7 +247,7 @@ url = "{mysql}/{database}?prefer_socket=false"
     );
 
     let expected = compute(&spec, &parts);
-    let redis = RedisSinkFactory::new(&redis_url(), &prefix, Duration::ZERO, Duration::ZERO)
+    let redis = RedisSinkFactory::new(&redis_url(), &prefix, Duration::ZERO, Duration::ZERO, 10)
         .expect("redis");
     let mysql = MySqlSinkFactory::new(
         &format!("{}/{database}", mysql_url()),

@@ -99,6 +99,7 @@ url = "{mysql}/{database}"
         &prefix,
         std::time::Duration::ZERO,
         std::time::Duration::ZERO,
+        5,
     )
     .expect("redis");
     let in_redis = by_id(redis.load_windows(&spec).expect("load redis windows"));

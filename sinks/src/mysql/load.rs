@@ -112,10 +112,7 @@ pub(crate) fn recent(
     let Some(table) = &schema.recent else {
         return Ok(Vec::new());
     };
-    let sql = format!(
-        "SELECT `app_id`, `user_id`, `events`, `version` FROM {}",
-        quote(table)
-    );
+    let sql = format!("SELECT `app_id`, `user_id`, `events` FROM {}", quote(table));
     let mut out = Vec::new();
     for mut row in conn.query::<Row, _>(sql)? {
         let app_id: String = column(&mut row, 0, "recent.app_id")?;
@@ -123,12 +120,10 @@ pub(crate) fn recent(
         let events: String = column(&mut row, 2, "recent.events")?;
         let events: Vec<RecentEntry> = serde_json::from_str(&events)
             .map_err(|e| LoadError::Bad(format!("{table}.events of {app_id}/{user_id}: {e}")))?;
-        let version: u64 = column(&mut row, 3, "recent.version")?;
         out.push(RecentRow {
             app_id,
             user_id,
             events,
-            version,
         });
     }
     out.sort_by(|a, b| (&a.app_id, &a.user_id).cmp(&(&b.app_id, &b.user_id)));

@@ -54,9 +54,11 @@ mod upsert;
 use std::sync::Arc;
 use std::time::Duration;
 
-use footprint_dataflows::{Output, PipelineSpec, RecentRow, WindowRow};
+use footprint_dataflows::{Output, PipelineSpec, RecentEntry, RecentRow, WindowRow};
 use mysql::prelude::Queryable;
-use mysql::{Conn, DriverError, Opts, OptsBuilder, Pool, PoolConstraints, PooledConn, TxOpts};
+use mysql::{
+    Conn, DriverError, Opts, OptsBuilder, Pool, PoolConstraints, PooledConn, TxOpts, Value,
+};
 
 use crate::{Sink, SinkError, SinkFactory};
 use load::LoadError;
@@ -272,7 +274,7 @@ struct MySqlSink {
 }
 
 impl MySqlSink {
-    fn apply(&mut self, plan: Plan) -> Result<(), WriteFailure> {
+    fn apply(&mut self, mut plan: Plan) -> Result<(), WriteFailure> {
         let conn = match &mut self.conn {
             Some(conn) => conn,
             None => {
@@ -284,9 +286,80 @@ impl MySqlSink {
         for statement in plan.statements(&self.schema) {
             tx.exec_drop(statement.sql, statement.params)?;
         }
+        if let (Some(table), false) = (&self.schema.recent, plan.recent.is_empty()) {
+            let merged = merge_recent(&mut tx, table, self.schema.recent_keep, &plan.recent)?;
+            let statements = upsert::recent_statements(table, &merged).map_err(|e| {
+                WriteFailure::Prepare(SinkError::Rejected {
+                    sink: SINK.into(),
+                    detail: e,
+                })
+            })?;
+            for statement in statements {
+                tx.exec_drop(statement.sql, statement.params)?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Merges `rows` with the stored lists of their users, which it reads with
+/// `FOR UPDATE`, so that no other writer changes them before the
+/// transaction commits. Returns one merged row per user, in key order.
+fn merge_recent(
+    tx: &mut mysql::Transaction<'_>,
+    table: &str,
+    keep: usize,
+    rows: &[RecentRow],
+) -> Result<Vec<RecentRow>, WriteFailure> {
+    let mut users: std::collections::BTreeMap<(String, String), Vec<RecentEntry>> =
+        std::collections::BTreeMap::new();
+    for r in rows {
+        let events = users
+            .entry((r.app_id.clone(), r.user_id.clone()))
+            .or_default();
+        RecentEntry::merge(events, &r.events, keep);
+    }
+    let keys: Vec<(String, String)> = users.keys().cloned().collect();
+    for part in keys.chunks(upsert::MAX_ROWS) {
+        let tuples = vec!["(?,?)"; part.len()].join(",");
+        let sql = format!(
+            "SELECT `app_id`, `user_id`, `events` FROM {} WHERE (`app_id`, `user_id`) IN ({tuples}) FOR UPDATE",
+            schema::quote(table)
+        );
+        let params: Vec<Value> = part
+            .iter()
+            .flat_map(|(a, u)| {
+                [
+                    Value::Bytes(a.as_bytes().to_vec()),
+                    Value::Bytes(u.as_bytes().to_vec()),
+                ]
+            })
+            .collect();
+        let stored: Vec<(Vec<u8>, Vec<u8>, String)> = tx.exec(sql, params)?;
+        for (app, user, events) in stored {
+            let (Ok(app), Ok(user)) = (String::from_utf8(app), String::from_utf8(user)) else {
+                continue;
+            };
+            let stored: Vec<RecentEntry> = serde_json::from_str(&events).map_err(|e| {
+                WriteFailure::Prepare(SinkError::Rejected {
+                    sink: SINK.into(),
+                    detail: format!("{table}: unreadable events of {app}/{user}: {e}"),
+                })
+            })?;
+            if let Some(events) = users.get_mut(&(app, user)) {
+                RecentEntry::merge(events, &stored, keep);
+            }
+        }
+    }
+    Ok(users
+        .into_iter()
+        .map(|((app_id, user_id), events)| RecentRow {
+            app_id,
+            user_id,
+            events,
+        })
+        .collect())
 }
 
 impl Sink for MySqlSink {

@@ -21,7 +21,7 @@ pub(crate) const MAX_RECENT_ID: usize = 255;
 const MAX_IDENTIFIER: usize = 64;
 
 /// The name of the recent-activity table, after the prefix.
-const RECENT_TABLE: &str = "recent";
+const RECENT_TABLE: &str = "recent_activity";
 
 /// How a measure is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,8 @@ pub(crate) struct Schema {
     pub aggregates: Vec<AggregateTable>,
     /// The recent-activity table, when the spec keeps recent activity.
     pub recent: Option<String>,
+    /// How many entries a user's recent activity keeps.
+    pub recent_keep: usize,
 }
 
 impl Schema {
@@ -103,7 +105,11 @@ impl Schema {
             }
             None => None,
         };
-        Ok(Schema { aggregates, recent })
+        Ok(Schema {
+            aggregates,
+            recent,
+            recent_keep: spec.recent.as_ref().map_or(0, |r| r.keep),
+        })
     }
 
     /// Every table with its expected columns, for checking existing tables.
@@ -256,7 +262,7 @@ impl AggregateTable {
 
 /// The recent-activity table's columns, in insert order.
 pub(crate) fn recent_columns() -> Vec<String> {
-    ["app_id", "user_id", "events", "version"]
+    ["app_id", "user_id", "events"]
         .into_iter()
         .map(str::to_owned)
         .collect()
@@ -264,19 +270,16 @@ pub(crate) fn recent_columns() -> Vec<String> {
 
 fn recent_create_sql(table: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {} (\n  `app_id` VARBINARY({MAX_RECENT_ID}) NOT NULL,\n  `user_id` VARBINARY({MAX_RECENT_ID}) NOT NULL,\n  `events` LONGTEXT NOT NULL,\n  `version` BIGINT UNSIGNED NOT NULL,\n  `updated_at` TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),\n  PRIMARY KEY (`app_id`, `user_id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        "CREATE TABLE IF NOT EXISTS {} (\n  `app_id` VARBINARY({MAX_RECENT_ID}) NOT NULL,\n  `user_id` VARBINARY({MAX_RECENT_ID}) NOT NULL,\n  `events` LONGTEXT NOT NULL,\n  `updated_at` TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),\n  PRIMARY KEY (`app_id`, `user_id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         quote(table)
     )
 }
 
-/// The upsert of `rows` recent-activity rows: `events` only when the
-/// incoming version is at least the stored one, then `version` last (see
-/// [`AggregateTable::upsert_sql`]).
+/// The upsert of `rows` recent-activity rows. The lists are already merged
+/// with the stored ones, which the same transaction read and locked (see
+/// `MySqlSink::apply`), so they replace them.
 pub(crate) fn recent_upsert_sql(table: &str, rows: usize) -> String {
-    let updates = [
-        "`events` = IF(VALUES(`version`) >= `version`, VALUES(`events`), `events`)".to_owned(),
-        "`version` = GREATEST(`version`, VALUES(`version`))".to_owned(),
-    ];
+    let updates = ["`events` = VALUES(`events`)".to_owned()];
     insert_sql(table, &recent_columns(), rows, &updates)
 }
 
@@ -399,7 +402,7 @@ mod tests {
             ]
         );
         assert_eq!(t.measures[1].name, "distinct(user_id)");
-        assert_eq!(schema.recent.as_deref(), Some("fp_recent"));
+        assert_eq!(schema.recent.as_deref(), Some("fp_recent_activity"));
     }
 
     #[test]
@@ -414,8 +417,12 @@ mod tests {
         assert!(bad(vec![agg("1a", &[], &["count"])], false, ""));
         assert!(bad(vec![agg("a`b", &[], &["count"])], false, ""));
         assert!(bad(vec![agg("a", &[], &["count"])], false, "p;"));
-        assert!(bad(vec![agg("recent", &[], &["count"])], true, ""));
-        assert!(!bad(vec![agg("recent", &[], &["count"])], false, ""));
+        assert!(bad(vec![agg("recent_activity", &[], &["count"])], true, ""));
+        assert!(!bad(
+            vec![agg("recent_activity", &[], &["count"])],
+            false,
+            ""
+        ));
         assert!(bad(
             vec![agg("a", &["props.a_b", "props.a.b"], &["count"])],
             false,
@@ -458,9 +465,8 @@ mod tests {
         );
         assert_eq!(
             recent_upsert_sql("r", 1),
-            "INSERT INTO `r` (`app_id`,`user_id`,`events`,`version`) VALUES (?,?,?,?) ON DUPLICATE KEY UPDATE \
-             `events` = IF(VALUES(`version`) >= `version`, VALUES(`events`), `events`), \
-             `version` = GREATEST(`version`, VALUES(`version`))"
+            "INSERT INTO `r` (`app_id`,`user_id`,`events`) VALUES (?,?,?) ON DUPLICATE KEY UPDATE \
+             `events` = VALUES(`events`)"
         );
     }
 }

@@ -29,8 +29,9 @@ pub(crate) struct Plan {
     /// Per aggregate table (indexed like the schema), each row's parameters,
     /// in arrival order.
     windows: Vec<Vec<Vec<Value>>>,
-    /// The recent-activity rows' parameters, in arrival order.
-    recent: Vec<Vec<Value>>,
+    /// The recent-activity rows, checked, in arrival order (merged with the
+    /// stored lists when the transaction runs).
+    pub recent: Vec<RecentRow>,
     /// Rows left out: their identity and why.
     pub skipped: Vec<String>,
 }
@@ -61,8 +62,8 @@ impl Plan {
                         Err(why) => plan.skipped.push(format!("{}: {why}", window_identity(w))),
                     }
                 }
-                Output::Recent(r) => match (&schema.recent, recent_params(r)) {
-                    (Some(_), Ok(p)) => plan.recent.push(p),
+                Output::Recent(r) => match (&schema.recent, check_recent(r)) {
+                    (Some(_), Ok(())) => plan.recent.push(r.clone()),
                     (None, _) => plan.skipped.push(format!(
                         "{}: recent activity is not in the spec, so it has no table",
                         recent_identity(r)
@@ -81,19 +82,36 @@ impl Plan {
         self.recent.is_empty() && self.windows.iter().all(Vec::is_empty)
     }
 
-    /// The statements to run, table by table, each table's rows in arrival
-    /// order (so a later version of an identity in the same batch is applied
-    /// after an earlier one).
-    pub fn statements(self, schema: &Schema) -> Vec<Statement> {
+    /// The window statements to run, table by table, each table's rows in
+    /// arrival order (so a later version of an identity in the same batch is
+    /// applied after an earlier one).
+    pub fn statements(&mut self, schema: &Schema) -> Vec<Statement> {
         let mut out = Vec::new();
-        for (table, rows) in schema.aggregates.iter().zip(self.windows) {
+        for (table, rows) in schema
+            .aggregates
+            .iter()
+            .zip(std::mem::take(&mut self.windows))
+        {
             chunk(rows, |n| table.upsert_sql(n), &mut out);
-        }
-        if let Some(table) = &schema.recent {
-            chunk(self.recent, |n| recent_upsert_sql(table, n), &mut out);
         }
         out
     }
+}
+
+/// The statements that write merged recent-activity lists to `table`.
+pub(crate) fn recent_statements(table: &str, rows: &[RecentRow]) -> Result<Vec<Statement>, String> {
+    let mut params = Vec::with_capacity(rows.len());
+    for r in rows {
+        let events = serde_json::to_string(&r.events).map_err(|e| e.to_string())?;
+        params.push(vec![
+            Value::Bytes(r.app_id.as_bytes().to_vec()),
+            Value::Bytes(r.user_id.as_bytes().to_vec()),
+            Value::Bytes(events.into_bytes()),
+        ]);
+    }
+    let mut out = Vec::new();
+    chunk(params, |n| recent_upsert_sql(table, n), &mut out);
+    Ok(out)
 }
 
 fn chunk(rows: Vec<Vec<Value>>, sql: impl Fn(usize) -> String, out: &mut Vec<Statement>) {
@@ -193,7 +211,7 @@ fn window_params(table: &AggregateTable, row: &WindowRow) -> Result<Vec<Value>, 
     Ok(params)
 }
 
-fn recent_params(row: &RecentRow) -> Result<Vec<Value>, String> {
+fn check_recent(row: &RecentRow) -> Result<(), String> {
     for (what, id) in [("app_id", &row.app_id), ("user_id", &row.user_id)] {
         if id.len() > MAX_RECENT_ID {
             return Err(format!(
@@ -202,13 +220,7 @@ fn recent_params(row: &RecentRow) -> Result<Vec<Value>, String> {
             ));
         }
     }
-    let events = serde_json::to_string(&row.events).map_err(|e| e.to_string())?;
-    Ok(vec![
-        Value::Bytes(row.app_id.as_bytes().to_vec()),
-        Value::Bytes(row.user_id.as_bytes().to_vec()),
-        Value::Bytes(events.into_bytes()),
-        Value::UInt(row.version),
-    ])
+    Ok(())
 }
 
 /// A window row's identity, for messages (long values shortened).
@@ -229,10 +241,9 @@ pub(crate) fn window_identity(row: &WindowRow) -> String {
 
 fn recent_identity(row: &RecentRow) -> String {
     format!(
-        "recent app_id={} user_id={} version={}",
+        "recent app_id={} user_id={}",
         short(&row.app_id),
-        short(&row.user_id),
-        row.version
+        short(&row.user_id)
     )
 }
 
@@ -292,7 +303,7 @@ mod tests {
     fn chunks_at_the_row_limit_keeping_arrival_order() {
         let rows: Vec<Output> = (0..MAX_ROWS as u64 + 3).map(|v| row("x", v)).collect();
         let schema = schema();
-        let plan = Plan::new(&schema, &rows);
+        let mut plan = Plan::new(&schema, &rows);
         assert!(plan.skipped.is_empty());
         let statements = plan.statements(&schema);
         assert_eq!(statements.len(), 2);
@@ -311,13 +322,14 @@ mod tests {
             user_id: "u".into(),
             events: vec![RecentEntry {
                 ts: 1,
+                partition: 0,
+                offset: 0,
                 event: "view".into(),
                 item_id: None,
             }],
-            version: 1,
         });
         let schema = schema();
-        let plan = Plan::new(&schema, &[row(&long, 1), row("ok", 1), recent]);
+        let mut plan = Plan::new(&schema, &[row(&long, 1), row("ok", 1), recent]);
         assert_eq!(plan.skipped.len(), 2);
         assert!(plan.skipped[0].contains("group key is 604 bytes"));
         assert!(plan.skipped[0].starts_with("a [app_id=\"éééé"));

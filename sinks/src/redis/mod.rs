@@ -10,15 +10,17 @@
 //!   `sum(value)`; sums as exact decimals). It expires `ttl` after its last
 //!   write.
 //! - A user's recent activity is a list, `PREFIX:r:{APPUSER}`, of JSON
-//!   entries `{"ts","event","item_id"}`, newest first, with its version in
-//!   `PREFIX:rv:{APPUSER}`. Both share a hash tag, so they live in the same
-//!   cluster slot, and both expire after the recent-activity TTL.
+//!   entries `{"event","item_id","offset","partition","ts"}`, newest first,
+//!   at most `keep` long. It expires after the recent-activity TTL.
 //!
 //! # Version rule
-//! Each row is applied by a Lua script that compares `(version, final)` with
-//! the stored pair and does nothing when the stored one is higher, so
-//! retries, replays and restarts can never put an older value over a newer
-//! one. All rows of a `write` go out in one pipeline.
+//! Each window row is applied by a Lua script that compares `(version,
+//! final)` with the stored pair and does nothing when the stored one is
+//! higher, so retries, replays and restarts can never put an older value over
+//! a newer one. A recent-activity row is merged into the stored list by
+//! another script (union, newest first, cut to `keep`), which gives the same
+//! list whatever the order and number of writes. All rows of a `write` go out
+//! in one pipeline.
 
 use std::time::Duration;
 
@@ -45,20 +47,35 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1
 "#;
 
-/// Replaces a user's recent list when `version` is not lower than the stored one.
-/// KEYS[1] list, KEYS[2] version; ARGV[1] version, ARGV[2] ttl ms, ARGV[3..] entries.
-const RECENT_CAS: &str = r#"
-local cv = tonumber(redis.call('GET', KEYS[2]))
-if cv and cv > tonumber(ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[1])
-if #ARGV >= 3 then redis.call('RPUSH', KEYS[1], unpack(ARGV, 3)) end
-redis.call('SET', KEYS[2], ARGV[1])
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[2], ttl)
-  if #ARGV >= 3 then redis.call('PEXPIRE', KEYS[1], ttl) end
+/// Merges entries into a user's recent list: the union with the stored
+/// entries, newest first by (ts, partition, offset), without duplicates, cut
+/// to `keep`. KEYS[1] list; ARGV[1] keep, ARGV[2] ttl ms, ARGV[3..] entries.
+const RECENT_MERGE: &str = r#"
+local all, seen = {}, {}
+local function add(s)
+  if not seen[s] then
+    seen[s] = true
+    local e = cjson.decode(s)
+    all[#all + 1] = {e.ts, e.partition, e.offset, s}
+  end
 end
-return 1
+for _, s in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do add(s) end
+for i = 3, #ARGV do add(ARGV[i]) end
+table.sort(all, function(a, b)
+  if a[1] ~= b[1] then return a[1] > b[1] end
+  if a[2] ~= b[2] then return a[2] > b[2] end
+  return a[3] > b[3]
+end)
+local n = math.min(tonumber(ARGV[1]), #all)
+redis.call('DEL', KEYS[1])
+if n > 0 then
+  local out = {}
+  for i = 1, n do out[i] = all[i][4] end
+  redis.call('RPUSH', KEYS[1], unpack(out))
+  local ttl = tonumber(ARGV[2])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
+return n
 "#;
 
 /// Builds Redis sinks.
@@ -69,18 +86,21 @@ pub struct RedisSinkFactory {
     prefix: String,
     ttl: Duration,
     recent_ttl: Duration,
+    recent_keep: usize,
 }
 
 impl RedisSinkFactory {
     /// Sinks writing to `url` (`redis://host:port[/db]`) under `prefix`, with
-    /// window rows expiring after `ttl` and recent activity after `recent_ttl`
-    /// (zero: never). The server is contacted on the first write, so the
-    /// pipeline can start while Redis is down.
+    /// window rows expiring after `ttl`, recent activity after `recent_ttl`
+    /// (zero: never), and `recent_keep` entries kept per user. The server is
+    /// contacted on the first write, so the pipeline can start while Redis is
+    /// down.
     pub fn new(
         url: &str,
         prefix: &str,
         ttl: Duration,
         recent_ttl: Duration,
+        recent_keep: usize,
     ) -> Result<Self, SinkError> {
         let client = Client::open(url).map_err(|e| SinkError::Config {
             sink: NAME.into(),
@@ -92,6 +112,7 @@ impl RedisSinkFactory {
             prefix: prefix.to_owned(),
             ttl,
             recent_ttl,
+            recent_keep,
         })
     }
 
@@ -131,20 +152,15 @@ impl RedisSinkFactory {
     /// Every user's recent activity stored under this prefix.
     pub fn load_recent(&self) -> Result<Vec<RecentRow>, SinkError> {
         let mut conn = self.connect()?;
-        let keys: Vec<String> = scan(&mut conn, &format!("{}:rv:*", self.prefix))
-            .map_err(|e| classify(&self.url, e))?;
+        let keys: Vec<String> =
+            scan(&mut conn, &format!("{}:r:*", self.prefix)).map_err(|e| classify(&self.url, e))?;
         let mut rows = Vec::with_capacity(keys.len());
         for k in keys {
-            let Some(tag) = k.strip_prefix(&format!("{}:rv:", self.prefix)) else {
+            let Some(tag) = k.strip_prefix(&format!("{}:r:", self.prefix)) else {
                 continue;
             };
-            let list_key = format!("{}:r:{tag}", self.prefix);
-            let version: u64 = redis::cmd("GET")
-                .arg(&k)
-                .query(&mut conn)
-                .map_err(|e| classify(&self.url, e))?;
             let entries: Vec<String> = redis::cmd("LRANGE")
-                .arg(&list_key)
+                .arg(&k)
                 .arg(0)
                 .arg(-1)
                 .query(&mut conn)
@@ -159,18 +175,17 @@ impl RedisSinkFactory {
             };
             let events = entries
                 .iter()
-                .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
-                .map(|v| RecentEntry {
-                    ts: v["ts"].as_i64().unwrap_or_default(),
-                    event: v["event"].as_str().unwrap_or_default().to_owned(),
-                    item_id: v["item_id"].as_str().map(str::to_owned),
+                .map(|e| {
+                    serde_json::from_str::<RecentEntry>(e).map_err(|err| SinkError::Rejected {
+                        sink: NAME.into(),
+                        detail: format!("unreadable recent entry in {k}: {err}"),
+                    })
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             rows.push(RecentRow {
                 app_id: app_id.clone(),
                 user_id: user_id.clone(),
                 events,
-                version,
             });
         }
         Ok(rows)
@@ -187,7 +202,7 @@ impl SinkFactory for RedisSinkFactory {
             factory: self.clone(),
             conn: None,
             window: Script::new(WINDOW_CAS),
-            recent: Script::new(RECENT_CAS),
+            recent: Script::new(RECENT_MERGE),
         }))
     }
 }
@@ -234,13 +249,12 @@ impl RedisSink {
                 Output::Recent(r) => {
                     let tag = GroupKey::from_parts([r.app_id.as_str(), r.user_id.as_str()]);
                     let mut c = redis::cmd("EVALSHA");
-                    c.arg(self.recent.get_hash()).arg(2);
+                    c.arg(self.recent.get_hash()).arg(1);
                     c.arg(format!("{}:r:{{{}}}", f.prefix, tag.as_str()));
-                    c.arg(format!("{}:rv:{{{}}}", f.prefix, tag.as_str()));
-                    c.arg(r.version).arg(f.recent_ttl.as_millis() as u64);
+                    c.arg(f.recent_keep).arg(f.recent_ttl.as_millis() as u64);
                     for e in &r.events {
                         c.arg(
-                            serde_json::json!({"ts": e.ts, "event": e.event, "item_id": e.item_id})
+                            serde_json::json!({"ts": e.ts, "partition": e.partition, "offset": e.offset, "event": e.event, "item_id": e.item_id})
                                 .to_string(),
                         );
                     }

@@ -260,7 +260,6 @@ mod tests {
             app_id: "a".into(),
             user_id: "u".into(),
             events: vec![],
-            version: 1,
         })]
     }
 

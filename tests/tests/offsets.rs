@@ -1,0 +1,308 @@
+//! Offsets after acceptance (DESIGN §5): the worker commits a source offset
+//! only once every result of the messages before it is written, and a
+//! restarted worker resumes from the commits, with nothing lost and nothing
+//! counted twice.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use footprint::config::Config;
+use footprint::generate::{GenPlan, produce};
+use footprint_connectors::{admin, checkpoints};
+use footprint_dataflows::clickstream::{GenConfig, SplitMix64};
+use footprint_dataflows::control::RunControl;
+use footprint_dataflows::reference::{WindowId, compute};
+use footprint_dataflows::{RecentRow, WindowRow};
+use footprint_sinks::mysql::MySqlSinkFactory;
+use footprint_sinks::redis::RedisSinkFactory;
+use footprint_tests::{
+    brokers, delete_redis_prefix, drop_database, footprint_bin, kafka, mysql_url, preload,
+    redis_url, run_to_end, unique,
+};
+
+fn cfg(toml: &str) -> Config {
+    Config::from_layers(Some(toml), Vec::<(String, String)>::new()).expect("config")
+}
+
+/// A bounded run commits every offset it read; the next run reads only what
+/// was produced since.
+#[test]
+fn a_worker_resumes_where_the_last_run_committed() {
+    let topic = unique("resume");
+    let gen_cfg = GenConfig {
+        seed: 3,
+        partitions: 3,
+        users: 50,
+        items: 10,
+        events_per_sec: 50,
+        bad: 0.01,
+        ..GenConfig::default()
+    };
+    preload(&topic, &gen_cfg, 3_000).expect("preload");
+    let config = cfg(&format!(
+        r#"
+[source]
+brokers = "{brokers}"
+topics = ["{topic}"]
+group_id = "{topic}-group"
+
+[[aggregate]]
+name = "events_1m"
+group_by = ["event"]
+window = {{ tumbling = "1m" }}
+measures = ["count"]
+sinks = []
+"#,
+        brokers = brokers(),
+    ));
+    let (first, _) = run_to_end(&config, 2).expect("first run");
+    assert_eq!(first.events_in, 3_000);
+    let pairs: Vec<(String, i32)> = (0..3).map(|p| (topic.clone(), p)).collect();
+    let committed = admin::committed(&kafka(), &format!("{topic}-group"), &pairs).expect("fetch");
+    let total: i64 = committed
+        .iter()
+        .map(|c| c.expect("every partition committed").offset)
+        .sum();
+    assert_eq!(total, 3_000, "the commits cover every message read");
+    let saved = checkpoints::load(&kafka(), "footprint.checkpoints", &format!("{topic}-group"))
+        .expect("load checkpoints");
+    for (t, p) in &pairs {
+        let s = saved
+            .get(&(t.clone(), *p))
+            .expect("a checkpoint per partition");
+        let c = committed[*p as usize].expect("committed");
+        assert_eq!(s.offset, c.offset, "the checkpoint and the commit agree");
+        assert!(s.max_ts.is_some(), "the checkpoint keeps the watermark");
+    }
+
+    let more = GenConfig {
+        seed: 4,
+        ..gen_cfg.clone()
+    };
+    let plan = GenPlan {
+        topic: topic.clone(),
+        count: Some(1_200),
+        rate: None,
+        duration: None,
+        progress: None,
+    };
+    produce(&kafka(), more, &plan, &Arc::new(RunControl::default())).expect("produce more");
+    let (second, _) = run_to_end(&config, 1).expect("second run");
+    assert_eq!(second.events_in, 1_200, "only the new messages are read");
+}
+
+fn spawn(config: &Path, log: &Path, args: &[&str]) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    Command::new(footprint_bin())
+        .arg("--config")
+        .arg(config)
+        .arg("worker")
+        .args(args)
+        .env("RUST_LOG", "info,footprint_connectors=debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start footprint worker")
+}
+
+fn by_id(rows: Vec<WindowRow>) -> BTreeMap<WindowId, WindowRow> {
+    rows.into_iter()
+        .map(|w| ((w.aggregate.clone(), w.key.clone(), w.window_start), w))
+        .collect()
+}
+
+fn by_user(rows: Vec<RecentRow>) -> BTreeMap<(String, String), RecentRow> {
+    rows.into_iter()
+        .map(|r| ((r.app_id.clone(), r.user_id.clone()), r))
+        .collect()
+}
+
+/// The worker is killed with SIGKILL at several points while it streams
+/// into Redis and MySQL, and restarted each time; a last run reads to the
+/// end. Both stores then equal the sequential reference.
+#[test]
+fn kill_9_and_restart_lose_nothing_and_count_nothing_twice() {
+    let topic = unique("kill");
+    let database = unique("fp_kill").replace('-', "_");
+    let prefix = unique("fpkill");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Logs stay for a look after a failure.
+    let dir = tmp.keep();
+    let gen_cfg = GenConfig {
+        seed: 17,
+        partitions: 4,
+        users: 300,
+        items: 30,
+        events_per_sec: 40,
+        disorder: 0.05,
+        max_disorder_ms: 3_000,
+        late: 0.01,
+        late_by_ms: 70_000,
+        bad: 0.01,
+        ..GenConfig::default()
+    };
+    let (parts, _) = preload(&topic, &gen_cfg, 40_000).expect("preload");
+    let toml = format!(
+        r#"
+[source]
+brokers = "{brokers}"
+topics = ["{topic}"]
+group_id = "{topic}-group"
+batch = 16
+commit_interval = "100ms"
+
+[watermark]
+max_out_of_order = "3s"
+
+[retry]
+topic = "{topic}-retry"
+journal = "{journal}"
+
+[admin]
+listen = "127.0.0.1:0"
+control_topic = "{topic}-control"
+
+[[aggregate]]
+name = "item_activity_1m"
+group_by = ["app_id", "event", "item_id"]
+window = {{ tumbling = "1m" }}
+measures = ["count", "distinct(user_id)", "sum(value)"]
+allowed_lateness = "5s"
+early_updates = "50ms"
+sinks = ["redis", "mysql"]
+
+[[aggregate]]
+name = "app_events_10m"
+group_by = ["app_id", "event"]
+window = {{ sliding = "10m", every = "1m" }}
+measures = ["count", "distinct(user_id)"]
+sinks = ["redis", "mysql"]
+
+[recent]
+keep = 5
+updates = "50ms"
+sinks = ["redis", "mysql"]
+
+[sinks.redis]
+url = "{redis}"
+prefix = "{prefix}"
+
+[sinks.mysql]
+url = "{mysql}/{database}"
+"#,
+        brokers = brokers(),
+        journal = dir.join("retry.journal").display(),
+        redis = redis_url(),
+        mysql = mysql_url(),
+    );
+    let path = dir.join("footprint.toml");
+    std::fs::write(&path, &toml).expect("config");
+    let config = cfg(&toml);
+    let group = format!("{topic}-group");
+    let pairs: Vec<(String, i32)> = (0..4).map(|p| (topic.clone(), p)).collect();
+    let committed_total = || -> i64 {
+        admin::committed(&kafka(), &group, &pairs)
+            .expect("fetch commits")
+            .iter()
+            .map(|c| c.map_or(0, |c| c.offset))
+            .sum()
+    };
+
+    let mut rng = SplitMix64::new(99);
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut last = 0;
+    for round in 0..5 {
+        let log = dir.join(format!("run{round}.log"));
+        let mut child = spawn(&path, &log, &[]);
+        // Kill once the commits have moved on by a random amount.
+        // While the worker streams, the last 10 minutes of event time (about
+        // 24,000 messages here) stay in open sliding windows and cannot be
+        // committed, so targets stop at 12,000.
+        let target = (last + 500 + rng.below(2_500) as i64).min(12_000);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while committed_total() < target {
+            assert!(
+                Instant::now() < deadline,
+                "no progress; see {}",
+                log.display()
+            );
+            assert!(
+                child.try_wait().expect("poll").is_none(),
+                "the worker exited; see {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20 + rng.below(80)));
+        }
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        kills += 1;
+        last = committed_total();
+    }
+    let log = dir.join("last.log");
+    let mut child = spawn(&path, &log, &["--until-end"]);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("poll") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the last run did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "see {}", log.display());
+    assert_eq!(
+        committed_total(),
+        40_000,
+        "the last run committed everything"
+    );
+
+    let spec = config.spec().expect("spec");
+    let expected = compute(&spec, &parts);
+    let mysql = MySqlSinkFactory::new(
+        &format!("{}/{database}", mysql_url()),
+        Arc::new(spec.clone()),
+        "fp_",
+    )
+    .expect("mysql");
+    let redis = RedisSinkFactory::new(&redis_url(), &prefix, Duration::ZERO, Duration::ZERO, 5)
+        .expect("redis");
+    let in_mysql = by_id(mysql.load_windows().expect("load mysql"));
+    let in_redis = by_id(redis.load_windows(&spec).expect("load redis"));
+    let diffs = |got: &BTreeMap<WindowId, WindowRow>| {
+        expected
+            .windows
+            .iter()
+            .filter(|(id, row)| got.get(*id) != Some(*row))
+            .count()
+            + got
+                .keys()
+                .filter(|id| !expected.windows.contains_key(*id))
+                .count()
+    };
+    let recent_diffs = |got: BTreeMap<(String, String), RecentRow>| {
+        expected
+            .recent
+            .iter()
+            .filter(|(id, row)| got.get(*id).map(|r| &r.events) != Some(&row.events))
+            .count()
+    };
+    let (wm, wr) = (diffs(&in_mysql), diffs(&in_redis));
+    let rm = recent_diffs(by_user(mysql.load_recent().expect("load recent")));
+    let rr = recent_diffs(by_user(redis.load_recent().expect("load recent")));
+    println!(
+        "kill -9 drill: {kills} kills, {} windows, window diffs mysql {wm} redis {wr}, recent diffs mysql {rm} redis {rr}, {:.1} s",
+        expected.windows.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!((wm, wr), (0, 0), "windows differ from the reference");
+    assert_eq!(
+        (rm, rr),
+        (0, 0),
+        "recent activity differs from the reference"
+    );
+    drop_database(&database);
+    delete_redis_prefix(&prefix);
+}
