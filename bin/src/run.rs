@@ -378,6 +378,27 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
         std::thread::spawn(move || report_progress(&metrics, every, &done))
     });
 
+    let lag_reporter = {
+        let metrics = Arc::clone(&metrics);
+        let done = Arc::clone(&done);
+        let settings = settings.clone();
+        let group = cfg.source.group_id.clone();
+        let sources: Vec<(String, i32)> = ranges
+            .iter()
+            .map(|r| (r.topic.clone(), r.partition))
+            .collect();
+        let retry_topic = has_store.then(|| (cfg.retry_kafka(), cfg.retry.topic.clone()));
+        std::thread::spawn(move || {
+            report_lag(
+                &settings,
+                &group,
+                &sources,
+                retry_topic.as_ref(),
+                &metrics,
+                &done,
+            )
+        })
+    };
     let resender = retry.as_ref().map(|retry| {
         let retry = Arc::clone(retry);
         let done = Arc::clone(&done);
@@ -450,6 +471,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     if let Some(h) = resender {
         let _ = h.join();
     }
+    let _ = lag_reporter.join();
     if let Some(h) = follower {
         let _ = h.join();
     }
@@ -506,6 +528,63 @@ fn report_progress(metrics: &Metrics, every: Duration, done: &AtomicBool) {
         );
         last = Instant::now();
         last_in = n;
+    }
+}
+
+/// Every 5 s, measures the consumer lag of the source partitions (end offset
+/// minus committed offset) and the retry backlog (records the replay job has
+/// not committed past) into `metrics`, until `done`.
+fn report_lag(
+    settings: &footprint_connectors::client::KafkaSettings,
+    group: &str,
+    sources: &[(String, i32)],
+    retry: Option<&(footprint_connectors::client::KafkaSettings, String)>,
+    metrics: &Metrics,
+    done: &AtomicBool,
+) {
+    let lag_of = |settings, group: &str, pairs: &[(String, i32)]| -> Option<Vec<u64>> {
+        let measured = (|| {
+            let committed = admin::committed(settings, group, pairs)?;
+            let mut out = Vec::with_capacity(pairs.len());
+            for ((topic, p), c) in pairs.iter().zip(committed) {
+                let (low, high) = admin::watermarks(settings, topic, *p)?;
+                let from = c.map_or(low, |c| c.offset).max(low);
+                out.push(high.saturating_sub(from).max(0) as u64);
+            }
+            Ok::<_, footprint_connectors::ConnectorError>(out)
+        })();
+        measured
+            .inspect_err(|e| tracing::debug!(group, error = %e, "lag not measured"))
+            .ok()
+    };
+    let mut next = Instant::now();
+    while !done.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        if Instant::now() < next {
+            continue;
+        }
+        next = Instant::now() + Duration::from_secs(5);
+        if let Some(lags) = lag_of(settings, group, sources)
+            && let Ok(mut m) = metrics.consumer_lag.lock()
+        {
+            *m = sources
+                .iter()
+                .zip(lags)
+                .map(|((t, p), l)| (t.clone(), *p, l))
+                .collect();
+        }
+        if let Some((rs, topic)) = retry
+            && let Ok(Some(parts)) = admin::partitions(rs, topic)
+        {
+            let pairs: Vec<(String, i32)> = parts.iter().map(|p| (topic.clone(), *p)).collect();
+            let group = footprint_connectors::replay::REPLAY_GROUP;
+            if let Some(lags) = lag_of(rs, group, &pairs) {
+                let total: u64 = lags.iter().sum();
+                metrics
+                    .retry_backlog
+                    .store(i64::try_from(total).unwrap_or(i64::MAX), Ordering::Relaxed);
+            }
+        }
     }
 }
 

@@ -126,6 +126,11 @@ async fn status_and_metrics_report_the_counters() {
         s.metrics.end_to_end_ms.record("redis", ms);
     }
     s.metrics.sink_write_us.record("redis", 2_500);
+    Metrics::set_sink(&s.metrics.sink_breaker_state, "mysql", 2);
+    if let Ok(mut lag) = s.metrics.consumer_lag.lock() {
+        lag.push(("events".into(), 3, 120));
+    }
+    s.metrics.retry_backlog.store(17, Ordering::Relaxed);
     let api = routes(s.clone());
 
     let status: serde_json::Value = serde_json::from_slice(
@@ -177,6 +182,15 @@ async fn status_and_metrics_report_the_counters() {
         value("footprint_sink_degraded", Some(("sink", "redis"))),
         Some(0.0)
     );
+    assert_eq!(
+        value("footprint_sink_breaker_state", Some(("sink", "mysql"))),
+        Some(2.0)
+    );
+    assert_eq!(
+        value("footprint_consumer_lag_messages", Some(("partition", "3"))),
+        Some(120.0)
+    );
+    assert_eq!(value("footprint_retry_backlog_records", None), Some(17.0));
     let e2e = scrape
         .samples
         .iter()

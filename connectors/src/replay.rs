@@ -29,6 +29,9 @@ use crate::admin;
 use crate::client::KafkaSettings;
 use crate::retry::RetryRecord;
 
+/// The replay job's consumer group: its commits mark what was applied.
+pub const REPLAY_GROUP: &str = "footprint-replay";
+
 /// Replay settings.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -50,7 +53,7 @@ impl Default for ReplayOptions {
     fn default() -> Self {
         ReplayOptions {
             topic: crate::retry::RETRY_TOPIC.into(),
-            group_id: "footprint-replay".into(),
+            group_id: REPLAY_GROUP.into(),
             once: false,
             poll_interval: Duration::from_millis(200),
             progress: Some(Duration::from_secs(5)),

@@ -32,6 +32,12 @@ pub const SINK_DIVERTED: &str = "footprint_sink_diverted_total";
 pub const SINK_BREAKER_OPENED: &str = "footprint_sink_breaker_opened_total";
 /// 1 when a sink's switch is degraded, labelled by `sink`.
 pub const SINK_DEGRADED: &str = "footprint_sink_degraded";
+/// Gauge: each store sink's circuit breaker, 0 closed, 1 half-open, 2 open.
+pub const SINK_BREAKER_STATE: &str = "footprint_sink_breaker_state";
+/// Gauge: per source partition, its end offset minus the committed offset.
+pub const CONSUMER_LAG: &str = "footprint_consumer_lag_messages";
+/// Gauge: retry-topic records the replay job has not committed past.
+pub const RETRY_BACKLOG: &str = "footprint_retry_backlog_records";
 /// Retry records waiting in the local journal.
 pub const JOURNAL_RECORDS: &str = "footprint_journal_records";
 /// How far the watermark is behind the newest event read, ms.
@@ -78,6 +84,12 @@ pub struct Metrics {
     pub sink_write_us: Latencies,
     /// See [`END_TO_END_LATENCY`]: milliseconds, by sink name.
     pub end_to_end_ms: Latencies,
+    /// See [`SINK_BREAKER_STATE`].
+    pub sink_breaker_state: std::sync::Mutex<Vec<(String, u64)>>,
+    /// See [`CONSUMER_LAG`]: (topic, partition, lag), refreshed every few seconds.
+    pub consumer_lag: std::sync::Mutex<Vec<(String, i32, u64)>>,
+    /// See [`RETRY_BACKLOG`]; -1 until first measured.
+    pub retry_backlog: AtomicI64,
     /// See [`WATERMARK`].
     pub watermark: AtomicU64,
     /// See [`MAX_EVENT_TS`].
@@ -103,6 +115,9 @@ impl Metrics {
             sink_breaker_opened: Default::default(),
             sink_write_us: Latencies::default(),
             end_to_end_ms: Latencies::default(),
+            sink_breaker_state: Default::default(),
+            consumer_lag: Default::default(),
+            retry_backlog: AtomicI64::new(-1),
             watermark: AtomicU64::new(0),
             max_event_ts: AtomicI64::new(0),
         }
@@ -114,6 +129,16 @@ impl Metrics {
             match v.iter_mut().find(|(s, _)| s == sink) {
                 Some((_, c)) => *c += n,
                 None => v.push((sink.to_owned(), n)),
+            }
+        }
+    }
+
+    /// Sets a per-sink gauge.
+    pub fn set_sink(gauge: &std::sync::Mutex<Vec<(String, u64)>>, sink: &str, value: u64) {
+        if let Ok(mut v) = gauge.lock() {
+            match v.iter_mut().find(|(s, _)| s == sink) {
+                Some((_, c)) => *c = value,
+                None => v.push((sink.to_owned(), value)),
             }
         }
     }

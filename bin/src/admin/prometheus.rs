@@ -192,6 +192,45 @@ pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> Strin
         help,
         journal_records,
     );
+    let states = m
+        .sink_breaker_state
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    labelled(
+        &mut out,
+        metrics::SINK_BREAKER_STATE,
+        "gauge",
+        "Circuit breaker per store sink: 0 closed, 1 half-open, 2 open.",
+        "sink",
+        states.iter().map(|(s, v)| (s.as_str(), *v)),
+    );
+    family(
+        &mut out,
+        metrics::CONSUMER_LAG,
+        "gauge",
+        "Per source partition, its end offset minus the committed offset.",
+    );
+    if let Ok(lags) = m.consumer_lag.lock() {
+        for (topic, partition, lag) in lags.iter() {
+            let _ = writeln!(
+                out,
+                "{}{{topic=\"{}\",partition=\"{partition}\"}} {lag}",
+                metrics::CONSUMER_LAG,
+                escape(topic)
+            );
+        }
+    }
+    let backlog = m.retry_backlog.load(Ordering::Relaxed);
+    if backlog >= 0 {
+        single(
+            &mut out,
+            metrics::RETRY_BACKLOG,
+            "gauge",
+            "Retry-topic records the replay job has not committed past.",
+            backlog,
+        );
+    }
     let help = "Time to write one batch to a store, retries included.";
     summary(
         &mut out,

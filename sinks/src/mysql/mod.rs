@@ -22,20 +22,24 @@
 //!     written exactly from the micro-units, never through a float;
 //!   - `version BIGINT UNSIGNED`, `is_final TINYINT(1)`, and `updated_at
 //!     TIMESTAMP(3)`, which the server sets whenever a write changes the row.
-//! - **Recent activity**, table `PREFIX` + `recent` (only when the spec keeps
-//!   it), primary key `(app_id, user_id)` (both `VARBINARY(255)`), with
-//!   `events` (`LONGTEXT` holding a JSON array, newest first, of
-//!   `{"ts","event","item_id"}`), `version` and `updated_at`.
+//! - **Recent activity**, table `PREFIX` + `recent_activity` (only when the
+//!   spec keeps it), primary key `(app_id, user_id)` (both `VARBINARY(255)`),
+//!   with `events` (`LONGTEXT` holding a JSON array, newest first, of
+//!   `{"ts","partition","offset","event","item_id"}`) and `updated_at`.
 //!
 //! # Version rule
 //! A window row is written only if its `(version, is_final)` is at least
 //! the stored pair, compared lexicographically: a lower pair changes
-//! nothing, an equal or higher one overwrites. A recent-activity row compares
-//! `version` alone. The rule is part of the upsert statement itself
-//! (`INSERT … ON DUPLICATE KEY UPDATE c = IF(newer, VALUES(c), c), …`, with
+//! nothing, an equal or higher one overwrites. The rule is part of the
+//! upsert statement itself (`INSERT … ON DUPLICATE KEY UPDATE c = IF(newer, VALUES(c), c), …`, with
 //! `version` assigned last; see `schema.rs` for why the order matters), so it
 //! also holds between two rows of the same identity in one batch, which the
 //! server applies in order, and between workers, retries and replays.
+//!
+//! A recent-activity row has no version: the transaction reads the stored
+//! lists of its users with `SELECT … FOR UPDATE`, merges the incoming
+//! entries (union, newest first, cut to `keep`), and writes the result, so
+//! the order and repetition of writes does not matter.
 //!
 //! # Writes
 //! Each `write()` is one transaction: per table, one multi-row upsert per

@@ -139,6 +139,33 @@ impl Sink for GuardedSink {
         if rows.is_empty() {
             return Ok(());
         }
+        let result = self.guarded_write(rows);
+        if let Some(m) = &self.metrics {
+            let state = match self.breaker.state(Instant::now()) {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
+            };
+            Metrics::set_sink(&m.sink_breaker_state, self.inner.name(), state);
+        }
+        result
+    }
+
+    fn counts_itself(&self) -> bool {
+        self.metrics.is_some()
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        if self.last == Some(Outcome::Written) {
+            self.inner.flush()
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl GuardedSink {
+    fn guarded_write(&mut self, rows: &[Output]) -> Result<(), SinkError> {
         let name = self.inner.name().to_owned();
         if self.switches.get(&name) == Some(Mode::Degraded) {
             return self.divert(rows, "switch degraded".into(), 0, Self::now_ms());
@@ -175,6 +202,13 @@ impl Sink for GuardedSink {
                     let give_up = !e.is_retryable()
                         || attempt >= self.policy.attempts
                         || self.switches.get(&name) == Some(Mode::Degraded);
+                    if give_up && !e.is_retryable() {
+                        // The store answered; it refused these rows for good.
+                        // That says nothing about its health: no breaker count.
+                        self.breaker.success();
+                        tracing::warn!(sink = %name, error = %e, "the store refused rows; diverting the batch to the retry topic");
+                        return self.divert(rows, e.to_string(), attempt, first);
+                    }
                     if give_up {
                         let was_open = self.breaker.state(Instant::now()) != BreakerState::Closed;
                         self.breaker.failure(Instant::now());
@@ -191,18 +225,6 @@ impl Sink for GuardedSink {
                     std::thread::sleep(self.policy.delay(attempt, &mut self.rng));
                 }
             }
-        }
-    }
-
-    fn counts_itself(&self) -> bool {
-        self.metrics.is_some()
-    }
-
-    fn flush(&mut self) -> Result<(), SinkError> {
-        if self.last == Some(Outcome::Written) {
-            self.inner.flush()
-        } else {
-            Ok(())
         }
     }
 }
@@ -340,10 +362,17 @@ mod tests {
     }
 
     #[test]
-    fn a_permanent_error_is_diverted_without_retries() {
+    fn a_permanent_error_is_diverted_without_retries_and_leaves_the_breaker_closed() {
         let (mut g, _, calls, _, rec) = guarded(Some(false));
-        g.write(&rows()).expect("diverted");
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        for _ in 0..3 {
+            g.write(&rows()).expect("diverted");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "one attempt per batch");
         assert_eq!(rec.0.lock().expect("lock")[0].2, 1);
+        assert_eq!(
+            g.breaker_state(),
+            BreakerState::Closed,
+            "a store that answers is healthy, whatever it refuses"
+        );
     }
 }

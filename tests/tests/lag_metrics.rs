@@ -1,0 +1,155 @@
+//! A running worker exports its consumer lag per source partition, the
+//! retry backlog and each store's breaker state on `/metrics`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use footprint::config::Config;
+use footprint::run::{RunOptions, run};
+use footprint_connectors::producer::EventProducer;
+use footprint_dataflows::clickstream::GenConfig;
+use footprint_dataflows::metrics::Metrics;
+use footprint_tests::{brokers, http, kafka, mysql_url, preload, redis_url, unique};
+
+#[test]
+fn lag_backlog_and_breaker_state_are_exported() {
+    let topic = unique("lag");
+    let retry = unique("lag-retry");
+    let database = unique("fp_lag").replace('-', "_");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gen_cfg = GenConfig {
+        seed: 8,
+        partitions: 3,
+        users: 20,
+        items: 5,
+        ..GenConfig::default()
+    };
+    preload(&topic, &gen_cfg, 1_500).expect("preload");
+    // Records waiting in the retry topic that no replay job has applied.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(footprint_connectors::admin::ensure_topic(
+            &kafka(),
+            &retry,
+            1,
+            1,
+        ))
+        .expect("retry topic");
+    let producer = EventProducer::new(&kafka()).expect("producer");
+    for i in 0..5u8 {
+        producer
+            .send(&retry, 0, &[i], b"{}")
+            .expect("queue a retry record");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let toml = format!(
+        r#"
+[source]
+brokers = "{brokers}"
+topics = ["{topic}"]
+group_id = "{topic}-group"
+
+[retry]
+topic = "{retry}"
+journal = "{journal}"
+
+[admin]
+listen = "127.0.0.1:0"
+control_topic = "{topic}-control"
+
+[[aggregate]]
+name = "events_1m"
+group_by = ["event"]
+window = {{ tumbling = "1m" }}
+measures = ["count"]
+early_updates = "100ms"
+sinks = ["redis", "mysql"]
+
+[sinks.redis]
+url = "{redis}"
+prefix = "{topic}"
+
+[sinks.mysql]
+url = "{mysql}/{database}"
+"#,
+        brokers = brokers(),
+        journal = dir.path().join("retry.journal").display(),
+        redis = redis_url(),
+        mysql = mysql_url(),
+    );
+    let cfg = Config::from_layers(Some(&toml), Vec::<(String, String)>::new()).expect("config");
+    let metrics = Arc::new(Metrics::new(vec!["events_1m".into()]));
+    let admin_addr = Arc::new(std::sync::OnceLock::new());
+    let opts = RunOptions {
+        serve_admin: true,
+        admin_addr: Some(Arc::clone(&admin_addr)),
+        progress: None,
+        ..RunOptions::default()
+    };
+    let control = Arc::clone(&opts.control);
+    let worker = {
+        let metrics = Arc::clone(&metrics);
+        std::thread::spawn(move || run(&cfg, opts, metrics))
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = String::new();
+    let scrape = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the metrics never showed up; last scrape:\n{seen}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let Some(addr) = admin_addr.get() else {
+            continue;
+        };
+        let (status, body) = http(*addr, "GET", "/metrics", "").expect("GET /metrics");
+        assert_eq!(status, 200);
+        seen = body.clone();
+        let lines = body.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+        let has = |name: &str| scrape.samples.iter().any(|s| s.metric == name);
+        if has("footprint_consumer_lag_messages")
+            && has("footprint_retry_backlog_records")
+            && has("footprint_sink_breaker_state")
+        {
+            break scrape;
+        }
+    };
+    control.request_stop();
+    worker
+        .join()
+        .expect("worker thread")
+        .expect("the worker stops cleanly");
+
+    let gauge = |name: &str, label: Option<(&str, &str)>| -> Vec<f64> {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => f64::NAN,
+            })
+            .collect()
+    };
+    for p in ["0", "1", "2"] {
+        let lag = gauge("footprint_consumer_lag_messages", Some(("partition", p)));
+        assert_eq!(lag.len(), 1, "one lag sample for partition {p}");
+        assert!(lag[0] >= 0.0 && lag[0] <= 1_500.0, "lag {lag:?}");
+    }
+    let backlog = gauge("footprint_retry_backlog_records", None);
+    println!("lag metrics: retry backlog {backlog:?} with 5 records waiting");
+    assert!(backlog.len() == 1 && (0.0..=5.0).contains(&backlog[0]));
+    for sink in ["redis", "mysql"] {
+        assert_eq!(
+            gauge("footprint_sink_breaker_state", Some(("sink", sink))),
+            vec![0.0],
+            "{sink}'s breaker is closed"
+        );
+    }
+    footprint_tests::drop_database(&database);
+    footprint_tests::delete_redis_prefix(&topic);
+}
