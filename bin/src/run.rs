@@ -479,6 +479,17 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     if let Some(retry) = &retry
         && retry.journal_len() > 0
     {
+        // One last try, so that a clean exit leaves nothing behind when Kafka takes them.
+        match retry.resend_journal() {
+            Ok(n) => tracing::info!(records = n, "resent journaled retry records before exiting"),
+            Err(e) => {
+                tracing::warn!(error = %e, "journaled retry records could not be resent before exiting")
+            }
+        }
+    }
+    if let Some(retry) = &retry
+        && retry.journal_len() > 0
+    {
         tracing::error!(records = retry.journal_len(), journal = %cfg.retry.journal, "retry records are still in the journal; the next run resends them");
     }
     if let Some(e) = failure {

@@ -150,6 +150,13 @@ impl Metrics {
         })
     }
 
+    /// Rows that failed to reach a sink (neither written nor diverted), over all sinks.
+    pub fn sink_failures_total(&self) -> u64 {
+        self.sink_failures
+            .lock()
+            .map_or(0, |v| v.iter().map(|(_, n)| *n).sum())
+    }
+
     /// Total bad events over all reasons.
     pub fn bad_total(&self) -> u64 {
         self.events_bad

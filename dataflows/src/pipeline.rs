@@ -57,6 +57,7 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
         ledger: Rc::clone(&ledger),
         probe: ProbeHandle::new(),
         control: Arc::clone(&control),
+        metrics: Arc::clone(&metrics),
         written: vec![0],
         frozen: false,
         last: None,
@@ -115,12 +116,16 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
 ///
 /// A stop request makes capabilities drop, which moves the frontier without
 /// anything being written, so from the moment a stop is seen only the last
-/// frontier read *before* it counts.
+/// frontier read *before* it counts. Likewise, once a sink has failed a
+/// write that was neither applied nor diverted (`sink_failures`), those rows
+/// are lost to this process: nothing more is committed, and a restart reads
+/// them again from the last checkpoint.
 pub struct Checkpoints<R> {
     reader: Rc<RefCell<R>>,
     ledger: Rc<RefCell<OffsetLedger>>,
     probe: ProbeHandle<Time>,
     control: Arc<RunControl>,
+    metrics: Arc<Metrics>,
     /// The last frontier known to mean "written" (empty: everything).
     written: Vec<Time>,
     frozen: bool,
@@ -138,6 +143,12 @@ impl<R: PartitionReader> Checkpoints<R> {
     pub fn poll(&mut self, every: Duration) -> Result<Vec<Checkpoint>, String> {
         let frontier = self.probe.with_frontier(|f| f.to_vec());
         if self.control.stop_requested() {
+            self.frozen = true;
+        }
+        if !self.frozen && self.metrics.sink_failures_total() > 0 {
+            tracing::error!(
+                "a sink lost rows (neither written nor diverted); source offsets are no longer committed, so a restart reads them again"
+            );
             self.frozen = true;
         }
         if !self.frozen {

@@ -29,6 +29,8 @@ type Points = BTreeMap<usize, (i64, Option<i64>)>;
 
 enum Entry {
     Row(Output),
+    /// A sink reported rows it could neither write nor divert.
+    Lost,
     Commit(usize, i64, Option<i64>),
 }
 
@@ -77,6 +79,18 @@ fn run(
     from: &Points,
     stop_after: Option<u64>,
 ) -> Vec<Entry> {
+    run_failing(spec, parts, workers, from, stop_after, None)
+}
+
+/// [`run`], where the `fail_at`-th row written counts as lost by its sink.
+fn run_failing(
+    spec: &Arc<PipelineSpec>,
+    parts: &[Vec<Vec<u8>>],
+    workers: usize,
+    from: &Points,
+    stop_after: Option<u64>,
+    fail_at: Option<usize>,
+) -> Vec<Entry> {
     let log = Arc::new(Mutex::new(Vec::new()));
     let control = Arc::new(RunControl::default());
     let names: Vec<String> = spec.aggregates.iter().map(|a| a.name.clone()).collect();
@@ -103,6 +117,7 @@ fn run(
         let control = Arc::clone(&control);
         let metrics = Arc::new(Metrics::new(names.clone()));
         let rows_log = Arc::clone(&l);
+        let sink_metrics = Arc::clone(&metrics);
         let mut checkpoints = worker.dataflow::<u64, _, _>(|scope| {
             let (rows, checkpoints) = build_with_checkpoints(
                 scope,
@@ -112,8 +127,15 @@ fn run(
                 Arc::clone(&control),
                 metrics,
             );
-            rows.inspect(move |row| rows_log.lock().expect("lock").push(Entry::Row(row.clone())))
-                .probe_with(checkpoints.probe());
+            rows.inspect(move |row| {
+                let mut log = rows_log.lock().expect("lock");
+                log.push(Entry::Row(row.clone()));
+                if fail_at == Some(log.len()) {
+                    Metrics::add_sink(&sink_metrics.sink_failures, "test", 1);
+                    log.push(Entry::Lost);
+                }
+            })
+            .probe_with(checkpoints.probe());
             checkpoints
         });
         let mut steps = 0u64;
@@ -176,6 +198,7 @@ fn restarts_give_the_reference_for(spec: PipelineSpec, workers: usize, cuts: &[(
         for entry in log.into_iter().take(cut_at) {
             match entry {
                 Entry::Row(r) => kept.push(r),
+                Entry::Lost => {}
                 Entry::Commit(p, offset, max_ts) => {
                     let before = from.insert(p, (offset, max_ts));
                     assert!(
@@ -226,6 +249,29 @@ fn stops_and_cuts_change_nothing_for_recent_activity_alone() {
     restarts_give_the_reference_for(spec, 2, &[(60, 0.7), (40, 0.5), (90, 0.8), (30, 0.6)]);
 }
 
+/// Once a sink loses rows, nothing more is committed: a restart reads them again.
+#[test]
+fn nothing_is_committed_after_a_sink_loses_rows() {
+    let spec = Arc::new(spec());
+    let parts = clickstream(12_000);
+    let log = run_failing(&spec, &parts, 1, &Points::new(), None, Some(3_000));
+    let lost = log
+        .iter()
+        .position(|e| matches!(e, Entry::Lost))
+        .expect("the failure happened");
+    let commits = |entries: &[Entry]| {
+        entries
+            .iter()
+            .filter(|e| matches!(e, Entry::Commit(..)))
+            .count()
+    };
+    assert!(
+        commits(&log[..lost]) > 0,
+        "commits happened before the loss"
+    );
+    assert_eq!(commits(&log[lost..]), 0, "no commit after the loss");
+}
+
 /// A partition resumed from a checkpoint gets its watermark back: an event
 /// that was late before the stop is late after it too.
 #[test]
@@ -257,7 +303,7 @@ fn a_resumed_partition_keeps_its_watermark() {
         .into_iter()
         .filter_map(|e| match e {
             Entry::Row(r) => Some(r),
-            Entry::Commit(..) => None,
+            Entry::Commit(..) | Entry::Lost => None,
         })
         .collect();
     let windows: Vec<(i64, u64)> = rows

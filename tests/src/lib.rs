@@ -15,10 +15,11 @@ use footprint::generate::{GenPlan, GenReport, produce};
 use footprint::run::{RunOptions, RunReport, run};
 use footprint_connectors::admin;
 use footprint_connectors::client::KafkaSettings;
-use footprint_dataflows::Output;
 use footprint_dataflows::clickstream::{GenConfig, Generator};
 use footprint_dataflows::control::RunControl;
 use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::reference::WindowId;
+use footprint_dataflows::{Output, RecentRow, WindowRow};
 use footprint_sinks::SinkFactory;
 use footprint_sinks::memory::MemorySinkFactory;
 use rdkafka::consumer::Consumer;
@@ -346,4 +347,38 @@ pub fn footprint_bin() -> std::path::PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Starts `footprint --config CONFIG ARGS…` with its log (stderr, at info
+/// level, no colours) written to `log`.
+pub fn spawn_footprint(
+    config: &std::path::Path,
+    args: &[&str],
+    log: &std::path::Path,
+) -> Result<std::process::Child> {
+    let log = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    std::process::Command::new(footprint_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("start footprint")
+}
+
+/// Window rows by identity (aggregate, key, window start).
+pub fn windows_by_id(rows: Vec<WindowRow>) -> BTreeMap<WindowId, WindowRow> {
+    rows.into_iter()
+        .map(|w| ((w.aggregate.clone(), w.key.clone(), w.window_start), w))
+        .collect()
+}
+
+/// Recent-activity rows by (app, user).
+pub fn recent_by_user(rows: Vec<RecentRow>) -> BTreeMap<(String, String), RecentRow> {
+    rows.into_iter()
+        .map(|r| ((r.app_id.clone(), r.user_id.clone()), r))
+        .collect()
 }

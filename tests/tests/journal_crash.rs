@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,22 +16,8 @@ use footprint_dataflows::reference::compute;
 use footprint_sinks::mysql::MySqlSinkFactory;
 use footprint_sinks::util::switch::Mode;
 use footprint_tests::{
-    brokers, drop_database, footprint_bin, kafka, mysql_url, preload, read_all, unique,
+    brokers, drop_database, kafka, mysql_url, preload, read_all, spawn_footprint, unique,
 };
-
-fn worker(config: &Path, log: &Path, args: &[&str]) -> Child {
-    let log = std::fs::File::create(log).expect("log file");
-    Command::new(footprint_bin())
-        .arg("--config")
-        .arg(config)
-        .arg("worker")
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start footprint worker")
-}
 
 fn journaled(path: &Path) -> Vec<RetryRecord> {
     Journal::peek(path)
@@ -49,6 +34,8 @@ fn journaled_records_survive_kill_9_and_are_resent_on_restart() {
     let control = unique("control");
     let retry_topic = unique("retry");
     let dir = tempfile::tempdir().expect("tempdir");
+    let kept = dir.path().to_path_buf();
+    eprintln!("dir {}", kept.display());
     let journal = dir.path().join("retry.journal");
     let gen_cfg = GenConfig {
         seed: 23,
@@ -118,7 +105,8 @@ url = "{mysql}/{database}"
     std::fs::write(&up, config(None)).expect("config");
 
     // 1. The retry topic's broker is unreachable: records pile up in the journal.
-    let mut first = worker(&down, &dir.path().join("first.log"), &[]);
+    let mut first =
+        spawn_footprint(&down, &["worker"], &dir.path().join("first.log")).expect("start worker");
     let deadline = Instant::now() + Duration::from_secs(120);
     while journaled(&journal).len() < 200 {
         assert!(
@@ -141,7 +129,12 @@ url = "{mysql}/{database}"
     assert!(!before.is_empty());
 
     // 2. Restarted with the broker reachable: the journal is resent first.
-    let mut second = worker(&up, &dir.path().join("second.log"), &["--until-end"]);
+    let mut second = spawn_footprint(
+        &up,
+        &["worker", "--until-end"],
+        &dir.path().join("second.log"),
+    )
+    .expect("start worker");
     let deadline = Instant::now() + Duration::from_secs(180);
     let status = loop {
         if let Some(s) = second.try_wait().expect("poll") {
@@ -158,10 +151,10 @@ url = "{mysql}/{database}"
         "see {}",
         dir.path().join("second.log").display()
     );
-    assert!(
-        journaled(&journal).is_empty(),
-        "the journal was emptied once Kafka took its records"
-    );
+    if !journaled(&journal).is_empty() {
+        let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default();
+        panic!("the journal was not emptied; second run's log:\n{log}");
+    }
     let in_topic: BTreeSet<(String, u64)> = read_all(&retry_topic)
         .expect("read retry topic")
         .iter()

@@ -4,8 +4,6 @@
 //! counted twice.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,8 +17,8 @@ use footprint_dataflows::{RecentRow, WindowRow};
 use footprint_sinks::mysql::MySqlSinkFactory;
 use footprint_sinks::redis::RedisSinkFactory;
 use footprint_tests::{
-    brokers, delete_redis_prefix, drop_database, footprint_bin, kafka, mysql_url, preload,
-    redis_url, run_to_end, unique,
+    brokers, delete_redis_prefix, drop_database, kafka, mysql_url, preload, recent_by_user,
+    redis_url, run_to_end, spawn_footprint, unique, windows_by_id,
 };
 
 fn cfg(toml: &str) -> Config {
@@ -92,32 +90,6 @@ sinks = []
     produce(&kafka(), more, &plan, &Arc::new(RunControl::default())).expect("produce more");
     let (second, _) = run_to_end(&config, 1).expect("second run");
     assert_eq!(second.events_in, 1_200, "only the new messages are read");
-}
-
-fn spawn(config: &Path, log: &Path, args: &[&str]) -> Child {
-    let log = std::fs::File::create(log).expect("log file");
-    Command::new(footprint_bin())
-        .arg("--config")
-        .arg(config)
-        .arg("worker")
-        .args(args)
-        .env("RUST_LOG", "info,footprint_connectors=debug")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start footprint worker")
-}
-
-fn by_id(rows: Vec<WindowRow>) -> BTreeMap<WindowId, WindowRow> {
-    rows.into_iter()
-        .map(|w| ((w.aggregate.clone(), w.key.clone(), w.window_start), w))
-        .collect()
-}
-
-fn by_user(rows: Vec<RecentRow>) -> BTreeMap<(String, String), RecentRow> {
-    rows.into_iter()
-        .map(|r| ((r.app_id.clone(), r.user_id.clone()), r))
-        .collect()
 }
 
 /// The worker is killed with SIGKILL at several points while it streams
@@ -217,7 +189,7 @@ url = "{mysql}/{database}"
     let mut last = 0;
     for round in 0..5 {
         let log = dir.join(format!("run{round}.log"));
-        let mut child = spawn(&path, &log, &[]);
+        let mut child = spawn_footprint(&path, &["worker"], &log).expect("start worker");
         // Kill once the commits have moved on by a random amount.
         // While the worker streams, the last 10 minutes of event time (about
         // 24,000 messages here) stay in open sliding windows and cannot be
@@ -243,7 +215,7 @@ url = "{mysql}/{database}"
         last = committed_total();
     }
     let log = dir.join("last.log");
-    let mut child = spawn(&path, &log, &["--until-end"]);
+    let mut child = spawn_footprint(&path, &["worker", "--until-end"], &log).expect("start worker");
     let deadline = Instant::now() + Duration::from_secs(300);
     let status = loop {
         if let Some(s) = child.try_wait().expect("poll") {
@@ -269,8 +241,8 @@ url = "{mysql}/{database}"
     .expect("mysql");
     let redis = RedisSinkFactory::new(&redis_url(), &prefix, Duration::ZERO, Duration::ZERO, 5)
         .expect("redis");
-    let in_mysql = by_id(mysql.load_windows().expect("load mysql"));
-    let in_redis = by_id(redis.load_windows(&spec).expect("load redis"));
+    let in_mysql = windows_by_id(mysql.load_windows().expect("load mysql"));
+    let in_redis = windows_by_id(redis.load_windows(&spec).expect("load redis"));
     let diffs = |got: &BTreeMap<WindowId, WindowRow>| {
         expected
             .windows
@@ -290,8 +262,8 @@ url = "{mysql}/{database}"
             .count()
     };
     let (wm, wr) = (diffs(&in_mysql), diffs(&in_redis));
-    let rm = recent_diffs(by_user(mysql.load_recent().expect("load recent")));
-    let rr = recent_diffs(by_user(redis.load_recent().expect("load recent")));
+    let rm = recent_diffs(recent_by_user(mysql.load_recent().expect("load recent")));
+    let rr = recent_diffs(recent_by_user(redis.load_recent().expect("load recent")));
     println!(
         "kill -9 drill: {kills} kills, {} windows, window diffs mysql {wm} redis {wr}, recent diffs mysql {rm} redis {rr}, {:.1} s",
         expected.windows.len(),

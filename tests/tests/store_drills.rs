@@ -14,7 +14,6 @@
 //! Either way, the replay job then drains the retry topic and both stores
 //! equal the sequential reference.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -22,23 +21,16 @@ use std::time::Duration;
 use footprint::config::Config;
 use footprint::replay::run_replay;
 use footprint::run::{RunOptions, run, store_switches};
-use footprint_dataflows::WindowRow;
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::control::RunControl;
 use footprint_dataflows::metrics::Metrics;
-use footprint_dataflows::reference::{WindowId, compute};
+use footprint_dataflows::reference::compute;
 use footprint_sinks::mysql::MySqlSinkFactory;
 use footprint_sinks::redis::RedisSinkFactory;
 use footprint_tests::{
     TcpProxy, brokers, delete_redis_prefix, drop_database, http, mysql_url, preload, redis_url,
-    unique,
+    unique, windows_by_id,
 };
-
-fn by_id(rows: Vec<WindowRow>) -> BTreeMap<WindowId, WindowRow> {
-    rows.into_iter()
-        .map(|w| ((w.aggregate.clone(), w.key.clone(), w.window_start), w))
-        .collect()
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Fault {
@@ -255,8 +247,8 @@ url = "{mysql}/{database}?prefer_socket=false"
         "fp_",
     )
     .expect("mysql");
-    let in_redis = by_id(redis.load_windows(&spec).expect("redis rows"));
-    let in_mysql = by_id(mysql.load_windows().expect("mysql rows"));
+    let in_redis = windows_by_id(redis.load_windows(&spec).expect("redis rows"));
+    let in_mysql = windows_by_id(mysql.load_windows().expect("mysql rows"));
     assert_eq!(in_redis.len(), expected.windows.len());
     assert!(in_redis == expected.windows, "Redis equals the reference");
     assert_eq!(in_mysql.len(), expected.windows.len());

@@ -1,27 +1,14 @@
 //! The results in Redis and in MySQL equal the sequential reference for a
 //! generated stream read through the real broker.
 
-use std::collections::BTreeMap;
-
 use footprint::config::Config;
 use footprint_dataflows::clickstream::GenConfig;
-use footprint_dataflows::reference::{WindowId, compute};
-use footprint_dataflows::{RecentRow, WindowRow};
+use footprint_dataflows::reference::compute;
 use footprint_sinks::mysql::MySqlSinkFactory;
 use footprint_sinks::redis::RedisSinkFactory;
-use footprint_tests::{brokers, mysql_url, preload, redis_url, run_to_end, unique};
-
-fn by_id(rows: Vec<WindowRow>) -> BTreeMap<WindowId, WindowRow> {
-    rows.into_iter()
-        .map(|w| ((w.aggregate.clone(), w.key.clone(), w.window_start), w))
-        .collect()
-}
-
-fn by_user(rows: Vec<RecentRow>) -> BTreeMap<(String, String), RecentRow> {
-    rows.into_iter()
-        .map(|r| ((r.app_id.clone(), r.user_id.clone()), r))
-        .collect()
-}
+use footprint_tests::{
+    brokers, mysql_url, preload, recent_by_user, redis_url, run_to_end, unique, windows_by_id,
+};
 
 #[test]
 fn results_in_redis_and_mysql_equal_the_reference() {
@@ -102,28 +89,28 @@ url = "{mysql}/{database}"
         5,
     )
     .expect("redis");
-    let in_redis = by_id(redis.load_windows(&spec).expect("load redis windows"));
+    let in_redis = windows_by_id(redis.load_windows(&spec).expect("load redis windows"));
     assert_eq!(in_redis.len(), expected.windows.len());
     assert!(
         in_redis == expected.windows,
         "Redis differs from the reference"
     );
     assert!(
-        by_user(redis.load_recent().expect("load redis recent")) == expected.recent,
+        recent_by_user(redis.load_recent().expect("load redis recent")) == expected.recent,
         "Redis recent activity differs"
     );
 
     let spec_arc = std::sync::Arc::new(spec);
     let mysql = MySqlSinkFactory::new(&format!("{}/{database}", mysql_url()), spec_arc, "fp_")
         .expect("mysql");
-    let in_mysql = by_id(mysql.load_windows().expect("load mysql windows"));
+    let in_mysql = windows_by_id(mysql.load_windows().expect("load mysql windows"));
     assert_eq!(in_mysql.len(), expected.windows.len());
     assert!(
         in_mysql == expected.windows,
         "MySQL differs from the reference"
     );
     assert!(
-        by_user(mysql.load_recent().expect("load mysql recent")) == expected.recent,
+        recent_by_user(mysql.load_recent().expect("load mysql recent")) == expected.recent,
         "MySQL recent activity differs"
     );
 

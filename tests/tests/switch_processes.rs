@@ -4,12 +4,12 @@
 //! restarted, they start in the persisted mode.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_tests::{
-    brokers, delete_redis_prefix, footprint_bin, http, preload, redis_url, unique,
+    brokers, delete_redis_prefix, http, preload, redis_url, spawn_footprint, unique,
 };
 
 fn free_port() -> u16 {
@@ -28,20 +28,6 @@ impl Drop for Procs {
             let _ = c.wait();
         }
     }
-}
-
-fn spawn(config: &Path, command: &str, log: &Path) -> Child {
-    let log = std::fs::File::create(log).expect("log");
-    Command::new(footprint_bin())
-        .arg("--config")
-        .arg(config)
-        .arg(command)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn footprint")
 }
 
 fn mode_of(port: u16) -> Option<String> {
@@ -139,11 +125,10 @@ prefix = "{prefix}"
     let start_all = |round: &str| {
         let mut procs = Procs(Vec::new());
         for (i, config) in configs.iter().take(2).enumerate() {
-            procs.0.push(spawn(
-                config,
-                "worker",
-                &dir.path().join(format!("{round}-worker{i}.log")),
-            ));
+            let log = dir.path().join(format!("{round}-worker{i}.log"));
+            procs
+                .0
+                .push(spawn_footprint(config, &["worker"], &log).expect("start worker"));
         }
         for port in ports {
             wait_until("the workers' admin APIs", Duration::from_secs(90), || {
@@ -151,7 +136,9 @@ prefix = "{prefix}"
             });
         }
         let replay_log = dir.path().join(format!("{round}-replay.log"));
-        procs.0.push(spawn(&configs[2], "replay", &replay_log));
+        procs
+            .0
+            .push(spawn_footprint(&configs[2], &["replay"], &replay_log).expect("start replay"));
         wait_until(
             "the replay job to read the control topic",
             Duration::from_secs(60),
