@@ -479,11 +479,19 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     if let Some(retry) = &retry
         && retry.journal_len() > 0
     {
-        // One last try, so that a clean exit leaves nothing behind when Kafka takes them.
-        match retry.resend_journal() {
-            Ok(n) => tracing::info!(records = n, "resent journaled retry records before exiting"),
-            Err(e) => {
-                tracing::warn!(error = %e, "journaled retry records could not be resent before exiting")
+        // Keep trying for a while, so that a clean exit leaves nothing behind
+        // whenever Kafka takes the records (a just-created retry topic can
+        // take a few seconds to accept them).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while retry.journal_len() > 0 && Instant::now() < deadline {
+            match retry.resend_journal() {
+                Ok(n) => {
+                    tracing::info!(records = n, "resent journaled retry records before exiting")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "journaled retry records not resent yet; retrying before exit");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
             }
         }
     }
