@@ -34,8 +34,6 @@ fn journaled_records_survive_kill_9_and_are_resent_on_restart() {
     let control = unique("control");
     let retry_topic = unique("retry");
     let dir = tempfile::tempdir().expect("tempdir");
-    let kept = dir.path().to_path_buf();
-    eprintln!("dir {}", kept.display());
     let journal = dir.path().join("retry.journal");
     let gen_cfg = GenConfig {
         seed: 23,
