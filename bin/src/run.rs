@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use footprint_connectors::admin;
 use footprint_connectors::checkpoints::{self, CheckpointWriter};
+use footprint_connectors::compacted;
 use footprint_connectors::control::{self, ControlPublisher};
 use footprint_connectors::reader::{KafkaReader, PartitionRange};
 use footprint_connectors::retry::RetryTopic;
@@ -110,7 +111,7 @@ pub fn follow_switches(
 ) -> Result<std::thread::JoinHandle<()>> {
     let settings = cfg.kafka();
     runtime
-        .block_on(control::ensure(&settings, &cfg.admin.control_topic))
+        .block_on(compacted::ensure(&settings, &cfg.admin.control_topic))
         .context("control topic")?;
     let handle = control::follow(
         &settings,
@@ -248,7 +249,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
         }
     }
     runtime
-        .block_on(control::ensure(&settings, &cfg.source.checkpoint_topic))
+        .block_on(compacted::ensure(&settings, &cfg.source.checkpoint_topic))
         .context("checkpoint topic")?;
     tracing::info!(brokers = %settings.brokers, partitions = ranges.len(), threads, until_end = opts.until_end, "starting worker");
 

@@ -13,16 +13,13 @@
 //! Records are keyed `GROUP/TOPIC/PARTITION`; the latest per key wins.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message as _;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::ConnectorError;
 use crate::client::KafkaSettings;
+use crate::compacted;
 use crate::producer::EventProducer;
 
 /// One partition's checkpoint.
@@ -83,50 +80,35 @@ pub fn load(
     if crate::admin::partitions(settings, topic)?.is_none() {
         return Ok(out);
     }
-    let consumer: BaseConsumer = settings.consumer("footprint-checkpoints", &[])?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .map_err(|e| ConnectorError::Request(e.to_string()))?;
-    consumer
-        .assign(&tpl)
-        .map_err(|e| ConnectorError::Request(format!("assign {topic}: {e}")))?;
     let prefix = format!("{group}/");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if Instant::now() > deadline {
-            return Err(ConnectorError::Request(format!(
-                "reading checkpoints from {topic} took over 60 s"
-            )));
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(out),
-            Some(Err(e)) => {
-                return Err(ConnectorError::Request(format!("reading {topic}: {e}")));
-            }
-            Some(Ok(m)) => {
-                let Some(rest) = m
-                    .key()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .and_then(|k| k.strip_prefix(&prefix))
-                else {
-                    continue;
-                };
-                let Some((t, p)) = rest.rsplit_once('/') else {
-                    continue;
-                };
-                let (Ok(p), Some(value)) = (p.parse::<i32>(), m.payload()) else {
-                    continue;
-                };
-                match serde_json::from_slice::<Saved>(value) {
-                    Ok(saved) => {
-                        out.insert((t.to_owned(), p), saved);
-                    }
-                    Err(e) => {
-                        tracing::warn!(topic, key = rest, error = %e, "ignoring an unreadable checkpoint")
-                    }
+    compacted::read_to_end(
+        settings,
+        topic,
+        "footprint-checkpoints",
+        &[],
+        Duration::from_secs(60),
+        |key, value| {
+            let Some(rest) = std::str::from_utf8(key)
+                .ok()
+                .and_then(|k| k.strip_prefix(&prefix))
+            else {
+                return;
+            };
+            let Some((t, p)) = rest.rsplit_once('/') else {
+                return;
+            };
+            let Ok(p) = p.parse::<i32>() else {
+                return;
+            };
+            match serde_json::from_slice::<Saved>(value) {
+                Ok(saved) => {
+                    out.insert((t.to_owned(), p), saved);
+                }
+                Err(e) => {
+                    tracing::warn!(topic, key = rest, error = %e, "ignoring an unreadable checkpoint")
                 }
             }
-        }
-    }
+        },
+    )?;
+    Ok(out)
 }

@@ -11,53 +11,19 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use footprint_sinks::util::switch::{Mode, Switches};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::ConnectorError;
-use crate::admin;
 use crate::client::KafkaSettings;
+use crate::compacted;
 
 /// The default control topic.
 pub const CONTROL_TOPIC: &str = "footprint.control";
-
-/// Creates the control topic (one partition, compacted) unless it exists.
-pub async fn ensure(settings: &KafkaSettings, topic: &str) -> Result<(), ConnectorError> {
-    if admin::partitions(settings, topic)?.is_some() {
-        return Ok(());
-    }
-    let client: AdminClient<DefaultClientContext> = settings
-        .client_config(&[])
-        .create()
-        .map_err(|e| ConnectorError::Config(e.to_string()))?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let compacted =
-        NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
-    let created = client.create_topics([&compacted], &opts).await;
-    if !matches!(created.as_deref(), Ok([Ok(_)])) {
-        // Brokers that refuse the topic config still get a topic; the latest
-        // record per key wins either way.
-        let plain = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
-        let _ = client.create_topics([&plain], &opts).await;
-    }
-    for _ in 0..50 {
-        if admin::partitions(settings, topic)?.is_some() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(ConnectorError::Request(format!(
-        "topic {topic} did not appear"
-    )))
-}
 
 /// Publishes switch changes.
 pub struct ControlPublisher {
@@ -97,21 +63,6 @@ impl ControlPublisher {
     }
 }
 
-fn follower(settings: &KafkaSettings, topic: &str) -> Result<BaseConsumer, ConnectorError> {
-    let consumer = settings.consumer("footprint-control", &[("fetch.wait.max.ms", "50")])?;
-    let parts = admin::partitions(settings, topic)?
-        .ok_or_else(|| ConnectorError::MissingTopic(topic.to_owned()))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(|e| ConnectorError::Request(e.to_string()))?;
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| ConnectorError::Request(e.to_string()))?;
-    Ok(consumer)
-}
-
 fn apply(switches: &Switches, key: &[u8], value: &[u8]) {
     let (Ok(sink), Ok(text)) = (std::str::from_utf8(key), std::str::from_utf8(value)) else {
         return;
@@ -137,26 +88,14 @@ pub fn follow(
     switches: Arc<Switches>,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, ConnectorError> {
-    let consumer = follower(settings, topic)?;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => apply(
-                &switches,
-                m.key().unwrap_or_default(),
-                m.payload().unwrap_or_default(),
-            ),
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => tracing::warn!(error = %e, "reading the control topic"),
-            None if Instant::now() > deadline => {
-                return Err(ConnectorError::Unreachable {
-                    brokers: settings.brokers.clone(),
-                    detail: format!("control topic {topic} could not be read to its end"),
-                });
-            }
-            None => {}
-        }
-    }
+    let consumer = compacted::read_to_end(
+        settings,
+        topic,
+        "footprint-control",
+        &[("fetch.wait.max.ms", "50")],
+        Duration::from_secs(15),
+        |key, value| apply(&switches, key, value),
+    )?;
     let handle = std::thread::Builder::new()
         .name("control-topic".into())
         .spawn(move || {

@@ -6,8 +6,11 @@
 //! events to their topics ([`side::SideOutputs`]), producing generated
 //! clickstreams ([`producer::EventProducer`]), diverting unapplied sink
 //! writes to the retry topic with a local journal behind it ([`retry`],
-//! [`journal`]), and topic administration ([`admin`]). It decides nothing about windows or results: that is the
-//! dataflow's job.
+//! [`journal`]), applying them later ([`replay`]), the degrade switches'
+//! control topic ([`control`]), the source checkpoints ([`checkpoints`]), the
+//! small compacted topics both read at start-up ([`compacted`]), and topic
+//! administration ([`admin`]). It decides nothing about windows or results:
+//! that is the dataflow's job.
 //!
 //! Every client is built from [`client::KafkaSettings`], which takes plain
 //! librdkafka properties, so the same code runs against tansu and Apache
@@ -16,6 +19,7 @@
 pub mod admin;
 pub mod checkpoints;
 pub mod client;
+pub mod compacted;
 pub mod control;
 pub mod journal;
 pub mod producer;

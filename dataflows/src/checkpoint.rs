@@ -51,8 +51,8 @@ struct PartitionLedger {
     position: Option<i64>,
     /// Largest event time before `position`.
     max_ts: Option<i64>,
-    /// The last checkpoint handed out.
-    last: Option<(i64, Option<i64>)>,
+    /// The offset of the last checkpoint committed (or the start).
+    last: Option<i64>,
 }
 
 /// Per-partition bookkeeping of which offsets may be committed.
@@ -74,7 +74,7 @@ impl OffsetLedger {
         if let Some(p) = self.partitions.get_mut(idx) {
             p.position = Some(offset);
             p.max_ts = max_ts;
-            p.last = Some((offset, max_ts));
+            p.last = Some(offset);
         }
     }
 
@@ -111,7 +111,7 @@ impl OffsetLedger {
                     None => continue,
                 },
             };
-            if p.last.is_none_or(|(o, _)| point.0 > o) {
+            if p.last.is_none_or(|o| point.0 > o) {
                 out.push(Checkpoint {
                     idx,
                     offset: point.0,
@@ -126,7 +126,7 @@ impl OffsetLedger {
     pub fn committed(&mut self, points: &[Checkpoint]) {
         for c in points {
             if let Some(p) = self.partitions.get_mut(c.idx) {
-                p.last = Some((c.offset, c.max_ts));
+                p.last = Some(c.offset);
             }
         }
     }

@@ -3,6 +3,8 @@
 //! tumbling and sliding windows), at 1 worker and at 4, with partitions read
 //! at very different speeds.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -222,27 +224,9 @@ fn matches_reference_with_partitions_read_at_the_same_speed() {
 #[test]
 fn an_idle_partition_on_another_worker_does_not_stall_finalisation() {
     use footprint_dataflows::watermark::WatermarkBoard;
-    let spec = Arc::new(PipelineSpec {
-        aggregates: vec![AggregateSpec {
-            name: "count_1s".into(),
-            group_by: vec![],
-            window: WindowSpec::tumbling(1_000).expect("valid"),
-            measures: vec![Measure::Count],
-            allowed_lateness: 0,
-            early_updates: None,
-            sinks: vec![],
-        }],
-        recent: None,
-        max_out_of_order: 0,
-    });
+    let spec = Arc::new(common::count_per_second());
     let busy: Vec<Vec<u8>> = (0..100)
-        .map(|i| {
-            format!(
-                r#"{{"app_id":"a","user_id":"u","event":"view","ts":{}}}"#,
-                1_767_225_600_000i64 + i * 100
-            )
-            .into_bytes()
-        })
+        .map(|i| common::view_at(common::T0 + i * 100))
         .collect();
     let partitions = [busy, Vec::new()];
     let finals = Arc::new(Mutex::new(Vec::new()));
@@ -291,7 +275,7 @@ fn an_idle_partition_on_another_worker_does_not_stall_finalisation() {
     let mut got = take(&finals);
     got.sort_unstable();
     // Events span 10 seconds; the last window holds the watermark, the 9 before it are final.
-    let expected: Vec<i64> = (0..9).map(|i| 1_767_225_600_000 + i * 1_000).collect();
+    let expected: Vec<i64> = (0..9).map(|i| common::T0 + i * 1_000).collect();
     assert_eq!(got, expected);
 }
 

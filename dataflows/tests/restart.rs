@@ -10,6 +10,8 @@
 //! them (version rule for windows, merge for recent activity), must equal
 //! the sequential reference.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -276,27 +278,9 @@ fn nothing_is_committed_after_a_sink_loses_rows() {
 /// that was late before the stop is late after it too.
 #[test]
 fn a_resumed_partition_keeps_its_watermark() {
-    let spec = Arc::new(PipelineSpec {
-        aggregates: vec![AggregateSpec {
-            name: "count_1s".into(),
-            group_by: vec![],
-            window: WindowSpec::tumbling(1_000).expect("valid"),
-            measures: vec![Measure::Count],
-            allowed_lateness: 0,
-            early_updates: None,
-            sinks: vec![],
-        }],
-        recent: None,
-        max_out_of_order: 0,
-    });
-    const T0: i64 = 1_767_225_600_000;
-    let event = |ts: i64| {
-        format!(
-            r#"{{"app_id":"a","user_id":"u","event":"view","ts":{}}}"#,
-            T0 + ts
-        )
-        .into_bytes()
-    };
+    let spec = Arc::new(common::count_per_second());
+    const T0: i64 = common::T0;
+    let event = |ts: i64| common::view_at(T0 + ts);
     let parts = vec![vec![event(10_500), event(500), event(10_600)]];
     let from = Points::from([(0, (1, Some(T0 + 10_500)))]);
     let rows: Vec<Output> = run(&spec, &parts, 1, &from, None)

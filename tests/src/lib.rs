@@ -382,3 +382,71 @@ pub fn recent_by_user(rows: Vec<RecentRow>) -> BTreeMap<(String, String), Recent
         .map(|r| ((r.app_id.clone(), r.user_id.clone()), r))
         .collect()
 }
+
+/// The stores a test wrote to: Redis keys under `prefix`, and the MySQL
+/// database `database` with the default `fp_` tables.
+pub struct Stores {
+    spec: footprint_dataflows::PipelineSpec,
+    redis: footprint_sinks::redis::RedisSinkFactory,
+    mysql: footprint_sinks::mysql::MySqlSinkFactory,
+}
+
+/// What both stores hold, by identity.
+pub struct StoredRows {
+    /// Window rows in MySQL.
+    pub mysql_windows: BTreeMap<WindowId, WindowRow>,
+    /// Window rows in Redis.
+    pub redis_windows: BTreeMap<WindowId, WindowRow>,
+    /// Recent activity in MySQL.
+    pub mysql_recent: BTreeMap<(String, String), RecentRow>,
+    /// Recent activity in Redis.
+    pub redis_recent: BTreeMap<(String, String), RecentRow>,
+}
+
+impl Stores {
+    /// Opens both stores for `spec`.
+    pub fn open(
+        spec: &footprint_dataflows::PipelineSpec,
+        prefix: &str,
+        database: &str,
+    ) -> Result<Self> {
+        let keep = spec.recent.as_ref().map_or(0, |r| r.keep);
+        let redis = footprint_sinks::redis::RedisSinkFactory::new(
+            &redis_url(),
+            prefix,
+            Duration::ZERO,
+            Duration::ZERO,
+            keep,
+        )?;
+        let mysql = footprint_sinks::mysql::MySqlSinkFactory::new(
+            &format!("{}/{database}", mysql_url()),
+            Arc::new(spec.clone()),
+            "fp_",
+        )?;
+        Ok(Stores {
+            spec: spec.clone(),
+            redis,
+            mysql,
+        })
+    }
+
+    /// Everything both stores hold.
+    pub fn load(&self) -> Result<StoredRows> {
+        Ok(StoredRows {
+            mysql_windows: windows_by_id(self.mysql.load_windows()?),
+            redis_windows: windows_by_id(self.redis.load_windows(&self.spec)?),
+            mysql_recent: recent_by_user(self.mysql.load_recent()?),
+            redis_recent: recent_by_user(self.redis.load_recent()?),
+        })
+    }
+}
+
+/// How many identities differ between `expected` and `got`: missing,
+/// different, or there but not expected.
+pub fn differences<K: Ord, V: PartialEq>(expected: &BTreeMap<K, V>, got: &BTreeMap<K, V>) -> usize {
+    expected
+        .iter()
+        .filter(|(id, row)| got.get(*id) != Some(*row))
+        .count()
+        + got.keys().filter(|id| !expected.contains_key(*id)).count()
+}

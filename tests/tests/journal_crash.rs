@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use footprint::config::Config;
-use footprint_connectors::control::{ControlPublisher, ensure};
+use footprint_connectors::compacted::ensure;
+use footprint_connectors::control::ControlPublisher;
 use footprint_connectors::journal::Journal;
 use footprint_connectors::retry::RetryRecord;
 use footprint_dataflows::clickstream::GenConfig;

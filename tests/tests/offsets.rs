@@ -3,7 +3,6 @@
 //! restarted worker resumes from the commits, with nothing lost and nothing
 //! counted twice.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,13 +11,10 @@ use footprint::generate::{GenPlan, produce};
 use footprint_connectors::{admin, checkpoints};
 use footprint_dataflows::clickstream::{GenConfig, SplitMix64};
 use footprint_dataflows::control::RunControl;
-use footprint_dataflows::reference::{WindowId, compute};
-use footprint_dataflows::{RecentRow, WindowRow};
-use footprint_sinks::mysql::MySqlSinkFactory;
-use footprint_sinks::redis::RedisSinkFactory;
+use footprint_dataflows::reference::compute;
 use footprint_tests::{
-    brokers, delete_redis_prefix, drop_database, kafka, mysql_url, preload, recent_by_user,
-    redis_url, run_to_end, spawn_footprint, unique, windows_by_id,
+    Stores, brokers, delete_redis_prefix, differences, drop_database, kafka, mysql_url, preload,
+    redis_url, run_to_end, spawn_footprint, unique,
 };
 
 fn cfg(toml: &str) -> Config {
@@ -233,37 +229,17 @@ url = "{mysql}/{database}"
 
     let spec = config.spec().expect("spec");
     let expected = compute(&spec, &parts);
-    let mysql = MySqlSinkFactory::new(
-        &format!("{}/{database}", mysql_url()),
-        Arc::new(spec.clone()),
-        "fp_",
-    )
-    .expect("mysql");
-    let redis = RedisSinkFactory::new(&redis_url(), &prefix, Duration::ZERO, Duration::ZERO, 5)
-        .expect("redis");
-    let in_mysql = windows_by_id(mysql.load_windows().expect("load mysql"));
-    let in_redis = windows_by_id(redis.load_windows(&spec).expect("load redis"));
-    let diffs = |got: &BTreeMap<WindowId, WindowRow>| {
-        expected
-            .windows
-            .iter()
-            .filter(|(id, row)| got.get(*id) != Some(*row))
-            .count()
-            + got
-                .keys()
-                .filter(|id| !expected.windows.contains_key(*id))
-                .count()
-    };
-    let recent_diffs = |got: BTreeMap<(String, String), RecentRow>| {
-        expected
-            .recent
-            .iter()
-            .filter(|(id, row)| got.get(*id).map(|r| &r.events) != Some(&row.events))
-            .count()
-    };
-    let (wm, wr) = (diffs(&in_mysql), diffs(&in_redis));
-    let rm = recent_diffs(recent_by_user(mysql.load_recent().expect("load recent")));
-    let rr = recent_diffs(recent_by_user(redis.load_recent().expect("load recent")));
+    let stored = Stores::open(&spec, &prefix, &database)
+        .and_then(|s| s.load())
+        .expect("load the stores");
+    let (wm, wr) = (
+        differences(&expected.windows, &stored.mysql_windows),
+        differences(&expected.windows, &stored.redis_windows),
+    );
+    let (rm, rr) = (
+        differences(&expected.recent, &stored.mysql_recent),
+        differences(&expected.recent, &stored.redis_recent),
+    );
     println!(
         "kill -9 drill: {kills} kills, {} windows, window diffs mysql {wm} redis {wr}, recent diffs mysql {rm} redis {rr}, {:.1} s",
         expected.windows.len(),

@@ -25,11 +25,9 @@ use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::control::RunControl;
 use footprint_dataflows::metrics::Metrics;
 use footprint_dataflows::reference::compute;
-use footprint_sinks::mysql::MySqlSinkFactory;
-use footprint_sinks::redis::RedisSinkFactory;
 use footprint_tests::{
-    TcpProxy, brokers, delete_redis_prefix, drop_database, http, mysql_url, preload, redis_url,
-    unique, windows_by_id,
+    Stores, TcpProxy, brokers, delete_redis_prefix, drop_database, http, mysql_url, preload,
+    redis_url, unique,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -239,20 +237,19 @@ url = "{mysql}/{database}?prefer_socket=false"
     );
 
     let expected = compute(&spec, &parts);
-    let redis = RedisSinkFactory::new(&redis_url(), &prefix, Duration::ZERO, Duration::ZERO, 10)
-        .expect("redis");
-    let mysql = MySqlSinkFactory::new(
-        &format!("{}/{database}", mysql_url()),
-        Arc::new(spec.clone()),
-        "fp_",
-    )
-    .expect("mysql");
-    let in_redis = windows_by_id(redis.load_windows(&spec).expect("redis rows"));
-    let in_mysql = windows_by_id(mysql.load_windows().expect("mysql rows"));
-    assert_eq!(in_redis.len(), expected.windows.len());
-    assert!(in_redis == expected.windows, "Redis equals the reference");
-    assert_eq!(in_mysql.len(), expected.windows.len());
-    assert!(in_mysql == expected.windows, "MySQL equals the reference");
+    let stored = Stores::open(&spec, &prefix, &database)
+        .and_then(|s| s.load())
+        .expect("load the stores");
+    assert_eq!(stored.redis_windows.len(), expected.windows.len());
+    assert!(
+        stored.redis_windows == expected.windows,
+        "Redis equals the reference"
+    );
+    assert_eq!(stored.mysql_windows.len(), expected.windows.len());
+    assert!(
+        stored.mysql_windows == expected.windows,
+        "MySQL equals the reference"
+    );
     drop_database(&database);
     delete_redis_prefix(&prefix);
 }

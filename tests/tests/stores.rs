@@ -4,11 +4,7 @@
 use footprint::config::Config;
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::reference::compute;
-use footprint_sinks::mysql::MySqlSinkFactory;
-use footprint_sinks::redis::RedisSinkFactory;
-use footprint_tests::{
-    brokers, mysql_url, preload, recent_by_user, redis_url, run_to_end, unique, windows_by_id,
-};
+use footprint_tests::{Stores, brokers, mysql_url, preload, redis_url, run_to_end, unique};
 
 #[test]
 fn results_in_redis_and_mysql_equal_the_reference() {
@@ -81,36 +77,25 @@ url = "{mysql}/{database}"
     let expected = compute(&spec, &parts);
     assert!(!expected.windows.is_empty() && !expected.late.is_empty());
 
-    let redis = RedisSinkFactory::new(
-        &redis_url(),
-        &prefix,
-        std::time::Duration::ZERO,
-        std::time::Duration::ZERO,
-        5,
-    )
-    .expect("redis");
-    let in_redis = windows_by_id(redis.load_windows(&spec).expect("load redis windows"));
-    assert_eq!(in_redis.len(), expected.windows.len());
+    let stored = Stores::open(&spec, &prefix, &database)
+        .and_then(|s| s.load())
+        .expect("load the stores");
+    assert_eq!(stored.redis_windows.len(), expected.windows.len());
     assert!(
-        in_redis == expected.windows,
+        stored.redis_windows == expected.windows,
         "Redis differs from the reference"
     );
     assert!(
-        recent_by_user(redis.load_recent().expect("load redis recent")) == expected.recent,
+        stored.redis_recent == expected.recent,
         "Redis recent activity differs"
     );
-
-    let spec_arc = std::sync::Arc::new(spec);
-    let mysql = MySqlSinkFactory::new(&format!("{}/{database}", mysql_url()), spec_arc, "fp_")
-        .expect("mysql");
-    let in_mysql = windows_by_id(mysql.load_windows().expect("load mysql windows"));
-    assert_eq!(in_mysql.len(), expected.windows.len());
+    assert_eq!(stored.mysql_windows.len(), expected.windows.len());
     assert!(
-        in_mysql == expected.windows,
+        stored.mysql_windows == expected.windows,
         "MySQL differs from the reference"
     );
     assert!(
-        recent_by_user(mysql.load_recent().expect("load mysql recent")) == expected.recent,
+        stored.mysql_recent == expected.recent,
         "MySQL recent activity differs"
     );
 

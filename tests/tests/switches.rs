@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use footprint_connectors::control::{ControlPublisher, ensure, follow};
+use footprint_connectors::compacted::ensure;
+use footprint_connectors::control::{ControlPublisher, follow};
 use footprint_sinks::util::switch::{Mode, Switches};
 use footprint_tests::{kafka, unique};
 
