@@ -6,7 +6,7 @@
 //! made and the reason. Its Kafka key is `SINK|IDENTITY`, so every record of
 //! one identity lands in one partition. Diverting waits until Kafka has
 //! acknowledged every record; whatever Kafka does not take in time is
-//! appended to the local [`Journal`](crate::journal::Journal) and resent
+//! appended to the local [`Journal`] and resent
 //! later, so a diverted write is never lost.
 
 use std::path::Path;
