@@ -349,15 +349,39 @@ pub fn footprint_bin() -> std::path::PathBuf {
     bin
 }
 
+/// A `footprint` process that is killed when dropped, so a failing test
+/// leaves no process behind.
+pub struct Running(pub std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `footprint --config CONFIG ARGS…` with its log (stderr, at info
 /// level, no colours) written to `log`.
 pub fn spawn_footprint(
     config: &std::path::Path,
     args: &[&str],
     log: &std::path::Path,
-) -> Result<std::process::Child> {
+) -> Result<Running> {
     let log = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
-    std::process::Command::new(footprint_bin())
+    let child = std::process::Command::new(footprint_bin())
         .arg("--config")
         .arg(config)
         .args(args)
@@ -366,7 +390,8 @@ pub fn spawn_footprint(
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
-        .context("start footprint")
+        .context("start footprint")?;
+    Ok(Running(child))
 }
 
 /// Window rows by identity (aggregate, key, window start).

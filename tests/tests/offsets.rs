@@ -97,7 +97,7 @@ fn kill_9_and_restart_lose_nothing_and_count_nothing_twice() {
     let database = unique("fp_kill").replace('-', "_");
     let prefix = unique("fpkill");
     let tmp = tempfile::tempdir().expect("tempdir");
-    // Logs stay for a look after a failure.
+    // Logs stay for a look after a failure; a pass removes them.
     let dir = tmp.keep();
     let gen_cfg = GenConfig {
         seed: 17,
@@ -253,4 +253,5 @@ url = "{mysql}/{database}"
     );
     drop_database(&database);
     delete_redis_prefix(&prefix);
+    let _ = std::fs::remove_dir_all(&dir);
 }

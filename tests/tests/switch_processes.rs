@@ -4,12 +4,11 @@
 //! restarted, they start in the persisted mode.
 
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_tests::{
-    brokers, delete_redis_prefix, http, preload, redis_url, spawn_footprint, unique,
+    Running, brokers, delete_redis_prefix, http, preload, redis_url, spawn_footprint, unique,
 };
 
 fn free_port() -> u16 {
@@ -19,16 +18,8 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+/// The processes of one round; each is killed when dropped.
+struct Procs(Vec<Running>);
 
 fn mode_of(port: u16) -> Option<String> {
     let addr = format!("127.0.0.1:{port}").parse().ok()?;
