@@ -21,7 +21,6 @@ use footprint_dataflows::control::RunControl;
 use footprint_dataflows::metrics::Metrics;
 use footprint_dataflows::pipeline::{assigned, build_with_checkpoints};
 use footprint_dataflows::source::SourceSettings;
-use footprint_dataflows::watermark::WatermarkBoard;
 use footprint_sinks::file::FileSinkFactory;
 use footprint_sinks::mysql::MySqlSinkFactory;
 use footprint_sinks::operator::{Routing, WriteTo};
@@ -366,7 +365,6 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     // Each worker takes its own reader and sinks, exactly once.
     let per_worker = Arc::new(Mutex::new(per_worker));
     let source_settings = SourceSettings {
-        board: Some(Arc::new(WatermarkBoard::new(threads))),
         batch: cfg.source.batch,
         weights: cfg.source.read_weights.clone(),
         idle_timeout: cfg.watermark.idle_timeout.0,

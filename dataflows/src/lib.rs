@@ -27,6 +27,7 @@
 //! closed windows.
 
 pub mod aggregate;
+pub mod board;
 pub mod checkpoint;
 pub mod clickstream;
 pub mod control;

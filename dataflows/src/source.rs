@@ -23,13 +23,14 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::Time;
+use crate::board::watermark_board;
 use crate::checkpoint::{Checkpoint, OffsetLedger};
 use crate::control::RunControl;
 use crate::event::{BadInput, Event};
 use crate::metrics::Metrics;
 use crate::route::{Late, Record, route};
 use crate::spec::PipelineSpec;
-use crate::watermark::{WatermarkBoard, WatermarkTracker};
+use crate::watermark::WatermarkTracker;
 
 /// One message as read from a partition.
 #[derive(Debug, Clone, Copy)]
@@ -107,9 +108,6 @@ pub trait PartitionReader: 'static {
 /// Source settings.
 #[derive(Debug, Clone)]
 pub struct SourceSettings {
-    /// The process's watermark board, shared by its workers (one per process),
-    /// so that a worker with only idle partitions does not hold the others back.
-    pub board: Option<Arc<WatermarkBoard>>,
     /// Messages per partition per activation.
     pub batch: usize,
     /// Relative read weights per partition (cycled); all 1 when empty.
@@ -121,7 +119,6 @@ pub struct SourceSettings {
 impl Default for SourceSettings {
     fn default() -> Self {
         SourceSettings {
-            board: None,
             batch: 1024,
             weights: Vec::new(),
             idle_timeout: Duration::from_secs(10),
@@ -146,7 +143,7 @@ pub fn partition_source<'s, R: PartitionReader>(
         "PartitionSource",
         move |cap, info| {
             let activator = scope.activator_for(info.address);
-            let worker = scope.index();
+            let mut board = watermark_board(scope);
             let now = Instant::now();
             let n = reader.borrow().partitions();
             let mut tracker =
@@ -160,10 +157,9 @@ pub fn partition_source<'s, R: PartitionReader>(
                 }
             }
             let mut cap = if n == 0 { None } else { Some(cap) };
-            if n == 0
-                && let Some(b) = &settings.board
-            {
-                b.publish(worker, None, 0);
+            if n == 0 {
+                board.publish(None, 0, true);
+                board.close();
             }
             let mut late: Vec<Late> = Vec::new();
             let mut records: Vec<Record> = Vec::new();
@@ -175,9 +171,8 @@ pub fn partition_source<'s, R: PartitionReader>(
                     control.mark_interrupted();
                     reader.close();
                     cap = None;
-                    if let Some(b) = &settings.board {
-                        b.publish(worker, None, 0);
-                    }
+                    board.publish(None, 0, true);
+                    board.close();
                     return;
                 }
                 let floor = *c.time();
@@ -256,18 +251,15 @@ pub fn partition_source<'s, R: PartitionReader>(
                 let Some(mut w) = tracker.advance(now) else {
                     reader.close();
                     cap = None;
-                    if let Some(b) = &settings.board {
-                        b.publish(worker, None, 0);
-                    }
+                    board.publish(None, 0, true);
+                    board.close();
                     return;
                 };
-                if let Some(board) = &settings.board {
-                    let (active, idle) = tracker.summary(now);
-                    board.publish(worker, active, idle);
-                    if active.is_none() {
-                        // Only idle partitions here: follow the other workers.
-                        w = tracker.raise(board.follow(worker));
-                    }
+                let (active, idle) = tracker.summary(now);
+                board.publish(active, idle, false);
+                if active.is_none() {
+                    // Only idle partitions here: follow the other workers.
+                    w = tracker.raise(board.follow());
                 }
                 if w > *c.time() {
                     c.downgrade(&w);

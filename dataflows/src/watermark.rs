@@ -11,67 +11,9 @@
 //! global watermark is the minimum over every partition of every worker.
 //! This module only keeps the arithmetic; time (`now`) is passed in.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Time;
-
-/// Where the workers of one process publish their watermarks, so that a
-/// worker whose partitions are all idle stops holding the others back.
-///
-/// Each worker publishes the minimum over its active partitions (or that it
-/// has none) and the maximum over its idle ones. A worker with only idle
-/// partitions follows the minimum active watermark of the other workers; when
-/// no worker has an active partition, nothing holds the watermark back, and
-/// every worker may follow the largest idle watermark. A worker that has not
-/// published yet counts as active at 0.
-#[derive(Debug)]
-pub struct WatermarkBoard {
-    active: Vec<AtomicU64>,
-    idle: Vec<AtomicU64>,
-}
-
-const NOTHING_ACTIVE: u64 = u64::MAX;
-
-impl WatermarkBoard {
-    /// A board for `workers` workers.
-    pub fn new(workers: usize) -> Self {
-        WatermarkBoard {
-            active: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            idle: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    /// Publishes worker `worker`'s minimum active watermark (`None`: no active
-    /// partition) and maximum idle watermark.
-    pub fn publish(&self, worker: usize, active: Option<Time>, idle: Time) {
-        if let (Some(a), Some(i)) = (self.active.get(worker), self.idle.get(worker)) {
-            i.store(idle, Ordering::Relaxed);
-            a.store(active.unwrap_or(NOTHING_ACTIVE), Ordering::Relaxed);
-        }
-    }
-
-    /// Where a worker with no active partition may move its watermark: the
-    /// minimum active watermark of the other workers, or, when no worker has
-    /// an active partition, the largest idle watermark of any worker.
-    pub fn follow(&self, worker: usize) -> Time {
-        let active = self
-            .active
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != worker)
-            .map(|(_, a)| a.load(Ordering::Relaxed))
-            .filter(|v| *v != NOTHING_ACTIVE)
-            .min();
-        active.unwrap_or_else(|| {
-            self.idle
-                .iter()
-                .map(|i| i.load(Ordering::Relaxed))
-                .max()
-                .unwrap_or(0)
-        })
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Partition {

@@ -91,7 +91,6 @@ fn run(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>], workers: usize, speeds:
         let sink = Arc::clone(&o);
         let metrics = Arc::new(Metrics::new(names.clone()));
         let settings = SourceSettings {
-            board: None,
             batch: 64,
             weights: vec![],
             idle_timeout: Duration::from_secs(3600),
@@ -218,65 +217,118 @@ fn matches_reference_with_partitions_read_at_the_same_speed() {
     check(&spec(0, 0), &parts, 2, &[usize::MAX]);
 }
 
-/// A worker whose only partition is empty (read to its end, then idle) must
-/// not hold the other workers back: windows of the busy partition become
-/// final while the stream stays open.
-#[test]
-fn an_idle_partition_on_another_worker_does_not_stall_finalisation() {
-    use footprint_dataflows::watermark::WatermarkBoard;
+/// The final windows of a streaming run over one busy partition and one
+/// empty one (read to its end, then idle), on two workers placed by
+/// `configs` (one entry per timely process), stopped once 9 finals arrived
+/// or 30 s passed.
+fn finals_with_an_idle_partition(configs: Vec<timely::Config>) -> Vec<i64> {
     let spec = Arc::new(common::count_per_second());
     let busy: Vec<Vec<u8>> = (0..100)
         .map(|i| common::view_at(common::T0 + i * 100))
         .collect();
-    let partitions = [busy, Vec::new()];
+    let partitions = Arc::new([busy, Vec::new()]);
     let finals = Arc::new(Mutex::new(Vec::new()));
     let control = Arc::new(RunControl::default());
-    let board = Arc::new(WatermarkBoard::new(2));
-    let (f, c) = (Arc::clone(&finals), Arc::clone(&control));
-    let guards = timely::execute(timely::Config::process(2), move |worker| {
-        let ids = assigned(2, worker.index(), worker.peers());
-        let mine: Vec<Vec<Vec<u8>>> = ids.iter().map(|p| partitions[*p].clone()).collect();
-        let reader = MemoryReader::new(ids, mine, vec![]).streaming();
-        let settings = SourceSettings {
-            board: Some(Arc::clone(&board)),
-            batch: 64,
-            weights: vec![],
-            idle_timeout: Duration::from_millis(50),
-        };
-        let sink = Arc::clone(&f);
-        let metrics = Arc::new(Metrics::new(vec!["count_1s".into()]));
-        worker.dataflow::<u64, _, _>(|scope| {
-            build(
-                scope,
-                reader,
-                Arc::clone(&spec),
-                settings,
-                Arc::clone(&c),
-                metrics,
-            )
-            .inspect(move |row| {
-                if let Output::Window(w) = row
-                    && w.is_final
-                {
-                    sink.lock().expect("lock").push(w.window_start);
-                }
-            });
-        });
-        while worker.step_or_park(Some(Duration::from_millis(10))) {}
-    })
-    .expect("timely runs");
+    let mut processes = Vec::new();
+    for config in configs {
+        let (f, c, spec, partitions) = (
+            Arc::clone(&finals),
+            Arc::clone(&control),
+            Arc::clone(&spec),
+            Arc::clone(&partitions),
+        );
+        // Each timely process is started from its own thread, as separate
+        // processes would be.
+        processes.push(std::thread::spawn(move || {
+            let guards = timely::execute(config, move |worker| {
+                let ids = assigned(2, worker.index(), worker.peers());
+                let mine: Vec<Vec<Vec<u8>>> = ids.iter().map(|p| partitions[*p].clone()).collect();
+                let reader = MemoryReader::new(ids, mine, vec![]).streaming();
+                let settings = SourceSettings {
+                    batch: 64,
+                    weights: vec![],
+                    idle_timeout: Duration::from_millis(50),
+                };
+                let sink = Arc::clone(&f);
+                let metrics = Arc::new(Metrics::new(vec!["count_1s".into()]));
+                worker.dataflow::<u64, _, _>(|scope| {
+                    build(
+                        scope,
+                        reader,
+                        Arc::clone(&spec),
+                        settings,
+                        Arc::clone(&c),
+                        metrics,
+                    )
+                    .inspect(move |row| {
+                        if let Output::Window(w) = row
+                            && w.is_final
+                        {
+                            sink.lock().expect("lock").push(w.window_start);
+                        }
+                    });
+                });
+                while worker.step_or_park(Some(Duration::from_millis(10))) {}
+            })
+            .expect("timely runs");
+            drop(guards.join());
+        }));
+    }
     // The stream never ends by itself; wait (bounded) for the finals, then stop it.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while finals.lock().expect("lock").len() < 9 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     control.request_stop();
-    drop(guards.join());
+    for p in processes {
+        p.join().expect("process thread");
+    }
     let mut got = take(&finals);
     got.sort_unstable();
-    // Events span 10 seconds; the last window holds the watermark, the 9 before it are final.
-    let expected: Vec<i64> = (0..9).map(|i| common::T0 + i * 1_000).collect();
-    assert_eq!(got, expected);
+    got
+}
+
+/// Events span 10 seconds; the last window holds the watermark, the 9
+/// before it are final.
+fn nine_finals() -> Vec<i64> {
+    (0..9).map(|i| common::T0 + i * 1_000).collect()
+}
+
+/// A worker whose only partition is empty (read to its end, then idle) must
+/// not hold the other workers back: windows of the busy partition become
+/// final while the stream stays open.
+#[test]
+fn an_idle_partition_on_another_worker_does_not_stall_finalisation() {
+    assert_eq!(
+        finals_with_an_idle_partition(vec![timely::Config::process(2)]),
+        nine_finals()
+    );
+}
+
+/// The same across the processes of a timely cluster: the idle worker learns
+/// the busy one's watermark through the watermark board, which crosses
+/// process boundaries.
+#[test]
+fn an_idle_partition_on_another_process_does_not_stall_finalisation() {
+    let addresses: Vec<String> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            format!("127.0.0.1:{}", l.local_addr().expect("address").port())
+        })
+        .collect();
+    let configs = (0..2)
+        .map(|process| timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: 1,
+                process,
+                addresses: addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        })
+        .collect();
+    assert_eq!(finals_with_an_idle_partition(configs), nine_finals());
 }
 
 proptest! {

@@ -111,7 +111,6 @@ fn run_failing(
             reader = reader.streaming();
         }
         let settings = SourceSettings {
-            board: None,
             batch: 64,
             weights: vec![],
             idle_timeout: Duration::from_secs(3600),
