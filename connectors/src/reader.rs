@@ -7,7 +7,7 @@
 //! stops each partition at its end offset or when it has caught up.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use footprint_dataflows::checkpoint::Checkpoint;
 use footprint_dataflows::source::{Message, PartitionReader, ReadStatus, Verdict};
@@ -53,11 +53,25 @@ pub struct KafkaReader {
     queues: Vec<PartitionQueue<DefaultConsumerContext>>,
     positions: Vec<i64>,
     /// Per partition, while the first message at the start offset is still
-    /// awaited: how far back the last rewind went (0: none yet).
-    starting: Vec<Option<i64>>,
+    /// awaited: how far back the last rewind went, and since when.
+    starting: Vec<Option<Starting>>,
     side: SideOutputs,
     checkpoints: Option<CheckpointWriter>,
 }
+
+/// A partition whose first message (at its start offset) has not arrived yet.
+#[derive(Debug, Clone, Copy)]
+struct Starting {
+    /// How far before the start offset the last rewind went (0: none yet).
+    back: i64,
+    /// When the partition was assigned or last sought.
+    since: Instant,
+}
+
+/// How long a starting partition may stay silent before it is read from
+/// further back: some brokers answer a fetch from inside their last record
+/// batch with nothing at all.
+const START_PATIENCE: Duration = Duration::from_secs(1);
 
 /// What to do with a message read while a partition is starting.
 enum StartCheck {
@@ -108,7 +122,13 @@ impl KafkaReader {
             }
         }
         let positions = ranges.iter().map(|r| r.from).collect();
-        let starting = vec![Some(0); ranges.len()];
+        let starting = vec![
+            Some(Starting {
+                back: 0,
+                since: Instant::now(),
+            });
+            ranges.len()
+        ];
         Ok(KafkaReader {
             consumer,
             ranges,
@@ -146,8 +166,17 @@ impl PartitionReader for KafkaReader {
         }
         while status.read < max {
             match self.queues[idx].poll(Duration::ZERO) {
-                None => break,
+                None => {
+                    if let Some(st) = self.starting[idx]
+                        && st.since.elapsed() >= START_PATIENCE
+                    {
+                        rewind(&self.consumer, range, &mut self.starting[idx], None);
+                    }
+                    break;
+                }
                 Some(Err(KafkaError::PartitionEOF(_))) => {
+                    // At the end: nothing between the start offset and here was skipped.
+                    self.starting[idx] = None;
                     status.at_end = true;
                     status.finished = range.until_caught_up;
                     break;
@@ -158,13 +187,7 @@ impl PartitionReader for KafkaReader {
                 }
                 Some(Ok(m)) => {
                     let offset = m.offset();
-                    match start_check(
-                        &self.consumer,
-                        range,
-                        &mut self.starting[idx],
-                        self.positions[idx],
-                        offset,
-                    ) {
+                    match start_check(&self.consumer, range, &mut self.starting[idx], offset) {
                         StartCheck::Take => {}
                         StartCheck::Skip => continue,
                         StartCheck::Rewound => break,
@@ -273,37 +296,59 @@ impl PartitionReader for KafkaReader {
 ///
 /// Some Kafka-compatible brokers (tansu 0.6) answer a fetch from an offset
 /// inside a record batch with the *next* batch, which would silently skip
-/// the messages between. So when the first message is past the start
-/// offset, the partition is sought back (1,000 offsets, then 4 times
-/// further each time, down to 0) and what comes before the start offset
-/// is dropped. On Apache Kafka the first fetch already begins at or
-/// before the start offset, and a real gap (compaction, transaction
-/// markers) only costs one rewind.
+/// the messages between, or with nothing at all when it is the last batch.
+/// So when the first message is past the start offset, or nothing comes
+/// for [`START_PATIENCE`], the partition is sought back (1,000 offsets, then
+/// 4 times further each time, down to 0) and what comes before the start
+/// offset is dropped. On Apache Kafka the first fetch already begins at the
+/// start offset, and a real gap (compaction, transaction markers) only
+/// costs one rewind.
 fn start_check(
     consumer: &BaseConsumer,
     r: &PartitionRange,
-    starting: &mut Option<i64>,
-    from: i64,
+    starting: &mut Option<Starting>,
     offset: i64,
 ) -> StartCheck {
-    let Some(back) = *starting else {
+    let Some(st) = *starting else {
         return StartCheck::Take;
     };
-    if offset < from {
+    if offset < r.from {
         return StartCheck::Skip;
     }
-    let at = from.saturating_sub(back);
-    if offset == from || at <= 0 {
+    if offset == r.from || r.from.saturating_sub(st.back) <= 0 {
         *starting = None;
         return StartCheck::Take;
     }
-    let back = if back == 0 {
+    if rewind(consumer, r, starting, Some(offset)) {
+        StartCheck::Rewound
+    } else {
+        StartCheck::Take
+    }
+}
+
+/// Seeks a starting partition further back (see [`start_check`]). Returns
+/// false when it could not, and the partition then reads on from where it is.
+fn rewind(
+    consumer: &BaseConsumer,
+    r: &PartitionRange,
+    starting: &mut Option<Starting>,
+    first: Option<i64>,
+) -> bool {
+    let Some(st) = *starting else {
+        return false;
+    };
+    if r.from.saturating_sub(st.back) <= 0 {
+        // Already reading from the beginning: nothing is before it.
+        *starting = None;
+        return false;
+    }
+    let back = if st.back == 0 {
         1_000
     } else {
-        back.saturating_mul(4)
+        st.back.saturating_mul(4)
     };
-    let to = from.saturating_sub(back).max(0);
-    tracing::debug!(topic = %r.topic, partition = r.partition, from, first = offset, rewind_to = to, "the first fetch began past the start offset; reading back");
+    let to = r.from.saturating_sub(back).max(0);
+    tracing::debug!(topic = %r.topic, partition = r.partition, from = r.from, ?first, rewind_to = to, "the first fetch did not begin at the start offset; reading back");
     match consumer.seek(
         &r.topic,
         r.partition,
@@ -311,13 +356,16 @@ fn start_check(
         Duration::from_secs(10),
     ) {
         Ok(()) => {
-            *starting = Some(back);
-            StartCheck::Rewound
+            *starting = Some(Starting {
+                back,
+                since: Instant::now(),
+            });
+            true
         }
         Err(e) => {
-            tracing::error!(topic = %r.topic, partition = r.partition, error = %e, from, first = offset, "could not seek back to the start offset; messages between were skipped");
+            tracing::error!(topic = %r.topic, partition = r.partition, error = %e, from = r.from, ?first, "could not seek back to the start offset; messages between may be skipped");
             *starting = None;
-            StartCheck::Take
+            false
         }
     }
 }

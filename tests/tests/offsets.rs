@@ -88,6 +88,58 @@ sinks = []
     assert_eq!(second.events_in, 1_200, "only the new messages are read");
 }
 
+/// A checkpoint inside the partition's last record batch: the first fetch
+/// of some brokers (tansu 0.6) answers with nothing at all, and the reader
+/// must read from further back instead of waiting for ever.
+#[test]
+fn a_worker_resumes_from_inside_the_last_record_batch() {
+    let topic = unique("resume-last-batch");
+    let gen_cfg = GenConfig {
+        seed: 5,
+        partitions: 1,
+        users: 20,
+        items: 5,
+        events_per_sec: 100,
+        ..GenConfig::default()
+    };
+    // 300 messages produced at once land in one record batch.
+    preload(&topic, &gen_cfg, 300).expect("preload");
+    let group = format!("{topic}-group");
+    checkpoints::CheckpointWriter::new(&kafka(), "footprint.checkpoints", &group)
+        .and_then(|w| {
+            w.save(&[(
+                topic.as_str(),
+                0,
+                checkpoints::Saved {
+                    offset: 120,
+                    max_ts: Some(1_767_225_600_000),
+                },
+            )])
+        })
+        .expect("save a checkpoint");
+    let config = cfg(&format!(
+        r#"
+[source]
+brokers = "{brokers}"
+topics = ["{topic}"]
+group_id = "{group}"
+
+[[aggregate]]
+name = "events_1m"
+group_by = ["event"]
+window = {{ tumbling = "1m" }}
+measures = ["count"]
+sinks = []
+"#,
+        brokers = brokers(),
+    ));
+    let (report, _) = run_to_end(&config, 1).expect("run");
+    assert_eq!(
+        report.events_in, 180,
+        "reads exactly the messages from the checkpoint on"
+    );
+}
+
 /// The worker is killed with SIGKILL at several points while it streams
 /// into Redis and MySQL, and restarted each time; a last run reads to the
 /// end. Both stores then equal the sequential reference.
