@@ -111,6 +111,7 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
                 &cfg,
                 RunOptions {
                     threads: Some(opts.threads),
+                    cluster: None,
                     until_end: false,
                     control,
                     extra_sinks: vec![live],

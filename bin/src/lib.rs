@@ -4,6 +4,7 @@
 //! This is the only crate that knows about all the others.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod generate;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use footprint::cluster::{Cluster, ClusterError};
 use footprint::config::{Config, ConfigError};
 use footprint::demo::{DemoOptions, demo};
 use footprint::generate::{GenPlan, produce};
@@ -50,6 +51,15 @@ struct WorkerArgs {
     /// Read every partition until it is caught up, emit all windows as final, and exit.
     #[arg(long)]
     until_end: bool,
+    /// This process's index in a timely cluster (0 to --processes − 1).
+    #[arg(long, requires = "processes")]
+    process: Option<usize>,
+    /// Number of processes in the timely cluster; every process runs the same --threads.
+    #[arg(long, requires = "hosts")]
+    processes: Option<usize>,
+    /// File with one host:port per process, process 0 first.
+    #[arg(long, requires = "processes")]
+    hosts: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -148,7 +158,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<ConfigError>().is_some() {
+            if e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<ClusterError>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)
@@ -231,8 +243,18 @@ fn real_main(cli: Cli) -> Result<()> {
             let metrics = Arc::new(Metrics::new(
                 spec.aggregates.iter().map(|a| a.name.clone()).collect(),
             ));
+            let cluster = match (args.processes, &args.hosts) {
+                (Some(n), Some(hosts)) => {
+                    let process = args.process.ok_or_else(|| {
+                        ClusterError("--processes needs --process: this process's index".into())
+                    })?;
+                    Some(Cluster::from_hosts(process, n, hosts)?)
+                }
+                _ => None,
+            };
             let opts = RunOptions {
                 threads: args.threads,
+                cluster,
                 until_end: args.until_end,
                 control,
                 serve_admin: true,

@@ -177,15 +177,59 @@ pub fn run_to_end(cfg: &Config, threads: usize) -> Result<(RunReport, Vec<Output
         spec.aggregates.iter().map(|a| a.name.clone()).collect(),
     ));
     let extra: Arc<dyn SinkFactory> = Arc::new(memory.clone());
+    let control = Arc::new(RunControl::default());
     let opts = RunOptions {
         threads: Some(threads),
         until_end: true,
         extra_sinks: vec![extra],
         progress: None,
+        control: Arc::clone(&control),
         ..RunOptions::default()
     };
+    // A run that cannot finish is stopped, so its test fails instead of hanging.
+    let watchdog = Watchdog::start(Duration::from_secs(300), control);
     let report = run(cfg, opts, metrics)?;
+    if watchdog.fired() {
+        bail!("the run did not finish within 300 s and was stopped");
+    }
     Ok((report, memory.take()))
+}
+
+/// Requests a stop when its time runs out, unless dropped first.
+struct Watchdog {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watchdog {
+    fn start(timeout: Duration, control: Arc<RunControl>) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let done = Arc::new(AtomicBool::new(false));
+        let fired = Arc::new(AtomicBool::new(false));
+        let (d, f) = (Arc::clone(&done), Arc::clone(&fired));
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + timeout;
+            while !d.load(Ordering::SeqCst) {
+                if Instant::now() > deadline {
+                    f.store(true, Ordering::SeqCst);
+                    control.request_stop();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Watchdog { done, fired }
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A TCP proxy a test can cut and restore, to stage a store outage: while
@@ -474,4 +518,258 @@ pub fn differences<K: Ord, V: PartialEq>(expected: &BTreeMap<K, V>, got: &BTreeM
         .filter(|(id, row)| got.get(*id) != Some(*row))
         .count()
         + got.keys().filter(|id| !expected.contains_key(*id)).count()
+}
+
+/// Every table of MySQL database `database` as text, byte for byte: tables
+/// by name, columns in table order (but `updated_at`, the wall-clock time of
+/// the last write), rows by primary key. Two databases that hold the same
+/// results give the same text.
+pub fn dump_mysql(database: &str) -> Result<String> {
+    use mysql::prelude::Queryable;
+    let opts = mysql::Opts::from_url(&format!("{}/{database}", mysql_url()))?;
+    let mut conn = mysql::Conn::new(opts)?;
+    let mut tables: Vec<String> = conn.query("SHOW TABLES")?;
+    tables.sort();
+    let mut out = String::new();
+    for table in tables {
+        let columns: Vec<(String, String)> = conn
+            .query::<mysql::Row, _>(format!(
+                "SELECT COLUMN_NAME, COLUMN_KEY FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = '{database}' AND TABLE_NAME = '{table}' ORDER BY ORDINAL_POSITION"
+            ))?
+            .into_iter()
+            .map(|mut r| {
+                (
+                    r.take::<String, _>(0).unwrap_or_default(),
+                    r.take::<String, _>(1).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let keep: Vec<&str> = columns
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .filter(|c| *c != "updated_at")
+            .collect();
+        let pk: Vec<&str> = columns
+            .iter()
+            .filter(|(_, k)| k == "PRI")
+            .map(|(c, _)| c.as_str())
+            .collect();
+        let quoted = |cs: &[&str]| {
+            cs.iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        out.push_str(&format!("== {table} ({})\n", keep.join(",")));
+        let rows: Vec<mysql::Row> = conn.query(format!(
+            "SELECT {} FROM `{table}` ORDER BY {}",
+            quoted(&keep),
+            quoted(&pk)
+        ))?;
+        for row in rows {
+            let cells: Vec<String> = row.unwrap().iter().map(|v| v.as_sql(true)).collect();
+            out.push_str(&cells.join("\t"));
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// Every Redis key under `prefix` as text, byte for byte: keys in order
+/// (with the prefix cut off), hash fields sorted, lists in list order.
+pub fn dump_redis(prefix: &str) -> Result<String> {
+    let mut c = redis::Client::open(redis_url())?.get_connection()?;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut c)?;
+    keys.sort();
+    let mut out = String::new();
+    for k in keys {
+        let kind: String = redis::cmd("TYPE").arg(&k).query(&mut c)?;
+        let name = k.strip_prefix(prefix).unwrap_or(&k);
+        match kind.as_str() {
+            "hash" => {
+                let mut fields: Vec<(String, String)> =
+                    redis::cmd("HGETALL").arg(&k).query(&mut c)?;
+                fields.sort();
+                out.push_str(&format!("{name} {fields:?}\n"));
+            }
+            "list" => {
+                let items: Vec<String> =
+                    redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query(&mut c)?;
+                out.push_str(&format!("{name} {items:?}\n"));
+            }
+            other => out.push_str(&format!("{name} <{other}>\n")),
+        }
+    }
+    Ok(out)
+}
+
+/// Waits (bounded) for `child` to exit and returns its status.
+pub fn wait_exit(
+    child: &mut Running,
+    timeout: Duration,
+    what: &str,
+) -> Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Free loopback TCP addresses (`127.0.0.1:PORT`), for cluster hosts files.
+pub fn free_addresses(n: usize) -> Result<Vec<String>> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(format!("127.0.0.1:{}", l.local_addr()?.port())))
+        .collect()
+}
+
+/// The sum of the offsets `group` has committed over `topic`'s partitions 0..`partitions`.
+pub fn committed_total(group: &str, topic: &str, partitions: i32) -> Result<i64> {
+    let pairs: Vec<(String, i32)> = (0..partitions).map(|p| (topic.to_owned(), p)).collect();
+    Ok(admin::committed(&kafka(), group, &pairs)?
+        .iter()
+        .map(|c| c.map_or(0, |c| c.offset))
+        .sum())
+}
+
+/// Names and files one store scenario owns: its topic, consumer group,
+/// Redis prefix, MySQL database and a directory for configs and logs
+/// (kept after a failure, for a look; [`Scenario::clean`] removes it all).
+pub struct Scenario {
+    /// Source topic.
+    pub topic: String,
+    /// Consumer group.
+    pub group: String,
+    /// Redis key prefix.
+    pub prefix: String,
+    /// MySQL database.
+    pub database: String,
+    /// Configs, logs and journals.
+    pub dir: std::path::PathBuf,
+}
+
+impl Scenario {
+    /// Fresh names for a scenario called `name`.
+    pub fn new(name: &str) -> Result<Self> {
+        let topic = unique(name);
+        Ok(Scenario {
+            group: format!("{topic}-group"),
+            prefix: unique(&format!("fp{name}")),
+            database: unique(&format!("fp_{name}")).replace('-', "_"),
+            dir: tempfile_dir(name)?,
+            topic,
+        })
+    }
+
+    /// The same topic, read by another group into other stores (to compare
+    /// two ways of running over the same input).
+    pub fn sibling(&self, name: &str) -> Result<Self> {
+        Ok(Scenario {
+            topic: self.topic.clone(),
+            ..Scenario::new(name)?
+        })
+    }
+
+    /// A pipeline config over the stores: the default aggregates (1-minute
+    /// tumbling count, distinct users and sum by app, event and item with
+    /// early updates; 10-minute sliding count and distinct users by app and
+    /// event) and recent activity (5 events), written to Redis and MySQL.
+    /// `source_extra` goes into `[source]`, `tail` after everything.
+    pub fn toml(&self, source_extra: &str, tail: &str) -> String {
+        format!(
+            r#"
+[source]
+brokers = "{brokers}"
+topics = ["{topic}"]
+group_id = "{group}"
+{source_extra}
+
+[watermark]
+max_out_of_order = "3s"
+
+[retry]
+topic = "{topic}-retry"
+journal = "{journal}"
+
+[admin]
+listen = "127.0.0.1:0"
+control_topic = "{topic}-control"
+
+[[aggregate]]
+name = "item_activity_1m"
+group_by = ["app_id", "event", "item_id"]
+window = {{ tumbling = "1m" }}
+measures = ["count", "distinct(user_id)", "sum(value)"]
+allowed_lateness = "5s"
+early_updates = "50ms"
+sinks = ["redis", "mysql"]
+
+[[aggregate]]
+name = "app_events_10m"
+group_by = ["app_id", "event"]
+window = {{ sliding = "10m", every = "1m" }}
+measures = ["count", "distinct(user_id)"]
+sinks = ["redis", "mysql"]
+
+[recent]
+keep = 5
+updates = "50ms"
+sinks = ["redis", "mysql"]
+
+[sinks.redis]
+url = "{redis}"
+prefix = "{prefix}"
+
+[sinks.mysql]
+url = "{mysql}/{database}"
+{tail}
+"#,
+            brokers = brokers(),
+            topic = self.topic,
+            group = self.group,
+            journal = self.dir.join("retry.journal").display(),
+            prefix = self.prefix,
+            database = self.database,
+            redis = redis_url(),
+            mysql = mysql_url(),
+        )
+    }
+
+    /// Writes `toml` as this scenario's config file `name` and parses it.
+    pub fn write_config(&self, name: &str, toml: &str) -> Result<(std::path::PathBuf, Config)> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, toml)?;
+        let cfg = Config::from_layers(Some(toml), Vec::<(String, String)>::new())?;
+        Ok((path, cfg))
+    }
+
+    /// Both stores' contents.
+    pub fn stored(&self, spec: &footprint_dataflows::PipelineSpec) -> Result<StoredRows> {
+        Stores::open(spec, &self.prefix, &self.database)?.load()
+    }
+
+    /// Drops the database and the Redis keys, and removes the directory.
+    pub fn clean(&self) {
+        drop_database(&self.database);
+        delete_redis_prefix(&self.prefix);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tempfile_dir(name: &str) -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(unique(&format!("footprint-{name}")));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
