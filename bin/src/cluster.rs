@@ -9,10 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// A cluster position that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ClusterError(pub String);
+use crate::UsageError;
 
 /// This process's place in a timely cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,13 +22,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// Reads `hosts` and checks `process` and `processes` against it.
-    pub fn from_hosts(
-        process: usize,
-        processes: usize,
-        hosts: &Path,
-    ) -> Result<Self, ClusterError> {
+    pub fn from_hosts(process: usize, processes: usize, hosts: &Path) -> Result<Self, UsageError> {
         let text = std::fs::read_to_string(hosts).map_err(|e| {
-            ClusterError(format!(
+            UsageError(format!(
                 "cannot read the hosts file {}: {e}",
                 hosts.display()
             ))
@@ -44,14 +37,14 @@ impl Cluster {
         processes: usize,
         text: &str,
         hosts: &Path,
-    ) -> Result<Self, ClusterError> {
+    ) -> Result<Self, UsageError> {
         if processes < 2 {
-            return Err(ClusterError(format!(
+            return Err(UsageError(format!(
                 "--processes must be at least 2 for a cluster, not {processes}"
             )));
         }
         if process >= processes {
-            return Err(ClusterError(format!(
+            return Err(UsageError(format!(
                 "--process {process} is out of range: processes are numbered 0 to {}",
                 processes - 1
             )));
@@ -66,7 +59,7 @@ impl Cluster {
                 .rsplit_once(':')
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !valid {
-                return Err(ClusterError(format!(
+                return Err(UsageError(format!(
                     "{} line {}: `{line}` is not host:port",
                     hosts.display(),
                     n + 1
@@ -75,7 +68,7 @@ impl Cluster {
             addresses.push(line.to_owned());
         }
         if addresses.len() < processes {
-            return Err(ClusterError(format!(
+            return Err(UsageError(format!(
                 "{} lists {} addresses, but --processes is {processes}",
                 hosts.display(),
                 addresses.len()
@@ -108,19 +101,7 @@ impl Cluster {
     /// becomes `footprint-retry.p1.journal` on process 1), so that processes
     /// sharing a machine do not share files.
     pub fn local_path(&self, path: &str) -> String {
-        let p = PathBuf::from(path);
-        let tag = format!("p{}", self.process);
-        let name = match (p.file_stem(), p.extension()) {
-            (Some(stem), Some(ext)) => {
-                format!("{}.{tag}.{}", stem.to_string_lossy(), ext.to_string_lossy())
-            }
-            _ => format!(
-                "{}.{tag}",
-                p.file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-            ),
-        };
-        p.with_file_name(name).display().to_string()
+        tagged_path(path, &format!("p{}", self.process))
     }
 
     /// This process's admin address: the configured port plus the process
@@ -135,11 +116,28 @@ impl Cluster {
     }
 }
 
+/// `path` with `tag` before its extension (`a/journal.log` → `a/journal.TAG.log`,
+/// `journal` → `journal.TAG`).
+pub fn tagged_path(path: &str, tag: &str) -> String {
+    let p = PathBuf::from(path);
+    let name = match (p.file_stem(), p.extension()) {
+        (Some(stem), Some(ext)) => {
+            format!("{}.{tag}.{}", stem.to_string_lossy(), ext.to_string_lossy())
+        }
+        _ => format!(
+            "{}.{tag}",
+            p.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        ),
+    };
+    p.with_file_name(name).display().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(process: usize, processes: usize, text: &str) -> Result<Cluster, ClusterError> {
+    fn parse(process: usize, processes: usize, text: &str) -> Result<Cluster, UsageError> {
         Cluster::parse(process, processes, text, Path::new("hosts"))
     }
 
@@ -187,5 +185,9 @@ mod tests {
         assert_eq!(c.admin_listen(listen).port(), 9465);
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
         assert_eq!(c.admin_listen(any).port(), 0);
+        assert_eq!(
+            tagged_path("x/journal.log", "backfill"),
+            "x/journal.backfill.log"
+        );
     }
 }

@@ -111,14 +111,11 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
                 &cfg,
                 RunOptions {
                     threads: Some(opts.threads),
-                    cluster: None,
-                    until_end: false,
                     control,
                     extra_sinks: vec![live],
                     progress: None,
-                    switches: None,
                     serve_admin: true,
-                    admin_addr: None,
+                    ..RunOptions::default()
                 },
                 metrics,
             )

@@ -11,3 +11,8 @@ pub mod generate;
 pub mod replay;
 pub mod run;
 pub mod view;
+
+/// A command line that cannot be used (exit code 2, like a config error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

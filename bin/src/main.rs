@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use footprint::cluster::{Cluster, ClusterError};
+use footprint::UsageError;
+use footprint::cluster::Cluster;
 use footprint::config::{Config, ConfigError};
 use footprint::demo::{DemoOptions, demo};
 use footprint::generate::{GenPlan, produce};
-use footprint::run::{RunOptions, run};
+use footprint::run::{BackfillRange, RunOptions, run};
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::control::RunControl;
 use footprint_dataflows::metrics::Metrics;
@@ -60,6 +61,19 @@ struct WorkerArgs {
     /// File with one host:port per process, process 0 first.
     #[arg(long, requires = "processes")]
     hosts: Option<PathBuf>,
+    /// Start every partition from its latest offset, and record the ranges
+    /// skipped (logged, in /status, and in the checkpoint topic) so that a
+    /// backfill can fill them in.
+    #[arg(long, conflicts_with_all = ["from", "until_end"])]
+    skip_to_latest: bool,
+    /// Bounded backfill: where each partition starts, `P:OFFSET,…` (or
+    /// `TOPIC:P:OFFSET` with several topics). Reads exactly the ranges, writes
+    /// through the same version rule, commits nothing, and exits.
+    #[arg(long, requires = "to")]
+    from: Option<String>,
+    /// Bounded backfill: where each partition stops (exclusive), as --from.
+    #[arg(long, requires = "from")]
+    to: Option<String>,
 }
 
 #[derive(Args)]
@@ -158,8 +172,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<ConfigError>().is_some()
-                || e.downcast_ref::<ClusterError>().is_some()
+            if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some()
             {
                 ExitCode::from(2)
             } else {
@@ -246,21 +259,40 @@ fn real_main(cli: Cli) -> Result<()> {
             let cluster = match (args.processes, &args.hosts) {
                 (Some(n), Some(hosts)) => {
                     let process = args.process.ok_or_else(|| {
-                        ClusterError("--processes needs --process: this process's index".into())
+                        UsageError("--processes needs --process: this process's index".into())
                     })?;
                     Some(Cluster::from_hosts(process, n, hosts)?)
                 }
                 _ => None,
             };
+            let backfill = match (&args.from, &args.to) {
+                (Some(from), Some(to)) => Some(BackfillRange::parse(from, to, &cfg.source.topics)?),
+                _ => None,
+            };
+            let is_backfill = backfill.is_some();
             let opts = RunOptions {
                 threads: args.threads,
                 cluster,
+                skip_to_latest: args.skip_to_latest,
+                backfill,
                 until_end: args.until_end,
                 control,
-                serve_admin: true,
+                // A backfill runs beside the live workers: it leaves them the admin port.
+                serve_admin: !is_backfill,
                 ..RunOptions::default()
             };
-            run(&cfg, opts, metrics)?;
+            let report = run(&cfg, opts, metrics)?;
+            if is_backfill {
+                println!(
+                    "backfill: {} messages in the ranges ({} bad, {} late), {} read past them to complete their windows, {} final windows written, {:.1} s",
+                    report.events_in,
+                    report.bad,
+                    report.late,
+                    report.tail,
+                    report.windows,
+                    report.elapsed.as_secs_f64()
+                );
+            }
             Ok(())
         }
         Command::Admin => {

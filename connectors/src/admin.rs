@@ -4,18 +4,18 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::ConnectorError;
-use crate::client::KafkaSettings;
+use crate::client::{FootprintConsumer, KafkaSettings};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-fn consumer(settings: &KafkaSettings) -> Result<BaseConsumer, ConnectorError> {
+fn consumer(settings: &KafkaSettings) -> Result<FootprintConsumer, ConnectorError> {
     settings
         .client_config(&[("group.id", "footprint-admin")])
-        .create()
+        .create_with_context(crate::client::FootprintContext)
         .map_err(|e| ConnectorError::Config(e.to_string()))
 }
 
@@ -72,7 +72,7 @@ pub fn committed(
     group_id: &str,
     partitions: &[(String, i32)],
 ) -> Result<Vec<Option<Committed>>, ConnectorError> {
-    let c: BaseConsumer = settings.consumer(group_id, &[])?;
+    let c: FootprintConsumer = settings.consumer(group_id, &[])?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     for (topic, p) in partitions {
         tpl.add_partition(topic, *p);

@@ -11,6 +11,9 @@
 //! event time always belong together.
 //!
 //! Records are keyed `GROUP/TOPIC/PARTITION`; the latest per key wins.
+//! Ranges a run skipped ([`Skipped`]) are kept beside them, keyed
+//! `GROUP/TOPIC/PARTITION/skipped/FROM`, so that a later backfill of such a
+//! range knows the watermark it starts from.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,8 +21,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::ConnectorError;
-use crate::client::KafkaSettings;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::client::{FootprintConsumer, KafkaSettings};
 use crate::compacted;
+use crate::positions::Skipped;
 use crate::producer::EventProducer;
 
 /// One partition's checkpoint.
@@ -69,6 +76,65 @@ impl CheckpointWriter {
     }
 }
 
+impl CheckpointWriter {
+    /// Records a skipped range (see [`crate::positions`]) and waits for the
+    /// broker's acknowledgement.
+    pub fn save_skipped(&self, skipped: &Skipped) -> Result<(), ConnectorError> {
+        let value = serde_json::to_vec(skipped)
+            .map_err(|e| ConnectorError::Request(format!("encode skipped range: {e}")))?;
+        let key = format!(
+            "{}/skipped/{}",
+            key(&self.group, &skipped.topic, skipped.partition),
+            skipped.from
+        );
+        self.producer.send(&self.topic, 0, key.as_bytes(), &value)?;
+        self.producer.flush(Duration::from_secs(10))
+    }
+}
+
+/// Commits `points` ((topic, partition, checkpoint) triples) to the
+/// consumer group of `consumer`, each with the partition's largest event
+/// time in the commit's metadata (see [`crate::reader::checkpoint_metadata`]).
+pub fn commit_group(
+    consumer: &FootprintConsumer,
+    points: &[(&str, i32, Saved)],
+) -> Result<(), ConnectorError> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, saved) in points {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(saved.offset))
+            .map_err(|e| ConnectorError::Request(e.to_string()))?;
+        if let Some(mut elem) = tpl.find_partition(topic, *partition) {
+            elem.set_metadata(crate::reader::checkpoint_metadata(saved.max_ts));
+        }
+    }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| ConnectorError::Request(format!("commit offsets: {e}")))
+}
+
+/// Records new resume points at once, in the checkpoint topic and in the
+/// consumer group: used when a run starts somewhere else than its
+/// checkpoints (skip to latest, an out-of-range checkpoint), so that a
+/// crash before its first regular commit does not go back.
+pub fn save_now(
+    settings: &KafkaSettings,
+    topic: &str,
+    group: &str,
+    points: &[(&str, i32, Saved)],
+) -> Result<(), ConnectorError> {
+    CheckpointWriter::new(settings, topic, group)?.save(points)?;
+    commit_group(&settings.consumer(group, &[])?, points)
+}
+
+/// What the checkpoint topic holds for one consumer group.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The latest checkpoint per (topic, partition).
+    pub points: HashMap<(String, i32), Saved>,
+    /// Every range recorded as skipped, in the order recorded.
+    pub skipped: Vec<Skipped>,
+}
+
 /// Reads the latest checkpoint of every partition of `group` from `topic`
 /// (read to its end). An absent topic holds none.
 pub fn load(
@@ -76,11 +142,22 @@ pub fn load(
     topic: &str,
     group: &str,
 ) -> Result<HashMap<(String, i32), Saved>, ConnectorError> {
-    let mut out = HashMap::new();
+    Ok(load_all(settings, topic, group)?.points)
+}
+
+/// Reads the checkpoints and the skipped ranges of `group` from `topic`.
+pub fn load_all(
+    settings: &KafkaSettings,
+    topic: &str,
+    group: &str,
+) -> Result<Loaded, ConnectorError> {
+    let mut out = Loaded::default();
     if crate::admin::partitions(settings, topic)?.is_none() {
         return Ok(out);
     }
     let prefix = format!("{group}/");
+    let mut skipped: HashMap<String, Skipped> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
     compacted::read_to_end(
         settings,
         topic,
@@ -94,21 +171,38 @@ pub fn load(
             else {
                 return;
             };
-            let Some((t, p)) = rest.rsplit_once('/') else {
-                return;
-            };
-            let Ok(p) = p.parse::<i32>() else {
-                return;
-            };
-            match serde_json::from_slice::<Saved>(value) {
-                Ok(saved) => {
-                    out.insert((t.to_owned(), p), saved);
+            // Topic names cannot hold '/': TOPIC/PARTITION, or TOPIC/PARTITION/skipped/FROM.
+            let parts: Vec<&str> = rest.split('/').collect();
+            match parts.as_slice() {
+                [t, p] => {
+                    let Ok(p) = p.parse::<i32>() else { return };
+                    match serde_json::from_slice::<Saved>(value) {
+                        Ok(saved) => {
+                            out.points.insert(((*t).to_owned(), p), saved);
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic, key = rest, error = %e, "ignoring an unreadable checkpoint")
+                        }
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(topic, key = rest, error = %e, "ignoring an unreadable checkpoint")
-                }
+                [_, _, "skipped", _] => match serde_json::from_slice::<Skipped>(value) {
+                    Ok(s) => {
+                        if !skipped.contains_key(rest) {
+                            order.push(rest.to_owned());
+                        }
+                        skipped.insert(rest.to_owned(), s);
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic, key = rest, error = %e, "ignoring an unreadable skipped range")
+                    }
+                },
+                _ => {}
             }
         },
     )?;
+    out.skipped = order
+        .into_iter()
+        .filter_map(|k| skipped.remove(&k))
+        .collect();
     Ok(out)
 }

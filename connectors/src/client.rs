@@ -3,9 +3,37 @@
 use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 
 use crate::ConnectorError;
+
+/// The context of Footprint's consumers: librdkafka reports every error
+/// event, partition EOF included, as a "global error"; rdkafka's default
+/// logs them all at ERROR. Reaching the end of a partition is routine (the
+/// readers ask for it), so it is logged at DEBUG; other client errors are
+/// retried by librdkafka itself and are logged at WARN. Data at risk is
+/// reported where it is at risk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FootprintContext;
+
+impl ClientContext for FootprintContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        {
+            tracing::debug!(%error, reason, "librdkafka");
+        } else {
+            tracing::warn!(%error, reason, "librdkafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for FootprintContext {}
+
+/// The consumers Footprint creates.
+pub type FootprintConsumer = BaseConsumer<FootprintContext>;
 
 /// Where Kafka is and how to talk to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,13 +61,13 @@ impl KafkaSettings {
         &self,
         group_id: &str,
         extra: &[(&str, &str)],
-    ) -> Result<BaseConsumer, ConnectorError> {
+    ) -> Result<FootprintConsumer, ConnectorError> {
         let mut defaults = vec![("group.id", group_id), ("enable.auto.commit", "false")];
         defaults.extend_from_slice(extra);
         let mut config = self.client_config(&defaults);
         config.set("enable.partition.eof", "true");
         config
-            .create()
+            .create_with_context(FootprintContext)
             .map_err(|e| ConnectorError::Config(e.to_string()))
     }
 

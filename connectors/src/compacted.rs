@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::ConnectorError;
 use crate::admin;
-use crate::client::KafkaSettings;
+use crate::client::{FootprintConsumer, KafkaSettings};
 
 /// Creates `topic` (one partition, compacted) unless it exists.
 pub async fn ensure(settings: &KafkaSettings, topic: &str) -> Result<(), ConnectorError> {
@@ -59,7 +59,7 @@ pub fn read_to_end(
     extra: &[(&str, &str)],
     timeout: Duration,
     mut apply: impl FnMut(&[u8], &[u8]),
-) -> Result<BaseConsumer, ConnectorError> {
+) -> Result<FootprintConsumer, ConnectorError> {
     let consumer = settings.consumer(group, extra)?;
     let parts = admin::partitions(settings, topic)?
         .ok_or_else(|| ConnectorError::MissingTopic(topic.to_owned()))?;

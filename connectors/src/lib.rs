@@ -7,7 +7,7 @@
 //! clickstreams ([`producer::EventProducer`]), diverting unapplied sink
 //! writes to the retry topic with a local journal behind it ([`retry`],
 //! [`journal`]), applying them later ([`replay`]), the degrade switches'
-//! control topic ([`control`]), the source checkpoints ([`checkpoints`]), the
+//! control topic ([`control`]), the source checkpoints ([`checkpoints`]), where partitions start and what is skipped ([`positions`]), the
 //! small compacted topics both read at start-up ([`compacted`]), and topic
 //! administration ([`admin`]). It decides nothing about windows or results:
 //! that is the dataflow's job.
@@ -22,6 +22,7 @@ pub mod client;
 pub mod compacted;
 pub mod control;
 pub mod journal;
+pub mod positions;
 pub mod producer;
 pub mod reader;
 pub mod replay;

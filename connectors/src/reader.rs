@@ -11,16 +11,15 @@ use std::time::{Duration, Instant};
 
 use footprint_dataflows::checkpoint::Checkpoint;
 use footprint_dataflows::source::{Message, PartitionReader, ReadStatus, Verdict};
-use rdkafka::consumer::DefaultConsumerContext;
+use rdkafka::consumer::Consumer;
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::ConnectorError;
-use crate::checkpoints::{CheckpointWriter, Saved};
-use crate::client::KafkaSettings;
+use crate::checkpoints::{CheckpointWriter, Saved, commit_group};
+use crate::client::{FootprintConsumer, FootprintContext, KafkaSettings};
 use crate::side::{Forward, SideOutputs};
 
 /// Where one partition is read from, and where it stops.
@@ -44,18 +43,30 @@ pub struct PartitionRange {
     /// that catches up and exits. Works on brokers whose reported end offset
     /// lags behind the log (tansu 0.6 reports the last batch's base offset).
     pub until_caught_up: bool,
+    /// A bounded backfill: past `to`, keep reading (messages flagged as
+    /// tail, with no side outputs) until the source says the range is
+    /// settled, or the partition's end.
+    pub tail: bool,
+}
+
+impl PartitionRange {
+    /// Whether `offset` is past the range's end, where reading stops (or,
+    /// for a backfill, goes on as tail).
+    fn past_end(&self, offset: i64) -> bool {
+        self.to.is_some_and(|to| offset >= to)
+    }
 }
 
 /// Reads a set of partitions for one worker.
 pub struct KafkaReader {
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<FootprintConsumer>,
     ranges: Vec<PartitionRange>,
-    queues: Vec<PartitionQueue<DefaultConsumerContext>>,
+    queues: Vec<PartitionQueue<FootprintContext>>,
     positions: Vec<i64>,
     /// Per partition, while the first message at the start offset is still
     /// awaited: how far back the last rewind went, and since when.
     starting: Vec<Option<Starting>>,
-    side: SideOutputs,
+    side: Option<SideOutputs>,
     checkpoints: Option<CheckpointWriter>,
 }
 
@@ -84,12 +95,31 @@ enum StartCheck {
 }
 
 impl KafkaReader {
-    /// Opens a consumer over `ranges`.
+    /// Opens a consumer over `ranges`; bad and late messages go to `side`.
     pub fn open(
         settings: &KafkaSettings,
         group_id: &str,
         ranges: Vec<PartitionRange>,
         side: SideOutputs,
+    ) -> Result<Self, ConnectorError> {
+        Self::open_with(settings, group_id, ranges, Some(side))
+    }
+
+    /// Opens a consumer over `ranges` that forwards nothing and commits
+    /// nothing: for tools that only look at messages.
+    pub fn open_plain(
+        settings: &KafkaSettings,
+        group_id: &str,
+        ranges: Vec<PartitionRange>,
+    ) -> Result<Self, ConnectorError> {
+        Self::open_with(settings, group_id, ranges, None)
+    }
+
+    fn open_with(
+        settings: &KafkaSettings,
+        group_id: &str,
+        ranges: Vec<PartitionRange>,
+        side: Option<SideOutputs>,
     ) -> Result<Self, ConnectorError> {
         let consumer = Arc::new(settings.consumer(group_id, &[("auto.offset.reset", "earliest")])?);
         let mut tpl = TopicPartitionList::new();
@@ -160,7 +190,7 @@ impl PartitionReader for KafkaReader {
     ) -> ReadStatus {
         let range = &self.ranges[idx];
         let mut status = ReadStatus::default();
-        if range.to.is_some_and(|to| self.positions[idx] >= to) {
+        if !range.tail && range.past_end(self.positions[idx]) {
             status.finished = true;
             return status;
         }
@@ -192,7 +222,8 @@ impl PartitionReader for KafkaReader {
                         StartCheck::Skip => continue,
                         StartCheck::Rewound => break,
                     }
-                    if range.to.is_some_and(|to| offset >= to) {
+                    let tail = range.past_end(offset);
+                    if tail && !range.tail {
                         status.finished = true;
                         break;
                     }
@@ -203,6 +234,7 @@ impl PartitionReader for KafkaReader {
                         payload,
                         offset,
                         timestamp_ms,
+                        tail,
                     });
                     let fwd = Forward {
                         topic: &range.topic,
@@ -211,13 +243,14 @@ impl PartitionReader for KafkaReader {
                         key: m.key(),
                         payload,
                     };
-                    match verdict {
-                        Verdict::Accepted => {}
-                        Verdict::Late { stamp, late } => self.side.late(fwd, stamp, &late),
-                        Verdict::Bad(bad) => self.side.dead_letter(fwd, &bad),
+                    match (&self.side, verdict) {
+                        (_, Verdict::Accepted) | (None, _) => {}
+                        _ if tail => {}
+                        (Some(side), Verdict::Late { stamp, late }) => side.late(fwd, stamp, &late),
+                        (Some(side), Verdict::Bad(bad)) => side.dead_letter(fwd, &bad),
                     }
                     self.positions[idx] = offset + 1;
-                    if range.to.is_some_and(|to| offset + 1 >= to) {
+                    if !range.tail && range.past_end(offset + 1) {
                         status.finished = true;
                         break;
                     }
@@ -231,6 +264,11 @@ impl PartitionReader for KafkaReader {
         self.ranges[idx].id
     }
 
+    fn range_end(&self, idx: usize) -> Option<i64> {
+        let r = self.ranges.get(idx)?;
+        if r.tail { r.to } else { None }
+    }
+
     fn resume_point(&self, idx: usize) -> Option<(i64, Option<i64>)> {
         self.ranges.get(idx).map(|r| (r.from, r.max_ts))
     }
@@ -239,36 +277,31 @@ impl PartitionReader for KafkaReader {
     /// the messages being committed), then commits each offset with the
     /// partition's largest event time before it as the commit's metadata.
     fn commit(&mut self, points: &[Checkpoint]) -> Result<(), String> {
-        self.side
-            .flush(Duration::from_secs(10))
+        let Some(side) = &self.side else {
+            return Ok(());
+        };
+        side.flush(Duration::from_secs(10))
             .map_err(|e| e.to_string())?;
+        if self.ranges.iter().any(|r| r.tail) {
+            // A backfill moves no consumer group: only the side records are delivered.
+            return Ok(());
+        }
+        let saved: Vec<(&str, i32, Saved)> = points
+            .iter()
+            .map(|c| {
+                let r = &self.ranges[c.idx];
+                let s = Saved {
+                    offset: c.offset,
+                    max_ts: c.max_ts,
+                };
+                (r.topic.as_str(), r.partition, s)
+            })
+            .collect();
         if let Some(writer) = &self.checkpoints {
-            let saved: Vec<(&str, i32, Saved)> = points
-                .iter()
-                .map(|c| {
-                    let r = &self.ranges[c.idx];
-                    let s = Saved {
-                        offset: c.offset,
-                        max_ts: c.max_ts,
-                    };
-                    (r.topic.as_str(), r.partition, s)
-                })
-                .collect();
             writer.save(&saved).map_err(|e| e.to_string())?;
         }
-        let mut tpl = TopicPartitionList::new();
-        for c in points {
-            let r = &self.ranges[c.idx];
-            tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(c.offset))
-                .map_err(|e| e.to_string())?;
-            if let Some(mut elem) = tpl.find_partition(&r.topic, r.partition) {
-                elem.set_metadata(checkpoint_metadata(c.max_ts));
-            }
-        }
         tracing::debug!(?points, "committing source offsets");
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| format!("commit offsets: {e}"))
+        commit_group(&self.consumer, &saved).map_err(|e| e.to_string())
     }
 
     fn after_round(&mut self) {
@@ -286,7 +319,9 @@ impl PartitionReader for KafkaReader {
     }
 
     fn close(&mut self) {
-        if let Err(e) = self.side.flush(Duration::from_secs(30)) {
+        if let Some(side) = &self.side
+            && let Err(e) = side.flush(Duration::from_secs(30))
+        {
             tracing::error!(error = %e, "dead-letter and late records may not all have been delivered");
         }
     }
@@ -304,7 +339,7 @@ impl PartitionReader for KafkaReader {
 /// start offset, and a real gap (compaction, transaction markers) only
 /// costs one rewind.
 fn start_check(
-    consumer: &BaseConsumer,
+    consumer: &FootprintConsumer,
     r: &PartitionRange,
     starting: &mut Option<Starting>,
     offset: i64,
@@ -329,7 +364,7 @@ fn start_check(
 /// Seeks a starting partition further back (see [`start_check`]). Returns
 /// false when it could not, and the partition then reads on from where it is.
 fn rewind(
-    consumer: &BaseConsumer,
+    consumer: &FootprintConsumer,
     r: &PartitionRange,
     starting: &mut Option<Starting>,
     first: Option<i64>,

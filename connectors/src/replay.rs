@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 use footprint_dataflows::Output;
 use footprint_sinks::Sink;
 use footprint_sinks::util::switch::{Mode, Switches};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::ConnectorError;
 use crate::admin;
-use crate::client::KafkaSettings;
+use crate::client::{FootprintConsumer, KafkaSettings};
 use crate::retry::RetryRecord;
 
 /// The replay job's consumer group: its commits mark what was applied.
@@ -139,7 +139,7 @@ impl DeadLetters {
 }
 
 /// Records of `topic` not yet read by `consumer`, by the brokers' end offsets.
-fn unread(consumer: &BaseConsumer, topic: &str, next: &BTreeMap<i32, i64>) -> u64 {
+fn unread(consumer: &FootprintConsumer, topic: &str, next: &BTreeMap<i32, i64>) -> u64 {
     let positions = consumer.position().ok();
     next.iter()
         .map(|(p, n)| {
@@ -377,7 +377,7 @@ pub fn replay(
 }
 
 fn commit(
-    consumer: &BaseConsumer,
+    consumer: &FootprintConsumer,
     topic: &str,
     partition: i32,
     offset: i64,

@@ -39,6 +39,7 @@
 //! let metrics = Arc::new(Metrics::new(vec!["clicks_1m".into()]));
 //! let contribution = |ts| Contribution {
 //!     agg: 0, key: GroupKey::default(), ts, first_start: i64::MIN, distinct: vec![], value: 0, append_ms: 0,
+//!     touches: true,
 //! };
 //! let captured = timely::example(move |scope| {
 //!     vec![contribution(1_000), contribution(2_000), contribution(61_000)]
@@ -162,6 +163,9 @@ struct Slot {
     sum: i128,
     dirty: bool,
     freshest_append_ms: Option<i64>,
+    /// Some contribution touched it: only touched windows emit rows (see
+    /// [`Contribution::touches`]).
+    touched: bool,
 }
 
 /// The open windows of one worker.
@@ -266,6 +270,7 @@ impl Windows {
             distinct,
             value,
             append_ms,
+            touches,
         } = c;
         let spec = Arc::clone(&self.spec);
         let Some(aspec) = spec.aggregates.get(usize::from(agg)) else {
@@ -295,6 +300,7 @@ impl Windows {
                         sum: 0,
                         dirty: false,
                         freshest_append_ms: None,
+                        touched: false,
                     };
                     let idx = match self.free.pop() {
                         Some(i) => {
@@ -319,6 +325,7 @@ impl Windows {
                 continue;
             };
             slot.count += 1;
+            slot.touched |= touches;
             for (set, id) in slot.distinct.iter_mut().zip(&ids) {
                 if let Some(id) = id
                     && set.insert(*id)
@@ -333,7 +340,7 @@ impl Windows {
                         .map_or(append_ms, |t| t.max(append_ms)),
                 );
             }
-            if !slot.dirty {
+            if !slot.dirty && slot.touched {
                 slot.dirty = true;
                 if aspec.early_updates.is_some() {
                     self.dirty[usize::from(agg)].push(idx);
@@ -427,7 +434,9 @@ impl Windows {
 
     fn close(&mut self, idxs: Vec<usize>, rows: &mut Vec<Output>, metrics: &Metrics) {
         for idx in idxs {
-            if let Some(slot) = self.remove(idx) {
+            if let Some(slot) = self.remove(idx)
+                && slot.touched
+            {
                 rows.push(Output::Window(self.row(&slot, true)));
                 metrics.windows_emitted[usize::from(slot.agg)].fetch_add(1, Ordering::Relaxed);
             }

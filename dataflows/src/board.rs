@@ -20,10 +20,10 @@
 //!
 //! let mut board = Replica::new(0, 2);
 //! // Worker 1 has an active partition at 5_000; worker 0 only idle ones.
-//! board.apply(Notice { worker: 1, active: Some(5_000), idle: 0, settled: false });
+//! board.apply(Notice { worker: 1, active: Some(5_000), idle: 0, settled: false, floor: Some(5_000) });
 //! assert_eq!(board.follow(), 5_000);
 //! // Nobody is active: follow the largest idle watermark.
-//! board.apply(Notice { worker: 1, active: None, idle: 9_000, settled: true });
+//! board.apply(Notice { worker: 1, active: None, idle: 9_000, settled: true, floor: None });
 //! assert_eq!(board.follow(), 9_000);
 //! assert!(!board.all_settled(), "worker 0 has not said it is settled");
 //! ```
@@ -49,6 +49,12 @@ pub struct Notice {
     pub idle: Time,
     /// A bounded backfill's range is read and every row of it written.
     pub settled: bool,
+    /// Minimum watermark over its partitions that are not idle, finished
+    /// ones included (`None`: it has none). Windows that close at or below
+    /// the minimum of these over all workers closed because the watermark
+    /// passed them, not because a bounded run ended; only their messages
+    /// may be committed (see [`Replica::commit_cap`]).
+    pub floor: Option<Time>,
 }
 
 /// One worker's view of every worker's latest notice.
@@ -70,6 +76,7 @@ impl Replica {
                     active: Some(0),
                     idle: 0,
                     settled: false,
+                    floor: Some(0),
                 })
                 .collect(),
         }
@@ -100,6 +107,27 @@ impl Replica {
     pub fn all_settled(&self) -> bool {
         self.notices.iter().all(|n| n.settled)
     }
+
+    /// The largest close time whose windows are known to have closed by the
+    /// watermark: the minimum of every worker's [`Notice::floor`] (`None`:
+    /// no bound). When a bounded run reaches the end of its input, its
+    /// remaining windows are emitted as final but stay above this bound, so
+    /// their messages are not committed and a later run that finds more
+    /// data rebuilds them whole.
+    pub fn commit_cap(&self) -> Option<Time> {
+        self.notices.iter().filter_map(|n| n.floor).min()
+    }
+}
+
+/// A read-only handle on a worker's [`Replica`], for the worker's checkpoints.
+#[derive(Clone)]
+pub struct BoardView(Rc<RefCell<Replica>>);
+
+impl BoardView {
+    /// See [`Replica::commit_cap`].
+    pub fn commit_cap(&self) -> Option<Time> {
+        self.0.borrow().commit_cap()
+    }
 }
 
 /// A worker's board: its replica, and the input through which it publishes.
@@ -111,13 +139,20 @@ pub struct Board {
 
 impl Board {
     /// Publishes this worker's state, when it changed.
-    pub fn publish(&mut self, active: Option<Time>, idle: Time, settled: bool) {
+    pub fn publish(
+        &mut self,
+        active: Option<Time>,
+        idle: Time,
+        settled: bool,
+        floor: Option<Time>,
+    ) {
         let me = self.replica.borrow().me as u32;
         let notice = Notice {
             worker: me,
             active,
             idle,
             settled,
+            floor,
         };
         if self.last == Some(notice) {
             return;
@@ -138,6 +173,11 @@ impl Board {
     /// See [`Replica::all_settled`].
     pub fn all_settled(&self) -> bool {
         self.replica.borrow().all_settled()
+    }
+
+    /// A handle on the replica for the worker's checkpoints.
+    pub fn view(&self) -> BoardView {
+        BoardView(Rc::clone(&self.replica))
     }
 
     /// Stops publishing (the source is done), so the dataflow can complete.
@@ -177,6 +217,7 @@ mod tests {
             active: Some(7_000),
             idle: 0,
             settled: false,
+            floor: Some(0),
         });
         assert_eq!(r.follow(), 0, "worker 2 still counts as active at 0");
         r.apply(Notice {
@@ -184,6 +225,7 @@ mod tests {
             active: Some(4_000),
             idle: 0,
             settled: false,
+            floor: Some(0),
         });
         assert_eq!(r.follow(), 4_000);
     }
@@ -196,12 +238,14 @@ mod tests {
             active: None,
             idle: 50_000,
             settled: true,
+            floor: None,
         });
         r.apply(Notice {
             worker: 1,
             active: Some(10_000),
             idle: 0,
             settled: true,
+            floor: Some(10_000),
         });
         assert_eq!(r.follow(), 10_000);
         assert!(r.all_settled());
@@ -210,7 +254,13 @@ mod tests {
             active: None,
             idle: 20_000,
             settled: true,
+            floor: Some(30_000),
         });
+        assert_eq!(
+            r.commit_cap(),
+            Some(30_000),
+            "worker 0 has no floor: it bounds nothing"
+        );
         assert_eq!(r.follow(), 50_000);
     }
 }

@@ -131,6 +131,17 @@ impl OffsetLedger {
         }
     }
 
+    /// Whether partition `idx`'s messages before `to` are all read (or the
+    /// partition `finished` before it) and all done: a backfill range that
+    /// is settled.
+    pub fn settled(&self, idx: usize, to: i64, finished: bool) -> bool {
+        let Some(p) = self.partitions.get(idx) else {
+            return true;
+        };
+        let read = finished || p.position.is_some_and(|pos| pos >= to);
+        read && p.pending.front().is_none_or(|(offset, _, _)| *offset >= to)
+    }
+
     /// How many entries are waiting, over all partitions (for tests and metrics).
     pub fn pending(&self) -> usize {
         self.partitions.iter().map(|p| p.pending.len()).sum()

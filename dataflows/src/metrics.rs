@@ -10,6 +10,9 @@ use crate::event::BadReason;
 
 /// Messages read from the source topics (good and bad).
 pub const EVENTS_IN: &str = "footprint_events_in_total";
+/// Messages a bounded backfill read past its range, only to complete the
+/// windows its range touched.
+pub const BACKFILL_TAIL: &str = "footprint_backfill_tail_events_total";
 /// Rejected messages, labelled by `reason`.
 pub const EVENTS_BAD: &str = "footprint_events_bad_total";
 /// Events that missed at least one final window, labelled by `aggregate`.
@@ -48,6 +51,11 @@ pub const SINK_WRITE_LATENCY: &str = "footprint_sink_write_latency_seconds";
 /// From a message's broker timestamp to the store write that first shows
 /// it, labelled by `sink`; a summary with p50, p99 and p999.
 pub const END_TO_END_LATENCY: &str = "footprint_end_to_end_latency_seconds";
+/// Source partitions that started somewhere else than their checkpoint,
+/// labelled by `reason` (`skip_to_latest`, `past_end`, `before_start`).
+pub const OFFSET_RESETS: &str = "footprint_offset_resets_total";
+/// Offsets not read because of those starts, labelled by `reason`.
+pub const OFFSETS_SKIPPED: &str = "footprint_offsets_skipped_total";
 /// The global watermark, ms since the epoch.
 pub const WATERMARK: &str = "footprint_watermark_ms";
 /// The largest event time read, ms since the epoch.
@@ -60,6 +68,8 @@ pub struct Metrics {
     pub aggregates: Vec<String>,
     /// See [`EVENTS_IN`].
     pub events_in: AtomicU64,
+    /// See [`BACKFILL_TAIL`].
+    pub events_tail: AtomicU64,
     /// See [`EVENTS_BAD`], indexed by [`BadReason::index`].
     pub events_bad: [AtomicU64; BadReason::ALL.len()],
     /// See [`EVENTS_LATE`], indexed by aggregate.
@@ -94,6 +104,24 @@ pub struct Metrics {
     pub watermark: AtomicU64,
     /// See [`MAX_EVENT_TS`].
     pub max_event_ts: AtomicI64,
+    /// Ranges of source offsets this run does not read (see [`OFFSET_RESETS`]).
+    pub skipped: std::sync::Mutex<Vec<SkippedRange>>,
+}
+
+/// A range of one source partition's offsets, `[from, to)`, that a run does
+/// not read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedRange {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// First offset not read.
+    pub from: i64,
+    /// First offset read again.
+    pub to: i64,
+    /// `skip_to_latest`, `past_end` or `before_start`.
+    pub reason: String,
 }
 
 impl Metrics {
@@ -103,6 +131,7 @@ impl Metrics {
         Metrics {
             aggregates,
             events_in: AtomicU64::new(0),
+            events_tail: AtomicU64::new(0),
             events_bad: Default::default(),
             events_late: (0..n).map(|_| AtomicU64::new(0)).collect(),
             windows_emitted: (0..n).map(|_| AtomicU64::new(0)).collect(),
@@ -120,6 +149,7 @@ impl Metrics {
             retry_backlog: AtomicI64::new(-1),
             watermark: AtomicU64::new(0),
             max_event_ts: AtomicI64::new(0),
+            skipped: Default::default(),
         }
     }
 

@@ -16,13 +16,14 @@ use timely::dataflow::{Scope, StreamVec};
 
 use crate::Time;
 use crate::aggregate::AggregateWindows;
+use crate::board::{BoardView, watermark_board};
 use crate::checkpoint::{Checkpoint, OffsetLedger};
 use crate::control::RunControl;
 use crate::metrics::Metrics;
 use crate::recent::RecentActivity;
 use crate::result::Output;
 use crate::route::Record;
-use crate::source::{PartitionReader, SourceSettings, partition_source};
+use crate::source::{PartitionReader, SourceParts, SourceSettings, partition_source};
 use crate::spec::PipelineSpec;
 
 /// Builds the pipeline for one worker over `reader`'s partitions.
@@ -52,7 +53,9 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
     let ledger = Rc::new(RefCell::new(OffsetLedger::new(
         reader.borrow().partitions(),
     )));
+    let board = watermark_board(scope);
     let checkpoints = Checkpoints {
+        board: board.view(),
         reader: Rc::clone(&reader),
         ledger: Rc::clone(&ledger),
         probe: ProbeHandle::new(),
@@ -64,8 +67,11 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
     };
     let records = partition_source(
         scope,
-        reader,
-        ledger,
+        SourceParts {
+            reader,
+            ledger,
+            board,
+        },
         Arc::clone(&spec),
         settings,
         Arc::clone(&control),
@@ -114,6 +120,12 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
 /// frontier passing a time means every row at that time was handed to a sink
 /// and the sink returned (written, or diverted to the retry topic or journal).
 ///
+/// A message counts as done only once the windows it counts in closed
+/// because the watermark passed them ([`BoardView::commit_cap`]): when a
+/// bounded run reaches its end it emits its open windows as final, but
+/// their messages stay uncommitted, so that a later run over more data
+/// rebuilds those windows whole.
+///
 /// A stop request makes capabilities drop, which moves the frontier without
 /// anything being written, so from the moment a stop is seen only the last
 /// frontier read *before* it counts. Likewise, once a sink has failed a
@@ -122,6 +134,7 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
 /// them again from the last checkpoint.
 pub struct Checkpoints<R> {
     reader: Rc<RefCell<R>>,
+    board: BoardView,
     ledger: Rc<RefCell<OffsetLedger>>,
     probe: ProbeHandle<Time>,
     control: Arc<RunControl>,
@@ -159,10 +172,13 @@ impl<R: PartitionReader> Checkpoints<R> {
         }
         self.last = Some(Instant::now());
         let written = &self.written;
+        // Only windows the watermark closed count: a bounded run's last
+        // windows are emitted at its end but their messages stay uncommitted.
+        let cap = self.board.commit_cap();
         let points = self
             .ledger
             .borrow_mut()
-            .advance(|t| written.iter().all(|f| t < *f));
+            .advance(|t| written.iter().all(|f| t < *f) && cap.is_none_or(|c| t <= c));
         if points.is_empty() {
             return Ok(points);
         }

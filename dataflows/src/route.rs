@@ -36,6 +36,15 @@ pub struct Contribution {
     /// Broker timestamp of the message, ms since the epoch (0 when unknown).
     #[serde(default)]
     pub append_ms: i64,
+    /// Whether this contribution may make its windows emit rows. A bounded
+    /// backfill reads past its range only to complete the windows its range
+    /// touched; contributions from past the range do not touch.
+    #[serde(default = "touches")]
+    pub touches: bool,
+}
+
+fn touches() -> bool {
+    true
 }
 
 impl Contribution {
@@ -110,6 +119,25 @@ pub fn route(
     out: &mut impl FnMut(Record),
     late: &mut Vec<Late>,
 ) -> Option<Time> {
+    route_with(spec, ev, stamp, out, late, true)
+}
+
+/// Routes an event read past a bounded backfill's range: it only completes
+/// windows (its contributions do not touch, see [`Contribution::touches`]),
+/// feeds no recent activity, and its late windows are not reported.
+pub fn route_tail(spec: &PipelineSpec, ev: &Event<'_>, stamp: Time, out: &mut impl FnMut(Record)) {
+    let mut late = Vec::new();
+    route_with(spec, ev, stamp, out, &mut late, false);
+}
+
+fn route_with(
+    spec: &PipelineSpec,
+    ev: &Event<'_>,
+    stamp: Time,
+    out: &mut impl FnMut(Record),
+    late: &mut Vec<Late>,
+    in_range: bool,
+) -> Option<Time> {
     let mut need: Option<Time> = None;
     for (idx, agg) in spec.aggregates.iter().enumerate() {
         let first_open = agg.first_open_start(stamp);
@@ -159,9 +187,10 @@ pub fn route(
             distinct,
             value,
             append_ms: 0,
+            touches: in_range,
         }));
     }
-    if spec.recent.is_some() {
+    if in_range && spec.recent.is_some() {
         out(Record::Recent(RecentEvent {
             app_id: ev.app_id.to_string(),
             user_id: ev.user_id.to_string(),

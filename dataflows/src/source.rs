@@ -23,12 +23,12 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::Time;
-use crate::board::watermark_board;
+use crate::board::Board;
 use crate::checkpoint::{Checkpoint, OffsetLedger};
 use crate::control::RunControl;
 use crate::event::{BadInput, Event};
 use crate::metrics::Metrics;
-use crate::route::{Late, Record, route};
+use crate::route::{Late, Record, route, route_tail};
 use crate::spec::PipelineSpec;
 use crate::watermark::WatermarkTracker;
 
@@ -41,6 +41,9 @@ pub struct Message<'a> {
     pub offset: i64,
     /// The broker's timestamp of the message, ms since the epoch, if known.
     pub timestamp_ms: Option<i64>,
+    /// Past a bounded backfill's range: read only to complete the windows
+    /// the range touched (see [`PartitionReader::range_end`]).
+    pub tail: bool,
 }
 
 /// What the source decided about one message.
@@ -89,6 +92,13 @@ pub trait PartitionReader: 'static {
     fn partition_id(&self, idx: usize) -> u32 {
         idx as u32
     }
+    /// For a bounded backfill: the offset partition `idx`'s range ends
+    /// before. Such a reader keeps reading past it (messages flagged
+    /// [`Message::tail`]) until every worker's range is settled, that is
+    /// read and with every row derived from it written; `None` otherwise.
+    fn range_end(&self, _idx: usize) -> Option<i64> {
+        None
+    }
     /// Called after each round over all partitions.
     fn after_round(&mut self) {}
     /// Where partition `idx` resumes and its largest event time before that,
@@ -126,13 +136,21 @@ impl Default for SourceSettings {
     }
 }
 
-/// Builds the source operator for one worker. The reader and the ledger are
-/// shared with the worker's [`Checkpoints`](crate::pipeline::Checkpoints),
-/// which commits what the ledger says is done.
+/// What a worker's source works with, beside the spec.
+pub struct SourceParts<R> {
+    /// The worker's partitions.
+    pub reader: Rc<RefCell<R>>,
+    /// Which offsets are done, shared with the worker's
+    /// [`Checkpoints`](crate::pipeline::Checkpoints), which commits them.
+    pub ledger: Rc<RefCell<OffsetLedger>>,
+    /// The worker's watermark board.
+    pub board: Board,
+}
+
+/// Builds the source operator for one worker.
 pub fn partition_source<'s, R: PartitionReader>(
     scope: Scope<'s, Time>,
-    reader: Rc<RefCell<R>>,
-    ledger: Rc<RefCell<OffsetLedger>>,
+    parts: SourceParts<R>,
     spec: Arc<PipelineSpec>,
     settings: SourceSettings,
     control: Arc<RunControl>,
@@ -142,8 +160,12 @@ pub fn partition_source<'s, R: PartitionReader>(
         scope,
         "PartitionSource",
         move |cap, info| {
+            let SourceParts {
+                reader,
+                ledger,
+                mut board,
+            } = parts;
             let activator = scope.activator_for(info.address);
-            let mut board = watermark_board(scope);
             let now = Instant::now();
             let n = reader.borrow().partitions();
             let mut tracker =
@@ -158,7 +180,7 @@ pub fn partition_source<'s, R: PartitionReader>(
             }
             let mut cap = if n == 0 { None } else { Some(cap) };
             if n == 0 {
-                board.publish(None, 0, true);
+                board.publish(None, 0, true, None);
                 board.close();
             }
             let mut late: Vec<Late> = Vec::new();
@@ -171,7 +193,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                     control.mark_interrupted();
                     reader.close();
                     cap = None;
-                    board.publish(None, 0, true);
+                    board.publish(None, 0, true, tracker.floor(Instant::now()));
                     board.close();
                     return;
                 }
@@ -189,6 +211,24 @@ pub fn partition_source<'s, R: PartitionReader>(
                     let max = settings.batch.saturating_mul(weight);
                     let partition = reader.partition_id(idx);
                     let status = reader.read(idx, max, &mut |msg| {
+                        if msg.tail {
+                            // Only completes windows the range touched: no
+                            // side outputs, no recent activity, nothing to commit.
+                            metrics.events_tail.fetch_add(1, Ordering::Relaxed);
+                            let ts = Event::decode(msg.payload).ok().map(|ev| {
+                                let stamp = tracker.observe(idx, ev.ts, Instant::now()).max(floor);
+                                let append_ms = msg.timestamp_ms.unwrap_or(0);
+                                route_tail(&spec, &ev, stamp, &mut |mut r| {
+                                    if let Record::Window(c) = &mut r {
+                                        c.append_ms = append_ms;
+                                    }
+                                    records.push(r)
+                                });
+                                ev.ts
+                            });
+                            ledger.note(idx, msg.offset, None, ts);
+                            return Verdict::Accepted;
+                        }
                         metrics.events_in.fetch_add(1, Ordering::Relaxed);
                         match Event::decode(msg.payload) {
                             Ok(ev) => {
@@ -247,16 +287,29 @@ pub fn partition_source<'s, R: PartitionReader>(
                 if !records.is_empty() {
                     output.session(&*c).give_iterator(records.drain(..));
                 }
+                // A backfill stops once every worker's range is settled.
+                let backfill = n > 0 && (0..n).all(|idx| reader.range_end(idx).is_some());
+                let settled = backfill
+                    && (0..n).all(|idx| {
+                        reader
+                            .range_end(idx)
+                            .is_some_and(|to| ledger.settled(idx, to, tracker.is_finished(idx)))
+                    });
                 let now = Instant::now();
+                let (active, idle) = tracker.summary(now);
+                board.publish(active, idle, settled, tracker.floor(now));
+                if settled && board.all_settled() {
+                    for idx in 0..n {
+                        tracker.finish(idx);
+                    }
+                }
                 let Some(mut w) = tracker.advance(now) else {
                     reader.close();
                     cap = None;
-                    board.publish(None, 0, true);
+                    board.publish(None, 0, true, tracker.floor(now));
                     board.close();
                     return;
                 };
-                let (active, idle) = tracker.summary(now);
-                board.publish(active, idle, false);
                 if active.is_none() {
                     // Only idle partitions here: follow the other workers.
                     w = tracker.raise(board.follow());
@@ -296,6 +349,8 @@ pub struct MemoryReader {
     resume: Vec<Option<(i64, Option<i64>)>>,
     ids: Vec<usize>,
     streaming: bool,
+    /// Per partition, where a backfill range ends (reading goes on past it).
+    ends: Vec<Option<i64>>,
 }
 
 impl MemoryReader {
@@ -316,6 +371,30 @@ impl MemoryReader {
             if let Some((offset, _)) = point {
                 *pos = usize::try_from(*offset).unwrap_or(0);
             }
+        }
+        self
+    }
+
+    /// Reads like a bounded backfill: each partition, by global partition
+    /// id, from `from` (with the watermark seed `max_ts`) with its range
+    /// ending before `to`, then on past it (see [`PartitionReader::range_end`]).
+    /// A partition not listed has an empty range at its end.
+    pub fn backfill(
+        mut self,
+        ranges: &std::collections::BTreeMap<usize, (i64, i64, Option<i64>)>,
+    ) -> Self {
+        let n = self.partitions.len();
+        self.resume = vec![None; n];
+        self.ends = vec![None; n];
+        for i in 0..n {
+            let len = self.partitions[i].len() as i64;
+            let (from, to, seed) = ranges
+                .get(&self.ids[i])
+                .copied()
+                .unwrap_or((len, len, None));
+            self.positions[i] = usize::try_from(from).unwrap_or(0);
+            self.resume[i] = Some((from, seed));
+            self.ends[i] = Some(to);
         }
         self
     }
@@ -347,6 +426,10 @@ impl PartitionReader for MemoryReader {
         self.ids[idx] as u32
     }
 
+    fn range_end(&self, idx: usize) -> Option<i64> {
+        self.ends.get(idx).copied().flatten()
+    }
+
     fn commit(&mut self, points: &[Checkpoint]) -> Result<(), String> {
         let mut commits = self.commits.lock().map_err(|_| "commit lock poisoned")?;
         for c in points {
@@ -370,10 +453,12 @@ impl PartitionReader for MemoryReader {
         let from = self.positions[idx];
         let to = part.len().min(from.saturating_add(max.min(speed)));
         for (offset, payload) in part.iter().enumerate().take(to).skip(from) {
+            let end = self.ends.get(idx).copied().flatten();
             let msg = Message {
                 payload,
                 offset: offset as i64,
                 timestamp_ms: None,
+                tail: end.is_some_and(|e| offset as i64 >= e),
             };
             match handle(&msg) {
                 Verdict::Accepted => {}

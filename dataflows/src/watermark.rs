@@ -150,6 +150,24 @@ impl WatermarkTracker {
         (active, idle)
     }
 
+    /// The minimum watermark over the partitions that hold it back: those
+    /// not idle, finished ones included, but for finished partitions that
+    /// never had an event (a streaming run would have found them idle).
+    /// `None` when no partition does: see [`crate::board::Notice::floor`].
+    pub fn floor(&self, now: Instant) -> Option<Time> {
+        (0..self.partitions.len())
+            .filter(|i| {
+                let p = &self.partitions[*i];
+                if p.finished {
+                    p.max_ts.is_some()
+                } else {
+                    !self.is_idle(*i, now)
+                }
+            })
+            .map(|i| self.partition(i))
+            .min()
+    }
+
     /// Raises the worker's watermark to at least `floor` (never lowers it).
     pub fn raise(&mut self, floor: Time) -> Time {
         self.last = self.last.max(floor);

@@ -161,12 +161,17 @@ fn run_failing(
 }
 
 fn clickstream(n: usize) -> Vec<Vec<Vec<u8>>> {
+    clickstream_at(n, 20)
+}
+
+/// `n` events at `per_sec` events per second of event time.
+fn clickstream_at(n: usize, per_sec: u32) -> Vec<Vec<Vec<u8>>> {
     let cfg = GenConfig {
         seed: 11,
         partitions: 3,
         users: 300,
         items: 40,
-        events_per_sec: 20,
+        events_per_sec: per_sec,
         disorder: 0.1,
         max_disorder_ms: 1_500,
         late: 0.05,
@@ -301,4 +306,58 @@ fn a_resumed_partition_keeps_its_watermark() {
         vec![(T0 + 10_000, 1)],
         "the event at 500 is late, as it was"
     );
+}
+
+/// A bounded run emits its last open windows as final when its input ends,
+/// but commits only the messages of windows the watermark closed: a later
+/// run over more data resumes before those windows and rebuilds them whole.
+fn a_run_to_the_end_then_more_data_give_the_reference(workers: usize) {
+    let spec = Arc::new(spec());
+    // 40 minutes of event time, so that the first run's watermark passes
+    // whole 10-minute windows.
+    let parts = clickstream_at(12_000, 5);
+    let expected = compute(&spec, &parts);
+    // The first run sees the first 60% of each partition, then its end.
+    let first: Vec<Vec<Vec<u8>>> = parts
+        .iter()
+        .map(|p| p[..p.len() * 6 / 10].to_vec())
+        .collect();
+    let mut kept = Vec::new();
+    let mut from = Points::new();
+    for entry in run(&spec, &first, workers, &Points::new(), None) {
+        match entry {
+            Entry::Row(r) => kept.push(r),
+            Entry::Commit(p, offset, max_ts) => {
+                from.insert(p, (offset, max_ts));
+            }
+            Entry::Lost => {}
+        }
+    }
+    let read: usize = first.iter().map(Vec::len).sum();
+    let committed: i64 = from.values().map(|(o, _)| *o).sum();
+    assert!(
+        committed > 0 && committed < read as i64,
+        "commits stop where the watermark stopped ({committed} of {read})"
+    );
+    for entry in run(&spec, &parts, workers, &from, None) {
+        if let Entry::Row(r) = entry {
+            kept.push(r);
+        }
+    }
+    let collected = Collected::from_outputs(kept);
+    for (id, row) in &expected.windows {
+        assert_eq!(collected.windows.get(id), Some(row), "window {id:?}");
+    }
+    assert_eq!(collected.windows.len(), expected.windows.len());
+    assert_eq!(collected.recent, expected.recent, "recent activity");
+}
+
+#[test]
+fn a_run_to_the_end_then_more_data_give_the_reference_at_one_worker() {
+    a_run_to_the_end_then_more_data_give_the_reference(1);
+}
+
+#[test]
+fn a_run_to_the_end_then_more_data_give_the_reference_at_three_workers() {
+    a_run_to_the_end_then_more_data_give_the_reference(3);
 }

@@ -21,8 +21,9 @@ fn cfg(toml: &str) -> Config {
     Config::from_layers(Some(toml), Vec::<(String, String)>::new()).expect("config")
 }
 
-/// A bounded run commits every offset it read; the next run reads only what
-/// was produced since.
+/// A bounded run commits the offsets of what its watermark closed (its
+/// last windows, emitted at the end of its input, are not); the next run
+/// reads from there, and the windows come out whole.
 #[test]
 fn a_worker_resumes_where_the_last_run_committed() {
     let topic = unique("resume");
@@ -31,7 +32,7 @@ fn a_worker_resumes_where_the_last_run_committed() {
         partitions: 3,
         users: 50,
         items: 10,
-        events_per_sec: 50,
+        events_per_sec: 5,
         bad: 0.01,
         ..GenConfig::default()
     };
@@ -60,7 +61,10 @@ sinks = []
         .iter()
         .map(|c| c.expect("every partition committed").offset)
         .sum();
-    assert_eq!(total, 3_000, "the commits cover every message read");
+    assert!(
+        total > 0 && total < 3_000,
+        "the commits stop where the watermark stopped ({total})"
+    );
     let saved = checkpoints::load(&kafka(), "footprint.checkpoints", &format!("{topic}-group"))
         .expect("load checkpoints");
     for (t, p) in &pairs {
@@ -85,7 +89,11 @@ sinks = []
     };
     produce(&kafka(), more, &plan, &Arc::new(RunControl::default())).expect("produce more");
     let (second, _) = run_to_end(&config, 1).expect("second run");
-    assert_eq!(second.events_in, 1_200, "only the new messages are read");
+    assert_eq!(
+        second.events_in as i64,
+        4_200 - total,
+        "the second run reads from the commits on"
+    );
 }
 
 /// A checkpoint inside the partition's last record batch: the first fetch
@@ -273,10 +281,9 @@ url = "{mysql}/{database}"
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "see {}", log.display());
-    assert_eq!(
-        committed_total(),
-        40_000,
-        "the last run committed everything"
+    assert!(
+        committed_total() > last,
+        "the last run committed past the killed runs"
     );
 
     let spec = config.spec().expect("spec");

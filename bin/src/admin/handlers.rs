@@ -114,6 +114,7 @@ pub fn status(state: AdminState) -> reply::Response {
         switches: modes(&state),
         diverted,
         journal_records: state.journal.as_ref().map_or(0, |r| r.journal_len()),
+        skipped: m.skipped.lock().map(|v| v.clone()).unwrap_or_default(),
     };
     reply::json(&status).into_response()
 }

@@ -40,4 +40,7 @@ pub struct Status {
     pub diverted: BTreeMap<String, u64>,
     /// Retry records waiting in the local journal.
     pub journal_records: usize,
+    /// Ranges of source offsets this run does not read (skip to latest,
+    /// out-of-range checkpoints).
+    pub skipped: Vec<footprint_dataflows::metrics::SkippedRange>,
 }

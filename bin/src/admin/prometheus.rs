@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
+use footprint_connectors::positions::SkipReason;
 use footprint_dataflows::event::BadReason;
 use footprint_dataflows::metrics::{self, Metrics};
 use footprint_sinks::util::switch::{Mode, Switches};
@@ -258,5 +259,32 @@ pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> Strin
     let delay = (m.max_event_ts.load(Ordering::Relaxed) - wm as i64).max(0);
     let help = "How far the watermark is behind the newest event read, ms.";
     single(&mut out, metrics::WATERMARK_DELAY, "gauge", help, delay);
+    let skipped = m.skipped.lock().map(|v| v.clone()).unwrap_or_default();
+    let by_reason = |f: &dyn Fn(&metrics::SkippedRange) -> u64| {
+        SkipReason::ALL.map(|r| {
+            let n = skipped
+                .iter()
+                .filter(|s| s.reason == r.as_str())
+                .map(f)
+                .sum::<u64>();
+            (r.as_str(), n)
+        })
+    };
+    labelled(
+        &mut out,
+        metrics::OFFSET_RESETS,
+        "counter",
+        "Source partitions that started somewhere else than their checkpoint, by reason.",
+        "reason",
+        by_reason(&|_| 1),
+    );
+    labelled(
+        &mut out,
+        metrics::OFFSETS_SKIPPED,
+        "counter",
+        "Source offsets not read because of those starts, by reason.",
+        "reason",
+        by_reason(&|s| (s.to - s.from).max(0) as u64),
+    );
     out
 }

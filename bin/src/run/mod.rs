@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use footprint_connectors::admin;
-use footprint_connectors::checkpoints::{self, CheckpointWriter};
+use footprint_connectors::checkpoints::CheckpointWriter;
 use footprint_connectors::compacted;
 use footprint_connectors::control::{self, ControlPublisher};
 use footprint_connectors::reader::{KafkaReader, PartitionRange};
@@ -34,10 +34,12 @@ use timely::dataflow::operators::Probe;
 
 use crate::admin::{AdminState, serve as serve_admin};
 use crate::cluster::Cluster;
-use crate::config::{Config, Start};
+use crate::config::Config;
 
 mod reporters;
+mod start;
 use reporters::{report_lag, report_progress};
+pub use start::BackfillRange;
 
 /// One worker's reader and sinks, prepared before timely starts.
 type WorkerParts = (KafkaReader, Vec<Box<dyn Sink>>);
@@ -77,6 +79,10 @@ pub struct RunOptions {
     pub cluster: Option<Cluster>,
     /// Read each partition until it is caught up, finalise every window, and exit.
     pub until_end: bool,
+    /// Start every partition from its end, recording what is skipped.
+    pub skip_to_latest: bool,
+    /// Read exactly these ranges (a bounded backfill) instead of the checkpoints.
+    pub backfill: Option<Vec<BackfillRange>>,
     /// Stop flag (Ctrl-C, demo shutdown).
     pub control: Arc<RunControl>,
     /// Extra sinks that receive every row (the demo's live view, tests).
@@ -97,6 +103,8 @@ impl Default for RunOptions {
             threads: None,
             cluster: None,
             until_end: false,
+            skip_to_latest: false,
+            backfill: None,
             control: Arc::new(RunControl::default()),
             extra_sinks: Vec::new(),
             progress: Some(Duration::from_secs(5)),
@@ -179,8 +187,10 @@ pub fn retry_topic(cfg: &Config, runtime: &tokio::runtime::Runtime) -> Result<Ar
 /// What a run did.
 #[derive(Debug, Clone)]
 pub struct RunReport {
-    /// Messages read.
+    /// Messages read (for a backfill: in its ranges).
     pub events_in: u64,
+    /// Messages a backfill read past its ranges to complete their windows.
+    pub tail: u64,
     /// Bad messages.
     pub bad: u64,
     /// Late (event, aggregate) pairs.
@@ -193,9 +203,16 @@ pub struct RunReport {
 
 /// Runs the worker until the input ends (`until_end`) or a stop is requested.
 pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunReport> {
-    let local_cfg = for_this_process(cfg, opts.cluster.as_ref());
+    let local_cfg = for_this_process(cfg, opts.cluster.as_ref(), opts.backfill.is_some());
     let cfg = &local_cfg;
-    let spec = Arc::new(cfg.spec()?);
+    let mut spec = cfg.spec()?;
+    if opts.backfill.is_some() {
+        // A backfill writes final rows only.
+        for a in &mut spec.aggregates {
+            a.early_updates = None;
+        }
+    }
+    let spec = Arc::new(spec);
     let settings = cfg.kafka();
     let threads = opts.threads.unwrap_or(cfg.worker.threads).max(1);
     let (process, processes) = opts
@@ -206,50 +223,16 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     let peers = threads * processes;
     let first_worker = process * threads;
 
-    let saved = match cfg.source.start {
-        Start::Committed => checkpoints::load(
-            &settings,
-            &cfg.source.checkpoint_topic,
-            &cfg.source.group_id,
-        )
-        .context("reading checkpoints")?,
-        Start::Earliest | Start::Latest => Default::default(),
+    let plan = match &opts.backfill {
+        Some(ranges) => start::plan_backfill(cfg, ranges)?,
+        None => start::plan(
+            cfg,
+            start::mode(cfg, opts.skip_to_latest),
+            opts.until_end,
+            &metrics,
+        )?,
     };
-    let mut ranges = Vec::new();
-    for topic in &cfg.source.topics {
-        let parts = admin::partitions(&settings, topic)?
-            .ok_or_else(|| footprint_connectors::ConnectorError::MissingTopic(topic.clone()))?;
-        let pairs: Vec<(String, i32)> = parts.iter().map(|p| (topic.clone(), *p)).collect();
-        let committed = match cfg.source.start {
-            Start::Committed => admin::committed(&settings, &cfg.source.group_id, &pairs)?,
-            Start::Earliest | Start::Latest => vec![None; pairs.len()],
-        };
-        for (p, committed) in parts.into_iter().zip(committed) {
-            let (low, high) = admin::watermarks(&settings, topic, p)?;
-            let checkpoint = saved.get(&(topic.clone(), p)).map(|s| (s.offset, s.max_ts));
-            let committed = committed.map(|c| (c.offset, c.max_ts));
-            let (from, max_ts) = match (cfg.source.start, checkpoint.or(committed)) {
-                (Start::Committed, Some((offset, max_ts))) => {
-                    if max_ts.is_none() {
-                        tracing::warn!(topic = %topic, partition = p, offset, "the committed offset carries no watermark; the partition's watermark restarts from the messages read again");
-                    }
-                    tracing::info!(topic = %topic, partition = p, offset, max_ts = ?max_ts, "resuming from the checkpoint");
-                    (offset, max_ts)
-                }
-                (Start::Committed | Start::Earliest, _) => (low, None),
-                (Start::Latest, _) => (high, None),
-            };
-            ranges.push(PartitionRange {
-                topic: topic.clone(),
-                partition: p,
-                id: ranges.len() as u32,
-                from,
-                max_ts,
-                to: None,
-                until_caught_up: opts.until_end,
-            });
-        }
-    }
+    let ranges = plan.ranges;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -351,12 +334,14 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
             .map(|i| ranges[i].clone())
             .collect();
         let side = SideOutputs::new(&settings, Arc::clone(&names), Arc::clone(&metrics))?;
-        let reader = KafkaReader::open(&settings, &cfg.source.group_id, mine, side)?
-            .with_checkpoints(CheckpointWriter::new(
+        let mut reader = KafkaReader::open(&settings, &cfg.source.group_id, mine, side)?;
+        if opts.backfill.is_none() {
+            reader = reader.with_checkpoints(CheckpointWriter::new(
                 &settings,
                 &cfg.source.checkpoint_topic,
                 &cfg.source.group_id,
             )?);
+        }
         let mut sinks = Vec::with_capacity(factories.len());
         for (i, (name, f)) in factories.iter().enumerate() {
             let inner = f.build(w, peers)?;
@@ -387,10 +372,16 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     };
 
     let started = Instant::now();
+    let range_total: Option<u64> = opts.backfill.as_ref().map(|_| {
+        ranges
+            .iter()
+            .map(|r| r.to.map_or(0, |to| (to - r.from).max(0) as u64))
+            .sum()
+    });
     let reporter = opts.progress.map(|every| {
         let metrics = Arc::clone(&metrics);
         let done = Arc::clone(&done);
-        std::thread::spawn(move || report_progress(&metrics, every, &done))
+        std::thread::spawn(move || report_progress(&metrics, every, &done, range_total))
     });
 
     let lag_reporter = {
@@ -523,6 +514,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     }
     let report = RunReport {
         events_in: metrics.events_in.load(Ordering::Relaxed),
+        tail: metrics.events_tail.load(Ordering::Relaxed),
         bad: metrics.bad_total(),
         late: metrics.late_total(),
         windows: metrics
@@ -544,9 +536,14 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
 }
 
 /// The config as this process uses it: in a cluster, the journal gets a
-/// per-process file name and the admin port is offset by the process index.
-fn for_this_process(cfg: &Config, cluster: Option<&Cluster>) -> Config {
+/// per-process file name and the admin port is offset by the process index;
+/// a backfill has a journal of its own.
+fn for_this_process(cfg: &Config, cluster: Option<&Cluster>, backfill: bool) -> Config {
     let mut cfg = cfg.clone();
+    if backfill {
+        // A backfill may run beside the live workers of the same machine.
+        cfg.retry.journal = crate::cluster::tagged_path(&cfg.retry.journal, "backfill");
+    }
     if let Some(c) = cluster {
         cfg.retry.journal = c.local_path(&cfg.retry.journal);
         cfg.admin.listen = c.admin_listen(cfg.admin.listen);

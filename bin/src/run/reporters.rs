@@ -8,8 +8,14 @@ use std::time::{Duration, Instant};
 use footprint_connectors::admin;
 use footprint_dataflows::metrics::Metrics;
 
-/// Logs events read, rate, bad, late and watermark lag every `every`, until `done`.
-pub(super) fn report_progress(metrics: &Metrics, every: Duration, done: &AtomicBool) {
+/// Logs events read, rate, bad, late and watermark lag every `every`, until
+/// `done`; for a backfill of `range_total` messages, also how far it is.
+pub(super) fn report_progress(
+    metrics: &Metrics,
+    every: Duration,
+    done: &AtomicBool,
+    range_total: Option<u64>,
+) {
     let mut last = Instant::now();
     let mut last_in = 0;
     while !done.load(Ordering::SeqCst) {
@@ -21,14 +27,26 @@ pub(super) fn report_progress(metrics: &Metrics, every: Duration, done: &AtomicB
         let rate = (n - last_in) as f64 / last.elapsed().as_secs_f64();
         let wm = metrics.watermark.load(Ordering::Relaxed) as i64;
         let lag = metrics.max_event_ts.load(Ordering::Relaxed) - wm;
-        tracing::info!(
-            events_in = n,
-            per_sec = rate.round(),
-            bad = metrics.bad_total(),
-            late = metrics.late_total(),
-            watermark_lag_ms = lag,
-            "progress"
-        );
+        match range_total {
+            Some(total) => tracing::info!(
+                read = n,
+                of = total,
+                percent = (n as f64 * 100.0 / total.max(1) as f64).round(),
+                per_sec = rate.round(),
+                past_range = metrics.events_tail.load(Ordering::Relaxed),
+                bad = metrics.bad_total(),
+                late = metrics.late_total(),
+                "backfill progress"
+            ),
+            None => tracing::info!(
+                events_in = n,
+                per_sec = rate.round(),
+                bad = metrics.bad_total(),
+                late = metrics.late_total(),
+                watermark_lag_ms = lag,
+                "progress"
+            ),
+        }
         last = Instant::now();
         last_in = n;
     }
