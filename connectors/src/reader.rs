@@ -222,6 +222,12 @@ impl PartitionReader for KafkaReader {
                         StartCheck::Skip => continue,
                         StartCheck::Rewound => break,
                     }
+                    if offset < self.positions[idx] {
+                        // Offsets only grow: this one was handled already (some
+                        // brokers answer a fetch again after a rewind).
+                        tracing::debug!(topic = %range.topic, partition = range.partition, offset, position = self.positions[idx], "dropping a message delivered twice");
+                        continue;
+                    }
                     let tail = range.past_end(offset);
                     if tail && !range.tail {
                         status.finished = true;
@@ -299,6 +305,7 @@ impl PartitionReader for KafkaReader {
             .collect();
         if let Some(writer) = &self.checkpoints {
             writer.save(&saved).map_err(|e| e.to_string())?;
+            footprint_dataflows::crashpoint::reached("commit.between");
         }
         tracing::debug!(?points, "committing source offsets");
         commit_group(&self.consumer, &saved).map_err(|e| e.to_string())

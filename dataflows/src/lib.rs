@@ -31,6 +31,7 @@ pub mod board;
 pub mod checkpoint;
 pub mod clickstream;
 pub mod control;
+pub mod crashpoint;
 pub mod event;
 pub mod hash;
 pub mod key;

@@ -182,6 +182,7 @@ impl<R: PartitionReader> Checkpoints<R> {
         if points.is_empty() {
             return Ok(points);
         }
+        crate::crashpoint::reached("commit.before");
         self.reader.borrow_mut().commit(&points)?;
         self.ledger.borrow_mut().committed(&points);
         Ok(points)

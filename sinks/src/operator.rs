@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use footprint_dataflows::crashpoint;
 use footprint_dataflows::metrics::Metrics;
 use footprint_dataflows::{Output, Time};
 use timely::container::CapacityContainerBuilder;
@@ -65,10 +66,15 @@ impl<'s> WriteTo<'s> for StreamVec<'s, Time, Output> {
                     }
                 }
             });
+            let mut wrote_one = false;
             for (sink, batch) in sinks.iter_mut().zip(batches.iter_mut()) {
                 if batch.is_empty() {
                     continue;
                 }
+                if wrote_one {
+                    crashpoint::reached("sink.mid_batch");
+                }
+                wrote_one = true;
                 flushed = false;
                 let n = batch.len() as u64;
                 match sink.write(batch) {
@@ -80,6 +86,9 @@ impl<'s> WriteTo<'s> for StreamVec<'s, Time, Output> {
                     }
                 }
                 batch.clear();
+            }
+            if wrote_one {
+                crashpoint::reached("sink.after_write");
             }
             // Flush after every burst: files stay readable while a job runs,
             // and stores batch per write anyway.

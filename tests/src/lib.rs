@@ -27,6 +27,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
+pub mod drill;
+
 /// The broker to test against.
 pub fn brokers() -> String {
     match std::env::var("FOOTPRINT_BROKERS") {
@@ -823,6 +825,43 @@ pub fn produce_slice(topic: &str, cfg: &GenConfig, skip: u64, count: u64) -> Res
     }
     producer.flush(Duration::from_secs(60))?;
     Ok(())
+}
+
+/// Creates `topic` and starts producing the first `count` messages that
+/// `cfg` generates to it, at about `rate` messages a second, in a thread of
+/// its own: a live stream for drills. Join the thread to wait for the end.
+pub fn produce_live(
+    topic: &str,
+    cfg: &GenConfig,
+    count: u64,
+    rate: u64,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
+    let settings = kafka();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(admin::ensure_topic(
+            &settings,
+            topic,
+            cfg.partitions as i32,
+            1,
+        ))?;
+    let producer = footprint_connectors::producer::EventProducer::new(&settings)?;
+    let (topic, cfg) = (topic.to_owned(), cfg.clone());
+    Ok(std::thread::spawn(move || {
+        let mut generator = Generator::new(cfg);
+        let started = Instant::now();
+        for i in 0..count {
+            let due = started + Duration::from_secs_f64(i as f64 / rate.max(1) as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let e = generator.next_event();
+            producer.send(&topic, e.partition as i32, e.key.as_bytes(), &e.payload)?;
+        }
+        producer.flush(Duration::from_secs(60))?;
+        Ok(())
+    }))
 }
 
 /// Waits (bounded) until the `footprint` log at `log` says where its admin

@@ -1,0 +1,153 @@
+//! Drill: `kill -9` the worker at random points of a streaming run into
+//! Redis and MySQL, while a live stream is produced, and restart it each
+//! time (DESIGN §5).
+//!
+//! The kill points are drawn from a seeded generator (`FOOTPRINT_DRILL_SEED`,
+//! printed): some are random moments once the commits have moved on, the
+//! others are crash points (see `footprint_dataflows::crashpoint`) reached a
+//! random number of times: between writing results and committing them,
+//! between two sinks of one batch, just before a commit, and between the
+//! checkpoint topic and the consumer group. The worker holds there and is
+//! killed with SIGKILL. A last run reads to the end; both stores then equal
+//! the sequential reference.
+//!
+//! Recovery is the time from a restart to the first commit past the
+//! checkpoint it resumed from: the open windows are rebuilt and the worker
+//! makes progress again.
+
+use std::time::{Duration, Instant};
+
+use footprint_dataflows::clickstream::{GenConfig, SplitMix64};
+use footprint_dataflows::crashpoint;
+use footprint_dataflows::reference::compute;
+use footprint_tests::drill::{Figures, Size};
+use footprint_tests::{
+    Scenario, committed_total, generated, produce_live, spawn_footprint_env, wait_exit,
+};
+
+const PARTITIONS: i32 = 4;
+
+#[test]
+fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
+    let size = Size::from_env();
+    let kills = size.pick(5, 20);
+    // A live stream of 600 messages a second, one minute of event time a
+    // second: long enough for every kill to land while data flows.
+    let events: u64 = size.pick(36_000, 120_000);
+    let rate = 600;
+    let seed: u64 = std::env::var("FOOTPRINT_DRILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(99);
+    let s = Scenario::new("drill-kill").expect("scenario");
+    let gen_cfg = GenConfig {
+        seed: 17,
+        partitions: PARTITIONS as u32,
+        users: 300,
+        items: 30,
+        events_per_sec: 10,
+        disorder: 0.05,
+        max_disorder_ms: 3_000,
+        late: 0.01,
+        late_by_ms: 70_000,
+        bad: 0.01,
+        ..GenConfig::default()
+    };
+    let producer = produce_live(&s.topic, &gen_cfg, events, rate).expect("producer");
+    let (config, cfg) = s
+        .write_config(
+            "footprint.toml",
+            &s.toml("batch = 16\ncommit_interval = \"100ms\"", ""),
+        )
+        .expect("config");
+    let brokers = footprint_tests::brokers();
+    let committed = || committed_total(&s.group, &s.topic, PARTITIONS).expect("commits");
+
+    let mut rng = SplitMix64::new(seed);
+    let mut recovery = Vec::new();
+    let mut kinds: std::collections::BTreeMap<&str, u32> = Default::default();
+    let started = Instant::now();
+    for round in 0..kills {
+        let point = match rng.below(5) {
+            0 => None,
+            i => Some(crashpoint::ALL[i as usize - 1]),
+        };
+        let hits = match point {
+            Some("commit.before" | "commit.between") => 1 + rng.below(15),
+            Some(_) => 1 + rng.below(100),
+            None => 0,
+        };
+        let armed = point.map(|p| format!("{p}@{hits}"));
+        let mut env = vec![("FOOTPRINT_BROKERS", brokers.as_str())];
+        if let Some(a) = &armed {
+            env.push(("FOOTPRINT_CRASH_POINT", a.as_str()));
+        }
+        let log = s.dir.join(format!("run{round}.log"));
+        let before = committed();
+        // A random moment: during the rebuild, or after it.
+        let moment = Duration::from_millis(200 + rng.below(6_000));
+        let mut child = spawn_footprint_env(&config, &["worker"], &log, &env).expect("start");
+        let restarted = Instant::now();
+        let mut recovered = false;
+        let kind = loop {
+            if !recovered && committed() > before {
+                recovered = true;
+                recovery.push(restarted.elapsed().as_secs_f64());
+            }
+            assert!(
+                child.try_wait().expect("poll").is_none(),
+                "the worker exited; see {}",
+                log.display()
+            );
+            match point {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if text.contains(&format!("crash point {p} reached")) {
+                        break p;
+                    }
+                }
+                None if restarted.elapsed() >= moment => break "random moment",
+                None => {}
+            }
+            if restarted.elapsed() > Duration::from_secs(30) {
+                break "no crash point within 30 s";
+            }
+            std::thread::sleep(Duration::from_millis(10 + rng.below(40)));
+        };
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        *kinds.entry(kind).or_default() += 1;
+        println!(
+            "kill {}: {kind}{} after {:.1} s, {} committed",
+            round + 1,
+            armed.map(|a| format!(" ({a})")).unwrap_or_default(),
+            restarted.elapsed().as_secs_f64(),
+            committed()
+        );
+    }
+    producer
+        .join()
+        .expect("producer thread")
+        .expect("the stream was produced");
+    let log = s.dir.join("last.log");
+    let env = [("FOOTPRINT_BROKERS", brokers.as_str())];
+    let mut last = spawn_footprint_env(&config, &["worker", "--until-end"], &log, &env)
+        .expect("start the last run");
+    let status = wait_exit(&mut last, Duration::from_secs(600), "the last run").expect("exit");
+    assert!(status.success(), "see {}", log.display());
+
+    let spec = cfg.spec().expect("spec");
+    let expected = compute(&spec, &generated(&gen_cfg, events));
+    let stored = s.stored(&spec).expect("load the stores");
+    let mut figures = Figures::new("kill -9", events, &expected, &stored)
+        .with("kills", kills)
+        .with("seed", seed)
+        .with("seconds", format!("{:.0}", started.elapsed().as_secs_f64()));
+    for (kind, n) in &kinds {
+        figures = figures.with(kind, n);
+    }
+    figures.recovery_s = recovery;
+    figures.report();
+    figures.assert_exact();
+    s.clean();
+}
