@@ -127,7 +127,11 @@ pub struct Read {
 
 /// Reads every message of `topic` (all partitions, until each is caught up).
 pub fn read_all(topic: &str) -> Result<Vec<Read>> {
-    let settings = kafka();
+    read_all_from(&kafka(), topic)
+}
+
+/// [`read_all`] from the brokers of `settings`.
+pub fn read_all_from(settings: &KafkaSettings, topic: &str) -> Result<Vec<Read>> {
     let parts = admin::partitions(&settings, topic)?
         .with_context(|| format!("topic {topic} does not exist"))?;
     let consumer = settings.consumer("footprint-tests", &[])?;
@@ -654,8 +658,18 @@ pub fn free_addresses(n: usize) -> Result<Vec<String>> {
 
 /// The sum of the offsets `group` has committed over `topic`'s partitions 0..`partitions`.
 pub fn committed_total(group: &str, topic: &str, partitions: i32) -> Result<i64> {
+    committed_total_at(&kafka(), group, topic, partitions)
+}
+
+/// [`committed_total`] on the brokers of `settings`.
+pub fn committed_total_at(
+    settings: &KafkaSettings,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<i64> {
     let pairs: Vec<(String, i32)> = (0..partitions).map(|p| (topic.to_owned(), p)).collect();
-    Ok(admin::committed(&kafka(), group, &pairs)?
+    Ok(admin::committed(settings, group, &pairs)?
         .iter()
         .map(|c| c.map_or(0, |c| c.offset))
         .sum())
@@ -665,6 +679,8 @@ pub fn committed_total(group: &str, topic: &str, partitions: i32) -> Result<i64>
 /// Redis prefix, MySQL database and a directory for configs and logs
 /// (kept after a failure, for a look; [`Scenario::clean`] removes it all).
 pub struct Scenario {
+    /// Brokers (the test broker unless a drill brings its own).
+    pub brokers: String,
     /// Source topic.
     pub topic: String,
     /// Consumer group.
@@ -682,6 +698,7 @@ impl Scenario {
     pub fn new(name: &str) -> Result<Self> {
         let topic = unique(name);
         Ok(Scenario {
+            brokers: brokers(),
             group: format!("{topic}-group"),
             prefix: unique(&format!("fp{name}")),
             database: unique(&format!("fp_{name}")).replace('-', "_"),
@@ -753,7 +770,7 @@ prefix = "{prefix}"
 url = "{mysql}/{database}"
 {tail}
 "#,
-            brokers = brokers(),
+            brokers = self.brokers,
             topic = self.topic,
             group = self.group,
             journal = self.dir.join("retry.journal").display(),
@@ -827,16 +844,17 @@ pub fn produce_slice(topic: &str, cfg: &GenConfig, skip: u64, count: u64) -> Res
     Ok(())
 }
 
-/// Creates `topic` and starts producing the first `count` messages that
-/// `cfg` generates to it, at about `rate` messages a second, in a thread of
+/// Creates `topic` on the brokers of `settings` and starts producing the
+/// first `count` messages that `cfg` generates to it, at about `rate` messages a second, in a thread of
 /// its own: a live stream for drills. Join the thread to wait for the end.
 pub fn produce_live(
+    settings: &KafkaSettings,
     topic: &str,
     cfg: &GenConfig,
     count: u64,
     rate: u64,
 ) -> Result<std::thread::JoinHandle<Result<()>>> {
-    let settings = kafka();
+    let settings = settings.clone();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -889,4 +907,109 @@ pub fn get_json(addr: std::net::SocketAddr, path: &str) -> Result<serde_json::Va
         bail!("GET {path}: {status} {body}");
     }
     Ok(serde_json::from_str(&body)?)
+}
+
+/// A tansu broker of a test's own, with a file (SQLite) store, that the
+/// test can kill and restart on the same port: for broker drills. Killed
+/// when dropped.
+pub struct OwnBroker {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    db: std::path::PathBuf,
+    log: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    /// Starts tansu on a free loopback port, storing in `dir/broker.db`.
+    pub fn start(dir: &std::path::Path) -> Result<Self> {
+        let addr = free_addresses(1)?.remove(0);
+        let mut b = OwnBroker {
+            addr,
+            db: dir.join("broker.db"),
+            log: dir.join("broker.log"),
+            child: None,
+        };
+        b.restart()?;
+        Ok(b)
+    }
+
+    /// Kills the broker with SIGKILL.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the broker again (same port, same store) and waits until it accepts connections.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        let tansu =
+            which_tansu().context("tansu is not installed: scripts/services.sh installs it")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let listener = format!("tcp://{}", self.addr);
+        let child = std::process::Command::new(tansu)
+            .current_dir("/")
+            .env_remove("SCHEMA_REGISTRY")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("DATA_LAKE")
+            .args([
+                "broker",
+                "--cluster-id",
+                "footprint-drill",
+                "--listener-url",
+            ])
+            .arg(&listener)
+            .arg("--advertised-listener-url")
+            .arg(&listener)
+            .arg("--storage-engine")
+            .arg(format!("sqlite://{}", self.db.display()))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start tansu")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&self.addr).is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "tansu did not listen on {}; see {}",
+                    self.addr,
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Kafka settings for this broker.
+    pub fn settings(&self) -> KafkaSettings {
+        KafkaSettings::new(self.addr.clone())
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+fn which_tansu() -> Option<std::path::PathBuf> {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("tansu"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .chain(home.map(|h| h.join(".cargo/bin/tansu")))
+        .find(|p| p.is_file())
 }

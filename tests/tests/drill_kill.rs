@@ -53,7 +53,8 @@ fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
         bad: 0.01,
         ..GenConfig::default()
     };
-    let producer = produce_live(&s.topic, &gen_cfg, events, rate).expect("producer");
+    let producer = produce_live(&footprint_tests::kafka(), &s.topic, &gen_cfg, events, rate)
+        .expect("producer");
     let (config, cfg) = s
         .write_config(
             "footprint.toml",
