@@ -38,6 +38,8 @@ pub struct GenReport {
     pub late: u64,
     /// Bad messages.
     pub bad: u64,
+    /// Random garbage (usually bad input, sometimes still a valid event).
+    pub garbage: u64,
 }
 
 /// Produces a clickstream; returns once `plan` is done or `control` asks to stop.
@@ -103,6 +105,7 @@ pub fn produce(
                 report.late += 1;
             }
             Kind::Bad(_) => report.bad += 1,
+            Kind::Garbage => report.garbage += 1,
         }
         if let Some(every) = plan.progress
             && last_log.elapsed() >= every

@@ -119,6 +119,10 @@ struct GenArgs {
     /// Fraction of messages that are bad input.
     #[arg(long, default_value_t = 0.0)]
     bad: f64,
+    /// Fraction of messages that are random garbage (random bytes, events
+    /// cut short or with bytes flipped, JSON of other shapes).
+    #[arg(long, default_value_t = 0.0)]
+    garbage: f64,
     /// Users.
     #[arg(long, default_value_t = 10_000)]
     users: u32,
@@ -338,6 +342,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 late: a.late,
                 late_by_ms: a.late_by.as_millis() as u64,
                 bad: a.bad,
+                garbage: a.garbage,
             };
             let plan = GenPlan {
                 topic: topic.clone(),
@@ -348,8 +353,8 @@ fn real_main(cli: Cli) -> Result<()> {
             };
             let r = produce(&cfg.kafka(), gen_cfg, &plan, &control)?;
             println!(
-                "produced {} messages to {topic}: {} good ({} late), {} bad",
-                r.messages, r.good, r.late, r.bad
+                "produced {} messages to {topic}: {} good ({} late), {} bad, {} garbage",
+                r.messages, r.good, r.late, r.bad, r.garbage
             );
             Ok(())
         }

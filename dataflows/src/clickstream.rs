@@ -38,6 +38,10 @@ pub struct GenConfig {
     pub late_by_ms: u64,
     /// Fraction of messages that are bad input.
     pub bad: f64,
+    /// Fraction of messages that are random garbage: random bytes, events
+    /// cut short or with bytes flipped, JSON of the wrong shape. Some of
+    /// them still decode; the decoder has the last word.
+    pub garbage: f64,
 }
 
 impl Default for GenConfig {
@@ -55,6 +59,7 @@ impl Default for GenConfig {
             late: 0.0,
             late_by_ms: 3_600_000,
             bad: 0.0,
+            garbage: 0.0,
         }
     }
 }
@@ -68,6 +73,8 @@ pub enum Kind {
     Late,
     /// Bad input of this kind.
     Bad(BadReason),
+    /// Random garbage (see [`GenConfig::garbage`]): usually bad input.
+    Garbage,
 }
 
 /// One generated message.
@@ -206,6 +213,17 @@ impl Generator {
         if kind == Kind::Good {
             self.partition_max[p] = self.partition_max[p].max(ts);
         }
+        if self.cfg.garbage > 0.0 && r.unit() < self.cfg.garbage {
+            let valid = format!(
+                r#"{{"app_id":"{app}","user_id":"{user}","event":"{event}","ts":{clock},"item_id":"{item}"}}"#
+            );
+            return GenEvent {
+                partition,
+                key: user,
+                payload: garbage(r, valid.into_bytes()),
+                kind: Kind::Garbage,
+            };
+        }
         let mut json = format!(
             r#"{{"app_id":"{app}","user_id":"{user}","event":"{event}","ts":{ts},"item_id":"{item}","event_id":"e{}""#,
             self.n
@@ -219,6 +237,54 @@ impl Generator {
             key: user,
             payload: json.into_bytes(),
             kind,
+        }
+    }
+}
+
+/// Garbage made from a valid event: random bytes, the event cut short, with
+/// bytes flipped or inserted, or JSON of another shape.
+fn garbage(r: &mut SplitMix64, valid: Vec<u8>) -> Vec<u8> {
+    let mut bytes = valid;
+    match r.below(6) {
+        0 => (0..r.below(200)).map(|_| r.next_u64() as u8).collect(),
+        1 => {
+            bytes.truncate(r.below(bytes.len() as u64) as usize);
+            bytes
+        }
+        2 => {
+            for _ in 0..1 + r.below(4) {
+                let i = r.below(bytes.len() as u64) as usize;
+                bytes[i] = r.next_u64() as u8;
+            }
+            bytes
+        }
+        3 => {
+            let i = r.below(bytes.len() as u64) as usize;
+            let junk = [b'"', b'\\', b'{', b'}', b'[', b',', b':', 0, 0xc3, 0xff];
+            bytes.insert(i, junk[r.below(junk.len() as u64) as usize]);
+            bytes
+        }
+        4 => {
+            const SHAPES: [&str; 8] = [
+                "null",
+                "42",
+                "\"view\"",
+                "[]",
+                "[{\"app_id\":\"a\"}]",
+                "{}",
+                "{\"app_id\":{\"nested\":[1,2,{\"x\":null}]}}",
+                "{\"app_id\":\"a\",\"user_id\":\"u\",\"event\":\"view\",\"ts\":1.5e400}",
+            ];
+            SHAPES[r.below(SHAPES.len() as u64) as usize]
+                .as_bytes()
+                .to_vec()
+        }
+        _ => {
+            // Deeply nested.
+            let depth = 1 + r.below(300) as usize;
+            let mut b = vec![b'['; depth];
+            b.extend(std::iter::repeat_n(b']', depth));
+            b
         }
     }
 }
@@ -290,6 +356,7 @@ mod tests {
                     "bad payload decoded: {}",
                     String::from_utf8_lossy(&e.payload)
                 ),
+                (Kind::Garbage, _) => {}
                 (_, Err(bad)) => panic!("good payload rejected: {bad}"),
                 (Kind::Late, Ok(_)) => late += 1,
                 (Kind::Good, Ok(_)) => {}

@@ -13,9 +13,10 @@
 //!   version), or holds something the reference does not have;
 //! - **diffs**: every identity that differs at all, the three above included.
 //!
-//! [`Figures::report`] prints one line, `DRILL name: …`, and appends the
-//! figures as JSON to `$FOOTPRINT_DRILL_REPORT` when it is set
-//! (`scripts/drills.sh` builds the README's table from that file).
+//! [`Figures::report`] prints one line, `DRILL name: …`, appends the figures
+//! as JSON to `$FOOTPRINT_DRILL_REPORT` and a Markdown table row to
+//! `$FOOTPRINT_DRILL_TABLE` when they are set (`scripts/drills.sh` prints
+//! that table, the README's "Faults survived").
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -215,6 +216,45 @@ impl Figures {
             if extra.is_empty() { "" } else { ", " },
             extra.join(", ")
         );
+        if let Ok(path) = std::env::var("FOOTPRINT_DRILL_TABLE")
+            && !path.is_empty()
+        {
+            // The test's own name: `scripts/drills.sh NAME` runs it again.
+            let test = std::thread::current()
+                .name()
+                .map(|n| n.rsplit("::").next().unwrap_or(n).to_owned())
+                .unwrap_or_default();
+            let recovery = match (
+                self.recovery_median(),
+                self.recovery_s.iter().copied().reduce(f64::max),
+            ) {
+                (Some(m), Some(x)) if self.recovery_s.len() > 1 => {
+                    format!("{m:.1} s median, {x:.1} s max")
+                }
+                (Some(m), _) => format!("{m:.1} s"),
+                _ => "–".to_owned(),
+            };
+            let row = format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | `scripts/drills.sh {test}` |",
+                self.drill,
+                self.events,
+                c.diffs,
+                c.lost,
+                c.stale,
+                c.double_counted,
+                recovery,
+                extra.join(", "),
+                Size::from_env().as_str(),
+            );
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| writeln!(f, "{row}"));
+            if let Err(e) = written {
+                eprintln!("could not append the drill row to {path}: {e}");
+            }
+        }
         if let Ok(path) = std::env::var("FOOTPRINT_DRILL_REPORT")
             && !path.is_empty()
         {

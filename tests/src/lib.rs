@@ -132,7 +132,7 @@ pub fn read_all(topic: &str) -> Result<Vec<Read>> {
 
 /// [`read_all`] from the brokers of `settings`.
 pub fn read_all_from(settings: &KafkaSettings, topic: &str) -> Result<Vec<Read>> {
-    let parts = admin::partitions(&settings, topic)?
+    let parts = admin::partitions(settings, topic)?
         .with_context(|| format!("topic {topic} does not exist"))?;
     let consumer = settings.consumer("footprint-tests", &[])?;
     let mut tpl = TopicPartitionList::new();
