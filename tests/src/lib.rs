@@ -1,5 +1,7 @@
 //! Helpers for Footprint's end-to-end tests: where the services are, unique
-//! names per test, pre-loading topics, and reading topics back.
+//! names per test, pre-loading and live-producing topics, reading topics and
+//! stores back, running the `footprint` binary, a broker of a test's own
+//! ([`OwnBroker`]), and the failure-drill harness ([`drill`]).
 //!
 //! Endpoints come from the environment that `scripts/services.sh` writes
 //! (`FOOTPRINT_BROKERS`); `scripts/test.sh` starts the services and runs the
