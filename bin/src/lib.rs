@@ -1,9 +1,18 @@
 //! The `footprint` program: configuration, and the commands that wire the
 //! dataflow, connectors and sinks together (`worker`, `replay`, `admin`, `gen`, `demo`, `check-config`).
 //!
+//! - [`config`]: the TOML config, its layers and its validation;
+//! - [`run`]: the worker: where each partition starts (checkpoints, skipping
+//!   to the latest offsets, out-of-range checkpoints, backfill ranges), the
+//!   sinks behind their guards, the timely dataflow, progress and lag;
+//! - [`cluster`]: this process's place in a timely cluster (hosts file);
+//! - [`admin`]: the HTTP admin service; [`replay`]: the retry replay job;
+//!   [`generate`]: the load generator; [`demo`] and [`view`]: the demo.
+//!
 //! This is the only crate that knows about all the others.
 
 pub mod admin;
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod demo;

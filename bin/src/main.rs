@@ -42,6 +42,43 @@ enum Command {
     Admin,
     /// Validate the config and print the effective pipeline.
     CheckConfig,
+    /// Measure throughput, latency and memory: the engine alone, end to end
+    /// into Redis and MySQL, and latency at a fixed rate.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "all")]
+    mode: footprint::bench::Mode,
+    /// Events of the clickstream (engine and end to end).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Runs of each measurement; the table shows their median.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Worker counts of the engine runs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    workers: Vec<usize>,
+    /// Worker threads of the end-to-end and latency runs.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Events per second of the latency run (default: half the raw read rate).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Seconds the latency run produces.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "footprint-bench.json")]
+    json: PathBuf,
+    /// Where the engine's clickstream files go.
+    #[arg(long, default_value = ".footprint/bench")]
+    dir: PathBuf,
+    /// Internal: run one measurement and print its result.
+    #[arg(long, hide = true)]
+    child: Option<String>,
 }
 
 #[derive(Args)]
@@ -357,6 +394,28 @@ fn real_main(cli: Cli) -> Result<()> {
                 r.messages, r.good, r.late, r.bad, r.garbage
             );
             Ok(())
+        }
+        Command::Bench(b) => {
+            if let Some(task) = &b.child {
+                return footprint::bench::child(&cfg, task);
+            }
+            anyhow::ensure!(b.runs > 0, "--runs must be at least 1");
+            anyhow::ensure!(
+                !b.workers.is_empty() && b.workers.iter().all(|w| *w > 0),
+                "--workers must list worker counts of at least 1"
+            );
+            let opts = footprint::bench::BenchOptions {
+                mode: b.mode,
+                events: b.events,
+                runs: b.runs,
+                workers: b.workers,
+                threads: b.threads.max(1),
+                rate: b.rate,
+                seconds: b.seconds,
+                json: b.json,
+                dir: b.dir,
+            };
+            footprint::bench::bench(&cfg, cli.config.as_deref(), &opts)
         }
         Command::Demo(d) => {
             stop_on_signal(Arc::clone(&control));

@@ -56,6 +56,12 @@ pub const END_TO_END_LATENCY: &str = "footprint_end_to_end_latency_seconds";
 pub const OFFSET_RESETS: &str = "footprint_offset_resets_total";
 /// Offsets not read because of those starts, labelled by `reason`.
 pub const OFFSETS_SKIPPED: &str = "footprint_offsets_skipped_total";
+/// From a window's end (its event time read as wall-clock time) to the
+/// store write of its final row, labelled by `sink`; a summary with p50,
+/// p99 and p999. On a live stream it is the time a final result takes to
+/// appear: `max_out_of_order` and `allowed_lateness` by design, plus the
+/// pipeline's own delay.
+pub const FINAL_DELAY: &str = "footprint_final_delay_seconds";
 /// The global watermark, ms since the epoch.
 pub const WATERMARK: &str = "footprint_watermark_ms";
 /// The largest event time read, ms since the epoch.
@@ -94,6 +100,8 @@ pub struct Metrics {
     pub sink_write_us: Latencies,
     /// See [`END_TO_END_LATENCY`]: milliseconds, by sink name.
     pub end_to_end_ms: Latencies,
+    /// See [`FINAL_DELAY`]: milliseconds, by sink name.
+    pub final_delay_ms: Latencies,
     /// See [`SINK_BREAKER_STATE`].
     pub sink_breaker_state: std::sync::Mutex<Vec<(String, u64)>>,
     /// See [`CONSUMER_LAG`]: (topic, partition, lag), refreshed every few seconds.
@@ -144,6 +152,7 @@ impl Metrics {
             sink_breaker_opened: Default::default(),
             sink_write_us: Latencies::default(),
             end_to_end_ms: Latencies::default(),
+            final_delay_ms: Latencies::default(),
             sink_breaker_state: Default::default(),
             consumer_lag: Default::default(),
             retry_backlog: AtomicI64::new(-1),

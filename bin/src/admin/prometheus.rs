@@ -248,6 +248,14 @@ pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> Strin
         &m.end_to_end_ms,
         1e-3,
     );
+    let help = "From a window's end (event time read as wall-clock time) to the store write of its final row.";
+    summary(
+        &mut out,
+        metrics::FINAL_DELAY,
+        help,
+        &m.final_delay_ms,
+        1e-3,
+    );
     let wm = m.watermark.load(Ordering::Relaxed);
     single(
         &mut out,

@@ -188,10 +188,13 @@ impl GuardedSink {
                             .record(&name, started.elapsed().as_micros() as u64);
                         let now = Self::now_ms();
                         for row in rows {
-                            if let Output::Window(w) = row
-                                && let Some(t) = w.freshest_append_ms
-                            {
+                            let Output::Window(w) = row else { continue };
+                            if let Some(t) = w.freshest_append_ms {
                                 m.end_to_end_ms.record(&name, (now - t).max(0) as u64);
+                            }
+                            if w.is_final {
+                                m.final_delay_ms
+                                    .record(&name, (now - w.window_end).max(0) as u64);
                             }
                         }
                     }

@@ -1,0 +1,337 @@
+//! The end-to-end and latency benchmarks, against the real broker, Redis
+//! and MySQL.
+//!
+//! - **End to end**: a topic pre-loaded with the clickstream is read by a
+//!   plain consumer that does no work (the raw read rate), and then by the
+//!   worker into Redis and MySQL to its end, in the same run.
+//! - **Latency**: the generator produces at a fixed rate, with event time on
+//!   the wall clock, while a worker with early updates every 250 ms writes
+//!   to the stores; the histograms of broker append → store write and of
+//!   window end → final row written are read at the end.
+//!
+//! Every run uses a consumer group, a Redis prefix and a MySQL database of
+//! its own, dropped afterwards.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use footprint_connectors::admin;
+use footprint_connectors::reader::{KafkaReader, PartitionRange};
+use footprint_dataflows::clickstream::GenConfig;
+use footprint_dataflows::control::RunControl;
+use footprint_dataflows::metrics::{Metrics, Quantiles};
+use footprint_dataflows::source::{PartitionReader, Verdict};
+
+use crate::config::{Config, Dur, MySqlSinkConfig, RedisSinkConfig, Start};
+use crate::generate::{GenPlan, produce};
+use crate::run::{RunOptions, run};
+
+/// Partitions of the bench topics.
+pub const PARTITIONS: u32 = 4;
+
+/// The bench topic holding `events` messages of the default clickstream,
+/// produced now unless it is already complete.
+pub fn preloaded_topic(cfg: &Config, events: u64) -> Result<String> {
+    let topic = format!("footprint-bench-{events}");
+    let settings = cfg.kafka();
+    if let Some(parts) = admin::partitions(&settings, &topic)? {
+        let mut total = 0;
+        for p in &parts {
+            let (low, high) = admin::watermarks(&settings, &topic, *p)?;
+            total += footprint_connectors::positions::true_end(&settings, &topic, *p, high)? - low;
+        }
+        if total == events as i64 {
+            return Ok(topic);
+        }
+        anyhow::bail!(
+            "topic {topic} holds {total} messages, not {events}: delete it, or bench another --events"
+        );
+    }
+    eprintln!("bench: producing {events} events to {topic}");
+    let plan = GenPlan {
+        topic: topic.clone(),
+        count: Some(events),
+        rate: None,
+        duration: None,
+        progress: Some(Duration::from_secs(5)),
+    };
+    let gen_cfg = GenConfig {
+        partitions: PARTITIONS,
+        ..GenConfig::default()
+    };
+    produce(&settings, gen_cfg, &plan, &Arc::new(RunControl::default()))?;
+    Ok(topic)
+}
+
+/// Names a run owns, and the stores' addresses.
+struct Owned {
+    id: String,
+    redis: String,
+    mysql: String,
+}
+
+impl Owned {
+    fn new(what: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Owned {
+            id: format!("fpbench_{what}_{}_{nanos}", std::process::id()),
+            redis: std::env::var("FOOTPRINT_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            mysql: std::env::var("FOOTPRINT_MYSQL_URL")
+                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+                .trim_end_matches('/')
+                .to_owned(),
+        }
+    }
+
+    /// `cfg` reading `topic` into this run's stores, with every aggregate and
+    /// recent activity written to Redis and MySQL.
+    fn config(&self, base: &Config, topic: &str) -> Config {
+        let mut cfg = base.clone();
+        cfg.source.topics = vec![topic.to_owned()];
+        cfg.source.group_id = self.id.clone();
+        cfg.source.start = Start::Earliest;
+        cfg.retry.topic = format!("{}-retry", self.id);
+        cfg.retry.journal = std::env::temp_dir()
+            .join(format!("{}.journal", self.id))
+            .display()
+            .to_string();
+        cfg.admin.control_topic = format!("{}-control", self.id);
+        cfg.admin.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        cfg.sinks.file = None;
+        cfg.sinks.redis = Some(RedisSinkConfig {
+            url: self.redis.clone(),
+            prefix: self.id.clone(),
+            ttl: Dur(Duration::from_secs(3_600)),
+        });
+        cfg.sinks.mysql = Some(MySqlSinkConfig {
+            url: format!("{}/{}", self.mysql, self.id),
+            table_prefix: "fp_".into(),
+        });
+        let stores = vec!["redis".to_owned(), "mysql".to_owned()];
+        for a in &mut cfg.aggregate {
+            a.sinks = stores.clone();
+        }
+        if let Some(r) = &mut cfg.recent {
+            r.sinks = stores;
+        }
+        cfg
+    }
+
+    /// Drops the database and the Redis keys (best effort).
+    fn drop_stores(&self) {
+        use mysql::prelude::Queryable;
+        if let Ok(opts) = mysql::Opts::from_url(&self.mysql)
+            && let Ok(mut c) = mysql::Conn::new(opts)
+        {
+            let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.id));
+        }
+        if let Ok(mut c) = redis::Client::open(self.redis.as_str()).and_then(|c| c.get_connection())
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.id))
+                .query(&mut c)
+                .unwrap_or_default();
+            for chunk in keys.chunks(1_000) {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut c);
+            }
+        }
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.journal", self.id)));
+    }
+}
+
+/// One end-to-end run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EndToEndRun {
+    /// Messages the plain consumer read.
+    pub raw_events: u64,
+    /// Its wall time.
+    pub raw_seconds: f64,
+    /// Messages the worker read.
+    pub events: u64,
+    /// The worker's wall time, from its dataflow's start to its end.
+    pub seconds: f64,
+    /// Peak resident memory of the process, bytes (Linux).
+    pub peak_rss: Option<u64>,
+}
+
+/// Reads every partition of `topic` to its end with a plain consumer that
+/// does nothing with the messages: the rate the broker and the client allow.
+pub fn raw_read(cfg: &Config, topic: &str) -> Result<(u64, f64)> {
+    let settings = cfg.kafka();
+    let parts = admin::partitions(&settings, topic)?.context("the bench topic is missing")?;
+    let mut ranges = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let (low, _) = admin::watermarks(&settings, topic, *p)?;
+        ranges.push(PartitionRange {
+            topic: topic.to_owned(),
+            partition: *p,
+            id: i as u32,
+            from: low,
+            max_ts: None,
+            to: None,
+            until_caught_up: true,
+            tail: false,
+        });
+    }
+    let n = ranges.len();
+    let started = Instant::now();
+    let mut reader = KafkaReader::open_plain(&settings, &Owned::new("raw").id, ranges)?;
+    let mut done = vec![false; n];
+    let mut read = 0u64;
+    while done.iter().any(|d| !d) {
+        let mut any = false;
+        for (idx, d) in done.iter_mut().enumerate() {
+            if *d {
+                continue;
+            }
+            let status = reader.read(idx, 1024, &mut |m| {
+                std::hint::black_box(m.payload.len());
+                Verdict::Accepted
+            });
+            read += status.read as u64;
+            any |= status.read > 0;
+            *d = status.finished;
+        }
+        if !any {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    Ok((read, started.elapsed().as_secs_f64()))
+}
+
+/// The worker over `topic` into fresh stores, to the end, on `threads` workers.
+pub fn worker_run(cfg: &Config, topic: &str, threads: usize) -> Result<(u64, f64)> {
+    let owned = Owned::new("e2e");
+    let cfg = owned.config(cfg, topic);
+    let spec = cfg.spec()?;
+    let metrics = Arc::new(Metrics::new(
+        spec.aggregates.iter().map(|a| a.name.clone()).collect(),
+    ));
+    let opts = RunOptions {
+        threads: Some(threads),
+        until_end: true,
+        progress: None,
+        ..RunOptions::default()
+    };
+    let result = run(&cfg, opts, metrics);
+    owned.drop_stores();
+    let report = result?;
+    Ok((report.events_in, report.elapsed.as_secs_f64()))
+}
+
+/// One latency run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LatencyRun {
+    /// Messages per second produced.
+    pub rate: u64,
+    /// Messages produced.
+    pub produced: u64,
+    /// Messages the worker read.
+    pub events: u64,
+    /// Broker append → store write, ms, per sink.
+    pub append_to_write_ms: Vec<SinkQuantiles>,
+    /// Window end → final row written, ms, per sink.
+    pub window_end_to_final_ms: Vec<SinkQuantiles>,
+    /// Peak resident memory of the process, bytes (Linux).
+    pub peak_rss: Option<u64>,
+}
+
+/// One sink's latency quantiles, ms.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SinkQuantiles {
+    /// Sink.
+    pub sink: String,
+    /// Values recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+}
+
+fn quantiles(v: Vec<(String, Quantiles)>) -> Vec<SinkQuantiles> {
+    v.into_iter()
+        .map(|(sink, q)| SinkQuantiles {
+            sink,
+            count: q.count,
+            p50: q.p50,
+            p99: q.p99,
+            p999: q.p999,
+        })
+        .collect()
+}
+
+/// Produces at `rate` messages a second for `seconds`, with early updates
+/// every 250 ms, while a worker on `threads` workers writes to the stores.
+pub fn latency_run(cfg: &Config, rate: u64, seconds: u64, threads: usize) -> Result<LatencyRun> {
+    let owned = Owned::new("latency");
+    let topic = format!("{}-events", owned.id);
+    let mut cfg = owned.config(cfg, &topic);
+    cfg.source.start = Start::Latest;
+    for a in &mut cfg.aggregate {
+        a.early_updates = Some(Dur(Duration::from_millis(250)));
+    }
+    if let Some(r) = &mut cfg.recent {
+        r.updates = Dur(Duration::from_millis(250));
+    }
+    let settings = cfg.kafka();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(admin::ensure_topic(&settings, &topic, PARTITIONS as i32, 1))?;
+    let spec = cfg.spec()?;
+    let metrics = Arc::new(Metrics::new(
+        spec.aggregates.iter().map(|a| a.name.clone()).collect(),
+    ));
+    let control = Arc::new(RunControl::default());
+    let worker = {
+        let (cfg, metrics, control) = (cfg.clone(), Arc::clone(&metrics), Arc::clone(&control));
+        std::thread::spawn(move || {
+            let opts = RunOptions {
+                threads: Some(threads),
+                control,
+                progress: None,
+                ..RunOptions::default()
+            };
+            run(&cfg, opts, metrics)
+        })
+    };
+    // Let the worker set up (topics, stores, assignment) before producing.
+    std::thread::sleep(Duration::from_secs(3));
+    let plan = GenPlan {
+        topic: topic.clone(),
+        count: None,
+        rate: Some(rate),
+        duration: Some(Duration::from_secs(seconds)),
+        progress: Some(Duration::from_secs(10)),
+    };
+    let gen_cfg = GenConfig {
+        partitions: PARTITIONS,
+        ..GenConfig::default()
+    };
+    let produced = produce(&settings, gen_cfg, &plan, &Arc::new(RunControl::default()));
+    // The last early updates land within a second or so.
+    std::thread::sleep(Duration::from_secs(3));
+    control.request_stop();
+    let report = worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the worker thread panicked"));
+    owned.drop_stores();
+    let produced = produced?.messages;
+    report??;
+    Ok(LatencyRun {
+        rate,
+        produced,
+        events: metrics.events_in.load(Ordering::Relaxed),
+        append_to_write_ms: quantiles(metrics.end_to_end_ms.snapshot()),
+        window_end_to_final_ms: quantiles(metrics.final_delay_ms.snapshot()),
+        peak_rss: super::peak_rss(),
+    })
+}

@@ -1,0 +1,517 @@
+//! `footprint bench`: the numbers a user asks for (DESIGN §7), measured.
+//!
+//! - **engine**: decoding, windowing and aggregation of a file batch of the
+//!   generated clickstream, at each worker count asked for, for three
+//!   workloads: the 1-minute tumbling count alone (`count_1m`), the issue's
+//!   workload (`aggregates`: the 1-minute tumbling count, distinct users and
+//!   sum by app, event and item, and the 10-minute/1-minute sliding count by
+//!   app and event), and the embedded default pipeline (`default`: both
+//!   aggregates with distinct users, and recent activity);
+//! - **end-to-end**: the default pipeline from a pre-loaded topic on the
+//!   broker into Redis and MySQL, beside the raw read rate of the same topic
+//!   measured in the same run;
+//! - **latency**: the generator at a fixed rate (half the raw read rate by
+//!   default) for 60 s, with early updates every 250 ms: broker append →
+//!   store write, and window end → final row written.
+//!
+//! Every measurement runs in a child process of its own (`footprint bench
+//! --child …`), so that each has its own peak resident memory and none
+//! inherits another's heap. The table shows the median of the runs; the JSON
+//! file (`--json`) has every run.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use footprint_dataflows::PipelineSpec;
+
+pub mod e2e;
+pub mod engine;
+
+/// Which measurements to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Everything.
+    All,
+    /// The dataflow alone, from a file batch.
+    Engine,
+    /// Broker → worker → Redis and MySQL, beside the raw read rate.
+    E2e,
+    /// End-to-end latency at a fixed rate.
+    Latency,
+}
+
+/// `footprint bench` settings.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// What to measure.
+    pub mode: Mode,
+    /// Events of the clickstream (engine and end-to-end).
+    pub events: u64,
+    /// Runs of each measurement; the table shows their median.
+    pub runs: usize,
+    /// Worker counts for the engine.
+    pub workers: Vec<usize>,
+    /// Worker threads of the end-to-end and latency runs.
+    pub threads: usize,
+    /// Messages per second of the latency run (default: half the raw read rate).
+    pub rate: Option<u64>,
+    /// How long the latency run produces.
+    pub seconds: u64,
+    /// Where the JSON report goes.
+    pub json: PathBuf,
+    /// Where the engine's clickstream files go.
+    pub dir: PathBuf,
+}
+
+/// One measurement, as a child process runs it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Child {
+    /// An engine run of a workload.
+    Engine {
+        /// `count_1m`, `aggregates` or `default`.
+        workload: String,
+        /// Worker threads.
+        workers: usize,
+        /// Clickstream files.
+        files: Vec<PathBuf>,
+    },
+    /// The raw read of the end-to-end topic.
+    RawRead {
+        /// Topic.
+        topic: String,
+    },
+    /// The worker over the end-to-end topic.
+    Worker {
+        /// Topic.
+        topic: String,
+        /// Worker threads.
+        threads: usize,
+    },
+    /// A latency run.
+    Latency {
+        /// Messages per second.
+        rate: u64,
+        /// Seconds of production.
+        seconds: u64,
+        /// Worker threads.
+        threads: usize,
+    },
+}
+
+/// What a child measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Measured {
+    /// See [`engine::EngineRun`].
+    Engine(engine::EngineRun),
+    /// Messages and seconds of a plain read or of the worker, and the peak RSS.
+    Read {
+        /// Messages.
+        events: u64,
+        /// Seconds.
+        seconds: f64,
+        /// Peak resident memory, bytes.
+        peak_rss: Option<u64>,
+    },
+    /// See [`e2e::LatencyRun`].
+    Latency(e2e::LatencyRun),
+}
+
+const RESULT: &str = "footprint-bench-result: ";
+
+/// The workloads of the engine benchmark, by name.
+pub fn workload(name: &str) -> Result<PipelineSpec> {
+    let defaults = Config::from_layers(None, Vec::<(String, String)>::new())?.spec()?;
+    let mut spec = defaults.clone();
+    match name {
+        "default" => {}
+        "aggregates" => {
+            spec.recent = None;
+            if let Some(sliding) = spec.aggregates.get_mut(1) {
+                sliding
+                    .measures
+                    .retain(|m| matches!(m, footprint_dataflows::Measure::Count));
+            }
+        }
+        "count_1m" => {
+            spec.recent = None;
+            spec.aggregates.truncate(1);
+            spec.aggregates[0]
+                .measures
+                .retain(|m| matches!(m, footprint_dataflows::Measure::Count));
+        }
+        other => bail!("unknown workload `{other}`"),
+    }
+    Ok(spec)
+}
+
+/// Runs one measurement in this process and prints its result (for the parent).
+pub fn child(cfg: &Config, spec: &str) -> Result<()> {
+    let child: Child = serde_json::from_str(spec).context("decoding the child's task")?;
+    let measured = match child {
+        Child::Engine {
+            workload: w,
+            workers,
+            files,
+        } => Measured::Engine(engine::run(workload(&w)?, files, workers)?),
+        Child::RawRead { topic } => {
+            let (events, seconds) = e2e::raw_read(cfg, &topic)?;
+            Measured::Read {
+                events,
+                seconds,
+                peak_rss: peak_rss(),
+            }
+        }
+        Child::Worker { topic, threads } => {
+            let (events, seconds) = e2e::worker_run(cfg, &topic, threads)?;
+            Measured::Read {
+                events,
+                seconds,
+                peak_rss: peak_rss(),
+            }
+        }
+        Child::Latency {
+            rate,
+            seconds,
+            threads,
+        } => Measured::Latency(e2e::latency_run(cfg, rate, seconds, threads)?),
+    };
+    println!("{RESULT}{}", serde_json::to_string(&measured)?);
+    Ok(())
+}
+
+/// Runs `task` in a child process and returns what it measured.
+fn in_child(config: Option<&std::path::Path>, task: &Child) -> Result<Measured> {
+    let exe = std::env::current_exe().context("finding the footprint binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let out = cmd
+        .arg("bench")
+        .arg("--child")
+        .arg(serde_json::to_string(task)?)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running a bench child")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(line) = text.lines().find_map(|l| l.strip_prefix(RESULT)) else {
+        bail!("a bench child failed ({}): {task:?}", out.status);
+    };
+    Ok(serde_json::from_str(line)?)
+}
+
+/// The process's peak resident memory, from `/proc/self/status` (Linux).
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn median_bytes(v: impl Iterator<Item = Option<u64>>) -> Option<u64> {
+    let m = median(v.flatten().map(|b| b as f64).collect());
+    m.is_finite().then_some(m as u64)
+}
+
+fn mb(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "–".into(), |b| format!("{:.0} MB", b as f64 / 1e6))
+}
+
+fn rate(n: f64) -> String {
+    if n >= 1e6 {
+        format!("{:.2}M", n / 1e6)
+    } else {
+        format!("{:.0}k", n / 1e3)
+    }
+}
+
+/// The report: every run, and the medians the table shows.
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    events: u64,
+    runs: usize,
+    cores: usize,
+    engine: Vec<EngineRow>,
+    end_to_end: Option<EndToEndRow>,
+    latency: Option<LatencyRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct EngineRow {
+    workload: String,
+    workers: usize,
+    median_events_per_sec: f64,
+    median_events_per_sec_per_core: f64,
+    median_peak_rss: Option<u64>,
+    runs: Vec<engine::EngineRun>,
+}
+
+#[derive(Debug, Serialize)]
+struct EndToEndRow {
+    threads: usize,
+    median_events_per_sec: f64,
+    median_raw_read_per_sec: f64,
+    median_ratio: f64,
+    median_peak_rss: Option<u64>,
+    runs: Vec<e2e::EndToEndRun>,
+}
+
+#[derive(Debug, Serialize)]
+struct LatencyRow {
+    threads: usize,
+    rate: u64,
+    seconds: u64,
+    runs: Vec<e2e::LatencyRun>,
+}
+
+/// `footprint bench`.
+pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptions) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut report = Report {
+        events: o.events,
+        runs: o.runs,
+        cores,
+        ..Report::default()
+    };
+    let all = o.mode == Mode::All;
+    if all || o.mode == Mode::Engine {
+        let files = engine::clickstream_files(&o.dir, o.events)?;
+        for w in ["count_1m", "aggregates", "default"] {
+            for &workers in &o.workers {
+                let mut runs = Vec::new();
+                for i in 0..o.runs {
+                    eprintln!(
+                        "bench: engine {w}, {workers} workers, run {}/{}",
+                        i + 1,
+                        o.runs
+                    );
+                    let task = Child::Engine {
+                        workload: w.into(),
+                        workers,
+                        files: files.clone(),
+                    };
+                    match in_child(config_path, &task)? {
+                        Measured::Engine(r) => runs.push(r),
+                        other => bail!("unexpected result {other:?}"),
+                    }
+                }
+                let eps = median(runs.iter().map(|r| r.events as f64 / r.seconds).collect());
+                report.engine.push(EngineRow {
+                    workload: w.into(),
+                    workers,
+                    median_events_per_sec: eps,
+                    median_events_per_sec_per_core: eps / workers.min(cores) as f64,
+                    median_peak_rss: median_bytes(runs.iter().map(|r| r.peak_rss)),
+                    runs,
+                });
+            }
+        }
+    }
+    let mut raw_rate = None;
+    if all || o.mode == Mode::E2e {
+        let topic = e2e::preloaded_topic(cfg, o.events)?;
+        let mut runs = Vec::new();
+        for i in 0..o.runs {
+            eprintln!("bench: end-to-end, run {}/{}", i + 1, o.runs);
+            let Measured::Read {
+                events: raw_events,
+                seconds: raw_seconds,
+                ..
+            } = in_child(
+                config_path,
+                &Child::RawRead {
+                    topic: topic.clone(),
+                },
+            )?
+            else {
+                bail!("unexpected raw read result");
+            };
+            let Measured::Read {
+                events,
+                seconds,
+                peak_rss,
+            } = in_child(
+                config_path,
+                &Child::Worker {
+                    topic: topic.clone(),
+                    threads: o.threads,
+                },
+            )?
+            else {
+                bail!("unexpected worker result");
+            };
+            runs.push(e2e::EndToEndRun {
+                raw_events,
+                raw_seconds,
+                events,
+                seconds,
+                peak_rss,
+            });
+        }
+        let raw = median(
+            runs.iter()
+                .map(|r| r.raw_events as f64 / r.raw_seconds)
+                .collect(),
+        );
+        raw_rate = Some(raw);
+        report.end_to_end = Some(EndToEndRow {
+            threads: o.threads,
+            median_events_per_sec: median(
+                runs.iter().map(|r| r.events as f64 / r.seconds).collect(),
+            ),
+            median_raw_read_per_sec: raw,
+            median_ratio: median(
+                runs.iter()
+                    .map(|r| (r.events as f64 / r.seconds) / (r.raw_events as f64 / r.raw_seconds))
+                    .collect(),
+            ),
+            median_peak_rss: median_bytes(runs.iter().map(|r| r.peak_rss)),
+            runs,
+        });
+    }
+    if all || o.mode == Mode::Latency {
+        let rate = match (o.rate, raw_rate) {
+            (Some(r), _) => r,
+            (None, Some(raw)) => (raw / 2.0) as u64,
+            (None, None) => {
+                let topic = e2e::preloaded_topic(cfg, o.events)?;
+                let Measured::Read {
+                    events, seconds, ..
+                } = in_child(config_path, &Child::RawRead { topic })?
+                else {
+                    bail!("unexpected raw read result");
+                };
+                (events as f64 / seconds / 2.0) as u64
+            }
+        };
+        let mut runs = Vec::new();
+        for i in 0..o.runs {
+            eprintln!(
+                "bench: latency at {rate} events/s for {} s, run {}/{}",
+                o.seconds,
+                i + 1,
+                o.runs
+            );
+            let task = Child::Latency {
+                rate,
+                seconds: o.seconds,
+                threads: o.threads,
+            };
+            match in_child(config_path, &task)? {
+                Measured::Latency(r) => runs.push(r),
+                other => bail!("unexpected result {other:?}"),
+            }
+        }
+        report.latency = Some(LatencyRow {
+            threads: o.threads,
+            rate,
+            seconds: o.seconds,
+            runs,
+        });
+    }
+    print_table(&report);
+    std::fs::write(&o.json, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", o.json.display()))?;
+    println!("\nEvery run is in {}.", o.json.display());
+    Ok(())
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "\nFootprint bench: {} events of the generated clickstream (5% disorder up to 3 s), median of {} runs, {} cores\n",
+        r.events, r.runs, r.cores
+    );
+    if !r.engine.is_empty() {
+        println!(
+            "{:<12} {:<11} {:>7} {:>12} {:>14} {:>9}",
+            "engine", "workload", "workers", "events/s", "per core", "peak RSS"
+        );
+        for e in &r.engine {
+            println!(
+                "{:<12} {:<11} {:>7} {:>12} {:>14} {:>9}",
+                "",
+                e.workload,
+                e.workers,
+                rate(e.median_events_per_sec),
+                rate(e.median_events_per_sec_per_core),
+                mb(e.median_peak_rss)
+            );
+        }
+        println!();
+    }
+    if let Some(e) = &r.end_to_end {
+        println!(
+            "end-to-end   default pipeline into Redis and MySQL, {} workers: {} events/s; raw read of the same topic {} msgs/s; ratio {:.0}%; peak RSS {}",
+            e.threads,
+            rate(e.median_events_per_sec),
+            rate(e.median_raw_read_per_sec),
+            e.median_ratio * 100.0,
+            mb(e.median_peak_rss)
+        );
+    }
+    if let Some(l) = &r.latency {
+        println!(
+            "latency      {} events/s for {} s, early updates every 250 ms, {} workers (medians over the runs, ms):",
+            l.rate, l.seconds, l.threads
+        );
+        let mut sinks: Vec<String> = l
+            .runs
+            .iter()
+            .flat_map(|run| run.append_to_write_ms.iter().map(|q| q.sink.clone()))
+            .collect();
+        sinks.sort();
+        sinks.dedup();
+        for sink in sinks {
+            let pick = |of: fn(&e2e::LatencyRun) -> &[e2e::SinkQuantiles],
+                        at: fn(&e2e::SinkQuantiles) -> u64| {
+                median(
+                    l.runs
+                        .iter()
+                        .filter_map(|run| {
+                            of(run)
+                                .iter()
+                                .find(|q| q.sink == sink)
+                                .map(|q| at(q) as f64)
+                        })
+                        .collect(),
+                )
+            };
+            let append = |at| pick(|r| &r.append_to_write_ms, at);
+            let fin = |at| pick(|r| &r.window_end_to_final_ms, at);
+            println!(
+                "             {sink:<6} broker append → store write p50 {:.0}, p99 {:.0}, p999 {:.0}; window end → final written p50 {:.0}, p99 {:.0}, p999 {:.0}",
+                append(|q| q.p50),
+                append(|q| q.p99),
+                append(|q| q.p999),
+                fin(|q| q.p50),
+                fin(|q| q.p99),
+                fin(|q| q.p999)
+            );
+        }
+    }
+}
+
+/// Default `--dir`.
+pub fn default_dir() -> PathBuf {
+    PathBuf::from(".footprint/bench")
+}
