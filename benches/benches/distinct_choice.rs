@@ -130,7 +130,7 @@ fn run_differential(spec: &PipelineSpec, input: &[(Contribution, u64)]) -> f64 {
         for chunk in input.chunks(ROUND) {
             let wm = chunk.last().map_or(0, |c| c.1);
             for (c, _) in chunk {
-                let user = c.distinct.first().cloned().flatten();
+                let user = c.distinct.first().cloned().flatten().map(String::from);
                 handle.insert((c.agg, c.key.clone(), c.ts, user));
             }
             if wm > *handle.time() {

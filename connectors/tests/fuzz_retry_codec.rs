@@ -82,8 +82,8 @@ fn recent() -> impl Strategy<Value = Output> {
             ts,
             partition,
             offset,
-            event,
-            item_id,
+            event: event.into(),
+            item_id: item_id.map(Into::into),
         });
     (text(), text(), proptest::collection::vec(entry, 0..6)).prop_map(
         |(app_id, user_id, events)| {

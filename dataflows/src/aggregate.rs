@@ -59,7 +59,11 @@
 //! assert_eq!(counts, vec![(0, 2), (60_000, 1)]);
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use compact_str::CompactString;
+use hashbrown::HashMap;
+use smallvec::SmallVec;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -154,12 +158,101 @@ impl<'s> AggregateWindows<'s> for StreamVec<'s, Time, Contribution> {
     }
 }
 
+/// The interned distinct values of one window: a short list while it is
+/// small, then a bitset over the interner's dense ids (ids are reused, so
+/// they stay below the number of values alive at once).
+#[derive(Debug, Clone, Default)]
+enum DistinctSet {
+    #[default]
+    Empty,
+    Small(SmallVec<[u32; SMALL_DISTINCT]>),
+    Bits {
+        words: Vec<u64>,
+        len: usize,
+    },
+}
+
+/// Values a window holds in a plain list before it switches to a bitset.
+const SMALL_DISTINCT: usize = 16;
+
+impl DistinctSet {
+    /// Adds `id`; returns whether it was new.
+    fn insert(&mut self, id: u32) -> bool {
+        match self {
+            DistinctSet::Empty => {
+                *self = DistinctSet::Small(smallvec::smallvec![id]);
+                true
+            }
+            DistinctSet::Small(v) => {
+                if v.contains(&id) {
+                    return false;
+                }
+                if v.len() < SMALL_DISTINCT {
+                    v.push(id);
+                    return true;
+                }
+                let mut bits = DistinctSet::Bits {
+                    words: Vec::new(),
+                    len: 0,
+                };
+                for x in v.iter().copied().chain([id]) {
+                    bits.insert(x);
+                }
+                *self = bits;
+                true
+            }
+            DistinctSet::Bits { words, len } => {
+                let (w, b) = ((id / 64) as usize, id % 64);
+                if w >= words.len() {
+                    words.resize(w + 1, 0);
+                }
+                let mask = 1u64 << b;
+                if words[w] & mask != 0 {
+                    return false;
+                }
+                words[w] |= mask;
+                *len += 1;
+                true
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            DistinctSet::Empty => 0,
+            DistinctSet::Small(v) => v.len(),
+            DistinctSet::Bits { len, .. } => *len,
+        }
+    }
+
+    /// Every id in the set.
+    fn ids(&self) -> Box<dyn Iterator<Item = u32> + '_> {
+        match self {
+            DistinctSet::Empty => Box::new(std::iter::empty()),
+            DistinctSet::Small(v) => Box::new(v.iter().copied()),
+            DistinctSet::Bits { words, .. } => {
+                Box::new(words.iter().enumerate().flat_map(|(w, word)| {
+                    let mut word = *word;
+                    std::iter::from_fn(move || {
+                        if word == 0 {
+                            return None;
+                        }
+                        let b = word.trailing_zeros();
+                        word &= word - 1;
+                        Some(w as u32 * 64 + b)
+                    })
+                }))
+            }
+        }
+    }
+}
+
 struct Slot {
     agg: u16,
     key: GroupKey,
     start: i64,
     count: u64,
-    distinct: Vec<HashSet<u32>>,
+    distinct: Vec<DistinctSet>,
     sum: i128,
     dirty: bool,
     freshest_append_ms: Option<i64>,
@@ -186,31 +279,30 @@ struct Windows {
 /// closes.
 #[derive(Default)]
 struct Interner {
-    ids: HashMap<Arc<str>, u32>,
-    names: Vec<Option<Arc<str>>>,
+    ids: HashMap<CompactString, u32>,
+    names: Vec<Option<CompactString>>,
     refs: Vec<u32>,
     free: Vec<u32>,
 }
 
 impl Interner {
-    fn id(&mut self, value: String) -> u32 {
+    fn id(&mut self, value: CompactString) -> u32 {
         if let Some(id) = self.ids.get(value.as_str()) {
             return *id;
         }
-        let name: Arc<str> = Arc::from(value);
         let id = match self.free.pop() {
             Some(id) => {
-                self.names[id as usize] = Some(Arc::clone(&name));
+                self.names[id as usize] = Some(value.clone());
                 self.refs[id as usize] = 0;
                 id
             }
             None => {
-                self.names.push(Some(Arc::clone(&name)));
+                self.names.push(Some(value.clone()));
                 self.refs.push(0);
                 (self.names.len() - 1) as u32
             }
         };
-        self.ids.insert(name, id);
+        self.ids.insert(value, id);
         id
     }
 
@@ -272,56 +364,64 @@ impl Windows {
             append_ms,
             touches,
         } = c;
-        let spec = Arc::clone(&self.spec);
+        let Windows {
+            spec,
+            slots,
+            free,
+            keys,
+            closing,
+            dirty,
+            interner,
+            live,
+            ..
+        } = self;
         let Some(aspec) = spec.aggregates.get(usize::from(agg)) else {
             return;
         };
-        let ids: Vec<Option<u32>> = distinct
+        let ids: SmallVec<[Option<u32>; 4]> = distinct
             .into_iter()
-            .map(|d| d.map(|v| self.interner.id(v)))
+            .map(|d| d.map(|v| interner.id(v)))
             .collect();
-        let entry = self.keys.entry((agg, key));
-        let key = &entry.key().1;
-        let mut new_slots: Vec<(i64, usize)> = Vec::new();
-        let existing: Vec<(i64, usize)> = match &entry {
-            std::collections::hash_map::Entry::Occupied(o) => o.get().clone(),
-            std::collections::hash_map::Entry::Vacant(_) => Vec::new(),
+        let k = (agg, key);
+        let windows = match keys.get_mut(&k) {
+            Some(w) => w,
+            None => keys.entry(k.clone()).or_default(),
         };
         for start in aspec.window.starts(ts).filter(|s| *s >= first_start) {
-            let idx = match existing.iter().find(|(s, _)| *s == start) {
+            let idx = match windows.iter().find(|(s, _)| *s == start) {
                 Some((_, idx)) => *idx,
                 None => {
                     let slot = Slot {
                         agg,
-                        key: key.clone(),
+                        key: k.1.clone(),
                         start,
                         count: 0,
-                        distinct: vec![HashSet::new(); ids.len()],
+                        distinct: (0..ids.len()).map(|_| DistinctSet::default()).collect(),
                         sum: 0,
                         dirty: false,
                         freshest_append_ms: None,
                         touched: false,
                     };
-                    let idx = match self.free.pop() {
+                    let idx = match free.pop() {
                         Some(i) => {
-                            self.slots[i] = Some(slot);
+                            slots[i] = Some(slot);
                             i
                         }
                         None => {
-                            self.slots.push(Some(slot));
-                            self.slots.len() - 1
+                            slots.push(Some(slot));
+                            slots.len() - 1
                         }
                     };
-                    self.live += 1;
-                    self.closing
+                    *live += 1;
+                    closing
                         .entry(aspec.close_time(start))
                         .or_default()
                         .push(idx);
-                    new_slots.push((start, idx));
+                    windows.push((start, idx));
                     idx
                 }
             };
-            let Some(slot) = self.slots[idx].as_mut() else {
+            let Some(slot) = slots[idx].as_mut() else {
                 continue;
             };
             slot.count += 1;
@@ -330,7 +430,7 @@ impl Windows {
                 if let Some(id) = id
                     && set.insert(*id)
                 {
-                    self.interner.retain(*id);
+                    interner.retain(*id);
                 }
             }
             slot.sum += value;
@@ -343,16 +443,13 @@ impl Windows {
             if !slot.dirty && slot.touched {
                 slot.dirty = true;
                 if aspec.early_updates.is_some() {
-                    self.dirty[usize::from(agg)].push(idx);
+                    dirty[usize::from(agg)].push(idx);
                 }
             }
         }
-        if !new_slots.is_empty() {
-            entry.or_default().extend(new_slots);
-        }
         // A value that no window took (all its windows already had it) is not kept.
         for id in ids.into_iter().flatten() {
-            self.interner.forget_if_unused(id);
+            interner.forget_if_unused(id);
         }
     }
 
@@ -394,8 +491,8 @@ impl Windows {
     fn remove(&mut self, idx: usize) -> Option<Slot> {
         let slot = self.slots.get_mut(idx)?.take()?;
         for set in &slot.distinct {
-            for id in set {
-                self.interner.release(*id);
+            for id in set.ids() {
+                self.interner.release(id);
             }
         }
         self.free.push(idx);
@@ -494,5 +591,27 @@ impl Windows {
             .filter_map(|a| self.next_early[a])
             .map(|t| t.saturating_duration_since(now))
             .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A distinct set counts each id once, small or large, and lists them all.
+        #[test]
+        fn a_distinct_set_is_a_set(ids in proptest::collection::vec(0u32..300, 0..200)) {
+            let mut set = DistinctSet::default();
+            let mut want = std::collections::BTreeSet::new();
+            for id in ids {
+                prop_assert_eq!(set.insert(id), want.insert(id));
+                prop_assert_eq!(set.len(), want.len());
+            }
+            let mut got: Vec<u32> = set.ids().collect();
+            got.sort_unstable();
+            prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+        }
     }
 }

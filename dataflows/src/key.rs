@@ -2,13 +2,15 @@
 //!
 //! A key is one string holding each part as `<len>:<bytes>`, so parts may
 //! contain any character without two different keys colliding, and a key is
-//! a single allocation that hashes and compares as bytes.
+//! a single string that hashes and compares as bytes; keys up to 24 bytes
+//! are stored inline, without an allocation.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// An encoded group key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct GroupKey(String);
+pub struct GroupKey(CompactString);
 
 impl GroupKey {
     /// Encodes `parts` in order.
@@ -22,15 +24,29 @@ impl GroupKey {
 
     /// Appends one part.
     pub fn push(&mut self, part: &str) {
-        use std::fmt::Write;
-        // Writing to a String cannot fail.
-        let _ = write!(self.0, "{}:", part.len());
+        // The length in decimal, without the formatting machinery.
+        let mut digits = [0u8; 20];
+        let mut n = part.len();
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.0.reserve(digits.len() - i + 1 + part.len());
+        for d in &digits[i..] {
+            self.0.push(char::from(*d));
+        }
+        self.0.push(':');
         self.0.push_str(part);
     }
 
     /// A key from its encoded form (as returned by [`as_str`](Self::as_str)).
     pub fn from_encoded(encoded: &str) -> Self {
-        GroupKey(encoded.to_owned())
+        GroupKey(CompactString::from(encoded))
     }
 
     /// The encoded form.

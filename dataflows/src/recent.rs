@@ -1,13 +1,21 @@
 //! `recent_activity`: each user's latest events (the "footprint").
 //!
 //! Input: [`RecentEvent`]s, exchanged by (app, user). State: per user, the
-//! `keep` latest events by event time (ties broken by source position). Changed
-//! users are emitted every `updates` of processing time and when the input
-//! ends. A user silent for `ttl` of event time (by the watermark) is dropped,
-//! as the store's copy expires with the same TTL.
+//! `keep` latest events by event time (ties broken by source position),
+//! oldest first, so that the usual in-order event is appended in O(1).
+//! Changed users are emitted every `updates` of processing time and when the
+//! input ends. A row carries the user's entries that are new since the
+//! user's last row and still among the `keep` latest, newest first: stores
+//! merge rows into what they hold (union, newest first, cut to `keep`), so
+//! the entries sent before need not be sent again. A user silent for `ttl`
+//! of event time (by the watermark) is dropped, as the store's copy expires
+//! with the same TTL.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use compact_str::CompactString;
+use hashbrown::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -32,10 +40,46 @@ pub trait RecentActivity<'s> {
     ) -> StreamVec<'s, Time, Output>;
 }
 
+/// One user's latest events, oldest first, each with whether it was emitted.
 struct User {
-    events: Vec<RecentEntry>,
+    events: VecDeque<(RecentEntry, bool)>,
     last_ts: i64,
     dirty: bool,
+}
+
+impl User {
+    /// Inserts `entry` in order unless it is a duplicate or older than the
+    /// `keep` latest; returns whether it was kept.
+    fn insert(&mut self, entry: RecentEntry, keep: usize) -> bool {
+        let pos = self.events.partition_point(|(x, _)| *x < entry);
+        if self.events.get(pos).is_some_and(|(x, _)| *x == entry) {
+            return false;
+        }
+        if self.events.len() >= keep && pos == 0 {
+            return false;
+        }
+        if pos == self.events.len() {
+            self.events.push_back((entry, false));
+        } else {
+            self.events.insert(pos, (entry, false));
+        }
+        while self.events.len() > keep {
+            self.events.pop_front();
+        }
+        true
+    }
+
+    /// The entries not emitted yet, newest first, marked as emitted.
+    fn take_unsent(&mut self) -> Vec<RecentEntry> {
+        let mut out = Vec::new();
+        for (e, sent) in self.events.iter_mut().rev() {
+            if !*sent {
+                *sent = true;
+                out.push(e.clone());
+            }
+        }
+        out
+    }
 }
 
 impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
@@ -51,9 +95,10 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
             "RecentActivity",
             move |_initial, info| {
                 let activator = scope.activator_for(info.address);
-                let mut users: HashMap<(String, String), User> = HashMap::new();
-                let mut dirty: Vec<(String, String)> = Vec::new();
+                let mut users: HashMap<(CompactString, CompactString), User> = HashMap::new();
+                let mut dirty: Vec<(CompactString, CompactString)> = Vec::new();
                 let mut next_emit: Option<Instant> = None;
+                let mut next_evict = Instant::now();
                 let mut cap: Option<Capability<Time>> = None;
                 // The least time of the events not emitted yet: the capability
                 // stays there, so their rows leave no later than their stamps
@@ -78,13 +123,6 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                                 partition,
                                 offset,
                             } = e;
-                            let key = (app_id, user_id);
-                            let user = users.entry(key.clone()).or_insert_with(|| User {
-                                events: Vec::with_capacity(spec.keep + 1),
-                                last_ts: ts,
-                                dirty: false,
-                            });
-                            user.last_ts = user.last_ts.max(ts);
                             let entry = RecentEntry {
                                 ts,
                                 partition,
@@ -92,13 +130,17 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                                 event,
                                 item_id,
                             };
-                            // Newest first; keep the `keep` greatest entries.
-                            let pos = user.events.partition_point(|x| x > &entry);
-                            if pos < spec.keep && user.events.get(pos) != Some(&entry) {
-                                user.events.insert(pos, entry);
-                                user.events.truncate(spec.keep);
-                            }
-                            if !user.dirty {
+                            let key = (app_id, user_id);
+                            let user = match users.get_mut(&key) {
+                                Some(u) => u,
+                                None => users.entry(key.clone()).or_insert_with(|| User {
+                                    events: VecDeque::with_capacity(spec.keep.min(64)),
+                                    last_ts: ts,
+                                    dirty: false,
+                                }),
+                            };
+                            user.last_ts = user.last_ts.max(ts);
+                            if user.insert(entry, spec.keep) && !user.dirty {
                                 user.dirty = true;
                                 dirty.push(key);
                             }
@@ -114,11 +156,14 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                                 && user.dirty
                             {
                                 user.dirty = false;
-                                rows.push(Output::Recent(RecentRow {
-                                    app_id: key.0.clone(),
-                                    user_id: key.1.clone(),
-                                    events: user.events.clone(),
-                                }));
+                                let events = user.take_unsent();
+                                if !events.is_empty() {
+                                    rows.push(Output::Recent(RecentRow {
+                                        app_id: key.0.into(),
+                                        user_id: key.1.into(),
+                                        events,
+                                    }));
+                                }
                             }
                         }
                         metrics
@@ -127,13 +172,17 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                         next_emit = Some(now + every);
                         unsent = None;
                     }
-                    if let Some(w) = watermark {
-                        let horizon = i64::try_from(w)
-                            .unwrap_or(i64::MAX)
-                            .saturating_sub(i64::try_from(spec.ttl).unwrap_or(i64::MAX));
-                        users.retain(|_, u| u.dirty || u.last_ts >= horizon);
-                    } else {
-                        users.clear();
+                    match watermark {
+                        // Users silent past the TTL go; checked once a second.
+                        Some(w) if now >= next_evict => {
+                            let horizon = i64::try_from(w)
+                                .unwrap_or(i64::MAX)
+                                .saturating_sub(i64::try_from(spec.ttl).unwrap_or(i64::MAX));
+                            users.retain(|_, u| u.dirty || u.last_ts >= horizon);
+                            next_evict = now + Duration::from_secs(1);
+                        }
+                        Some(_) => {}
+                        None => users.clear(),
                     }
                     if let Some(c) = cap.as_mut() {
                         if !rows.is_empty() {
@@ -158,5 +207,40 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                 }
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ts: i64, offset: i64) -> RecentEntry {
+        RecentEntry {
+            ts,
+            partition: 0,
+            offset,
+            event: "view".into(),
+            item_id: None,
+        }
+    }
+
+    #[test]
+    fn a_user_keeps_the_latest_entries_and_sends_each_once() {
+        let mut u = User {
+            events: VecDeque::new(),
+            last_ts: 0,
+            dirty: false,
+        };
+        for (ts, off) in [(10, 0), (30, 1), (20, 2), (40, 3)] {
+            assert!(u.insert(entry(ts, off), 3));
+        }
+        assert!(!u.insert(entry(5, 4), 3), "older than the 3 latest");
+        assert!(!u.insert(entry(30, 1), 3), "a duplicate");
+        let first: Vec<i64> = u.take_unsent().iter().map(|e| e.ts).collect();
+        assert_eq!(first, vec![40, 30, 20], "newest first, the 3 latest");
+        assert!(u.insert(entry(35, 5), 3));
+        let second: Vec<i64> = u.take_unsent().iter().map(|e| e.ts).collect();
+        assert_eq!(second, vec![35], "only what is new since");
+        assert!(u.take_unsent().is_empty());
     }
 }

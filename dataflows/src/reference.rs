@@ -124,8 +124,8 @@ pub fn compute(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>]) -> Reference {
                     ts: ev.ts,
                     partition: p as u32,
                     offset: i as i64,
-                    event: ev.event.to_string(),
-                    item_id: ev.item_id.as_deref().map(str::to_owned),
+                    event: ev.event.as_ref().into(),
+                    item_id: ev.item_id.as_deref().map(Into::into),
                 });
             }
         }
@@ -201,19 +201,9 @@ pub struct Collected {
 
 impl Collected {
     /// Applies rows in order, keeping the highest version per window
-    /// identity and merging recent rows. Recent lists are cut at the longest
-    /// list among the rows, which is `keep` whenever some user had that many
-    /// events.
-    pub fn from_outputs(outputs: impl IntoIterator<Item = Output>) -> Self {
-        let outputs: Vec<Output> = outputs.into_iter().collect();
-        let keep = outputs
-            .iter()
-            .filter_map(|o| match o {
-                Output::Recent(r) => Some(r.events.len()),
-                Output::Window(_) => None,
-            })
-            .max()
-            .unwrap_or(0);
+    /// identity and merging recent rows, cut to `keep` entries per user, as
+    /// the stores do.
+    pub fn from_outputs(outputs: impl IntoIterator<Item = Output>, keep: usize) -> Self {
         let mut c = Collected::default();
         let mut finals: BTreeSet<WindowId> = BTreeSet::new();
         for o in outputs {
@@ -231,11 +221,12 @@ impl Collected {
                         }
                     }
                 }
-                Output::Recent(r) => {
+                Output::Recent(mut r) => {
                     let id = (r.app_id.clone(), r.user_id.clone());
                     match c.recent.get_mut(&id) {
                         Some(old) => RecentEntry::merge(&mut old.events, &r.events, keep),
                         None => {
+                            r.events.truncate(keep);
                             c.recent.insert(id, r);
                         }
                     }

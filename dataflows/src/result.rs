@@ -13,6 +13,7 @@
 //! restarted and read some messages again all end in the same list, the
 //! newest `keep` events the user ever had. See [`RecentEntry::merge`].
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -88,9 +89,9 @@ pub struct RecentEntry {
     /// Offset of the message in its partition.
     pub offset: i64,
     /// Behaviour type.
-    pub event: String,
+    pub event: CompactString,
     /// Item, if any.
-    pub item_id: Option<String>,
+    pub item_id: Option<CompactString>,
 }
 
 impl RecentEntry {

@@ -10,13 +10,18 @@
 //! Every (event, window) pair ends up either counted (through a
 //! [`Contribution`]) or reported in a [`Late`], never both and never neither.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::Time;
 use crate::event::Event;
 use crate::hash::Fnv;
 use crate::key::GroupKey;
 use crate::spec::{Measure, PipelineSpec};
+
+/// The values of an event's `distinct(...)` measures, inline for the usual one or two.
+pub type Distinct = SmallVec<[Option<CompactString>; 2]>;
 
 /// What one event adds to one aggregate: the windows from `first_start` on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,7 +35,7 @@ pub struct Contribution {
     /// Windows of this event that start before this are late and not counted.
     pub first_start: i64,
     /// One entry per `distinct(...)` measure, in measure order (`None` when absent).
-    pub distinct: Vec<Option<String>>,
+    pub distinct: Distinct,
     /// `value` in micro-units (0 when absent or not summed).
     pub value: i128,
     /// Broker timestamp of the message, ms since the epoch (0 when unknown).
@@ -61,15 +66,15 @@ impl Contribution {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentEvent {
     /// Tenant.
-    pub app_id: String,
+    pub app_id: CompactString,
     /// User.
-    pub user_id: String,
+    pub user_id: CompactString,
     /// Event time.
     pub ts: i64,
     /// Behaviour type.
-    pub event: String,
+    pub event: CompactString,
     /// Item, if any.
-    pub item_id: Option<String>,
+    pub item_id: Option<CompactString>,
     /// Source partition (numbered over the source topics), set by the source.
     pub partition: u32,
     /// Offset of the message, set by the source.
@@ -170,7 +175,7 @@ fn route_with(
             .measures
             .iter()
             .filter_map(|m| match m {
-                Measure::Distinct(f) => Some(f.get(ev).map(|v| v.into_owned())),
+                Measure::Distinct(f) => Some(f.get(ev).map(|v| CompactString::from(v.as_ref()))),
                 _ => None,
             })
             .collect();
@@ -192,11 +197,11 @@ fn route_with(
     }
     if in_range && spec.recent.is_some() {
         out(Record::Recent(RecentEvent {
-            app_id: ev.app_id.to_string(),
-            user_id: ev.user_id.to_string(),
+            app_id: CompactString::from(ev.app_id.as_ref()),
+            user_id: CompactString::from(ev.user_id.as_ref()),
             ts: ev.ts,
-            event: ev.event.to_string(),
-            item_id: ev.item_id.as_deref().map(str::to_owned),
+            event: CompactString::from(ev.event.as_ref()),
+            item_id: ev.item_id.as_deref().map(CompactString::from),
             partition: 0,
             offset: 0,
         }));

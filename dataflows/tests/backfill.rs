@@ -217,7 +217,7 @@ fn a_backfill_of_everything_equals_the_reference(workers: usize) {
     let got = backfill(&parts, workers, &all, false);
     assert!(!got.stopped);
     assert_eq!(got.tail, 0, "nothing lies past ranges that end at the end");
-    let c = Collected::from_outputs(got.outputs);
+    let c = Collected::from_outputs(got.outputs, 5);
     assert_eq!(c.duplicate_finals, 0);
     assert!(c.windows == expected.windows, "windows equal the reference");
     assert!(
@@ -249,7 +249,7 @@ fn a_backfill_over_processed_ranges_changes_nothing(workers: usize) {
     let rows = got.outputs.len();
     let mut outputs = full_run(&parts);
     outputs.extend(got.outputs);
-    let c = Collected::from_outputs(outputs);
+    let c = Collected::from_outputs(outputs, 5);
     assert!(rows > 100, "the backfill wrote rows ({rows})");
     assert!(c.windows == expected.windows, "the windows did not change");
     assert!(
@@ -287,7 +287,7 @@ fn a_backfill_on_a_live_topic_stops_once_settled() {
         "read {} of the {after} messages past the ranges",
         got.tail
     );
-    let c = Collected::from_outputs(got.outputs);
+    let c = Collected::from_outputs(got.outputs, 5);
     assert!(c.not_final == 0, "every row it wrote is final");
     // The ranges start at the beginning, so every window they touched holds
     // all its events: the ones past the ranges were read to complete it.

@@ -142,7 +142,7 @@ fn clickstream(cfg: GenConfig, n: usize) -> (Vec<Vec<Vec<u8>>>, usize) {
 fn check(spec: &PipelineSpec, parts: &[Vec<Vec<u8>>], workers: usize, speeds: &[usize]) {
     let expected = compute(spec, parts);
     let got = run(spec, parts, workers, speeds);
-    let collected = Collected::from_outputs(got.outputs);
+    let collected = Collected::from_outputs(got.outputs, 5);
     assert_eq!(
         collected.duplicate_finals, 0,
         "a window was finalised twice"
@@ -351,7 +351,7 @@ proptest! {
         let good = compute(&spec, &parts).good;
         let got = run(&spec, &parts, workers, &[slow, 1_000]);
         let late_windows: Vec<_> = got.late.clone();
-        let collected = Collected::from_outputs(got.outputs);
+        let collected = Collected::from_outputs(got.outputs, 5);
         for agg in &spec.aggregates {
             let counted: u64 = collected.windows.values()
                 .filter(|w| w.aggregate == agg.name)

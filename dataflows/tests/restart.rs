@@ -220,7 +220,7 @@ fn restarts_give_the_reference_for(spec: PipelineSpec, workers: usize, cuts: &[(
             kept.push(r);
         }
     }
-    let collected = Collected::from_outputs(kept);
+    let collected = Collected::from_outputs(kept, 5);
     assert_eq!(collected.not_final, 0, "a window never became final");
     assert_eq!(
         collected.windows.len(),
@@ -344,7 +344,7 @@ fn a_run_to_the_end_then_more_data_give_the_reference(workers: usize) {
             kept.push(r);
         }
     }
-    let collected = Collected::from_outputs(kept);
+    let collected = Collected::from_outputs(kept, 5);
     for (id, row) in &expected.windows {
         assert_eq!(collected.windows.get(id), Some(row), "window {id:?}");
     }

@@ -161,7 +161,7 @@ fn recent(user: &str, events: &[Entry<'_>]) -> RecentRow {
                 partition: *partition,
                 offset: *offset,
                 event: (*event).into(),
-                item_id: item.map(str::to_owned),
+                item_id: item.map(Into::into),
             })
             .collect(),
     }

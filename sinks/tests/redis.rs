@@ -170,7 +170,7 @@ fn recent_activity_merges_to_the_same_list_in_any_order() {
         partition,
         offset,
         event: "view".into(),
-        item_id: item.map(str::to_owned),
+        item_id: item.map(Into::into),
     };
     let row = |user: &str, events: Vec<RecentEntry>| RecentRow {
         app_id: "shop".into(),

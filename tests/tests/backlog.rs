@@ -100,7 +100,7 @@ sinks = []
         "nothing is late by the definition, so nothing may be reported late"
     );
 
-    let got = Collected::from_outputs(rows);
+    let got = Collected::from_outputs(rows, cfg.spec().expect("spec").recent.map_or(0, |r| r.keep));
     let total: u64 = got
         .windows
         .values()

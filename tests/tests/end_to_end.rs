@@ -59,7 +59,7 @@ path = "{path}"
     assert_eq!(expected.good, produced.good);
 
     // Every good event counted exactly once: final results equal the reference.
-    let got = Collected::from_outputs(rows);
+    let got = Collected::from_outputs(rows, cfg.spec().expect("spec").recent.map_or(0, |r| r.keep));
     assert_eq!(got.duplicate_finals, 0);
     assert_eq!(got.not_final, 0);
     assert_eq!(got.windows.len(), expected.windows.len());
