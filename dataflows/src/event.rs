@@ -15,6 +15,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+mod fast;
+
 /// Smallest accepted event time: 2000-01-01T00:00:00Z in milliseconds.
 pub const MIN_TS: i64 = 946_684_800_000;
 /// Largest accepted event time (exclusive): 2100-01-01T00:00:00Z in milliseconds.
@@ -123,12 +125,31 @@ pub struct Event<'a> {
 
 impl<'a> Event<'a> {
     /// Decodes and validates one message payload.
+    ///
+    /// The common shape (a flat object whose strings hold no escapes) is
+    /// read by a scanner of its own; anything else by `serde_json`, which
+    /// decides every case the scanner leaves (see [`Event::decode_fast`]).
     pub fn decode(payload: &'a [u8]) -> Result<Event<'a>, BadInput> {
         let text = std::str::from_utf8(payload)
             .map_err(|e| BadInput::new(BadReason::NotUtf8, format!("payload is not UTF-8: {e}")))?;
-        let event: Event<'a> = serde_json::from_str(text).map_err(classify)?;
+        let event = match fast::decode(text) {
+            Some(event) => event,
+            None => serde_json::from_str(text).map_err(classify)?,
+        };
         event.validate()?;
         Ok(event)
+    }
+
+    /// The fast path alone, before validation: `None` for anything but the
+    /// common shape. Whatever it returns, `serde_json` returns too (the
+    /// fuzz tests check it); exposed for them and for benchmarks.
+    pub fn decode_fast(payload: &'a [u8]) -> Option<Event<'a>> {
+        fast::decode(std::str::from_utf8(payload).ok()?)
+    }
+
+    /// `serde_json` alone, before validation (for the fuzz tests and benchmarks).
+    pub fn decode_serde(payload: &'a [u8]) -> Option<Event<'a>> {
+        serde_json::from_str(std::str::from_utf8(payload).ok()?).ok()
     }
 
     fn validate(&self) -> Result<(), BadInput> {

@@ -1,6 +1,8 @@
-//! Fuzzing the event decoder: whatever the bytes, decoding never panics, an
-//! accepted event is within the contract (DESIGN §1), and routing it through
-//! a spec that reads every field (`props.NAME` included) never panics either.
+//! Fuzzing the event decoder: whatever the bytes, decoding never panics, the
+//! fast path accepts nothing that `serde_json` does not accept with the same
+//! values, an accepted event is within the contract (DESIGN §1), and routing
+//! it through a spec that reads every field (`props.NAME` included) never
+//! panics either.
 //!
 //! Inputs: random bytes; valid events with random edits (bytes flipped,
 //! inserted, removed, cut short); and random JSON trees whose keys are the
@@ -58,8 +60,37 @@ fn spec() -> PipelineSpec {
     }
 }
 
+/// Whatever the fast path accepts, `serde_json` accepts with the same values.
+fn same_as_serde(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let Some(fast) = Event::decode_fast(bytes) else {
+        return Ok(());
+    };
+    let slow = Event::decode_serde(bytes);
+    prop_assert!(
+        slow.is_some(),
+        "the fast path accepted what serde_json rejects: {:?}",
+        String::from_utf8_lossy(bytes)
+    );
+    let slow = slow.expect("checked");
+    let same = fast.app_id == slow.app_id
+        && fast.user_id == slow.user_id
+        && fast.event == slow.event
+        && fast.ts == slow.ts
+        && fast.item_id == slow.item_id
+        && fast.event_id == slow.event_id
+        && fast.value.map(f64::to_bits) == slow.value.map(f64::to_bits)
+        && fast.props.map(|p| p.get()) == slow.props.map(|p| p.get());
+    prop_assert!(
+        same,
+        "the paths disagree on {:?}: {fast:?} vs {slow:?}",
+        String::from_utf8_lossy(bytes)
+    );
+    Ok(())
+}
+
 /// Decodes `bytes`; when accepted, checks the contract and routes it.
 fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
+    same_as_serde(bytes)?;
     let Ok(ev) = Event::decode(bytes) else {
         return Ok(());
     };
