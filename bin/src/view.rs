@@ -33,7 +33,7 @@ impl LiveTable {
             }
         }
         // Keep the view small: only the two newest windows of each aggregate.
-        let mut newest: HashMap<String, Vec<i64>> = HashMap::new();
+        let mut newest: HashMap<std::sync::Arc<str>, Vec<i64>> = HashMap::new();
         for (agg, _, start) in self.rows.keys() {
             newest.entry(agg.clone()).or_default().push(*start);
         }
@@ -82,7 +82,7 @@ impl LiveTable {
             let Some(start) = self
                 .rows
                 .keys()
-                .filter(|(a, _, _)| a == agg)
+                .filter(|(a, _, _)| **a == **agg)
                 .map(|(_, _, s)| *s)
                 .max()
             else {
@@ -92,7 +92,7 @@ impl LiveTable {
             let mut rows: Vec<&WindowRow> = self
                 .rows
                 .values()
-                .filter(|w| &w.aggregate == agg && w.window_start == start)
+                .filter(|w| *w.aggregate == **agg && w.window_start == start)
                 .collect();
             rows.sort_by_key(|w| std::cmp::Reverse(count(w)));
             let end = rows.first().map_or(start, |w| w.window_end);

@@ -57,11 +57,11 @@ fn window() -> impl Strategy<Value = Output> {
             )| {
                 Output::Window(WindowRow {
                     agg,
-                    aggregate,
-                    key,
+                    aggregate: aggregate.into(),
+                    key: key.into_iter().map(|(k, v)| (k.into(), v)).collect(),
                     window_start,
                     window_end,
-                    measures,
+                    measures: measures.into_iter().map(|(k, v)| (k.into(), v)).collect(),
                     version,
                     is_final,
                     freshest_append_ms: fresh,

@@ -38,7 +38,7 @@
 //! });
 //! let metrics = Arc::new(Metrics::new(vec!["clicks_1m".into()]));
 //! let contribution = |ts| Contribution {
-//!     agg: 0, key: GroupKey::default(), ts, first_start: i64::MIN, distinct: vec![], value: 0, append_ms: 0,
+//!     agg: 0, key: GroupKey::default(), ts, first_start: i64::MIN, distinct: Default::default(), value: 0, append_ms: 0,
 //!     touches: true,
 //! };
 //! let captured = timely::example(move |scope| {
@@ -266,12 +266,22 @@ struct Windows {
     spec: Arc<PipelineSpec>,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
+    /// Per (aggregate, key), its open windows as (start, slot), sorted by start.
     keys: HashMap<(u16, GroupKey), Vec<(i64, usize)>>,
     closing: BTreeMap<Time, Vec<usize>>,
     dirty: Vec<Vec<usize>>,
     next_early: Vec<Option<Instant>>,
     interner: Interner,
     live: usize,
+    /// Per aggregate, the names rows carry.
+    names: Vec<Names>,
+}
+
+/// An aggregate's own, field and measure names, as rows carry them.
+struct Names {
+    aggregate: Arc<str>,
+    fields: Vec<Arc<str>>,
+    measures: Vec<Arc<str>>,
 }
 
 /// Distinct values as small ids, reference-counted by the window sets that
@@ -337,7 +347,7 @@ impl Windows {
     fn new(spec: Arc<PipelineSpec>) -> Self {
         let n = spec.aggregates.len();
         Windows {
-            spec,
+            spec: Arc::clone(&spec),
             slots: Vec::new(),
             free: Vec::new(),
             keys: HashMap::new(),
@@ -346,6 +356,23 @@ impl Windows {
             next_early: vec![None; n],
             interner: Interner::default(),
             live: 0,
+            names: spec
+                .aggregates
+                .iter()
+                .map(|a| Names {
+                    aggregate: Arc::from(a.name.as_str()),
+                    fields: a
+                        .group_by
+                        .iter()
+                        .map(|f| Arc::from(f.to_string()))
+                        .collect(),
+                    measures: a
+                        .measures
+                        .iter()
+                        .map(|m| Arc::from(m.to_string()))
+                        .collect(),
+                })
+                .collect(),
         }
     }
 
@@ -387,10 +414,15 @@ impl Windows {
             Some(w) => w,
             None => keys.entry(k.clone()).or_default(),
         };
+        // A key's windows are sorted by start, and so are the event's: walk both.
+        let mut j = 0;
         for start in aspec.window.starts(ts).filter(|s| *s >= first_start) {
-            let idx = match windows.iter().find(|(s, _)| *s == start) {
-                Some((_, idx)) => *idx,
-                None => {
+            while windows.get(j).is_some_and(|(s, _)| *s < start) {
+                j += 1;
+            }
+            let idx = match windows.get(j) {
+                Some((s, idx)) if *s == start => *idx,
+                _ => {
                     let slot = Slot {
                         agg,
                         key: k.1.clone(),
@@ -417,7 +449,7 @@ impl Windows {
                         .entry(aspec.close_time(start))
                         .or_default()
                         .push(idx);
-                    windows.push((start, idx));
+                    windows.insert(j, (start, idx));
                     idx
                 }
             };
@@ -454,12 +486,15 @@ impl Windows {
     }
 
     fn row(&self, slot: &Slot, is_final: bool) -> WindowRow {
-        let aspec = &self.spec.aggregates[usize::from(slot.agg)];
+        let agg = usize::from(slot.agg);
+        let aspec = &self.spec.aggregates[agg];
+        let names = &self.names[agg];
         let mut distinct = slot.distinct.iter();
         let measures = aspec
             .measures
             .iter()
-            .map(|m| {
+            .zip(&names.measures)
+            .map(|(m, name)| {
                 let v = match m {
                     Measure::Count => MeasureValue::Count(slot.count),
                     Measure::Distinct(_) => {
@@ -467,18 +502,13 @@ impl Windows {
                     }
                     Measure::SumValue => MeasureValue::Sum(slot.sum),
                 };
-                (m.to_string(), v)
+                (name.clone(), v)
             })
             .collect();
         WindowRow {
             agg: slot.agg,
-            aggregate: aspec.name.clone(),
-            key: aspec
-                .group_by
-                .iter()
-                .map(|f| f.to_string())
-                .zip(slot.key.parts())
-                .collect(),
+            aggregate: Arc::clone(&names.aggregate),
+            key: names.fields.iter().cloned().zip(slot.key.parts()).collect(),
             window_start: slot.start,
             window_end: aspec.window.end(slot.start),
             measures,

@@ -96,31 +96,60 @@ impl BadInput {
 }
 
 /// A decoded, validated behaviour event borrowing from its payload.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event<'a> {
     /// Tenant: the app or site that sent the event.
-    #[serde(borrow)]
     pub app_id: Cow<'a, str>,
     /// Who acted.
-    #[serde(borrow)]
     pub user_id: Cow<'a, str>,
     /// Behaviour type (view, click, cart, order, …).
-    #[serde(borrow)]
     pub event: Cow<'a, str>,
     /// Event time in milliseconds since the Unix epoch.
     pub ts: i64,
     /// What was acted on.
-    #[serde(default, borrow)]
     pub item_id: Option<Cow<'a, str>>,
     /// Producer's id for the event.
-    #[serde(default, borrow)]
     pub event_id: Option<Cow<'a, str>>,
     /// Amount, for `sum(value)`.
-    #[serde(default)]
     pub value: Option<f64>,
-    /// Free properties, kept as raw JSON until a `props.NAME` field is read.
+    /// Free properties, as their raw JSON text (checked to be valid JSON),
+    /// read only when a `props.NAME` field is asked for.
+    pub props: Option<&'a str>,
+}
+
+/// The event as `serde_json` reads it.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    app_id: Cow<'a, str>,
+    #[serde(borrow)]
+    user_id: Cow<'a, str>,
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    ts: i64,
     #[serde(default, borrow)]
-    pub props: Option<&'a RawValue>,
+    item_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    value: Option<f64>,
+    #[serde(default, borrow)]
+    props: Option<&'a RawValue>,
+}
+
+impl<'a> From<Wire<'a>> for Event<'a> {
+    fn from(w: Wire<'a>) -> Self {
+        Event {
+            app_id: w.app_id,
+            user_id: w.user_id,
+            event: w.event,
+            ts: w.ts,
+            item_id: w.item_id,
+            event_id: w.event_id,
+            value: w.value,
+            props: w.props.map(RawValue::get),
+        }
+    }
 }
 
 impl<'a> Event<'a> {
@@ -134,7 +163,7 @@ impl<'a> Event<'a> {
             .map_err(|e| BadInput::new(BadReason::NotUtf8, format!("payload is not UTF-8: {e}")))?;
         let event = match fast::decode(text) {
             Some(event) => event,
-            None => serde_json::from_str(text).map_err(classify)?,
+            None => Event::from(serde_json::from_str::<Wire<'a>>(text).map_err(classify)?),
         };
         event.validate()?;
         Ok(event)
@@ -149,7 +178,9 @@ impl<'a> Event<'a> {
 
     /// `serde_json` alone, before validation (for the fuzz tests and benchmarks).
     pub fn decode_serde(payload: &'a [u8]) -> Option<Event<'a>> {
-        serde_json::from_str(std::str::from_utf8(payload).ok()?).ok()
+        serde_json::from_str::<Wire<'a>>(std::str::from_utf8(payload).ok()?)
+            .ok()
+            .map(Event::from)
     }
 
     fn validate(&self) -> Result<(), BadInput> {
@@ -171,7 +202,7 @@ impl<'a> Event<'a> {
             ));
         }
         if let Some(props) = self.props
-            && !props.get().trim_start().starts_with('{')
+            && !props.trim_start().starts_with('{')
         {
             return Err(BadInput::new(
                 BadReason::WrongType,
@@ -185,19 +216,27 @@ impl<'a> Event<'a> {
     /// text. `null`, nested objects and arrays, and absent names give `None`.
     pub fn prop(&self, name: &str) -> Option<Cow<'a, str>> {
         let raw = self.props?;
-        let map: HashMap<Cow<'a, str>, &'a RawValue> = serde_json::from_str(raw.get()).ok()?;
-        let value = map.get(name)?.get();
-        let first = value.as_bytes().first()?;
-        match first {
-            b'"' => serde_json::from_str::<Cow<'a, str>>(value).ok(),
-            b'{' | b'[' | b'n' => None,
-            _ => Some(Cow::Borrowed(value)),
+        match fast::flat_prop(raw, name) {
+            Some(found) => found.map(Cow::Borrowed),
+            None => prop_with_serde(raw, name),
         }
     }
 
     /// `value` in exact micro-units (millionths), 0 when absent.
     pub fn value_micros(&self) -> i128 {
         self.value.map_or(0, |v| (v * 1e6).round() as i128)
+    }
+}
+
+/// `props.NAME` read with `serde_json`: any props object.
+fn prop_with_serde<'a>(raw: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    let map: HashMap<Cow<'a, str>, &'a RawValue> = serde_json::from_str(raw).ok()?;
+    let value = map.get(name)?.get();
+    let first = value.as_bytes().first()?;
+    match first {
+        b'"' => serde_json::from_str::<Cow<'a, str>>(value).ok(),
+        b'{' | b'[' | b'n' => None,
+        _ => Some(Cow::Borrowed(value)),
     }
 }
 
@@ -215,6 +254,34 @@ fn classify(err: serde_json::Error) -> BadInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Reading `props.NAME` from a flat object gives what serde_json gives.
+        #[test]
+        fn flat_props_read_like_serde(
+            entries in proptest::collection::vec(
+                (
+                    prop::sample::select(vec!["country", "n", "x", ""]),
+                    prop_oneof![
+                        "[a-z]{0,4}".prop_map(|s| format!("\"{s}\"")),
+                        any::<i32>().prop_map(|n| n.to_string()),
+                        Just("true".to_owned()),
+                        Just("null".to_owned()),
+                        Just("1.5e3".to_owned()),
+                    ],
+                ),
+                0..5,
+            ),
+            name in prop::sample::select(vec!["country", "n", "x", "y"]),
+        ) {
+            let body: Vec<String> = entries.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let raw = format!("{{{}}}", body.join(","));
+            let fast = fast::flat_prop(&raw, name);
+            prop_assert!(fast.is_some(), "{} is flat", raw);
+            prop_assert_eq!(fast.flatten().map(Cow::Borrowed), prop_with_serde(&raw, name), "{}", raw);
+        }
+    }
 
     const GOOD: &str = r#"{"app_id":"shop","user_id":"u1","event":"view","ts":1767225600000,"item_id":"i9","value":12.5,"props":{"country":"fr","n":3}}"#;
 

@@ -40,28 +40,68 @@ pub trait RecentActivity<'s> {
     ) -> StreamVec<'s, Time, Output>;
 }
 
-/// One user's latest events, oldest first, each with whether it was emitted.
+/// One kept event: its source position orders it (with its time) and
+/// identifies it; the behaviour type is an index into the operator's names.
+#[derive(Debug, Clone)]
+struct Kept {
+    ts: i64,
+    offset: i64,
+    partition: u32,
+    event: u32,
+    sent: bool,
+    item_id: Option<CompactString>,
+}
+
+impl Kept {
+    /// The order of [`RecentEntry`]: time, then source position (which is
+    /// unique, so the rest of an entry never decides).
+    fn order(&self) -> (i64, u32, i64) {
+        (self.ts, self.partition, self.offset)
+    }
+}
+
+/// One user's latest events, oldest first.
 struct User {
-    events: VecDeque<(RecentEntry, bool)>,
+    events: VecDeque<Kept>,
     last_ts: i64,
     dirty: bool,
 }
 
 impl User {
+    fn new(ts: i64) -> Self {
+        User {
+            events: VecDeque::new(),
+            last_ts: ts,
+            dirty: false,
+        }
+    }
+
     /// Inserts `entry` in order unless it is a duplicate or older than the
     /// `keep` latest; returns whether it was kept.
-    fn insert(&mut self, entry: RecentEntry, keep: usize) -> bool {
-        let pos = self.events.partition_point(|(x, _)| *x < entry);
-        if self.events.get(pos).is_some_and(|(x, _)| *x == entry) {
+    fn insert(&mut self, entry: Kept, keep: usize) -> bool {
+        let at = entry.order();
+        // A user's events mostly come in order: the newest goes last.
+        let pos = match self.events.back() {
+            None => 0,
+            Some(last) if last.order() < at => self.events.len(),
+            Some(_) => self.events.partition_point(|x| x.order() < at),
+        };
+        if self.events.get(pos).is_some_and(|x| x.order() == at) {
             return false;
         }
         if self.events.len() >= keep && pos == 0 {
             return false;
         }
+        if self.events.len() == self.events.capacity() {
+            // Grow by doubling, but never past `keep`.
+            let target = (self.events.len() * 2).max(4).min(keep.max(1));
+            self.events
+                .reserve_exact(target.saturating_sub(self.events.len()).max(1));
+        }
         if pos == self.events.len() {
-            self.events.push_back((entry, false));
+            self.events.push_back(entry);
         } else {
-            self.events.insert(pos, (entry, false));
+            self.events.insert(pos, entry);
         }
         while self.events.len() > keep {
             self.events.pop_front();
@@ -70,15 +110,40 @@ impl User {
     }
 
     /// The entries not emitted yet, newest first, marked as emitted.
-    fn take_unsent(&mut self) -> Vec<RecentEntry> {
+    fn take_unsent(&mut self, names: &[CompactString]) -> Vec<RecentEntry> {
         let mut out = Vec::new();
-        for (e, sent) in self.events.iter_mut().rev() {
-            if !*sent {
-                *sent = true;
-                out.push(e.clone());
+        for e in self.events.iter_mut().rev() {
+            if !e.sent {
+                e.sent = true;
+                out.push(RecentEntry {
+                    ts: e.ts,
+                    partition: e.partition,
+                    offset: e.offset,
+                    event: names.get(e.event as usize).cloned().unwrap_or_default(),
+                    item_id: e.item_id.clone(),
+                });
             }
         }
         out
+    }
+}
+
+/// Behaviour types by index, so that kept events hold a number instead of a name.
+#[derive(Default)]
+struct EventNames {
+    names: Vec<CompactString>,
+    ids: HashMap<CompactString, u32>,
+}
+
+impl EventNames {
+    fn id(&mut self, name: CompactString) -> u32 {
+        if let Some(id) = self.ids.get(&name) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
     }
 }
 
@@ -97,6 +162,7 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                 let activator = scope.activator_for(info.address);
                 let mut users: HashMap<(CompactString, CompactString), User> = HashMap::new();
                 let mut dirty: Vec<(CompactString, CompactString)> = Vec::new();
+                let mut names = EventNames::default();
                 let mut next_emit: Option<Instant> = None;
                 let mut next_evict = Instant::now();
                 let mut cap: Option<Capability<Time>> = None;
@@ -123,21 +189,18 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                                 partition,
                                 offset,
                             } = e;
-                            let entry = RecentEntry {
+                            let entry = Kept {
                                 ts,
-                                partition,
                                 offset,
-                                event,
+                                partition,
+                                event: names.id(event),
+                                sent: false,
                                 item_id,
                             };
                             let key = (app_id, user_id);
                             let user = match users.get_mut(&key) {
                                 Some(u) => u,
-                                None => users.entry(key.clone()).or_insert_with(|| User {
-                                    events: VecDeque::with_capacity(spec.keep.min(64)),
-                                    last_ts: ts,
-                                    dirty: false,
-                                }),
+                                None => users.entry(key.clone()).or_insert_with(|| User::new(ts)),
                             };
                             user.last_ts = user.last_ts.max(ts);
                             if user.insert(entry, spec.keep) && !user.dirty {
@@ -156,7 +219,7 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                                 && user.dirty
                             {
                                 user.dirty = false;
-                                let events = user.take_unsent();
+                                let events = user.take_unsent(&names.names);
                                 if !events.is_empty() {
                                     rows.push(Output::Recent(RecentRow {
                                         app_id: key.0.into(),
@@ -214,33 +277,31 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
 mod tests {
     use super::*;
 
-    fn entry(ts: i64, offset: i64) -> RecentEntry {
-        RecentEntry {
+    fn entry(ts: i64, offset: i64) -> Kept {
+        Kept {
             ts,
-            partition: 0,
             offset,
-            event: "view".into(),
+            partition: 0,
+            event: 0,
+            sent: false,
             item_id: None,
         }
     }
 
     #[test]
     fn a_user_keeps_the_latest_entries_and_sends_each_once() {
-        let mut u = User {
-            events: VecDeque::new(),
-            last_ts: 0,
-            dirty: false,
-        };
+        let names = [CompactString::from("view")];
+        let mut u = User::new(0);
         for (ts, off) in [(10, 0), (30, 1), (20, 2), (40, 3)] {
             assert!(u.insert(entry(ts, off), 3));
         }
         assert!(!u.insert(entry(5, 4), 3), "older than the 3 latest");
         assert!(!u.insert(entry(30, 1), 3), "a duplicate");
-        let first: Vec<i64> = u.take_unsent().iter().map(|e| e.ts).collect();
+        let first: Vec<i64> = u.take_unsent(&names).iter().map(|e| e.ts).collect();
         assert_eq!(first, vec![40, 30, 20], "newest first, the 3 latest");
         assert!(u.insert(entry(35, 5), 3));
-        let second: Vec<i64> = u.take_unsent().iter().map(|e| e.ts).collect();
+        let second: Vec<i64> = u.take_unsent(&names).iter().map(|e| e.ts).collect();
         assert_eq!(second, vec![35], "only what is new since");
-        assert!(u.take_unsent().is_empty());
+        assert!(u.take_unsent(&names).is_empty());
     }
 }

@@ -9,13 +9,14 @@
 //! It assumes no partition goes idle and no user is silent for the recent TTL.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::event::{BadReason, Event};
 use crate::result::{MeasureValue, Output, RecentEntry, RecentRow, WindowRow};
 use crate::spec::{Measure, PipelineSpec};
 
 /// Identity of a window row: (aggregate, key, window start).
-pub type WindowId = (String, Vec<(String, String)>, i64);
+pub type WindowId = (Arc<str>, Vec<(Arc<str>, String)>, i64);
 
 /// An event that missed some windows of one aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -145,18 +146,19 @@ pub fn compute(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>]) -> Reference {
                     }
                     Measure::SumValue => MeasureValue::Sum(w.sum),
                 };
-                (m.to_string(), v)
+                (Arc::from(m.to_string()), v)
             })
             .collect();
-        let named: Vec<(String, String)> = agg
+        let named: Vec<(Arc<str>, String)> = agg
             .group_by
             .iter()
-            .map(|f| f.to_string())
+            .map(|f| Arc::from(f.to_string()))
             .zip(key)
             .collect();
+        let name: Arc<str> = Arc::from(agg.name.as_str());
         let row = WindowRow {
             agg: a as u16,
-            aggregate: agg.name.clone(),
+            aggregate: Arc::clone(&name),
             key: named.clone(),
             window_start: start,
             window_end: start + agg.window.size() as i64,
@@ -165,7 +167,7 @@ pub fn compute(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>]) -> Reference {
             is_final: true,
             freshest_append_ms: None,
         };
-        out.windows.insert((agg.name.clone(), named, start), row);
+        out.windows.insert((name, named, start), row);
     }
     if let Some(recent) = &spec.recent {
         for ((app, user), mut events) in users {

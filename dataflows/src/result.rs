@@ -13,6 +13,8 @@
 //! restarted and read some messages again all end in the same list, the
 //! newest `keep` events the user ever had. See [`RecentEntry::merge`].
 
+use std::sync::Arc;
+
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -44,15 +46,16 @@ pub struct WindowRow {
     /// Index of the aggregate in the pipeline spec.
     pub agg: u16,
     /// Aggregate name.
-    pub aggregate: String,
+    pub aggregate: Arc<str>,
     /// Group-by field names and values, in key order.
-    pub key: Vec<(String, String)>,
+    pub key: Vec<(Arc<str>, String)>,
     /// Window start (inclusive), ms since the epoch.
     pub window_start: i64,
     /// Window end (exclusive), ms since the epoch.
     pub window_end: i64,
-    /// Measure names and values, in config order.
-    pub measures: Vec<(String, MeasureValue)>,
+    /// Measure names and values, in config order. Names are shared by every
+    /// row of the aggregate, like the aggregate's and the fields' names.
+    pub measures: Vec<(Arc<str>, MeasureValue)>,
     /// Grows with every new value of this identity.
     pub version: u64,
     /// Whether the window is final (no more events can change it).
@@ -133,12 +136,12 @@ impl Output {
                 let key: Map<String, Value> = w
                     .key
                     .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
                     .collect();
                 let measures: Map<String, Value> = w
                     .measures
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .map(|(k, v)| (k.to_string(), v.to_json()))
                     .collect();
                 json!({
                     "kind": "window",

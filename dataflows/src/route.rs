@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use crate::Time;
 use crate::event::Event;
 use crate::hash::Fnv;
-use crate::key::GroupKey;
+use crate::key::{GroupKey, KeyBuf};
 use crate::spec::{Measure, PipelineSpec};
 
 /// The values of an event's `distinct(...)` measures, inline for the usual one or two.
@@ -167,10 +167,11 @@ fn route_with(
         if open == 0 {
             continue;
         }
-        let mut key = GroupKey::default();
+        let mut buf = KeyBuf::default();
         for f in &agg.group_by {
-            key.push(f.get(ev).as_deref().unwrap_or(""));
+            buf.push(f.get(ev).as_deref().unwrap_or(""));
         }
+        let key = buf.finish();
         let distinct = agg
             .measures
             .iter()

@@ -79,7 +79,7 @@ fn same_as_serde(bytes: &[u8]) -> Result<(), TestCaseError> {
         && fast.item_id == slow.item_id
         && fast.event_id == slow.event_id
         && fast.value.map(f64::to_bits) == slow.value.map(f64::to_bits)
-        && fast.props.map(|p| p.get()) == slow.props.map(|p| p.get());
+        && fast.props == slow.props;
     prop_assert!(
         same,
         "the paths disagree on {:?}: {fast:?} vs {slow:?}",

@@ -354,7 +354,7 @@ proptest! {
         let collected = Collected::from_outputs(got.outputs, 5);
         for agg in &spec.aggregates {
             let counted: u64 = collected.windows.values()
-                .filter(|w| w.aggregate == agg.name)
+                .filter(|w| *w.aggregate == *agg.name)
                 .map(|w| w.version)
                 .sum();
             let reference = compute(&spec, &parts);

@@ -104,7 +104,7 @@ sinks = []
     let total: u64 = got
         .windows
         .values()
-        .filter(|w| w.aggregate == "count_1m")
+        .filter(|w| &*w.aggregate == "count_1m")
         .map(|w| match w.measures[0].1 {
             MeasureValue::Count(c) => c,
             _ => 0,

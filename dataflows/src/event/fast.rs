@@ -17,6 +17,19 @@ use serde_json::value::RawValue;
 
 use super::Event;
 
+/// Bytes that end a plain string: the closing quote, an escape, a control character.
+const STOPS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 struct Scanner<'a> {
     text: &'a str,
     bytes: &'a [u8],
@@ -44,16 +57,77 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.at;
-        loop {
-            match *self.bytes.get(self.at)? {
-                b'"' => break,
-                b'\\' | 0..=0x1f => return None,
-                _ => self.at += 1,
+        let mut end = start;
+        while end < self.bytes.len() && !STOPS[usize::from(self.bytes[end])] {
+            end += 1;
+        }
+        if self.bytes.get(end) != Some(&b'"') {
+            return None;
+        }
+        self.at = end + 1;
+        Some(&self.text[start..end])
+    }
+
+    /// An object key: one of the event's own fields is recognised by its
+    /// bytes at once, anything else is scanned as a string.
+    fn key(&mut self) -> Option<&'a str> {
+        self.ws();
+        const KNOWN: [&str; 8] = [
+            "app_id", "user_id", "event", "ts", "item_id", "event_id", "value", "props",
+        ];
+        let rest = &self.bytes[self.at..];
+        if rest.first() == Some(&b'"') {
+            for k in KNOWN {
+                let n = k.len();
+                if rest.len() > n + 1 && &rest[1..=n] == k.as_bytes() && rest[n + 1] == b'"' {
+                    self.at += n + 2;
+                    return Some(k);
+                }
             }
         }
-        let s = &self.text[start..self.at];
-        self.at += 1;
-        Some(s)
+        self.string()
+    }
+
+    /// A flat object (string keys, and string, number, `true`, `false` or
+    /// `null` values, no escapes) as its raw text; `None` for anything else,
+    /// which `serde_json` then judges.
+    fn flat_object(&mut self) -> Option<&'a str> {
+        self.ws();
+        let start = self.at;
+        self.eat(b'{')?;
+        if self.peek()? != b'}' {
+            loop {
+                self.string()?;
+                self.eat(b':')?;
+                match self.peek()? {
+                    b'"' => {
+                        self.string()?;
+                    }
+                    b't' | b'f' | b'n' => {
+                        let rest = &self.bytes[self.at..];
+                        let word: &[u8] = match rest[0] {
+                            b't' => b"true",
+                            b'f' => b"false",
+                            _ => b"null",
+                        };
+                        if !rest.starts_with(word) {
+                            return None;
+                        }
+                        self.at += word.len();
+                    }
+                    _ => {
+                        self.number()?;
+                    }
+                }
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        self.eat(b'}')?;
+        Some(&self.text[start..self.at])
     }
 
     /// `null`.
@@ -198,7 +272,7 @@ pub(super) fn decode(text: &str) -> Option<Event<'_>> {
     let (mut item_id, mut event_id, mut value, mut props) = (None, None, None, None);
     if s.peek()? != b'}' {
         loop {
-            let key = s.string()?;
+            let key = s.key()?;
             s.eat(b':')?;
             match key {
                 "app_id" if app_id.is_none() => app_id = Some(s.string()?),
@@ -219,7 +293,18 @@ pub(super) fn decode(text: &str) -> Option<Event<'_>> {
                     props = Some(if s.null() {
                         None
                     } else {
-                        Some(serde_json::from_str::<&RawValue>(s.value()?).ok()?)
+                        // A flat object is checked here, anything else by serde_json.
+                        let mut probe = Scanner { at: s.at, ..s };
+                        match probe.flat_object() {
+                            Some(raw) => {
+                                s.at = probe.at;
+                                Some(raw)
+                            }
+                            None => {
+                                let raw = s.value()?;
+                                Some(serde_json::from_str::<&RawValue>(raw).ok()?.get())
+                            }
+                        }
                     });
                 }
                 "app_id" | "user_id" | "event" | "ts" | "item_id" | "event_id" | "value"
@@ -250,4 +335,56 @@ pub(super) fn decode(text: &str) -> Option<Event<'_>> {
         value: value.flatten(),
         props: props.flatten(),
     })
+}
+
+/// `props.NAME` from a flat props object: `Some(Some(text))` for a string
+/// (its text) or another scalar (its JSON text), `Some(None)` for `null` or
+/// an absent name, and `None` when the object is not flat (the caller then
+/// asks `serde_json`). With duplicate names the last wins, as in `serde_json`.
+pub(super) fn flat_prop<'a>(raw: &'a str, name: &str) -> Option<Option<&'a str>> {
+    let mut s = Scanner {
+        text: raw,
+        bytes: raw.as_bytes(),
+        at: 0,
+    };
+    s.eat(b'{')?;
+    let mut found = None;
+    if s.peek()? != b'}' {
+        loop {
+            let key = s.string()?;
+            s.eat(b':')?;
+            let value = match s.peek()? {
+                b'"' => Some(s.string()?),
+                b'n' => {
+                    if !s.null() {
+                        return None;
+                    }
+                    None
+                }
+                b't' | b'f' => {
+                    let word = if s.bytes[s.at] == b't' {
+                        "true"
+                    } else {
+                        "false"
+                    };
+                    if !s.bytes[s.at..].starts_with(word.as_bytes()) {
+                        return None;
+                    }
+                    s.at += word.len();
+                    Some(word)
+                }
+                _ => Some(s.number()?),
+            };
+            if key == name {
+                found = value;
+            }
+            match s.peek()? {
+                b',' => s.at += 1,
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    s.eat(b'}')?;
+    Some(found)
 }

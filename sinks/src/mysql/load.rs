@@ -5,6 +5,8 @@
 //! maps: window rows by (aggregate name, key, window start), recent rows by
 //! (app, user).
 
+use std::sync::Arc;
+
 use footprint_dataflows::{MeasureValue, RecentEntry, RecentRow, WindowRow, key::GroupKey};
 use mysql::prelude::{FromValue, Queryable};
 use mysql::{Row, Value};
@@ -61,7 +63,10 @@ fn window_row(table: &AggregateTable, agg: u16, mut row: Row) -> Result<WindowRo
     let mut key = Vec::with_capacity(table.fields.len());
     for (field, col) in table.fields.iter().zip(&table.key_columns) {
         let (i, what) = take(col);
-        key.push((field.clone(), column::<String>(&mut row, i, &what)?));
+        key.push((
+            Arc::from(field.as_str()),
+            column::<String>(&mut row, i, &what)?,
+        ));
     }
     let encoded = GroupKey::from_parts(key.iter().map(|(_, v)| v.as_str()));
     if encoded.as_str().as_bytes() != group_key.as_slice() {
@@ -84,7 +89,7 @@ fn window_row(table: &AggregateTable, agg: u16, mut row: Row) -> Result<WindowRo
                 MeasureValue::Sum(micros)
             }
         };
-        measures.push((m.name.clone(), value));
+        measures.push((Arc::from(m.name.as_str()), value));
     }
     let (i, what) = take("version");
     let version: u64 = column(&mut row, i, &what)?;
@@ -92,7 +97,7 @@ fn window_row(table: &AggregateTable, agg: u16, mut row: Row) -> Result<WindowRo
     let is_final: bool = column(&mut row, i, &what)?;
     Ok(WindowRow {
         agg,
-        aggregate: table.aggregate.clone(),
+        aggregate: Arc::from(table.aggregate.as_str()),
         key,
         window_start,
         window_end,

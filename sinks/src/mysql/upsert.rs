@@ -149,14 +149,18 @@ fn value_size(v: &Value) -> usize {
 }
 
 fn window_params(table: &AggregateTable, row: &WindowRow) -> Result<Vec<Value>, String> {
-    if row.aggregate != table.aggregate {
+    if *row.aggregate != *table.aggregate {
         return Err(format!(
             "aggregate index {} is `{}` in the spec",
             row.agg, table.aggregate
         ));
     }
     let names_match = row.key.len() == table.fields.len()
-        && row.key.iter().zip(&table.fields).all(|((f, _), g)| f == g);
+        && row
+            .key
+            .iter()
+            .zip(&table.fields)
+            .all(|((f, _), g)| **f == **g);
     if !names_match {
         return Err(format!(
             "key fields differ from the spec's {:?}",
@@ -188,7 +192,7 @@ fn window_params(table: &AggregateTable, row: &WindowRow) -> Result<Vec<Value>, 
     );
     for ((name, value), column) in row.measures.iter().zip(&table.measures) {
         let param = match (column.kind, value) {
-            _ if *name != column.name => None,
+            _ if **name != *column.name => None,
             (MeasureKind::Count, MeasureValue::Count(n))
             | (MeasureKind::Distinct, MeasureValue::Distinct(n)) => Some(Value::UInt(*n)),
             (MeasureKind::Sum, MeasureValue::Sum(micros)) => {

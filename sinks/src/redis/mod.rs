@@ -22,6 +22,7 @@
 //! list whatever the order and number of writes. All rows of a `write` go out
 //! in one pipeline.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use footprint_dataflows::key::GroupKey;
@@ -229,12 +230,9 @@ impl RedisSink {
                     c.arg(w.version)
                         .arg(u8::from(w.is_final))
                         .arg(f.ttl.as_millis() as u64);
-                    let key: Vec<[&str; 2]> = w
-                        .key
-                        .iter()
-                        .map(|(k, v)| [k.as_str(), v.as_str()])
-                        .collect();
-                    c.arg("aggregate").arg(&w.aggregate);
+                    let key: Vec<[&str; 2]> =
+                        w.key.iter().map(|(k, v)| [&**k, v.as_str()]).collect();
+                    c.arg("aggregate").arg(&*w.aggregate);
                     c.arg("window_start")
                         .arg(w.window_start)
                         .arg("window_end")
@@ -242,7 +240,7 @@ impl RedisSink {
                     c.arg("key")
                         .arg(serde_json::to_string(&key).unwrap_or_default());
                     for (name, v) in &w.measures {
-                        c.arg(name).arg(measure_text(*v));
+                        c.arg(&**name).arg(measure_text(*v));
                     }
                     pipe.add_command(c).ignore();
                 }
@@ -337,13 +335,13 @@ fn parse_window(spec: &PipelineSpec, fields: &[(String, String)]) -> Option<Wind
                 Measure::Distinct(_) => MeasureValue::Distinct(text.parse().ok()?),
                 Measure::SumValue => MeasureValue::Sum(crate::decimal::to_micros(text)?),
             };
-            Some((name, value))
+            Some((Arc::from(name), value))
         })
         .collect::<Option<Vec<_>>>()?;
     Some(WindowRow {
         agg: agg as u16,
-        aggregate: aggregate.to_owned(),
-        key: key.into_iter().map(|[k, v]| (k, v)).collect(),
+        aggregate: Arc::from(aggregate),
+        key: key.into_iter().map(|[k, v]| (Arc::from(k), v)).collect(),
         window_start: get("window_start")?.parse().ok()?,
         window_end: get("window_end")?.parse().ok()?,
         measures,
