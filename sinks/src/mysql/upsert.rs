@@ -141,7 +141,7 @@ fn chunk(rows: Vec<Vec<Value>>, sql: impl Fn(usize) -> String, out: &mut Vec<Sta
     }
 }
 
-fn value_size(v: &Value) -> usize {
+pub(crate) fn value_size(v: &Value) -> usize {
     match v {
         Value::Bytes(b) => b.len() + 9,
         _ => 9,

@@ -216,6 +216,20 @@ pub struct RedisSink {
     recent: Script,
 }
 
+impl RedisSinkFactory {
+    /// The bytes a batch becomes on the wire (RESP), without a server: for
+    /// benchmarks of the encoding.
+    pub fn encode(&self, rows: &[Output]) -> Vec<u8> {
+        let sink = RedisSink {
+            factory: self.clone(),
+            conn: None,
+            window: Script::new(WINDOW_CAS),
+            recent: Script::new(RECENT_MERGE),
+        };
+        sink.pipeline(rows).get_packed_pipeline()
+    }
+}
+
 impl RedisSink {
     fn pipeline(&self, rows: &[Output]) -> redis::Pipeline {
         let f = &self.factory;
