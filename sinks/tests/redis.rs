@@ -218,6 +218,41 @@ fn recent_activity_merges_to_the_same_list_in_any_order() {
     assert_eq!(got, expected);
 }
 
+/// Rows newer than the stored list (the streaming case, which the merge
+/// script pushes and trims without decoding the list) end in the same list
+/// as the full merge: newest first, cut to `keep` = 3, entries given in any
+/// order within a row, and a repeated row changes nothing.
+#[test]
+fn newer_rows_are_pushed_and_cut_to_keep() {
+    let p = Prefix::new();
+    let (f, mut s) = sink(&p);
+    let entry = |ts, offset| RecentEntry {
+        ts,
+        partition: 0,
+        offset,
+        event: "view".into(),
+        item_id: None,
+    };
+    let row = |events: Vec<RecentEntry>| {
+        Output::Recent(RecentRow {
+            app_id: "shop".into(),
+            user_id: "u:9".into(),
+            events,
+        })
+    };
+    s.write(&[row(vec![entry(1, 10)])]).expect("write");
+    s.write(&[row(vec![entry(2, 20), entry(4, 40), entry(3, 30)])])
+        .expect("write");
+    s.write(&[row(vec![entry(5, 50)])]).expect("write");
+    s.write(&[row(vec![entry(5, 50)])]).expect("repeat");
+    let got = f.load_recent().expect("load");
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].events,
+        vec![entry(5, 50), entry(4, 40), entry(3, 30)]
+    );
+}
+
 #[test]
 fn reloads_its_scripts_after_the_server_forgets_them() {
     let p = Prefix::new();

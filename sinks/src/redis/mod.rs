@@ -50,8 +50,30 @@ return 1
 
 /// Merges entries into a user's recent list: the union with the stored
 /// entries, newest first by (ts, partition, offset), without duplicates, cut
-/// to `keep`. KEYS[1] list; ARGV[1] keep, ARGV[2] ttl ms, ARGV[3..] entries.
+/// to `keep`. KEYS[1] list; ARGV[1] keep, ARGV[2] ttl ms, ARGV[3..5] the
+/// (ts, partition, offset) of the oldest incoming entry, ARGV[6..] the
+/// incoming entries, newest first.
+///
+/// The common case, entries all newer than the stored head, is a push and a
+/// trim; anything else (a replay, a restart reading messages again, entries
+/// arriving out of order) takes the full merge.
 const RECENT_MERGE: &str = r#"
+local keep, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ots, op, oo = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local head = redis.call('LINDEX', KEYS[1], 0)
+local newer = true
+if head then
+  local h = cjson.decode(head)
+  newer = ots > h.ts or (ots == h.ts and (op > h.partition or (op == h.partition and oo > h.offset)))
+end
+if newer then
+  local oldest_first = {}
+  for i = #ARGV, 6, -1 do oldest_first[#oldest_first + 1] = ARGV[i] end
+  if #oldest_first > 0 then redis.call('LPUSH', KEYS[1], unpack(oldest_first)) end
+  redis.call('LTRIM', KEYS[1], 0, keep - 1)
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+  return redis.call('LLEN', KEYS[1])
+end
 local all, seen = {}, {}
 local function add(s)
   if not seen[s] then
@@ -61,19 +83,18 @@ local function add(s)
   end
 end
 for _, s in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do add(s) end
-for i = 3, #ARGV do add(ARGV[i]) end
+for i = 6, #ARGV do add(ARGV[i]) end
 table.sort(all, function(a, b)
   if a[1] ~= b[1] then return a[1] > b[1] end
   if a[2] ~= b[2] then return a[2] > b[2] end
   return a[3] > b[3]
 end)
-local n = math.min(tonumber(ARGV[1]), #all)
+local n = math.min(keep, #all)
 redis.call('DEL', KEYS[1])
 if n > 0 then
   local out = {}
   for i = 1, n do out[i] = all[i][4] end
   redis.call('RPUSH', KEYS[1], unpack(out))
-  local ttl = tonumber(ARGV[2])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 end
 return n
@@ -264,7 +285,14 @@ impl RedisSink {
                     c.arg(self.recent.get_hash()).arg(1);
                     c.arg(format!("{}:r:{{{}}}", f.prefix, tag.as_str()));
                     c.arg(f.recent_keep).arg(f.recent_ttl.as_millis() as u64);
-                    for e in &r.events {
+                    // Newest first, each entry once; the oldest goes first
+                    // as numbers for the script's fast path.
+                    let mut events: Vec<&RecentEntry> = r.events.iter().collect();
+                    events.sort_unstable_by_key(|e| std::cmp::Reverse(order(e)));
+                    events.dedup_by(|a, b| order(a) == order(b));
+                    let oldest = events.last().map_or((i64::MIN, 0, i64::MIN), |e| order(e));
+                    c.arg(oldest.0).arg(oldest.1).arg(oldest.2);
+                    for e in events {
                         c.arg(
                             serde_json::json!({"ts": e.ts, "partition": e.partition, "offset": e.offset, "event": e.event, "item_id": e.item_id})
                                 .to_string(),
@@ -313,6 +341,11 @@ impl Sink for RedisSink {
             Err(e) => Err(classify(&self.factory.url, e)),
         }
     }
+}
+
+/// The order of recent-activity entries: (ts, partition, offset).
+fn order(e: &RecentEntry) -> (i64, u32, i64) {
+    (e.ts, e.partition, e.offset)
 }
 
 /// The hash key of a window row.
