@@ -64,6 +64,11 @@ struct BenchArgs {
     /// Worker threads of the end-to-end and latency runs.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Pipeline of the end-to-end and latency runs: `aggregates` (the
+    /// windowed aggregates of the default config) or `default` (with
+    /// recent activity too).
+    #[arg(long, default_value = "aggregates", value_parser = ["aggregates", "default"])]
+    pipeline: String,
     /// Events per second of the latency run (default: half the raw read rate).
     #[arg(long)]
     rate: Option<u64>,
@@ -410,6 +415,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 runs: b.runs,
                 workers: b.workers,
                 threads: b.threads.max(1),
+                pipeline: b.pipeline,
                 rate: b.rate,
                 seconds: b.seconds,
                 json: b.json,

@@ -66,3 +66,47 @@ fn the_embedded_defaults_are_valid() {
         "{stdout}"
     );
 }
+
+/// `footprint bench --mode engine` measures every workload at each worker
+/// count over the whole clickstream, prints the table and writes the JSON.
+#[test]
+fn the_engine_bench_reads_every_event_and_reports_each_workload() {
+    let dir = std::env::temp_dir().join(format!("fp-bench-cli-{}", std::process::id()));
+    let json = dir.join("bench.json");
+    let out = footprint(&[
+        "bench",
+        "--mode",
+        "engine",
+        "--events",
+        "20000",
+        "--runs",
+        "1",
+        "--workers",
+        "1,2",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+        "--dir",
+        dir.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for w in ["count_1m", "aggregates", "default"] {
+        assert!(stdout.contains(w), "{w} missing from the table:\n{stdout}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON report")).expect("JSON");
+    let engine = report["engine"].as_array().expect("engine rows");
+    assert_eq!(engine.len(), 6, "3 workloads × 2 worker counts");
+    for row in engine {
+        assert!(row["median_events_per_sec"].as_f64().expect("a rate") > 0.0);
+        for run in row["runs"].as_array().expect("runs") {
+            assert_eq!(run["events"], 20_000, "{row}");
+            assert!(run["rows"].as_u64().expect("rows") > 0, "{row}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

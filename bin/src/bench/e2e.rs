@@ -144,6 +144,24 @@ impl Owned {
     }
 }
 
+/// Narrows `cfg` to a bench pipeline: `default` keeps it whole;
+/// `aggregates` (the workload, as the engine's workload of that
+/// name) drops recent activity and keeps only the count of the sliding
+/// aggregate.
+fn select_pipeline(cfg: &mut Config, pipeline: &str) -> Result<()> {
+    match pipeline {
+        "default" => {}
+        "aggregates" => {
+            cfg.recent = None;
+            if let Some(sliding) = cfg.aggregate.get_mut(1) {
+                sliding.measures.retain(|m| m == "count");
+            }
+        }
+        other => anyhow::bail!("unknown pipeline `{other}`: aggregates or default"),
+    }
+    Ok(())
+}
+
 /// One end-to-end run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EndToEndRun {
@@ -205,9 +223,10 @@ pub fn raw_read(cfg: &Config, topic: &str) -> Result<(u64, f64)> {
 }
 
 /// The worker over `topic` into fresh stores, to the end, on `threads` workers.
-pub fn worker_run(cfg: &Config, topic: &str, threads: usize) -> Result<(u64, f64)> {
+pub fn worker_run(cfg: &Config, topic: &str, threads: usize, pipeline: &str) -> Result<(u64, f64)> {
     let owned = Owned::new("e2e");
-    let cfg = owned.config(cfg, topic);
+    let mut cfg = owned.config(cfg, topic);
+    select_pipeline(&mut cfg, pipeline)?;
     let spec = cfg.spec()?;
     let metrics = Arc::new(Metrics::new(
         spec.aggregates.iter().map(|a| a.name.clone()).collect(),
@@ -270,10 +289,17 @@ fn quantiles(v: Vec<(String, Quantiles)>) -> Vec<SinkQuantiles> {
 
 /// Produces at `rate` messages a second for `seconds`, with early updates
 /// every 250 ms, while a worker on `threads` workers writes to the stores.
-pub fn latency_run(cfg: &Config, rate: u64, seconds: u64, threads: usize) -> Result<LatencyRun> {
+pub fn latency_run(
+    cfg: &Config,
+    rate: u64,
+    seconds: u64,
+    threads: usize,
+    pipeline: &str,
+) -> Result<LatencyRun> {
     let owned = Owned::new("latency");
     let topic = format!("{}-events", owned.id);
     let mut cfg = owned.config(cfg, &topic);
+    select_pipeline(&mut cfg, pipeline)?;
     cfg.source.start = Start::Latest;
     for a in &mut cfg.aggregate {
         a.early_updates = Some(Dur(Duration::from_millis(250)));

@@ -7,9 +7,10 @@
 //!   sum by app, event and item, and the 10-minute/1-minute sliding count by
 //!   app and event), and the embedded default pipeline (`default`: both
 //!   aggregates with distinct users, and recent activity);
-//! - **end-to-end**: the default pipeline from a pre-loaded topic on the
-//!   broker into Redis and MySQL, beside the raw read rate of the same topic
-//!   measured in the same run;
+//! - **end-to-end**: a pipeline (`--pipeline`: `aggregates`, the issue's
+//!   workload, by default; `default` adds recent activity) from a
+//!   pre-loaded topic on the broker into Redis and MySQL, beside the raw
+//!   read rate of the same topic measured in the same run;
 //! - **latency**: the generator at a fixed rate (half the raw read rate by
 //!   default) for 60 s, with early updates every 250 ms: broker append →
 //!   store write, and window end → final row written.
@@ -56,6 +57,8 @@ pub struct BenchOptions {
     pub workers: Vec<usize>,
     /// Worker threads of the end-to-end and latency runs.
     pub threads: usize,
+    /// Pipeline of the end-to-end and latency runs: `aggregates` or `default`.
+    pub pipeline: String,
     /// Messages per second of the latency run (default: half the raw read rate).
     pub rate: Option<u64>,
     /// How long the latency run produces.
@@ -89,6 +92,8 @@ pub enum Child {
         topic: String,
         /// Worker threads.
         threads: usize,
+        /// `aggregates` or `default`.
+        pipeline: String,
     },
     /// A latency run.
     Latency {
@@ -98,6 +103,8 @@ pub enum Child {
         seconds: u64,
         /// Worker threads.
         threads: usize,
+        /// `aggregates` or `default`.
+        pipeline: String,
     },
 }
 
@@ -164,8 +171,12 @@ pub fn child(cfg: &Config, spec: &str) -> Result<()> {
                 peak_rss: peak_rss(),
             }
         }
-        Child::Worker { topic, threads } => {
-            let (events, seconds) = e2e::worker_run(cfg, &topic, threads)?;
+        Child::Worker {
+            topic,
+            threads,
+            pipeline,
+        } => {
+            let (events, seconds) = e2e::worker_run(cfg, &topic, threads, &pipeline)?;
             Measured::Read {
                 events,
                 seconds,
@@ -176,7 +187,8 @@ pub fn child(cfg: &Config, spec: &str) -> Result<()> {
             rate,
             seconds,
             threads,
-        } => Measured::Latency(e2e::latency_run(cfg, rate, seconds, threads)?),
+            pipeline,
+        } => Measured::Latency(e2e::latency_run(cfg, rate, seconds, threads, &pipeline)?),
     };
     println!("{RESULT}{}", serde_json::to_string(&measured)?);
     Ok(())
@@ -268,6 +280,7 @@ struct EngineRow {
 
 #[derive(Debug, Serialize)]
 struct EndToEndRow {
+    pipeline: String,
     threads: usize,
     median_events_per_sec: f64,
     median_raw_read_per_sec: f64,
@@ -278,6 +291,7 @@ struct EndToEndRow {
 
 #[derive(Debug, Serialize)]
 struct LatencyRow {
+    pipeline: String,
     threads: usize,
     rate: u64,
     seconds: u64,
@@ -355,6 +369,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
                 &Child::Worker {
                     topic: topic.clone(),
                     threads: o.threads,
+                    pipeline: o.pipeline.clone(),
                 },
             )?
             else {
@@ -375,6 +390,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
         );
         raw_rate = Some(raw);
         report.end_to_end = Some(EndToEndRow {
+            pipeline: o.pipeline.clone(),
             threads: o.threads,
             median_events_per_sec: median(
                 runs.iter().map(|r| r.events as f64 / r.seconds).collect(),
@@ -416,6 +432,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
                 rate,
                 seconds: o.seconds,
                 threads: o.threads,
+                pipeline: o.pipeline.clone(),
             };
             match in_child(config_path, &task)? {
                 Measured::Latency(r) => runs.push(r),
@@ -423,6 +440,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
             }
         }
         report.latency = Some(LatencyRow {
+            pipeline: o.pipeline.clone(),
             threads: o.threads,
             rate,
             seconds: o.seconds,
@@ -461,7 +479,8 @@ fn print_table(r: &Report) {
     }
     if let Some(e) = &r.end_to_end {
         println!(
-            "end-to-end   default pipeline into Redis and MySQL, {} workers: {} events/s; raw read of the same topic {} msgs/s; ratio {:.0}%; peak RSS {}",
+            "end-to-end   {} pipeline into Redis and MySQL, {} workers: {} events/s; raw read of the same topic {} msgs/s; ratio {:.0}%; peak RSS {}",
+            e.pipeline,
             e.threads,
             rate(e.median_events_per_sec),
             rate(e.median_raw_read_per_sec),
@@ -471,8 +490,8 @@ fn print_table(r: &Report) {
     }
     if let Some(l) = &r.latency {
         println!(
-            "latency      {} events/s for {} s, early updates every 250 ms, {} workers (medians over the runs, ms):",
-            l.rate, l.seconds, l.threads
+            "latency      {} pipeline, {} events/s for {} s, early updates every 250 ms, {} workers (medians over the runs, ms):",
+            l.pipeline, l.rate, l.seconds, l.threads
         );
         let mut sinks: Vec<String> = l
             .runs
