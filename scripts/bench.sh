@@ -5,7 +5,7 @@
 # footprint-bench.json.
 #
 #   scripts/bench.sh                       # engine, end to end and latency, 5 runs each
-#   scripts/bench.sh --mode engine         # the engine alone (needs no services)
+#   scripts/bench.sh --mode engine         # the engine alone, from files
 #   scripts/bench.sh --runs 1 --events 200000
 #
 # Arguments go to `footprint bench` (see `footprint bench --help`).

@@ -62,14 +62,7 @@ impl KafkaSettings {
         group_id: &str,
         extra: &[(&str, &str)],
     ) -> Result<FootprintConsumer, ConnectorError> {
-        // Prefetch at most 16 MB per consumer (librdkafka's default is
-        // 64 MB): while the sinks hold a worker back, the prefetched
-        // backlog is memory that buys no speed.
-        let mut defaults = vec![
-            ("group.id", group_id),
-            ("enable.auto.commit", "false"),
-            ("queued.max.messages.kbytes", "16384"),
-        ];
+        let mut defaults = vec![("group.id", group_id), ("enable.auto.commit", "false")];
         defaults.extend_from_slice(extra);
         let mut config = self.client_config(&defaults);
         config.set("enable.partition.eof", "true");

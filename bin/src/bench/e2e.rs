@@ -144,24 +144,6 @@ impl Owned {
     }
 }
 
-/// Narrows `cfg` to a bench pipeline: `default` keeps it whole;
-/// `aggregates` (the workload, as the engine's workload of that
-/// name) drops recent activity and keeps only the count of the sliding
-/// aggregate.
-fn select_pipeline(cfg: &mut Config, pipeline: &str) -> Result<()> {
-    match pipeline {
-        "default" => {}
-        "aggregates" => {
-            cfg.recent = None;
-            if let Some(sliding) = cfg.aggregate.get_mut(1) {
-                sliding.measures.retain(|m| m == "count");
-            }
-        }
-        other => anyhow::bail!("unknown pipeline `{other}`: aggregates or default"),
-    }
-    Ok(())
-}
-
 /// One end-to-end run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EndToEndRun {
@@ -226,7 +208,7 @@ pub fn raw_read(cfg: &Config, topic: &str) -> Result<(u64, f64)> {
 pub fn worker_run(cfg: &Config, topic: &str, threads: usize, pipeline: &str) -> Result<(u64, f64)> {
     let owned = Owned::new("e2e");
     let mut cfg = owned.config(cfg, topic);
-    select_pipeline(&mut cfg, pipeline)?;
+    super::narrow(&mut cfg, pipeline)?;
     let spec = cfg.spec()?;
     let metrics = Arc::new(Metrics::new(
         spec.aggregates.iter().map(|a| a.name.clone()).collect(),
@@ -299,7 +281,7 @@ pub fn latency_run(
     let owned = Owned::new("latency");
     let topic = format!("{}-events", owned.id);
     let mut cfg = owned.config(cfg, &topic);
-    select_pipeline(&mut cfg, pipeline)?;
+    super::narrow(&mut cfg, pipeline)?;
     cfg.source.start = Start::Latest;
     for a in &mut cfg.aggregate {
         a.early_updates = Some(Dur(Duration::from_millis(250)));

@@ -128,30 +128,38 @@ pub enum Measured {
 
 const RESULT: &str = "footprint-bench-result: ";
 
-/// The workloads of the engine benchmark, by name.
+/// The engine's workloads, by name: the embedded defaults narrowed to it.
 pub fn workload(name: &str) -> Result<PipelineSpec> {
-    let defaults = Config::from_layers(None, Vec::<(String, String)>::new())?.spec()?;
-    let mut spec = defaults.clone();
+    let mut cfg = Config::from_layers(None, Vec::<(String, String)>::new())?;
+    narrow(&mut cfg, name)?;
+    Ok(cfg.spec()?)
+}
+
+/// Narrows a default-shaped config (the 1-minute aggregate first, the
+/// sliding one second) to a bench workload: `default` keeps it whole;
+/// `aggregates` (the workload) drops recent activity and keeps only
+/// the count of the sliding aggregate; `count_1m` keeps only the count of
+/// the 1-minute aggregate.
+pub fn narrow(cfg: &mut Config, name: &str) -> Result<()> {
+    let count_only = |measures: &mut Vec<String>| measures.retain(|m| m == "count");
     match name {
         "default" => {}
         "aggregates" => {
-            spec.recent = None;
-            if let Some(sliding) = spec.aggregates.get_mut(1) {
-                sliding
-                    .measures
-                    .retain(|m| matches!(m, footprint_dataflows::Measure::Count));
+            cfg.recent = None;
+            if let Some(sliding) = cfg.aggregate.get_mut(1) {
+                count_only(&mut sliding.measures);
             }
         }
         "count_1m" => {
-            spec.recent = None;
-            spec.aggregates.truncate(1);
-            spec.aggregates[0]
-                .measures
-                .retain(|m| matches!(m, footprint_dataflows::Measure::Count));
+            cfg.recent = None;
+            cfg.aggregate.truncate(1);
+            if let Some(tumbling) = cfg.aggregate.first_mut() {
+                count_only(&mut tumbling.measures);
+            }
         }
-        other => bail!("unknown workload `{other}`"),
+        other => bail!("unknown workload `{other}`: count_1m, aggregates or default"),
     }
-    Ok(spec)
+    Ok(())
 }
 
 /// Runs one measurement in this process and prints its result (for the parent).

@@ -55,23 +55,6 @@ mod load;
 mod schema;
 mod upsert;
 
-/// The statements a batch of window rows becomes, without a server: their
-/// count and the bytes of SQL and parameters (for benchmarks of the
-/// encoding; rows the tables cannot hold are left out, as in a write).
-pub fn encode_windows(
-    spec: &Arc<PipelineSpec>,
-    table_prefix: &str,
-    rows: &[Output],
-) -> Result<(usize, usize), SinkError> {
-    let schema = schema::Schema::new(spec, table_prefix)?;
-    let statements = upsert::Plan::new(&schema, rows).statements(&schema);
-    let bytes = statements
-        .iter()
-        .map(|s| s.sql.len() + s.params.iter().map(upsert::value_size).sum::<usize>())
-        .sum();
-    Ok((statements.len(), bytes))
-}
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,6 +68,23 @@ use crate::{Sink, SinkError, SinkFactory};
 use load::LoadError;
 use schema::Schema;
 use upsert::Plan;
+
+/// The statements a batch of window rows becomes, without a server: their
+/// count and the bytes of SQL and parameters (for benchmarks of the
+/// encoding; rows the tables cannot hold are left out, as in a write).
+pub fn encode_windows(
+    spec: &Arc<PipelineSpec>,
+    table_prefix: &str,
+    rows: &[Output],
+) -> Result<(usize, usize), SinkError> {
+    let schema = Schema::new(spec, table_prefix)?;
+    let statements = Plan::new(&schema, rows).statements(&schema);
+    let bytes = statements
+        .iter()
+        .map(|s| s.sql.len() + s.params.iter().map(upsert::value_size).sum::<usize>())
+        .sum();
+    Ok((statements.len(), bytes))
+}
 
 /// The sink's name.
 const SINK: &str = "mysql";

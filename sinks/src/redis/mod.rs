@@ -220,12 +220,7 @@ impl SinkFactory for RedisSinkFactory {
     }
 
     fn build(&self, _worker: usize, _peers: usize) -> Result<Box<dyn Sink>, SinkError> {
-        Ok(Box::new(RedisSink {
-            factory: self.clone(),
-            conn: None,
-            window: Script::new(WINDOW_CAS),
-            recent: Script::new(RECENT_MERGE),
-        }))
+        Ok(Box::new(self.sink()))
     }
 }
 
@@ -238,16 +233,20 @@ pub struct RedisSink {
 }
 
 impl RedisSinkFactory {
-    /// The bytes a batch becomes on the wire (RESP), without a server: for
-    /// benchmarks of the encoding.
-    pub fn encode(&self, rows: &[Output]) -> Vec<u8> {
-        let sink = RedisSink {
+    /// A sink, not yet connected.
+    fn sink(&self) -> RedisSink {
+        RedisSink {
             factory: self.clone(),
             conn: None,
             window: Script::new(WINDOW_CAS),
             recent: Script::new(RECENT_MERGE),
-        };
-        sink.pipeline(rows).get_packed_pipeline()
+        }
+    }
+
+    /// The bytes a batch becomes on the wire (RESP), without a server: for
+    /// benchmarks of the encoding.
+    pub fn encode(&self, rows: &[Output]) -> Vec<u8> {
+        self.sink().pipeline(rows).get_packed_pipeline()
     }
 }
 
