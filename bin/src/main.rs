@@ -69,6 +69,11 @@ struct BenchArgs {
     /// recent activity too).
     #[arg(long, default_value = "aggregates", value_parser = ["aggregates", "default"])]
     pipeline: String,
+    /// Stores the end-to-end and latency runs write to, comma-separated:
+    /// `redis`, `mysql`, or `none` (the worker alone, to see what the stores
+    /// cost).
+    #[arg(long, value_delimiter = ',', default_value = "redis,mysql", value_parser = ["redis", "mysql", "none"])]
+    stores: Vec<String>,
     /// Events per second of the latency run (default: half the raw read rate).
     #[arg(long)]
     rate: Option<u64>,
@@ -416,6 +421,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 workers: b.workers,
                 threads: b.threads.max(1),
                 pipeline: b.pipeline,
+                stores: b.stores.into_iter().filter(|s| s != "none").collect(),
                 rate: b.rate,
                 seconds: b.seconds,
                 json: b.json,

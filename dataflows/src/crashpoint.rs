@@ -10,8 +10,8 @@
 //!
 //! | name | where |
 //! |---|---|
-//! | `sink.after_write` | every sink of a batch has been written, nothing of it is committed yet |
-//! | `sink.mid_batch` | one sink of a batch has been written, the next one not yet |
+//! | `sink.after_write` | every sink of a batch has been written (on the worker thread: a store writer's batch has been reported written), nothing of it is committed yet |
+//! | `sink.mid_batch` | one sink of a batch has been written, the next one not yet (on a store writer's thread: its batch is in the store, not yet reported to the worker) |
 //! | `commit.before` | the checkpoints to commit are known, none is committed |
 //! | `commit.between` | the checkpoint topic has the new checkpoints, the consumer group not yet |
 

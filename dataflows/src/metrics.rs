@@ -31,6 +31,13 @@ pub const SINK_WRITES: &str = "footprint_sink_writes_total";
 pub const SINK_FAILURES: &str = "footprint_sink_failures_total";
 /// Rows diverted to the retry topic (or journal) instead of their store, labelled by `sink`.
 pub const SINK_DIVERTED: &str = "footprint_sink_diverted_total";
+/// Rows left unwritten because a newer row of the same identity replaced
+/// them while they waited for a busy store, labelled by `sink`.
+pub const SINK_FOLDED: &str = "footprint_sink_folded_total";
+/// Gauge: result rows handed to the store writers and not yet written or
+/// diverted, summed over this process's workers and stores. The sources
+/// pause while it is at [`crate::source::MAX_SINK_ROWS_WAITING`].
+pub const SINK_ROWS_WAITING: &str = "footprint_sink_rows_waiting";
 /// Times a sink's circuit breaker opened, labelled by `sink`.
 pub const SINK_BREAKER_OPENED: &str = "footprint_sink_breaker_opened_total";
 /// 1 when a sink's switch is degraded, labelled by `sink`.
@@ -94,6 +101,10 @@ pub struct Metrics {
     pub sink_failures: std::sync::Mutex<Vec<(String, u64)>>,
     /// See [`SINK_DIVERTED`], by sink name.
     pub sink_diverted: std::sync::Mutex<Vec<(String, u64)>>,
+    /// See [`SINK_ROWS_WAITING`].
+    pub sink_rows_waiting: AtomicU64,
+    /// See [`SINK_FOLDED`], by sink name.
+    pub sink_folded: std::sync::Mutex<Vec<(String, u64)>>,
     /// See [`SINK_BREAKER_OPENED`], by sink name.
     pub sink_breaker_opened: std::sync::Mutex<Vec<(String, u64)>>,
     /// See [`SINK_WRITE_LATENCY`]: microseconds, by sink name.
@@ -149,6 +160,8 @@ impl Metrics {
             sink_writes: Default::default(),
             sink_failures: Default::default(),
             sink_diverted: Default::default(),
+            sink_folded: Default::default(),
+            sink_rows_waiting: AtomicU64::new(0),
             sink_breaker_opened: Default::default(),
             sink_write_us: Latencies::default(),
             end_to_end_ms: Latencies::default(),

@@ -115,6 +115,12 @@ pub trait PartitionReader: 'static {
     fn close(&mut self) {}
 }
 
+/// Result rows that may wait for a process's store writers (see
+/// `footprint_sinks::operator`) before its sources pause reading: the
+/// back-pressure that keeps a backlog's memory flat when the stores are
+/// slower than the dataflow.
+pub const MAX_SINK_ROWS_WAITING: u64 = 200_000;
+
 /// Source settings.
 #[derive(Debug, Clone)]
 pub struct SourceSettings {
@@ -195,6 +201,13 @@ pub fn partition_source<'s, R: PartitionReader>(
                     cap = None;
                     board.publish(None, 0, true, tracker.floor(Instant::now()));
                     board.close();
+                    return;
+                }
+                if metrics.sink_rows_waiting.load(Ordering::Relaxed) >= MAX_SINK_ROWS_WAITING {
+                    // The stores are behind: read on once they catch up.
+                    // Nothing else changes meanwhile (no watermark, no
+                    // idleness), so the pause is invisible to the results.
+                    activator.activate_after(Duration::from_millis(1));
                     return;
                 }
                 let floor = *c.time();

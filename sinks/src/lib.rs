@@ -74,6 +74,13 @@ pub trait Sink: Send {
     fn counts_itself(&self) -> bool {
         false
     }
+    /// Whether the store keeps one value per identity, by the version rule
+    /// for window rows and the merge for recent activity (DESIGN §3). Such
+    /// a sink is written on a thread of its own, and rows of one identity
+    /// that wait for it are folded into one (see [`operator`]).
+    fn folds(&self) -> bool {
+        false
+    }
 }
 
 /// Builds one sink instance per worker.

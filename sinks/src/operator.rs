@@ -1,23 +1,61 @@
 //! `write_to`: the dataflow operator that hands result rows to the sinks.
 //!
 //! Rows stay on the worker that produced them (each identity belongs to one
-//! worker), are grouped by sink according to [`Routing`], and written in one
-//! batch per sink per activation. Each batch is written once: store sinks
-//! run behind [`GuardedSink`](crate::util::guard::GuardedSink), which owns
-//! retries and diversion. A write that still fails is counted and logged at
-//! ERROR, since its data is then at risk.
+//! worker) and are grouped by sink according to [`Routing`]. Each batch is
+//! written once: store sinks run behind
+//! [`GuardedSink`](crate::util::guard::GuardedSink), which owns retries and
+//! diversion. A write that still fails is counted and logged at ERROR, since
+//! its data is then at risk.
+//!
+//! # Store writers
+//! A sink whose store keeps one value per identity ([`Sink::folds`]: Redis
+//! and MySQL) is written on a thread of its own, so the worker goes on
+//! reading and aggregating while a store is busy. The operator holds a
+//! capability for the rows it has handed to that thread, and for those
+//! waiting for it, until the thread reports them written (or diverted): the
+//! output frontier, which the source's offset commits wait for, therefore
+//! still passes a time only once every row at that time is in its store.
+//!
+//! One batch is in flight per store writer. Rows that arrive meanwhile wait,
+//! folded by identity: a window row replaces a waiting row of the same
+//! (aggregate, key, window) whose (version, final) pair is not higher, and
+//! recent-activity rows of the same user are merged (union, newest first,
+//! cut to `keep`). The stores apply exactly these rules to every write
+//! (DESIGN §3), so a folded batch leaves them as the unfolded rows would; a
+//! slow store gets fewer, larger writes instead of holding back the
+//! dataflow, and what waits is bounded by the number of identities.
+//! Folded-away rows are counted in `footprint_sink_folded_total`.
+//!
+//! Rows waiting or in flight are counted in
+//! [`Metrics::sink_rows_waiting`]; at
+//! [`MAX_SINK_ROWS_WAITING`](footprint_dataflows::source::MAX_SINK_ROWS_WAITING)
+//! the process's sources pause reading until the writers catch up, so a
+//! backlog read faster than the stores take it does not grow the memory.
+//!
+//! Other sinks (files, memory) take every row, in order, on the worker
+//! thread.
 
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 
 use footprint_dataflows::crashpoint;
 use footprint_dataflows::metrics::Metrics;
-use footprint_dataflows::{Output, Time};
+use footprint_dataflows::{Output, RecentEntry, Time};
+use hashbrown::DefaultHashBuilder;
+use hashbrown::HashTable;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::{Capability, Operator};
+use timely::scheduling::SyncActivator;
 
 use crate::Sink;
+
+/// Rows per call to a store writer's sink: the switch and breaker are
+/// consulted between chunks, so a flipped switch takes effect within one.
+pub const WRITE_CHUNK: usize = 2_000;
 
 /// Which sinks receive which rows: indices into the worker's sink list.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +64,9 @@ pub struct Routing {
     pub windows: Vec<Vec<usize>>,
     /// The sinks of recent-activity rows.
     pub recent: Vec<usize>,
+    /// Entries kept per user in recent activity (the spec's `keep`), which
+    /// folded recent rows are cut to; `None` keeps every entry.
+    pub recent_keep: Option<usize>,
 }
 
 /// Extension trait: write a stream of rows to sinks.
@@ -45,61 +86,434 @@ pub trait WriteTo<'s> {
 impl<'s> WriteTo<'s> for StreamVec<'s, Time, Output> {
     fn write_to(
         self,
-        mut sinks: Vec<Box<dyn Sink>>,
+        sinks: Vec<Box<dyn Sink>>,
         routing: Routing,
         metrics: Arc<Metrics>,
     ) -> StreamVec<'s, Time, ()> {
-        let mut batches: Vec<Vec<Output>> = vec![Vec::new(); sinks.len()];
-        let mut flushed = true;
-        self.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "WriteTo", move |_cap, _info| move |input, _output| {
-            input.for_each(|_time, data| {
-                for row in data.drain(..) {
-                    let targets = match &row {
-                        Output::Window(w) => routing.windows.get(usize::from(w.agg)).map_or(&[][..], Vec::as_slice),
-                        Output::Recent(_) => routing.recent.as_slice(),
-                    };
-                    if let Some((last, rest)) = targets.split_last() {
-                        for t in rest {
-                            batches[*t].push(row.clone());
+        let scope = self.scope();
+        let keep = routing.recent_keep;
+        self.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "WriteTo", move |_cap, info| {
+            let worker = scope.worker();
+            let mut lanes: Vec<Lane> = sinks
+                .into_iter()
+                .map(|sink| {
+                    if sink.folds() {
+                        let activator = worker.sync_activator_for(info.address.to_vec());
+                        Lane::Writer(Writer::spawn(sink, keep, activator, Arc::clone(&metrics)))
+                    } else {
+                        Lane::Inline { sink, batch: Vec::new() }
+                    }
+                })
+                .collect();
+            let mut flushed = true;
+            move |input, _output| {
+                input.for_each(|cap, data| {
+                    for row in data.drain(..) {
+                        let targets = match &row {
+                            Output::Window(w) => routing.windows.get(usize::from(w.agg)).map_or(&[][..], Vec::as_slice),
+                            Output::Recent(_) => routing.recent.as_slice(),
+                        };
+                        if let Some((last, rest)) = targets.split_last() {
+                            for t in rest {
+                                lanes[*t].push(row.clone(), &cap, &metrics);
+                            }
+                            lanes[*last].push(row, &cap, &metrics);
                         }
-                        batches[*last].push(row);
+                    }
+                });
+                for lane in &mut lanes {
+                    if let Lane::Writer(w) = lane {
+                        w.poll(&metrics);
                     }
                 }
-            });
-            let mut wrote_one = false;
-            for (sink, batch) in sinks.iter_mut().zip(batches.iter_mut()) {
-                if batch.is_empty() {
-                    continue;
+                let mut wrote_one = false;
+                for lane in &mut lanes {
+                    let Lane::Inline { sink, batch } = lane else { continue };
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    if wrote_one {
+                        crashpoint::reached("sink.mid_batch");
+                    }
+                    wrote_one = true;
+                    flushed = false;
+                    write_counted(sink.as_mut(), batch, &metrics);
+                    batch.clear();
                 }
                 if wrote_one {
-                    crashpoint::reached("sink.mid_batch");
+                    crashpoint::reached("sink.after_write");
                 }
-                wrote_one = true;
-                flushed = false;
-                let n = batch.len() as u64;
-                match sink.write(batch) {
-                    Ok(()) if sink.counts_itself() => {}
-                    Ok(()) => Metrics::add_sink(&metrics.sink_writes, sink.name(), n),
-                    Err(e) => {
-                        Metrics::add_sink(&metrics.sink_failures, sink.name(), n);
-                        tracing::error!(sink = sink.name(), rows = n, error = %e, "result rows were not written");
+                // Flush after every burst: files stay readable while a job runs.
+                if !flushed {
+                    for lane in &mut lanes {
+                        let Lane::Inline { sink, .. } = lane else { continue };
+                        if let Err(e) = sink.flush() {
+                            tracing::error!(sink = sink.name(), error = %e, "flushing the sink failed");
+                        }
                     }
+                    flushed = true;
                 }
-                batch.clear();
             }
-            if wrote_one {
-                crashpoint::reached("sink.after_write");
+        })
+    }
+}
+
+/// Writes `rows` once, counting the outcome unless the sink counts itself.
+fn write_counted(sink: &mut dyn Sink, rows: &[Output], metrics: &Metrics) {
+    let n = rows.len() as u64;
+    match sink.write(rows) {
+        Ok(()) if sink.counts_itself() => {}
+        Ok(()) => Metrics::add_sink(&metrics.sink_writes, sink.name(), n),
+        Err(e) => {
+            Metrics::add_sink(&metrics.sink_failures, sink.name(), n);
+            tracing::error!(sink = sink.name(), rows = n, error = %e, "result rows were not written");
+        }
+    }
+}
+
+/// How one sink is driven.
+enum Lane {
+    /// On the worker thread, every row in order.
+    Inline {
+        sink: Box<dyn Sink>,
+        batch: Vec<Output>,
+    },
+    /// On a writer thread, folding rows while it is busy.
+    Writer(Writer),
+}
+
+impl Lane {
+    fn push(
+        &mut self,
+        row: Output,
+        cap: &timely::dataflow::operators::InputCapability<Time>,
+        metrics: &Metrics,
+    ) {
+        match self {
+            Lane::Inline { batch, .. } => batch.push(row),
+            Lane::Writer(w) => {
+                let before = w.waiting.rows.len();
+                w.waiting.push(row);
+                let added = (w.waiting.rows.len() - before) as u64;
+                metrics
+                    .sink_rows_waiting
+                    .fetch_add(added, Ordering::Relaxed);
+                // One capability, at the least time of the waiting rows.
+                if let Some(t) = cap.least()
+                    && w.waiting_cap.as_ref().is_none_or(|c| *t < *c.time())
+                {
+                    w.waiting_cap = Some(cap.delayed(t, 0));
+                }
             }
-            // Flush after every burst: files stay readable while a job runs,
-            // and stores batch per write anyway.
-            if !flushed {
-                for sink in sinks.iter_mut() {
+        }
+    }
+}
+
+/// A store sink on a thread of its own, with one batch in flight.
+struct Writer {
+    name: String,
+    /// Batches to the thread; `None` once it has stopped.
+    jobs: Option<Sender<Vec<Output>>>,
+    /// One message per batch the thread has finished.
+    done: Receiver<()>,
+    /// Held while the batch in flight is being written.
+    in_flight: Option<Capability<Time>>,
+    /// Rows of the batch in flight.
+    in_flight_rows: u64,
+    /// Counts the rows waiting or in flight (see [`Metrics::sink_rows_waiting`]).
+    metrics: Arc<Metrics>,
+    /// Rows waiting for the thread, folded by identity.
+    waiting: Fold,
+    /// Held for the waiting rows.
+    waiting_cap: Option<Capability<Time>>,
+}
+
+impl Writer {
+    fn spawn(
+        mut sink: Box<dyn Sink>,
+        keep: Option<usize>,
+        activator: SyncActivator,
+        metrics: Arc<Metrics>,
+    ) -> Writer {
+        let name = sink.name().to_owned();
+        let (jobs, batches) = mpsc::channel::<Vec<Output>>();
+        let (finished, done) = mpsc::channel();
+        let thread_metrics = Arc::clone(&metrics);
+        let spawned = std::thread::Builder::new()
+            .name(format!("footprint-{name}-writer"))
+            .spawn(move || {
+                for batch in batches {
+                    for chunk in batch.chunks(WRITE_CHUNK) {
+                        write_counted(sink.as_mut(), chunk, &thread_metrics);
+                    }
                     if let Err(e) = sink.flush() {
                         tracing::error!(sink = sink.name(), error = %e, "flushing the sink failed");
                     }
+                    crashpoint::reached("sink.mid_batch");
+                    if finished.send(()).is_err() {
+                        break;
+                    }
+                    // The operator may be parked with nothing else to do.
+                    let _ = activator.activate();
                 }
-                flushed = true;
+            });
+        let jobs = match spawned {
+            Ok(_) => Some(jobs),
+            Err(e) => {
+                tracing::error!(sink = %name, error = %e, "the store writer thread did not start; its rows will not be written");
+                None
             }
+        };
+        Writer {
+            name,
+            jobs,
+            done,
+            in_flight: None,
+            in_flight_rows: 0,
+            metrics,
+            waiting: Fold::new(keep),
+            waiting_cap: None,
+        }
+    }
+
+    /// Takes finished batches, and hands the waiting rows to an idle thread.
+    fn poll(&mut self, metrics: &Metrics) {
+        loop {
+            match self.done.try_recv() {
+                Ok(()) => {
+                    let written = std::mem::take(&mut self.in_flight_rows);
+                    self.release(written);
+                    if self.in_flight.take().is_some() {
+                        crashpoint::reached("sink.after_write");
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.jobs = None;
+                    break;
+                }
+            }
+        }
+        let folded = std::mem::take(&mut self.waiting.folded);
+        if folded > 0 {
+            Metrics::add_sink(&metrics.sink_folded, &self.name, folded);
+        }
+        if self.in_flight.is_some() || self.waiting.rows.is_empty() {
+            return;
+        }
+        let rows = self.waiting.take();
+        let cap = self.waiting_cap.take();
+        let n = rows.len() as u64;
+        match &self.jobs {
+            Some(jobs) if jobs.send(rows).is_ok() => {
+                self.in_flight = cap;
+                self.in_flight_rows = n;
+            }
+            _ => {
+                self.jobs = None;
+                self.release(n);
+                Metrics::add_sink(&metrics.sink_failures, &self.name, n);
+                tracing::error!(sink = %self.name, rows = n, "the store writer has stopped; result rows were not written");
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// `n` rows are no longer waiting.
+    fn release(&self, n: u64) {
+        let _ = self.metrics.sink_rows_waiting.fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |w| Some(w.saturating_sub(n)),
+        );
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // A dataflow torn down with rows still here no longer holds them.
+        self.release(self.in_flight_rows + self.waiting.rows.len() as u64);
+    }
+}
+
+/// Rows waiting for a store writer, at most one per identity.
+struct Fold {
+    rows: Vec<Output>,
+    /// Indices into `rows`, by the hash of the row's identity.
+    index: HashTable<usize>,
+    hasher: DefaultHashBuilder,
+    keep: Option<usize>,
+    /// Rows replaced or merged since last counted.
+    folded: u64,
+}
+
+impl Fold {
+    fn new(keep: Option<usize>) -> Self {
+        Fold {
+            rows: Vec::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            keep,
+            folded: 0,
+        }
+    }
+
+    fn identity_hash(hasher: &DefaultHashBuilder, row: &Output) -> u64 {
+        let mut h = hasher.build_hasher();
+        match row {
+            Output::Window(w) => {
+                0u8.hash(&mut h);
+                w.agg.hash(&mut h);
+                w.window_start.hash(&mut h);
+                for (_, v) in &w.key {
+                    v.hash(&mut h);
+                }
+            }
+            Output::Recent(r) => {
+                1u8.hash(&mut h);
+                r.app_id.hash(&mut h);
+                r.user_id.hash(&mut h);
+            }
+        }
+        h.finish()
+    }
+
+    fn same_identity(a: &Output, b: &Output) -> bool {
+        match (a, b) {
+            (Output::Window(a), Output::Window(b)) => {
+                a.agg == b.agg
+                    && a.window_start == b.window_start
+                    && a.key.len() == b.key.len()
+                    && a.key.iter().zip(&b.key).all(|((_, x), (_, y))| x == y)
+            }
+            (Output::Recent(a), Output::Recent(b)) => {
+                a.app_id == b.app_id && a.user_id == b.user_id
+            }
+            _ => false,
+        }
+    }
+
+    fn push(&mut self, row: Output) {
+        let hash = Self::identity_hash(&self.hasher, &row);
+        let rows = &self.rows;
+        if let Some(&i) = self
+            .index
+            .find(hash, |&i| Self::same_identity(&rows[i], &row))
+        {
+            self.folded += 1;
+            match (&mut self.rows[i], row) {
+                (Output::Window(old), Output::Window(new))
+                    if (new.version, new.is_final) >= (old.version, old.is_final) =>
+                {
+                    *old = new;
+                }
+                (Output::Recent(old), Output::Recent(new)) => {
+                    RecentEntry::merge(
+                        &mut old.events,
+                        &new.events,
+                        self.keep.unwrap_or(usize::MAX),
+                    );
+                }
+                // An older window row changes nothing (and the same
+                // identity implies the same kind).
+                _ => {}
+            }
+            return;
+        }
+        let i = self.rows.len();
+        self.rows.push(row);
+        let rows = &self.rows;
+        let hasher = &self.hasher;
+        self.index
+            .insert_unique(hash, i, |&j| Self::identity_hash(hasher, &rows[j]));
+    }
+
+    fn take(&mut self) -> Vec<Output> {
+        self.index.clear();
+        std::mem::take(&mut self.rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use footprint_dataflows::{MeasureValue, RecentRow, WindowRow};
+
+    fn window(key: &str, start: i64, version: u64, is_final: bool) -> Output {
+        Output::Window(WindowRow {
+            agg: 0,
+            aggregate: "a".into(),
+            key: vec![("k".into(), key.into())],
+            window_start: start,
+            window_end: start + 60_000,
+            measures: vec![("count".into(), MeasureValue::Count(version))],
+            version,
+            is_final,
+            freshest_append_ms: None,
         })
+    }
+
+    fn entry(ts: i64) -> RecentEntry {
+        RecentEntry {
+            ts,
+            partition: 0,
+            offset: ts,
+            event: "view".into(),
+            item_id: None,
+        }
+    }
+
+    fn recent(user: &str, ts: &[i64]) -> Output {
+        Output::Recent(RecentRow {
+            app_id: "app".into(),
+            user_id: user.into(),
+            events: ts.iter().rev().map(|t| entry(*t)).collect(),
+        })
+    }
+
+    #[test]
+    fn keeps_the_highest_version_of_each_window_in_first_arrival_order() {
+        let mut f = Fold::new(None);
+        f.push(window("x", 0, 3, false));
+        f.push(window("y", 0, 1, false));
+        f.push(window("x", 0, 5, false));
+        f.push(window("x", 60_000, 1, false));
+        f.push(window("x", 0, 4, false)); // older: changes nothing
+        f.push(window("x", 0, 5, true)); // same version, now final
+        assert_eq!(f.folded, 3);
+        assert_eq!(
+            f.take(),
+            vec![
+                window("x", 0, 5, true),
+                window("y", 0, 1, false),
+                window("x", 60_000, 1, false)
+            ]
+        );
+        assert!(f.take().is_empty(), "taking empties the fold");
+    }
+
+    #[test]
+    fn merges_recent_rows_of_a_user_and_cuts_them_to_keep() {
+        let mut f = Fold::new(Some(3));
+        f.push(recent("u1", &[1, 2]));
+        f.push(recent("u2", &[7]));
+        f.push(recent("u1", &[2, 3, 4]));
+        assert_eq!(f.folded, 1);
+        assert_eq!(f.take(), vec![recent("u1", &[2, 3, 4]), recent("u2", &[7])]);
+    }
+
+    #[test]
+    fn rows_of_different_kinds_or_aggregates_never_fold() {
+        let mut f = Fold::new(None);
+        let mut other = window("x", 0, 1, false);
+        if let Output::Window(w) = &mut other {
+            w.agg = 1;
+        }
+        f.push(window("x", 0, 1, false));
+        f.push(other.clone());
+        f.push(recent("x", &[0]));
+        assert_eq!(f.folded, 0);
+        assert_eq!(f.take().len(), 3);
     }
 }

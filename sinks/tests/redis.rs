@@ -159,6 +159,38 @@ fn keeps_the_higher_version_within_one_pipeline() {
     );
 }
 
+/// A batch larger than one script call: every row is its own
+/// compare-and-set, across the calls and within each.
+#[test]
+fn many_windows_in_one_write_each_keep_their_highest_version() {
+    use footprint_sinks::redis::WINDOWS_PER_CALL;
+    let p = Prefix::new();
+    let (f, mut s) = sink(&p);
+    let windows = 2 * WINDOWS_PER_CALL + 5;
+    let at = |i: usize, version: u64| {
+        let mut w = row(version, false, version as i128 * 100);
+        w.window_start += i as i64 * 60_000;
+        w.window_end += i as i64 * 60_000;
+        w
+    };
+    // Every window at version 2 and then 1 in the same write; the first
+    // ones are already stored at 9, which neither may overwrite.
+    s.write(&[Output::Window(at(0, 9)), Output::Window(at(1, 9))])
+        .expect("write v9");
+    let mut batch = Vec::new();
+    for i in 0..windows {
+        batch.push(Output::Window(at(i, 2)));
+        batch.push(Output::Window(at(i, 1)));
+    }
+    s.write(&batch).expect("write");
+    let mut got = f.load_windows(&spec()).expect("load");
+    got.sort_by_key(|w| w.window_start);
+    let want: Vec<WindowRow> = (0..windows)
+        .map(|i| at(i, if i < 2 { 9 } else { 2 }))
+        .collect();
+    assert_eq!(got, want);
+}
+
 /// Recent activity is merged (union, newest first, cut to `keep` = 3), so
 /// every order and repetition of the same rows ends in the same list.
 #[test]

@@ -167,6 +167,12 @@ pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> Strin
     );
     per_sink(
         &mut out,
+        metrics::SINK_FOLDED,
+        "Rows replaced by a newer row of the same identity while waiting for a busy store.",
+        &m.sink_folded,
+    );
+    per_sink(
+        &mut out,
         metrics::SINK_BREAKER_OPENED,
         "Times a sink's circuit breaker opened.",
         &m.sink_breaker_opened,
@@ -222,6 +228,13 @@ pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> Strin
             );
         }
     }
+    single(
+        &mut out,
+        metrics::SINK_ROWS_WAITING,
+        "gauge",
+        "Result rows waiting for the store writers (the sources pause at the limit).",
+        m.sink_rows_waiting.load(Ordering::Relaxed),
+    );
     let backlog = m.retry_backlog.load(Ordering::Relaxed);
     if backlog >= 0 {
         single(

@@ -22,6 +22,7 @@ use footprint_connectors::reader::{KafkaReader, PartitionRange};
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::control::RunControl;
 use footprint_dataflows::metrics::{Metrics, Quantiles};
+use footprint_dataflows::pipeline::assigned;
 use footprint_dataflows::source::{PartitionReader, Verdict};
 
 use crate::config::{Config, Dur, MySqlSinkConfig, RedisSinkConfig, Start};
@@ -89,8 +90,8 @@ impl Owned {
     }
 
     /// `cfg` reading `topic` into this run's stores, with every aggregate and
-    /// recent activity written to Redis and MySQL.
-    fn config(&self, base: &Config, topic: &str) -> Config {
+    /// recent activity written to `stores` (`redis`, `mysql`).
+    fn config(&self, base: &Config, topic: &str, stores: &[String]) -> Config {
         let mut cfg = base.clone();
         cfg.source.topics = vec![topic.to_owned()];
         cfg.source.group_id = self.id.clone();
@@ -103,21 +104,21 @@ impl Owned {
         cfg.admin.control_topic = format!("{}-control", self.id);
         cfg.admin.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         cfg.sinks.file = None;
-        cfg.sinks.redis = Some(RedisSinkConfig {
+        let wants = |name: &str| stores.iter().any(|s| s == name);
+        cfg.sinks.redis = wants("redis").then(|| RedisSinkConfig {
             url: self.redis.clone(),
             prefix: self.id.clone(),
             ttl: Dur(Duration::from_secs(3_600)),
         });
-        cfg.sinks.mysql = Some(MySqlSinkConfig {
+        cfg.sinks.mysql = wants("mysql").then(|| MySqlSinkConfig {
             url: format!("{}/{}", self.mysql, self.id),
             table_prefix: "fp_".into(),
         });
-        let stores = vec!["redis".to_owned(), "mysql".to_owned()];
         for a in &mut cfg.aggregate {
-            a.sinks = stores.clone();
+            a.sinks = stores.to_vec();
         }
         if let Some(r) = &mut cfg.recent {
-            r.sinks = stores;
+            r.sinks = stores.to_vec();
         }
         cfg
     }
@@ -147,7 +148,7 @@ impl Owned {
 /// One end-to-end run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EndToEndRun {
-    /// Messages the plain consumer read.
+    /// Messages the plain consumers read.
     pub raw_events: u64,
     /// Its wall time.
     pub raw_seconds: f64,
@@ -157,11 +158,16 @@ pub struct EndToEndRun {
     pub seconds: f64,
     /// Peak resident memory of the process, bytes (Linux).
     pub peak_rss: Option<u64>,
+    /// The worker's result rows.
+    #[serde(default)]
+    pub rows: Rows,
 }
 
-/// Reads every partition of `topic` to its end with a plain consumer that
-/// does nothing with the messages: the rate the broker and the client allow.
-pub fn raw_read(cfg: &Config, topic: &str) -> Result<(u64, f64)> {
+/// Reads every partition of `topic` to its end with `threads` plain
+/// consumers that do nothing with the messages, each on the partitions the
+/// worker of the same index reads: the rate the broker and the client allow
+/// at the worker's parallelism.
+pub fn raw_read(cfg: &Config, topic: &str, threads: usize) -> Result<(u64, f64)> {
     let settings = cfg.kafka();
     let parts = admin::partitions(&settings, topic)?.context("the bench topic is missing")?;
     let mut ranges = Vec::new();
@@ -178,9 +184,37 @@ pub fn raw_read(cfg: &Config, topic: &str) -> Result<(u64, f64)> {
             tail: false,
         });
     }
-    let n = ranges.len();
+    let threads = threads.max(1);
+    let mut readers = Vec::with_capacity(threads);
+    for w in 0..threads {
+        let mine: Vec<PartitionRange> = assigned(ranges.len(), w, threads)
+            .into_iter()
+            .map(|i| ranges[i].clone())
+            .collect();
+        if !mine.is_empty() {
+            let n = mine.len();
+            readers.push((
+                KafkaReader::open_plain(&settings, &Owned::new("raw").id, mine)?,
+                n,
+            ));
+        }
+    }
     let started = Instant::now();
-    let mut reader = KafkaReader::open_plain(&settings, &Owned::new("raw").id, ranges)?;
+    let read = std::thread::scope(|s| {
+        let handles: Vec<_> = readers
+            .into_iter()
+            .map(|(mut reader, n)| s.spawn(move || read_to_end(&mut reader, n)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(0))
+            .sum::<u64>()
+    });
+    Ok((read, started.elapsed().as_secs_f64()))
+}
+
+/// Reads `n` partitions of `reader` to their ends; the messages read.
+fn read_to_end(reader: &mut KafkaReader, n: usize) -> u64 {
     let mut done = vec![false; n];
     let mut read = 0u64;
     while done.iter().any(|d| !d) {
@@ -201,13 +235,19 @@ pub fn raw_read(cfg: &Config, topic: &str) -> Result<(u64, f64)> {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
-    Ok((read, started.elapsed().as_secs_f64()))
+    read
 }
 
 /// The worker over `topic` into fresh stores, to the end, on `threads` workers.
-pub fn worker_run(cfg: &Config, topic: &str, threads: usize, pipeline: &str) -> Result<(u64, f64)> {
+pub fn worker_run(
+    cfg: &Config,
+    topic: &str,
+    threads: usize,
+    pipeline: &str,
+    stores: &[String],
+) -> Result<(u64, f64, Rows)> {
     let owned = Owned::new("e2e");
-    let mut cfg = owned.config(cfg, topic);
+    let mut cfg = owned.config(cfg, topic, stores);
     super::narrow(&mut cfg, pipeline)?;
     let spec = cfg.spec()?;
     let metrics = Arc::new(Metrics::new(
@@ -219,10 +259,32 @@ pub fn worker_run(cfg: &Config, topic: &str, threads: usize, pipeline: &str) -> 
         progress: None,
         ..RunOptions::default()
     };
-    let result = run(&cfg, opts, metrics);
+    let result = run(&cfg, opts, Arc::clone(&metrics));
     owned.drop_stores();
     let report = result?;
-    Ok((report.events_in, report.elapsed.as_secs_f64()))
+    let total = |c: &std::sync::Mutex<Vec<(String, u64)>>| {
+        ["redis", "mysql"]
+            .iter()
+            .map(|s| Metrics::sink_count(c, s))
+            .sum::<u64>()
+    };
+    let rows = Rows {
+        written: total(&metrics.sink_writes),
+        diverted: total(&metrics.sink_diverted),
+        folded: total(&metrics.sink_folded),
+    };
+    Ok((report.events_in, report.elapsed.as_secs_f64(), rows))
+}
+
+/// Result rows of a run, summed over Redis and MySQL.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct Rows {
+    /// Written to the store.
+    pub written: u64,
+    /// Diverted to the retry topic.
+    pub diverted: u64,
+    /// Replaced by a newer row of the same identity while the store was busy.
+    pub folded: u64,
 }
 
 /// One latency run.
@@ -277,10 +339,11 @@ pub fn latency_run(
     seconds: u64,
     threads: usize,
     pipeline: &str,
+    stores: &[String],
 ) -> Result<LatencyRun> {
     let owned = Owned::new("latency");
     let topic = format!("{}-events", owned.id);
-    let mut cfg = owned.config(cfg, &topic);
+    let mut cfg = owned.config(cfg, &topic, stores);
     super::narrow(&mut cfg, pipeline)?;
     cfg.source.start = Start::Latest;
     for a in &mut cfg.aggregate {

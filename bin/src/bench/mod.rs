@@ -59,6 +59,9 @@ pub struct BenchOptions {
     pub threads: usize,
     /// Pipeline of the end-to-end and latency runs: `aggregates` or `default`.
     pub pipeline: String,
+    /// Stores of the end-to-end and latency runs (`redis`, `mysql`; none
+    /// for the worker alone).
+    pub stores: Vec<String>,
     /// Messages per second of the latency run (default: half the raw read rate).
     pub rate: Option<u64>,
     /// How long the latency run produces.
@@ -85,6 +88,8 @@ pub enum Child {
     RawRead {
         /// Topic.
         topic: String,
+        /// Plain consumers, one per worker thread of the runs it is beside.
+        threads: usize,
     },
     /// The worker over the end-to-end topic.
     Worker {
@@ -94,6 +99,8 @@ pub enum Child {
         threads: usize,
         /// `aggregates` or `default`.
         pipeline: String,
+        /// Stores written.
+        stores: Vec<String>,
     },
     /// A latency run.
     Latency {
@@ -105,6 +112,8 @@ pub enum Child {
         threads: usize,
         /// `aggregates` or `default`.
         pipeline: String,
+        /// Stores written.
+        stores: Vec<String>,
     },
 }
 
@@ -121,6 +130,9 @@ pub enum Measured {
         seconds: f64,
         /// Peak resident memory, bytes.
         peak_rss: Option<u64>,
+        /// The worker's result rows (none for a plain read).
+        #[serde(default)]
+        rows: e2e::Rows,
     },
     /// See [`e2e::LatencyRun`].
     Latency(e2e::LatencyRun),
@@ -171,24 +183,28 @@ pub fn child(cfg: &Config, spec: &str) -> Result<()> {
             workers,
             files,
         } => Measured::Engine(engine::run(workload(&w)?, files, workers)?),
-        Child::RawRead { topic } => {
-            let (events, seconds) = e2e::raw_read(cfg, &topic)?;
+        Child::RawRead { topic, threads } => {
+            let (events, seconds) = e2e::raw_read(cfg, &topic, threads)?;
             Measured::Read {
                 events,
                 seconds,
                 peak_rss: peak_rss(),
+                rows: e2e::Rows::default(),
             }
         }
         Child::Worker {
             topic,
             threads,
             pipeline,
+            stores,
         } => {
-            let (events, seconds) = e2e::worker_run(cfg, &topic, threads, &pipeline)?;
+            let (events, seconds, rows) =
+                e2e::worker_run(cfg, &topic, threads, &pipeline, &stores)?;
             Measured::Read {
                 events,
                 seconds,
                 peak_rss: peak_rss(),
+                rows,
             }
         }
         Child::Latency {
@@ -196,7 +212,10 @@ pub fn child(cfg: &Config, spec: &str) -> Result<()> {
             seconds,
             threads,
             pipeline,
-        } => Measured::Latency(e2e::latency_run(cfg, rate, seconds, threads, &pipeline)?),
+            stores,
+        } => Measured::Latency(e2e::latency_run(
+            cfg, rate, seconds, threads, &pipeline, &stores,
+        )?),
     };
     println!("{RESULT}{}", serde_json::to_string(&measured)?);
     Ok(())
@@ -233,6 +252,23 @@ pub fn peak_rss() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// `Redis and MySQL`, `Redis`, `no store`.
+fn stores_text(stores: &[String]) -> String {
+    let names: Vec<&str> = stores
+        .iter()
+        .map(|s| match s.as_str() {
+            "redis" => "Redis",
+            "mysql" => "MySQL",
+            other => other,
+        })
+        .collect();
+    match names.as_slice() {
+        [] => "no store".into(),
+        [one] => (*one).into(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -289,6 +325,7 @@ struct EngineRow {
 #[derive(Debug, Serialize)]
 struct EndToEndRow {
     pipeline: String,
+    stores: Vec<String>,
     threads: usize,
     median_events_per_sec: f64,
     median_raw_read_per_sec: f64,
@@ -300,6 +337,7 @@ struct EndToEndRow {
 #[derive(Debug, Serialize)]
 struct LatencyRow {
     pipeline: String,
+    stores: Vec<String>,
     threads: usize,
     rate: u64,
     seconds: u64,
@@ -363,6 +401,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
                 config_path,
                 &Child::RawRead {
                     topic: topic.clone(),
+                    threads: o.threads,
                 },
             )?
             else {
@@ -372,12 +411,14 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
                 events,
                 seconds,
                 peak_rss,
+                rows,
             } = in_child(
                 config_path,
                 &Child::Worker {
                     topic: topic.clone(),
                     threads: o.threads,
                     pipeline: o.pipeline.clone(),
+                    stores: o.stores.clone(),
                 },
             )?
             else {
@@ -389,6 +430,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
                 events,
                 seconds,
                 peak_rss,
+                rows,
             });
         }
         let raw = median(
@@ -399,6 +441,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
         raw_rate = Some(raw);
         report.end_to_end = Some(EndToEndRow {
             pipeline: o.pipeline.clone(),
+            stores: o.stores.clone(),
             threads: o.threads,
             median_events_per_sec: median(
                 runs.iter().map(|r| r.events as f64 / r.seconds).collect(),
@@ -421,7 +464,13 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
                 let topic = e2e::preloaded_topic(cfg, o.events)?;
                 let Measured::Read {
                     events, seconds, ..
-                } = in_child(config_path, &Child::RawRead { topic })?
+                } = in_child(
+                    config_path,
+                    &Child::RawRead {
+                        topic,
+                        threads: o.threads,
+                    },
+                )?
                 else {
                     bail!("unexpected raw read result");
                 };
@@ -441,6 +490,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
                 seconds: o.seconds,
                 threads: o.threads,
                 pipeline: o.pipeline.clone(),
+                stores: o.stores.clone(),
             };
             match in_child(config_path, &task)? {
                 Measured::Latency(r) => runs.push(r),
@@ -449,6 +499,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
         }
         report.latency = Some(LatencyRow {
             pipeline: o.pipeline.clone(),
+            stores: o.stores.clone(),
             threads: o.threads,
             rate,
             seconds: o.seconds,
@@ -487,19 +538,34 @@ fn print_table(r: &Report) {
     }
     if let Some(e) = &r.end_to_end {
         println!(
-            "end-to-end   {} pipeline into Redis and MySQL, {} workers: {} events/s; raw read of the same topic {} msgs/s; ratio {:.0}%; peak RSS {}",
+            "end-to-end   {} pipeline into {}, {} workers: {} events/s; raw read of the same topic by {} plain consumers {} msgs/s; ratio {:.0}%; peak RSS {}",
             e.pipeline,
+            stores_text(&e.stores),
             e.threads,
             rate(e.median_events_per_sec),
+            e.threads,
             rate(e.median_raw_read_per_sec),
             e.median_ratio * 100.0,
             mb(e.median_peak_rss)
         );
+        let median_rows = |f: fn(&e2e::Rows) -> u64| {
+            median(e.runs.iter().map(|r| f(&r.rows) as f64).collect()) as u64
+        };
+        println!(
+            "             result rows per run (summed over the stores, median): {} written, {} diverted, {} folded into newer rows while a store was busy",
+            median_rows(|r| r.written),
+            median_rows(|r| r.diverted),
+            median_rows(|r| r.folded)
+        );
     }
     if let Some(l) = &r.latency {
         println!(
-            "latency      {} pipeline, {} events/s for {} s, early updates every 250 ms, {} workers (medians over the runs, ms):",
-            l.pipeline, l.rate, l.seconds, l.threads
+            "latency      {} pipeline into {}, {} events/s for {} s, early updates every 250 ms, {} workers (medians over the runs, ms):",
+            l.pipeline,
+            stores_text(&l.stores),
+            l.rate,
+            l.seconds,
+            l.threads
         );
         let mut sinks: Vec<String> = l
             .runs

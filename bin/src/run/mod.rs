@@ -276,6 +276,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
             .as_ref()
             .map(|r| index_of(&r.sinks))
             .unwrap_or_default(),
+        recent_keep: spec.recent.as_ref().map(|r| r.keep),
     };
 
     let switches = opts.switches.clone().unwrap_or_else(|| store_switches(cfg));

@@ -388,6 +388,10 @@ impl Sink for MySqlSink {
         SINK
     }
 
+    fn folds(&self) -> bool {
+        true
+    }
+
     fn write(&mut self, rows: &[Output]) -> Result<(), SinkError> {
         let mut plan = Plan::new(&self.schema, rows);
         let skipped = std::mem::take(&mut plan.skipped);

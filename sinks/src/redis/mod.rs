@@ -14,13 +14,14 @@
 //!   at most `keep` long. It expires after the recent-activity TTL.
 //!
 //! # Version rule
-//! Each window row is applied by a Lua script that compares `(version,
-//! final)` with the stored pair and does nothing when the stored one is
-//! higher, so retries, replays and restarts can never put an older value over
+//! Window rows are applied by a Lua script, up to [`WINDOWS_PER_CALL`] per
+//! call, that compares each row's `(version, final)` with the stored pair
+//! and leaves the row's hash alone when the stored one is higher, so retries, replays and restarts can never put an older value over
 //! a newer one. A recent-activity row is merged into the stored list by
 //! another script (union, newest first, cut to `keep`), which gives the same
 //! list whatever the order and number of writes. All rows of a `write` go out
-//! in one pipeline.
+//! in one pipeline (window rows first, then recent activity; they never
+//! share a key).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,18 +36,33 @@ use crate::{Sink, SinkError, SinkFactory};
 
 const NAME: &str = "redis";
 
-/// Applies a window row when `(version, final)` is not lower than the stored pair.
-/// KEYS[1] hash; ARGV[1] version, ARGV[2] final, ARGV[3] ttl ms, ARGV[4..] field/value pairs.
+/// Applies window rows, each only when its `(version, final)` is not lower
+/// than the stored pair. KEYS[1..n] the rows' hashes; ARGV[1] ttl ms, then
+/// per row, in KEYS order: version, final, the number of field/value
+/// arguments that follow, and those fields and values.
+///
+/// One call carries up to [`WINDOWS_PER_CALL`] rows: each row is still its
+/// own compare-and-set, but the cost of invoking a script is paid once per
+/// call instead of once per row.
 const WINDOW_CAS: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'version', 'final')
-local cv, cf = tonumber(cur[1]), tonumber(cur[2]) or 0
-local nv, nf = tonumber(ARGV[1]), tonumber(ARGV[2])
-if cv and (cv > nv or (cv == nv and cf > nf)) then return 0 end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'final', ARGV[2], unpack(ARGV, 4))
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-return 1
+local ttl = tonumber(ARGV[1])
+local i, applied = 2, 0
+for k = 1, #KEYS do
+  local nv, nf, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local cur = redis.call('HMGET', KEYS[k], 'version', 'final')
+  local cv, cf = tonumber(cur[1]), tonumber(cur[2]) or 0
+  if not (cv and (cv > nv or (cv == nv and cf > nf))) then
+    redis.call('HSET', KEYS[k], 'version', ARGV[i], 'final', ARGV[i + 1], unpack(ARGV, i + 3, i + 2 + n))
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[k], ttl) end
+    applied = applied + 1
+  end
+  i = i + 3 + n
+end
+return applied
 "#;
+
+/// Window rows per call of the window script.
+pub const WINDOWS_PER_CALL: usize = 64;
 
 /// Merges entries into a user's recent list: the union with the stored
 /// entries, newest first by (ts, partition, offset), without duplicates, cut
@@ -254,30 +270,41 @@ impl RedisSink {
     fn pipeline(&self, rows: &[Output]) -> redis::Pipeline {
         let f = &self.factory;
         let mut pipe = redis::pipe();
+        let windows: Vec<&WindowRow> = rows
+            .iter()
+            .filter_map(|r| match r {
+                Output::Window(w) => Some(w),
+                Output::Recent(_) => None,
+            })
+            .collect();
+        for group in windows.chunks(WINDOWS_PER_CALL) {
+            let mut c = redis::cmd("EVALSHA");
+            c.arg(self.window.get_hash()).arg(group.len());
+            for w in group {
+                c.arg(window_key(&f.prefix, w));
+            }
+            c.arg(f.ttl.as_millis() as u64);
+            for w in group {
+                let key: Vec<[&str; 2]> = w.key.iter().map(|(k, v)| [&**k, v.as_str()]).collect();
+                c.arg(w.version)
+                    .arg(u8::from(w.is_final))
+                    .arg(8 + 2 * w.measures.len());
+                c.arg("aggregate").arg(&*w.aggregate);
+                c.arg("window_start")
+                    .arg(w.window_start)
+                    .arg("window_end")
+                    .arg(w.window_end);
+                c.arg("key")
+                    .arg(serde_json::to_string(&key).unwrap_or_default());
+                for (name, v) in &w.measures {
+                    c.arg(&**name).arg(measure_text(*v));
+                }
+            }
+            pipe.add_command(c).ignore();
+        }
         for row in rows {
             match row {
-                Output::Window(w) => {
-                    let mut c = redis::cmd("EVALSHA");
-                    c.arg(self.window.get_hash())
-                        .arg(1)
-                        .arg(window_key(&f.prefix, w));
-                    c.arg(w.version)
-                        .arg(u8::from(w.is_final))
-                        .arg(f.ttl.as_millis() as u64);
-                    let key: Vec<[&str; 2]> =
-                        w.key.iter().map(|(k, v)| [&**k, v.as_str()]).collect();
-                    c.arg("aggregate").arg(&*w.aggregate);
-                    c.arg("window_start")
-                        .arg(w.window_start)
-                        .arg("window_end")
-                        .arg(w.window_end);
-                    c.arg("key")
-                        .arg(serde_json::to_string(&key).unwrap_or_default());
-                    for (name, v) in &w.measures {
-                        c.arg(&**name).arg(measure_text(*v));
-                    }
-                    pipe.add_command(c).ignore();
-                }
+                Output::Window(_) => {}
                 Output::Recent(r) => {
                     let tag = GroupKey::from_parts([r.app_id.as_str(), r.user_id.as_str()]);
                     let mut c = redis::cmd("EVALSHA");
@@ -308,6 +335,10 @@ impl RedisSink {
 impl Sink for RedisSink {
     fn name(&self) -> &str {
         NAME
+    }
+
+    fn folds(&self) -> bool {
+        true
     }
 
     fn write(&mut self, rows: &[Output]) -> Result<(), SinkError> {

@@ -155,6 +155,10 @@ impl Sink for GuardedSink {
         self.metrics.is_some()
     }
 
+    fn folds(&self) -> bool {
+        self.inner.folds()
+    }
+
     fn flush(&mut self) -> Result<(), SinkError> {
         if self.last == Some(Outcome::Written) {
             self.inner.flush()
