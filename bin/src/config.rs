@@ -244,7 +244,7 @@ fn default_table_prefix() -> String {
 }
 
 /// `[sinks]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinksConfig {
     /// The file sink.
@@ -253,6 +253,25 @@ pub struct SinksConfig {
     pub redis: Option<RedisSinkConfig>,
     /// The MySQL sink.
     pub mysql: Option<MySqlSinkConfig>,
+    /// Result rows that may wait for a process's store writers before its
+    /// sources pause reading (back-pressure).
+    #[serde(default = "default_max_rows_waiting")]
+    pub max_rows_waiting: u64,
+}
+
+fn default_max_rows_waiting() -> u64 {
+    footprint_dataflows::source::MAX_SINK_ROWS_WAITING
+}
+
+impl Default for SinksConfig {
+    fn default() -> Self {
+        SinksConfig {
+            file: None,
+            redis: None,
+            mysql: None,
+            max_rows_waiting: footprint_dataflows::source::MAX_SINK_ROWS_WAITING,
+        }
+    }
 }
 
 /// The whole config.
@@ -387,6 +406,9 @@ impl Config {
                     self.admin.listen
                 ),
             ));
+        }
+        if self.sinks.max_rows_waiting == 0 {
+            return Err(err("sinks.max_rows_waiting", "must be at least 1"));
         }
         if self.retry.attempts == 0 {
             return Err(err("retry.attempts", "must be at least 1"));
@@ -616,6 +638,16 @@ mod tests {
             .replace("\"file\"", "\"redis\"")
             .replace("every = \"3m\"", "every = \"1m\"");
         assert_eq!(load(&s).expect_err("bad sink").key, "aggregate[0].sinks[0]");
+    }
+
+    #[test]
+    fn the_back_pressure_limit_is_200000_rows_and_never_zero() {
+        let cfg = Config::from_layers(None, Vec::<(String, String)>::new()).expect("defaults");
+        assert_eq!(cfg.sinks.max_rows_waiting, 200_000);
+        let e = load("[sinks]\nmax_rows_waiting = 0\n").expect_err("zero");
+        assert_eq!(e.key, "sinks.max_rows_waiting");
+        let cfg = load("[sinks]\nmax_rows_waiting = 500\n").expect("500");
+        assert_eq!(cfg.sinks.max_rows_waiting, 500);
     }
 
     #[test]

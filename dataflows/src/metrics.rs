@@ -36,7 +36,7 @@ pub const SINK_DIVERTED: &str = "footprint_sink_diverted_total";
 pub const SINK_FOLDED: &str = "footprint_sink_folded_total";
 /// Gauge: result rows handed to the store writers and not yet written or
 /// diverted, summed over this process's workers and stores. The sources
-/// pause while it is at [`crate::source::MAX_SINK_ROWS_WAITING`].
+/// pause while it is at [`crate::source::SourceSettings::max_sink_rows_waiting`].
 pub const SINK_ROWS_WAITING: &str = "footprint_sink_rows_waiting";
 /// Times a sink's circuit breaker opened, labelled by `sink`.
 pub const SINK_BREAKER_OPENED: &str = "footprint_sink_breaker_opened_total";

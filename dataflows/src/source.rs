@@ -115,10 +115,7 @@ pub trait PartitionReader: 'static {
     fn close(&mut self) {}
 }
 
-/// Result rows that may wait for a process's store writers (see
-/// `footprint_sinks::operator`) before its sources pause reading: the
-/// back-pressure that keeps a backlog's memory flat when the stores are
-/// slower than the dataflow.
+/// The default of [`SourceSettings::max_sink_rows_waiting`].
 pub const MAX_SINK_ROWS_WAITING: u64 = 200_000;
 
 /// Source settings.
@@ -130,6 +127,11 @@ pub struct SourceSettings {
     pub weights: Vec<usize>,
     /// How long a partition read to its end stays silent before it stops holding the watermark back.
     pub idle_timeout: Duration,
+    /// Result rows that may wait for the process's store writers (see
+    /// `footprint_sinks::operator`) before the source pauses reading: the
+    /// back-pressure that keeps a backlog's memory flat when the stores are
+    /// slower than the dataflow.
+    pub max_sink_rows_waiting: u64,
 }
 
 impl Default for SourceSettings {
@@ -138,6 +140,7 @@ impl Default for SourceSettings {
             batch: 1024,
             weights: Vec::new(),
             idle_timeout: Duration::from_secs(10),
+            max_sink_rows_waiting: MAX_SINK_ROWS_WAITING,
         }
     }
 }
@@ -203,7 +206,9 @@ pub fn partition_source<'s, R: PartitionReader>(
                     board.close();
                     return;
                 }
-                if metrics.sink_rows_waiting.load(Ordering::Relaxed) >= MAX_SINK_ROWS_WAITING {
+                if metrics.sink_rows_waiting.load(Ordering::Relaxed)
+                    >= settings.max_sink_rows_waiting
+                {
                     // The stores are behind: read on once they catch up.
                     // Nothing else changes meanwhile (no watermark, no
                     // idleness), so the pause is invisible to the results.

@@ -143,6 +143,7 @@ fn backfill(parts: &[Vec<Vec<u8>>], workers: usize, ranges: &Ranges, live: bool)
             batch: 64,
             weights: vec![],
             idle_timeout: Duration::from_secs(3600),
+            ..SourceSettings::default()
         };
         let metrics = Arc::new(Metrics::new(names.clone()));
         let (sink, m) = (Arc::clone(&o), Arc::clone(&metrics));

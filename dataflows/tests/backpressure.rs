@@ -49,6 +49,7 @@ fn run(parts: Vec<Vec<Vec<u8>>>, paused: bool) -> Vec<(String, i64, u64)> {
             batch: 64,
             weights: vec![],
             idle_timeout: Duration::from_secs(3600),
+            ..SourceSettings::default()
         };
         let sink = Arc::clone(&out);
         worker.dataflow::<u64, _, _>(|scope| {

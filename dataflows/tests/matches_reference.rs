@@ -94,6 +94,7 @@ fn run(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>], workers: usize, speeds:
             batch: 64,
             weights: vec![],
             idle_timeout: Duration::from_secs(3600),
+            ..SourceSettings::default()
         };
         worker.dataflow::<u64, _, _>(|scope| {
             build(
@@ -248,6 +249,7 @@ fn finals_with_an_idle_partition(configs: Vec<timely::Config>) -> Vec<i64> {
                     batch: 64,
                     weights: vec![],
                     idle_timeout: Duration::from_millis(50),
+                    ..SourceSettings::default()
                 };
                 let sink = Arc::clone(&f);
                 let metrics = Arc::new(Metrics::new(vec!["count_1s".into()]));

@@ -114,6 +114,7 @@ fn run_failing(
             batch: 64,
             weights: vec![],
             idle_timeout: Duration::from_secs(3600),
+            ..SourceSettings::default()
         };
         let control = Arc::clone(&control);
         let metrics = Arc::new(Metrics::new(names.clone()));

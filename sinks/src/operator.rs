@@ -28,8 +28,8 @@
 //!
 //! Rows waiting or in flight are counted in
 //! [`Metrics::sink_rows_waiting`]; at
-//! [`MAX_SINK_ROWS_WAITING`](footprint_dataflows::source::MAX_SINK_ROWS_WAITING)
-//! the process's sources pause reading until the writers catch up, so a
+//! [`max_sink_rows_waiting`](footprint_dataflows::source::SourceSettings::max_sink_rows_waiting)
+//! (config `sinks.max_rows_waiting`) the process's sources pause reading until the writers catch up, so a
 //! backlog read faster than the stores take it does not grow the memory.
 //!
 //! Other sinks (files, memory) take every row, in order, on the worker

@@ -92,6 +92,12 @@ measures = ["count", "distinct(user_id)", "sum(value)"]
 early_updates = "20ms"
 sinks = ["redis", "mysql"]
 
+[sinks]
+# The topic is preloaded: without this, the worker would read it far ahead
+# of the store writers, and the fault would not span the middle of the
+# writes, as it does on a live stream.
+max_rows_waiting = 200
+
 [sinks.file]
 path = "{file}"
 

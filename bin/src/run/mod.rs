@@ -370,6 +370,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
         batch: cfg.source.batch,
         weights: cfg.source.read_weights.clone(),
         idle_timeout: cfg.watermark.idle_timeout.0,
+        max_sink_rows_waiting: cfg.sinks.max_rows_waiting,
     };
 
     let started = Instant::now();
