@@ -593,14 +593,21 @@ fn print_table(r: &Report) {
             };
             let append = |at| pick(|r| &r.append_to_write_ms, at);
             let fin = |at| pick(|r| &r.window_end_to_final_ms, at);
+            let finals = if fin(|q| q.p50).is_nan() {
+                "no window became final during the run".to_owned()
+            } else {
+                format!(
+                    "p50 {:.0}, p99 {:.0}, p999 {:.0}",
+                    fin(|q| q.p50),
+                    fin(|q| q.p99),
+                    fin(|q| q.p999)
+                )
+            };
             println!(
-                "             {sink:<6} broker append → store write p50 {:.0}, p99 {:.0}, p999 {:.0}; window end → final written p50 {:.0}, p99 {:.0}, p999 {:.0}",
+                "             {sink:<6} broker append → store write p50 {:.0}, p99 {:.0}, p999 {:.0}; window end → final written {finals}",
                 append(|q| q.p50),
                 append(|q| q.p99),
                 append(|q| q.p999),
-                fin(|q| q.p50),
-                fin(|q| q.p99),
-                fin(|q| q.p999)
             );
         }
     }
