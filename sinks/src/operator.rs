@@ -32,6 +32,10 @@
 //! (config `sinks.max_rows_waiting`) the process's sources pause reading until the writers catch up, so a
 //! backlog read faster than the stores take it does not grow the memory.
 //!
+//! A writer thread that dies (a sink that panics) wakes the operator as it
+//! goes: its rows are counted as failed and logged at ERROR, and the
+//! dataflow is not held back.
+//!
 //! Other sinks (files, memory) take every row, in order, on the worker
 //! thread.
 
@@ -242,6 +246,10 @@ impl Writer {
         let spawned = std::thread::Builder::new()
             .name(format!("footprint-{name}-writer"))
             .spawn(move || {
+                // Declared first, so dropped last: however the thread ends,
+                // even by a panic, the operator wakes and sees it gone.
+                let wake = WakeOnExit(activator);
+                let finished = finished;
                 for batch in batches {
                     for chunk in batch.chunks(WRITE_CHUNK) {
                         write_counted(sink.as_mut(), chunk, &thread_metrics);
@@ -254,7 +262,7 @@ impl Writer {
                         break;
                     }
                     // The operator may be parked with nothing else to do.
-                    let _ = activator.activate();
+                    let _ = wake.0.activate();
                 }
             });
         let jobs = match spawned {
@@ -289,7 +297,15 @@ impl Writer {
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
+                    // The thread is gone (a sink panicked): what it held is
+                    // not written, and must not hold the dataflow back.
                     self.jobs = None;
+                    if self.in_flight.take().is_some() {
+                        let lost = std::mem::take(&mut self.in_flight_rows);
+                        self.release(lost);
+                        Metrics::add_sink(&metrics.sink_failures, &self.name, lost);
+                        tracing::error!(sink = %self.name, rows = lost, "the store writer has stopped; result rows were not written");
+                    }
                     break;
                 }
             }
@@ -316,6 +332,15 @@ impl Writer {
                 tracing::error!(sink = %self.name, rows = n, "the store writer has stopped; result rows were not written");
             }
         }
+    }
+}
+
+/// Activates the operator when dropped.
+struct WakeOnExit(SyncActivator);
+
+impl Drop for WakeOnExit {
+    fn drop(&mut self) {
+        let _ = self.0.activate();
     }
 }
 

@@ -209,3 +209,69 @@ fn a_slow_store_gets_folded_batches_and_the_frontier_waits_for_its_writes() {
         "written rows are counted"
     );
 }
+
+/// A sink that panics on every write.
+struct Panics;
+
+impl Sink for Panics {
+    fn name(&self) -> &str {
+        "panics"
+    }
+
+    fn write(&mut self, _rows: &[Output]) -> Result<(), SinkError> {
+        panic!("a store client bug");
+    }
+
+    fn folds(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_writer_that_dies_fails_its_rows_and_does_not_hold_the_dataflow_back() {
+    let metrics = Arc::new(Metrics::new(vec!["clicks".into()]));
+    let sink_metrics = Arc::clone(&metrics);
+    timely::execute_directly(move |worker| {
+        let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Output>>>::new();
+        let probe = ProbeHandle::new();
+        let routing = Routing {
+            windows: vec![vec![0]],
+            recent: vec![0],
+            recent_keep: Some(KEEP),
+        };
+        worker.dataflow(|scope| {
+            scope
+                .input_from(&mut input)
+                .write_to(vec![Box::new(Panics)], routing, Arc::clone(&sink_metrics))
+                .probe_with(&probe);
+        });
+        for round in 0..5u64 {
+            input.send(window("i0", 0, round + 1, false));
+            input.send(window(&format!("i{}", round + 1), 0, 1, false));
+            input.advance_to(round + 1);
+            worker.step();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(input);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !probe.done() && std::time::Instant::now() < deadline {
+            worker.step_or_park(Some(Duration::from_millis(10)));
+        }
+        assert!(
+            probe.done(),
+            "the dataflow completes (failed {}, folded {}, waiting {})",
+            Metrics::sink_count(&sink_metrics.sink_failures, "panics"),
+            Metrics::sink_count(&sink_metrics.sink_folded, "panics"),
+            sink_metrics.sink_rows_waiting.load(Ordering::Relaxed)
+        );
+    });
+    let failed = Metrics::sink_count(&metrics.sink_failures, "panics");
+    let folded = Metrics::sink_count(&metrics.sink_folded, "panics");
+    assert_eq!(
+        failed + folded,
+        10,
+        "every row is failed or folded, none silently lost"
+    );
+    assert!(failed > 0);
+    assert_eq!(metrics.sink_rows_waiting.load(Ordering::Relaxed), 0);
+}
