@@ -255,23 +255,7 @@ pub struct SinksConfig {
     pub mysql: Option<MySqlSinkConfig>,
     /// Result rows that may wait for a process's store writers before its
     /// sources pause reading (back-pressure).
-    #[serde(default = "default_max_rows_waiting")]
     pub max_rows_waiting: u64,
-}
-
-fn default_max_rows_waiting() -> u64 {
-    footprint_dataflows::source::MAX_SINK_ROWS_WAITING
-}
-
-impl Default for SinksConfig {
-    fn default() -> Self {
-        SinksConfig {
-            file: None,
-            redis: None,
-            mysql: None,
-            max_rows_waiting: footprint_dataflows::source::MAX_SINK_ROWS_WAITING,
-        }
-    }
 }
 
 /// The whole config.
@@ -293,8 +277,7 @@ pub struct Config {
     pub aggregate: Vec<AggregateConfig>,
     /// Recent activity (omit the table to turn it off).
     pub recent: Option<RecentConfig>,
-    /// Sinks.
-    #[serde(default)]
+    /// Sinks (the embedded defaults always have the table).
     pub sinks: SinksConfig,
 }
 

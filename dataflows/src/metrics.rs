@@ -204,7 +204,12 @@ impl Metrics {
 
     /// Rows that failed to reach a sink (neither written nor diverted), over all sinks.
     pub fn sink_failures_total(&self) -> u64 {
-        self.sink_failures
+        Self::sink_total(&self.sink_failures)
+    }
+
+    /// A per-sink counter summed over every sink.
+    pub fn sink_total(counter: &std::sync::Mutex<Vec<(String, u64)>>) -> u64 {
+        counter
             .lock()
             .map_or(0, |v| v.iter().map(|(_, n)| *n).sum())
     }

@@ -215,12 +215,8 @@ impl Collected {
                     if w.is_final && !finals.insert(id.clone()) {
                         c.duplicate_finals += 1;
                     }
-                    match c.windows.get(&id) {
-                        Some(old) if old.version > w.version => {}
-                        Some(old) if old.version == w.version && old.is_final => {}
-                        _ => {
-                            c.windows.insert(id, w);
-                        }
+                    if c.windows.get(&id).is_none_or(|old| w.replaces(old)) {
+                        c.windows.insert(id, w);
                     }
                 }
                 Output::Recent(mut r) => {

@@ -67,6 +67,15 @@ pub struct WindowRow {
     pub freshest_append_ms: Option<i64>,
 }
 
+impl WindowRow {
+    /// The version rule (DESIGN §3): whether this row, written over `stored`
+    /// (the same identity), replaces it. It does when its `(version, final)`
+    /// pair is not lower than the stored one.
+    pub fn replaces(&self, stored: &WindowRow) -> bool {
+        (self.version, self.is_final) >= (stored.version, stored.is_final)
+    }
+}
+
 impl PartialEq for WindowRow {
     fn eq(&self, other: &Self) -> bool {
         self.agg == other.agg

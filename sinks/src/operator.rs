@@ -29,8 +29,9 @@
 //! Rows waiting or in flight are counted in
 //! [`Metrics::sink_rows_waiting`]; at
 //! [`max_sink_rows_waiting`](footprint_dataflows::source::SourceSettings::max_sink_rows_waiting)
-//! (config `sinks.max_rows_waiting`) the process's sources pause reading until the writers catch up, so a
-//! backlog read faster than the stores take it does not grow the memory.
+//! (config `sinks.max_rows_waiting`) the process's sources pause reading
+//! until the writers catch up, so a backlog read faster than the stores take
+//! it does not grow the memory.
 //!
 //! A writer thread that dies (a sink that panics) wakes the operator as it
 //! goes: its rows are counted as failed and logged at ERROR, and the
@@ -59,7 +60,7 @@ use crate::Sink;
 
 /// Rows per call to a store writer's sink: the switch and breaker are
 /// consulted between chunks, so a flipped switch takes effect within one.
-pub const WRITE_CHUNK: usize = 2_000;
+const WRITE_CHUNK: usize = 2_000;
 
 /// Which sinks receive which rows: indices into the worker's sink list.
 #[derive(Debug, Clone, Default)]
@@ -119,15 +120,15 @@ impl<'s> WriteTo<'s> for StreamVec<'s, Time, Output> {
                         };
                         if let Some((last, rest)) = targets.split_last() {
                             for t in rest {
-                                lanes[*t].push(row.clone(), &cap, &metrics);
+                                lanes[*t].push(row.clone(), &cap);
                             }
-                            lanes[*last].push(row, &cap, &metrics);
+                            lanes[*last].push(row, &cap);
                         }
                     }
                 });
                 for lane in &mut lanes {
                     if let Lane::Writer(w) = lane {
-                        w.poll(&metrics);
+                        w.poll();
                     }
                 }
                 let mut wrote_one = false;
@@ -187,21 +188,13 @@ enum Lane {
 }
 
 impl Lane {
-    fn push(
-        &mut self,
-        row: Output,
-        cap: &timely::dataflow::operators::InputCapability<Time>,
-        metrics: &Metrics,
-    ) {
+    fn push(&mut self, row: Output, cap: &timely::dataflow::operators::InputCapability<Time>) {
         match self {
             Lane::Inline { batch, .. } => batch.push(row),
             Lane::Writer(w) => {
-                let before = w.waiting.rows.len();
-                w.waiting.push(row);
-                let added = (w.waiting.rows.len() - before) as u64;
-                metrics
-                    .sink_rows_waiting
-                    .fetch_add(added, Ordering::Relaxed);
+                if w.waiting.push(row) {
+                    w.metrics.sink_rows_waiting.fetch_add(1, Ordering::Relaxed);
+                }
                 // One capability, at the least time of the waiting rows.
                 if let Some(t) = cap.least()
                     && w.waiting_cap.as_ref().is_none_or(|c| *t < *c.time())
@@ -213,6 +206,13 @@ impl Lane {
     }
 }
 
+/// A batch handed to a store writer's thread.
+struct InFlight {
+    /// Held until the thread reports the batch written.
+    _cap: Option<Capability<Time>>,
+    rows: u64,
+}
+
 /// A store sink on a thread of its own, with one batch in flight.
 struct Writer {
     name: String,
@@ -220,11 +220,9 @@ struct Writer {
     jobs: Option<Sender<Vec<Output>>>,
     /// One message per batch the thread has finished.
     done: Receiver<()>,
-    /// Held while the batch in flight is being written.
-    in_flight: Option<Capability<Time>>,
-    /// Rows of the batch in flight.
-    in_flight_rows: u64,
-    /// Counts the rows waiting or in flight (see [`Metrics::sink_rows_waiting`]).
+    /// The batch the thread is writing, if any.
+    in_flight: Option<InFlight>,
+    /// Counts the rows waiting or in flight, and the outcomes.
     metrics: Arc<Metrics>,
     /// Rows waiting for the thread, folded by identity.
     waiting: Fold,
@@ -277,7 +275,6 @@ impl Writer {
             jobs,
             done,
             in_flight: None,
-            in_flight_rows: 0,
             metrics,
             waiting: Fold::new(keep),
             waiting_cap: None,
@@ -285,13 +282,12 @@ impl Writer {
     }
 
     /// Takes finished batches, and hands the waiting rows to an idle thread.
-    fn poll(&mut self, metrics: &Metrics) {
+    fn poll(&mut self) {
         loop {
             match self.done.try_recv() {
                 Ok(()) => {
-                    let written = std::mem::take(&mut self.in_flight_rows);
-                    self.release(written);
-                    if self.in_flight.take().is_some() {
+                    if let Some(batch) = self.in_flight.take() {
+                        self.release(batch.rows);
                         crashpoint::reached("sink.after_write");
                     }
                 }
@@ -300,11 +296,8 @@ impl Writer {
                     // The thread is gone (a sink panicked): what it held is
                     // not written, and must not hold the dataflow back.
                     self.jobs = None;
-                    if self.in_flight.take().is_some() {
-                        let lost = std::mem::take(&mut self.in_flight_rows);
-                        self.release(lost);
-                        Metrics::add_sink(&metrics.sink_failures, &self.name, lost);
-                        tracing::error!(sink = %self.name, rows = lost, "the store writer has stopped; result rows were not written");
+                    if let Some(batch) = self.in_flight.take() {
+                        self.fail(batch.rows);
                     }
                     break;
                 }
@@ -312,26 +305,39 @@ impl Writer {
         }
         let folded = std::mem::take(&mut self.waiting.folded);
         if folded > 0 {
-            Metrics::add_sink(&metrics.sink_folded, &self.name, folded);
+            Metrics::add_sink(&self.metrics.sink_folded, &self.name, folded);
         }
         if self.in_flight.is_some() || self.waiting.rows.is_empty() {
             return;
         }
         let rows = self.waiting.take();
-        let cap = self.waiting_cap.take();
-        let n = rows.len() as u64;
+        let batch = InFlight {
+            _cap: self.waiting_cap.take(),
+            rows: rows.len() as u64,
+        };
         match &self.jobs {
-            Some(jobs) if jobs.send(rows).is_ok() => {
-                self.in_flight = cap;
-                self.in_flight_rows = n;
-            }
+            Some(jobs) if jobs.send(rows).is_ok() => self.in_flight = Some(batch),
             _ => {
                 self.jobs = None;
-                self.release(n);
-                Metrics::add_sink(&metrics.sink_failures, &self.name, n);
-                tracing::error!(sink = %self.name, rows = n, "the store writer has stopped; result rows were not written");
+                self.fail(batch.rows);
             }
         }
+    }
+
+    /// `n` rows are no longer waiting.
+    fn release(&self, n: u64) {
+        let _ = self.metrics.sink_rows_waiting.fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |w| Some(w.saturating_sub(n)),
+        );
+    }
+
+    /// `n` rows will not be written: the thread has stopped.
+    fn fail(&self, n: u64) {
+        self.release(n);
+        Metrics::add_sink(&self.metrics.sink_failures, &self.name, n);
+        tracing::error!(sink = %self.name, rows = n, "the store writer has stopped; result rows were not written");
     }
 }
 
@@ -344,21 +350,11 @@ impl Drop for WakeOnExit {
     }
 }
 
-impl Writer {
-    /// `n` rows are no longer waiting.
-    fn release(&self, n: u64) {
-        let _ = self.metrics.sink_rows_waiting.fetch_update(
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-            |w| Some(w.saturating_sub(n)),
-        );
-    }
-}
-
 impl Drop for Writer {
     fn drop(&mut self) {
         // A dataflow torn down with rows still here no longer holds them.
-        self.release(self.in_flight_rows + self.waiting.rows.len() as u64);
+        let in_flight = self.in_flight.as_ref().map_or(0, |b| b.rows);
+        self.release(in_flight + self.waiting.rows.len() as u64);
     }
 }
 
@@ -419,7 +415,9 @@ impl Fold {
         }
     }
 
-    fn push(&mut self, row: Output) {
+    /// Adds `row`; true when it is a new identity, false when it was folded
+    /// into the waiting row of its identity.
+    fn push(&mut self, row: Output) -> bool {
         let hash = Self::identity_hash(&self.hasher, &row);
         let rows = &self.rows;
         if let Some(&i) = self
@@ -428,11 +426,7 @@ impl Fold {
         {
             self.folded += 1;
             match (&mut self.rows[i], row) {
-                (Output::Window(old), Output::Window(new))
-                    if (new.version, new.is_final) >= (old.version, old.is_final) =>
-                {
-                    *old = new;
-                }
+                (Output::Window(old), Output::Window(new)) if new.replaces(old) => *old = new,
                 (Output::Recent(old), Output::Recent(new)) => {
                     RecentEntry::merge(
                         &mut old.events,
@@ -444,7 +438,7 @@ impl Fold {
                 // identity implies the same kind).
                 _ => {}
             }
-            return;
+            return false;
         }
         let i = self.rows.len();
         self.rows.push(row);
@@ -452,6 +446,7 @@ impl Fold {
         let hasher = &self.hasher;
         self.index
             .insert_unique(hash, i, |&j| Self::identity_hash(hasher, &rows[j]));
+        true
     }
 
     fn take(&mut self) -> Vec<Output> {

@@ -98,6 +98,32 @@ fn recent(user: &str, ts: i64) -> Output {
     })
 }
 
+/// An input of rows written by `write_to` to `sink` (window rows of
+/// aggregate 0 and recent rows, cut to `KEEP`), and a probe on its output.
+fn writing_to(
+    worker: &mut timely::worker::Worker,
+    sink: Box<dyn Sink>,
+    metrics: &Arc<Metrics>,
+) -> (
+    InputHandle<u64, CapacityContainerBuilder<Vec<Output>>>,
+    ProbeHandle<u64>,
+) {
+    let mut input = InputHandle::new();
+    let probe = ProbeHandle::new();
+    let routing = Routing {
+        windows: vec![vec![0]],
+        recent: vec![0],
+        recent_keep: Some(KEEP),
+    };
+    worker.dataflow(|scope| {
+        scope
+            .input_from(&mut input)
+            .write_to(vec![sink], routing, Arc::clone(metrics))
+            .probe_with(&probe);
+    });
+    (input, probe)
+}
+
 #[test]
 fn a_slow_store_gets_folded_batches_and_the_frontier_waits_for_its_writes() {
     let store = Arc::new(Mutex::new(Store::default()));
@@ -105,23 +131,11 @@ fn a_slow_store_gets_folded_batches_and_the_frontier_waits_for_its_writes() {
     let sink_store = Arc::clone(&store);
     let sink_metrics = Arc::clone(&metrics);
     timely::execute_directly(move |worker| {
-        let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Output>>>::new();
-        let probe = ProbeHandle::new();
-        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(Slow {
+        let slow = Slow {
             store: Arc::clone(&sink_store),
             delay: Duration::from_millis(20),
-        })];
-        let routing = Routing {
-            windows: vec![vec![0]],
-            recent: vec![0],
-            recent_keep: Some(KEEP),
         };
-        worker.dataflow(|scope| {
-            scope
-                .input_from(&mut input)
-                .write_to(sinks, routing, Arc::clone(&sink_metrics))
-                .probe_with(&probe);
-        });
+        let (mut input, probe) = writing_to(worker, Box::new(slow), &sink_metrics);
         // The newest row sent per window, and the time it was sent at.
         let mut sent: Vec<(String, i64, u64, bool, u64)> = Vec::new();
         let mut frontier_passed_unwritten = 0;
@@ -232,19 +246,7 @@ fn a_writer_that_dies_fails_its_rows_and_does_not_hold_the_dataflow_back() {
     let metrics = Arc::new(Metrics::new(vec!["clicks".into()]));
     let sink_metrics = Arc::clone(&metrics);
     timely::execute_directly(move |worker| {
-        let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Output>>>::new();
-        let probe = ProbeHandle::new();
-        let routing = Routing {
-            windows: vec![vec![0]],
-            recent: vec![0],
-            recent_keep: Some(KEEP),
-        };
-        worker.dataflow(|scope| {
-            scope
-                .input_from(&mut input)
-                .write_to(vec![Box::new(Panics)], routing, Arc::clone(&sink_metrics))
-                .probe_with(&probe);
-        });
+        let (mut input, probe) = writing_to(worker, Box::new(Panics), &sink_metrics);
         for round in 0..5u64 {
             input.send(window("i0", 0, round + 1, false));
             input.send(window(&format!("i{}", round + 1), 0, 1, false));

@@ -1,9 +1,10 @@
 //! The end-to-end and latency benchmarks, against the real broker, Redis
 //! and MySQL.
 //!
-//! - **End to end**: a topic pre-loaded with the clickstream is read by a
-//!   plain consumer that does no work (the raw read rate), and then by the
-//!   worker into Redis and MySQL to its end, in the same run.
+//! - **End to end**: a topic pre-loaded with the clickstream is read by as
+//!   many plain consumers as the worker has threads, doing no work (the raw
+//!   read rate), and then by the worker into the stores to its end, in the
+//!   same run.
 //! - **Latency**: the generator produces at a fixed rate, with event time on
 //!   the wall clock, while a worker with early updates every 250 ms writes
 //!   to the stores; the histograms of broker append → store write and of
@@ -262,21 +263,15 @@ pub fn worker_run(
     let result = run(&cfg, opts, Arc::clone(&metrics));
     owned.drop_stores();
     let report = result?;
-    let total = |c: &std::sync::Mutex<Vec<(String, u64)>>| {
-        ["redis", "mysql"]
-            .iter()
-            .map(|s| Metrics::sink_count(c, s))
-            .sum::<u64>()
-    };
     let rows = Rows {
-        written: total(&metrics.sink_writes),
-        diverted: total(&metrics.sink_diverted),
-        folded: total(&metrics.sink_folded),
+        written: Metrics::sink_total(&metrics.sink_writes),
+        diverted: Metrics::sink_total(&metrics.sink_diverted),
+        folded: Metrics::sink_total(&metrics.sink_folded),
     };
     Ok((report.events_in, report.elapsed.as_secs_f64(), rows))
 }
 
-/// Result rows of a run, summed over Redis and MySQL.
+/// Result rows of a run, summed over its stores.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Rows {
     /// Written to the store.

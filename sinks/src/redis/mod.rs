@@ -16,8 +16,9 @@
 //! # Version rule
 //! Window rows are applied by a Lua script, up to [`WINDOWS_PER_CALL`] per
 //! call, that compares each row's `(version, final)` with the stored pair
-//! and leaves the row's hash alone when the stored one is higher, so retries, replays and restarts can never put an older value over
-//! a newer one. A recent-activity row is merged into the stored list by
+//! and leaves the row's hash alone when the stored one is higher, so
+//! retries, replays and restarts can never put an older value over a newer
+//! one. A recent-activity row is merged into the stored list by
 //! another script (union, newest first, cut to `keep`), which gives the same
 //! list whatever the order and number of writes. All rows of a `write` go out
 //! in one pipeline (window rows first, then recent activity; they never
