@@ -178,7 +178,8 @@ pub struct AggregateConfig {
     pub measures: Vec<String>,
     /// How long after its end a window still accepts events (default 0s).
     pub allowed_lateness: Option<Dur>,
-    /// How often open windows are refreshed (default: finals only).
+    /// At most how often each changed open window is refreshed, counted from
+    /// when it opened or was last emitted (default: finals only).
     pub early_updates: Option<Dur>,
     /// Sinks that receive the rows.
     pub sinks: Vec<String>,

@@ -8,8 +8,9 @@
 //! `end + allowed_lateness`: no on-time contribution for it can still be in
 //! flight, because the source stamps every contribution below its own
 //! lateness bound. Closing emits the final row and frees the slot. Between
-//! closes, changed windows are re-emitted as early updates every
-//! `early_updates` of processing time.
+//! closes, changed windows are re-emitted as early updates, each window at
+//! most once every `early_updates` of processing time, counted from when it
+//! opened or was last emitted (see [`early`]).
 //!
 //! When the input ends, remaining windows are emitted as final if the data
 //! ran out, and their latest values as early rows if a source was stopped
@@ -61,7 +62,6 @@
 
 use std::collections::BTreeMap;
 
-use compact_str::CompactString;
 use hashbrown::HashMap;
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -80,6 +80,11 @@ use crate::metrics::Metrics;
 use crate::result::{MeasureValue, Output, WindowRow};
 use crate::route::Contribution;
 use crate::spec::{Measure, PipelineSpec};
+
+mod distinct;
+mod early;
+use distinct::{DistinctSet, Interner};
+use early::EarlyQueue;
 
 /// Extension trait: keep windowed aggregates over a stream of contributions.
 pub trait AggregateWindows<'s> {
@@ -110,6 +115,7 @@ impl<'s> AggregateWindows<'s> for StreamVec<'s, Time, Contribution> {
                 let mut cap: Option<Capability<Time>> = None;
                 let mut rows = Vec::new();
                 move |(input, frontier), output| {
+                    let now = Instant::now();
                     input.for_each(|stamp, data| {
                         if let Some(t) = stamp.least()
                             && cap.as_ref().is_none_or(|c| t < c.time())
@@ -117,10 +123,9 @@ impl<'s> AggregateWindows<'s> for StreamVec<'s, Time, Contribution> {
                             cap = stamp.retain_least(output.output_index());
                         }
                         for c in data.drain(..) {
-                            windows.add(c);
+                            windows.add(c, now);
                         }
                     });
-                    let now = Instant::now();
                     let watermark = frontier.frontier().iter().min().copied();
                     match watermark {
                         // Once a source has stopped early, the frontier moves
@@ -158,95 +163,6 @@ impl<'s> AggregateWindows<'s> for StreamVec<'s, Time, Contribution> {
     }
 }
 
-/// The interned distinct values of one window: a short list while it is
-/// small, then a bitset over the interner's dense ids (ids are reused, so
-/// they stay below the number of values alive at once).
-#[derive(Debug, Clone, Default)]
-enum DistinctSet {
-    #[default]
-    Empty,
-    Small(SmallVec<[u32; SMALL_DISTINCT]>),
-    Bits {
-        words: Vec<u64>,
-        len: usize,
-    },
-}
-
-/// Values a window holds in a plain list before it switches to a bitset.
-const SMALL_DISTINCT: usize = 16;
-
-impl DistinctSet {
-    /// Adds `id`; returns whether it was new.
-    fn insert(&mut self, id: u32) -> bool {
-        match self {
-            DistinctSet::Empty => {
-                *self = DistinctSet::Small(smallvec::smallvec![id]);
-                true
-            }
-            DistinctSet::Small(v) => {
-                if v.contains(&id) {
-                    return false;
-                }
-                if v.len() < SMALL_DISTINCT {
-                    v.push(id);
-                    return true;
-                }
-                let mut bits = DistinctSet::Bits {
-                    words: Vec::new(),
-                    len: 0,
-                };
-                for x in v.iter().copied().chain([id]) {
-                    bits.insert(x);
-                }
-                *self = bits;
-                true
-            }
-            DistinctSet::Bits { words, len } => {
-                let (w, b) = ((id / 64) as usize, id % 64);
-                if w >= words.len() {
-                    words.resize(w + 1, 0);
-                }
-                let mask = 1u64 << b;
-                if words[w] & mask != 0 {
-                    return false;
-                }
-                words[w] |= mask;
-                *len += 1;
-                true
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            DistinctSet::Empty => 0,
-            DistinctSet::Small(v) => v.len(),
-            DistinctSet::Bits { len, .. } => *len,
-        }
-    }
-
-    /// Every id in the set.
-    fn ids(&self) -> Box<dyn Iterator<Item = u32> + '_> {
-        match self {
-            DistinctSet::Empty => Box::new(std::iter::empty()),
-            DistinctSet::Small(v) => Box::new(v.iter().copied()),
-            DistinctSet::Bits { words, .. } => {
-                Box::new(words.iter().enumerate().flat_map(|(w, word)| {
-                    let mut word = *word;
-                    std::iter::from_fn(move || {
-                        if word == 0 {
-                            return None;
-                        }
-                        let b = word.trailing_zeros();
-                        word &= word - 1;
-                        Some(w as u32 * 64 + b)
-                    })
-                }))
-            }
-        }
-    }
-}
-
 struct Slot {
     agg: u16,
     key: GroupKey,
@@ -255,6 +171,9 @@ struct Slot {
     distinct: Vec<DistinctSet>,
     sum: i128,
     dirty: bool,
+    /// Tells this window's entries in the early queue from those of the
+    /// closed windows that had its slot before.
+    generation: u32,
     freshest_append_ms: Option<i64>,
     /// Some contribution touched it: only touched windows emit rows (see
     /// [`Contribution::touches`]).
@@ -269,8 +188,9 @@ struct Windows {
     /// Per (aggregate, key), its open windows as (start, slot), sorted by start.
     keys: HashMap<(u16, GroupKey), Vec<(i64, usize)>>,
     closing: BTreeMap<Time, Vec<usize>>,
-    dirty: Vec<Vec<usize>>,
-    next_early: Vec<Option<Instant>>,
+    /// Per aggregate with early updates, its open windows by refresh time.
+    early: Vec<Option<EarlyQueue>>,
+    next_generation: u32,
     interner: Interner,
     live: usize,
     /// Per aggregate, the names rows carry.
@@ -284,76 +204,23 @@ struct Names {
     measures: Vec<Arc<str>>,
 }
 
-/// Distinct values as small ids, reference-counted by the window sets that
-/// hold them, so a value is forgotten when the last window containing it
-/// closes.
-#[derive(Default)]
-struct Interner {
-    ids: HashMap<CompactString, u32>,
-    names: Vec<Option<CompactString>>,
-    refs: Vec<u32>,
-    free: Vec<u32>,
-}
-
-impl Interner {
-    fn id(&mut self, value: CompactString) -> u32 {
-        if let Some(id) = self.ids.get(value.as_str()) {
-            return *id;
-        }
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.names[id as usize] = Some(value.clone());
-                self.refs[id as usize] = 0;
-                id
-            }
-            None => {
-                self.names.push(Some(value.clone()));
-                self.refs.push(0);
-                (self.names.len() - 1) as u32
-            }
-        };
-        self.ids.insert(value, id);
-        id
-    }
-
-    fn retain(&mut self, id: u32) {
-        self.refs[id as usize] += 1;
-    }
-
-    /// Drops one reference; forgets the value when none is left.
-    fn release(&mut self, id: u32) {
-        let r = &mut self.refs[id as usize];
-        *r = r.saturating_sub(1);
-        if *r == 0 {
-            self.forget_if_unused(id);
-        }
-    }
-
-    fn forget_if_unused(&mut self, id: u32) {
-        if self.refs[id as usize] == 0
-            && let Some(name) = self.names[id as usize].take()
-        {
-            self.ids.remove(&name);
-            self.free.push(id);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.ids.len()
-    }
-}
-
 impl Windows {
     fn new(spec: Arc<PipelineSpec>) -> Self {
-        let n = spec.aggregates.len();
         Windows {
             spec: Arc::clone(&spec),
             slots: Vec::new(),
             free: Vec::new(),
             keys: HashMap::new(),
             closing: BTreeMap::new(),
-            dirty: vec![Vec::new(); n],
-            next_early: vec![None; n],
+            early: spec
+                .aggregates
+                .iter()
+                .map(|a| {
+                    a.early_updates
+                        .map(|ms| EarlyQueue::new(Duration::from_millis(ms)))
+                })
+                .collect(),
+            next_generation: 0,
             interner: Interner::default(),
             live: 0,
             names: spec
@@ -380,7 +247,8 @@ impl Windows {
         self.live == 0
     }
 
-    fn add(&mut self, c: Contribution) {
+    /// Adds one contribution, arrived at processing time `now`.
+    fn add(&mut self, c: Contribution, now: Instant) {
         let Contribution {
             agg,
             key,
@@ -397,7 +265,8 @@ impl Windows {
             free,
             keys,
             closing,
-            dirty,
+            early,
+            next_generation,
             interner,
             live,
             ..
@@ -431,9 +300,12 @@ impl Windows {
                         distinct: (0..ids.len()).map(|_| DistinctSet::default()).collect(),
                         sum: 0,
                         dirty: false,
+                        generation: *next_generation,
                         freshest_append_ms: None,
                         touched: false,
                     };
+                    let generation = *next_generation;
+                    *next_generation = next_generation.wrapping_add(1);
                     let idx = match free.pop() {
                         Some(i) => {
                             slots[i] = Some(slot);
@@ -445,6 +317,9 @@ impl Windows {
                         }
                     };
                     *live += 1;
+                    if let Some(q) = early[usize::from(agg)].as_mut() {
+                        q.schedule(now, idx, generation);
+                    }
                     closing
                         .entry(aspec.close_time(start))
                         .or_default()
@@ -474,8 +349,8 @@ impl Windows {
             }
             if !slot.dirty && slot.touched {
                 slot.dirty = true;
-                if aspec.early_updates.is_some() {
-                    dirty[usize::from(agg)].push(idx);
+                if let Some(q) = early[usize::from(agg)].as_mut() {
+                    q.mark_dirty();
                 }
             }
         }
@@ -486,40 +361,16 @@ impl Windows {
     }
 
     fn row(&self, slot: &Slot, is_final: bool) -> WindowRow {
-        let agg = usize::from(slot.agg);
-        let aspec = &self.spec.aggregates[agg];
-        let names = &self.names[agg];
-        let mut distinct = slot.distinct.iter();
-        let measures = aspec
-            .measures
-            .iter()
-            .zip(&names.measures)
-            .map(|(m, name)| {
-                let v = match m {
-                    Measure::Count => MeasureValue::Count(slot.count),
-                    Measure::Distinct(_) => {
-                        MeasureValue::Distinct(distinct.next().map_or(0, |s| s.len() as u64))
-                    }
-                    Measure::SumValue => MeasureValue::Sum(slot.sum),
-                };
-                (name.clone(), v)
-            })
-            .collect();
-        WindowRow {
-            agg: slot.agg,
-            aggregate: Arc::clone(&names.aggregate),
-            key: names.fields.iter().cloned().zip(slot.key.parts()).collect(),
-            window_start: slot.start,
-            window_end: aspec.window.end(slot.start),
-            measures,
-            version: slot.count,
-            is_final,
-            freshest_append_ms: slot.freshest_append_ms,
-        }
+        window_row(&self.spec, &self.names, slot, is_final)
     }
 
     fn remove(&mut self, idx: usize) -> Option<Slot> {
         let slot = self.slots.get_mut(idx)?.take()?;
+        if slot.dirty
+            && let Some(q) = self.early[usize::from(slot.agg)].as_mut()
+        {
+            q.mark_clean();
+        }
         for set in &slot.distinct {
             for id in set.ids() {
                 self.interner.release(id);
@@ -585,63 +436,75 @@ impl Windows {
         }
     }
 
-    /// Emits changed open windows of every aggregate whose interval is due.
+    /// Emits each changed open window whose refresh is due, and schedules
+    /// every window that came due for one interval later.
     fn early(&mut self, now: Instant, rows: &mut Vec<Output>, metrics: &Metrics) {
-        for agg in 0..self.dirty.len() {
-            let Some(every) = self.spec.aggregates[agg].early_updates else {
-                continue;
-            };
-            if self.dirty[agg].is_empty() {
-                continue;
-            }
-            if self.next_early[agg].is_some_and(|t| now < t) {
-                continue;
-            }
-            let idxs = std::mem::take(&mut self.dirty[agg]);
-            for idx in idxs {
-                let Some(slot) = self.slots.get(idx).and_then(|s| s.as_ref()) else {
+        let Windows {
+            spec,
+            slots,
+            early,
+            names,
+            ..
+        } = self;
+        for queue in early.iter_mut().flatten() {
+            while let Some((idx, generation)) = queue.pop_due(now) {
+                let Some(slot) = slots.get_mut(idx).and_then(Option::as_mut) else {
                     continue;
                 };
-                if slot.dirty && usize::from(slot.agg) == agg {
-                    rows.push(Output::Window(self.row(slot, false)));
-                    metrics.window_updates.fetch_add(1, Ordering::Relaxed);
-                    if let Some(s) = self.slots[idx].as_mut() {
-                        s.dirty = false;
-                    }
+                if slot.generation != generation {
+                    continue;
                 }
+                if slot.dirty {
+                    rows.push(Output::Window(window_row(spec, names, slot, false)));
+                    metrics.window_updates.fetch_add(1, Ordering::Relaxed);
+                    slot.dirty = false;
+                    queue.mark_clean();
+                }
+                queue.schedule(now, idx, generation);
             }
-            self.next_early[agg] = Some(now + Duration::from_millis(every));
         }
     }
 
-    /// How long until the next early update is due, if any window changed.
+    /// How long until the next early row may be due, if any window changed.
     fn next_early_in(&self, now: Instant) -> Option<Duration> {
-        (0..self.dirty.len())
-            .filter(|a| !self.dirty[*a].is_empty())
-            .filter_map(|a| self.next_early[a])
-            .map(|t| t.saturating_duration_since(now))
+        self.early
+            .iter()
+            .flatten()
+            .filter_map(|q| q.wake_in(now))
             .min()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// A distinct set counts each id once, small or large, and lists them all.
-        #[test]
-        fn a_distinct_set_is_a_set(ids in proptest::collection::vec(0u32..300, 0..200)) {
-            let mut set = DistinctSet::default();
-            let mut want = std::collections::BTreeSet::new();
-            for id in ids {
-                prop_assert_eq!(set.insert(id), want.insert(id));
-                prop_assert_eq!(set.len(), want.len());
-            }
-            let mut got: Vec<u32> = set.ids().collect();
-            got.sort_unstable();
-            prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
-        }
+/// The row of `slot`, with the names of its aggregate.
+fn window_row(spec: &PipelineSpec, names: &[Names], slot: &Slot, is_final: bool) -> WindowRow {
+    let agg = usize::from(slot.agg);
+    let aspec = &spec.aggregates[agg];
+    let names = &names[agg];
+    let mut distinct = slot.distinct.iter();
+    let measures = aspec
+        .measures
+        .iter()
+        .zip(&names.measures)
+        .map(|(m, name)| {
+            let v = match m {
+                Measure::Count => MeasureValue::Count(slot.count),
+                Measure::Distinct(_) => {
+                    MeasureValue::Distinct(distinct.next().map_or(0, |s| s.len() as u64))
+                }
+                Measure::SumValue => MeasureValue::Sum(slot.sum),
+            };
+            (name.clone(), v)
+        })
+        .collect();
+    WindowRow {
+        agg: slot.agg,
+        aggregate: Arc::clone(&names.aggregate),
+        key: names.fields.iter().cloned().zip(slot.key.parts()).collect(),
+        window_start: slot.start,
+        window_end: aspec.window.end(slot.start),
+        measures,
+        version: slot.count,
+        is_final,
+        freshest_append_ms: slot.freshest_append_ms,
     }
 }

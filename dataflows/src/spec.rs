@@ -140,7 +140,9 @@ pub struct AggregateSpec {
     pub measures: Vec<Measure>,
     /// How long after a window's end, in watermark milliseconds, it still accepts events.
     pub allowed_lateness: u64,
-    /// How often (processing time, ms) results of open windows are refreshed; `None` emits finals only.
+    /// At most how often (processing time, ms) each changed open window is
+    /// refreshed, counted from when it opened or was last emitted; `None`
+    /// emits finals only.
     pub early_updates: Option<u64>,
     /// Names of the sinks that receive this aggregate's rows.
     pub sinks: Vec<String>,
