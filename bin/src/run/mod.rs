@@ -197,7 +197,9 @@ pub struct RunReport {
     pub late: u64,
     /// Final window rows emitted.
     pub windows: u64,
-    /// Wall time.
+    /// Wall time from the dataflow's start until every worker finished,
+    /// with all its rows written or diverted (the helper threads' shutdown
+    /// after that is not counted).
     pub elapsed: Duration,
 }
 
@@ -475,6 +477,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     )
     .map_err(|e| anyhow!("starting timely (process {process} of {processes}): {e}"))?;
     let failure = join_workers(guards, processes);
+    let elapsed = started.elapsed();
     done.store(true, Ordering::SeqCst);
     if let Some(h) = reporter {
         let _ = h.join();
@@ -524,7 +527,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .sum(),
-        elapsed: started.elapsed(),
+        elapsed,
     };
     tracing::info!(
         events_in = report.events_in,
