@@ -507,3 +507,46 @@ fn workers_write_in_parallel_through_one_pool() {
     }
     assert_eq!(factory.load_windows().expect("load").len(), 800);
 }
+
+#[test]
+fn concurrent_writers_of_interleaved_keys_do_not_deadlock() {
+    // Workers own disjoint users and group keys, but their new rows fall into
+    // the same gaps of the tables' keys: locking reads of missing rows (and a
+    // locking read the server ran as a scan) used to lock those gaps, and
+    // the inserts that followed deadlocked each other.
+    let db = TestDb::new();
+    let factory = Arc::new(db.factory(&spec()));
+    const WORKERS: usize = 4;
+    const USERS: usize = 2_000;
+    let handles: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let factory = Arc::clone(&factory);
+            std::thread::spawn(move || -> Result<(), SinkError> {
+                let mut sink = factory.build(w, WORKERS)?;
+                let mine: Vec<usize> = (w..USERS).step_by(WORKERS).collect();
+                for (round, batch) in mine.chunks(50).enumerate() {
+                    let mut rows: Vec<Output> = batch
+                        .iter()
+                        .map(|u| {
+                            let entry = (T0 + round as i64, 0, *u as i64, "view", None);
+                            Output::Recent(recent(&format!("u{u:05}"), &[entry]))
+                        })
+                        .collect();
+                    rows.extend(batch.iter().rev().map(|u| {
+                        Output::Window(country("app1", &format!("c{u:05}"), T0, 1, 1, true))
+                    }));
+                    sink.write(&rows)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        let written = h.join().expect("worker");
+        assert!(written.is_ok(), "a write failed: {written:?}");
+    }
+    let stored = factory.load_recent().expect("load");
+    assert_eq!(stored.len(), USERS);
+    assert!(stored.iter().all(|r| r.events.len() == 1));
+    assert_eq!(factory.load_windows().expect("load").len(), USERS);
+}

@@ -36,16 +36,20 @@
 //! also holds between two rows of the same identity in one batch, which the
 //! server applies in order, and between workers, retries and replays.
 //!
-//! A recent-activity row has no version: the transaction reads the stored
-//! lists of its users with `SELECT … FOR UPDATE`, merges the incoming
+//! A recent-activity row has no version: the transaction makes sure each of
+//! its users has a row (an empty list where none is stored, so the locking
+//! read that follows locks rows and not the gaps between them, where
+//! concurrent writers would deadlock), reads the stored lists with
+//! `SELECT … FOR UPDATE`, merges the incoming
 //! entries (union, newest first, cut to `keep`), and writes the result, so
 //! the order and repetition of writes does not matter.
 //!
 //! # Writes
 //! Each `write()` is one transaction: per table, one multi-row upsert per
-//! chunk of up to 500 rows, rows in arrival order. A row the table cannot
-//! hold (a group key over 512 bytes, an app or user id over 255 bytes) is
-//! left out, the others are written, and the write then fails with
+//! chunk of up to 500 rows, rows in primary-key order (rows of one identity
+//! in arrival order), so concurrent writers lock rows in the same order. A
+//! row the table cannot hold (a group key over 512 bytes, an app or user id
+//! over 255 bytes) is left out, the others are written, and the write then fails with
 //! [`SinkError::Rejected`] naming it. Connection failures, timeouts,
 //! deadlocks (1213) and lock wait timeouts (1205) are
 //! [`SinkError::Unavailable`] (retryable); other server errors, such as a
@@ -342,22 +346,38 @@ fn merge_recent(
         RecentEntry::merge(events, &r.events, keep);
     }
     let keys: Vec<(String, String)> = users.keys().cloned().collect();
-    for part in keys.chunks(upsert::MAX_ROWS) {
-        let tuples = vec!["(?,?)"; part.len()].join(",");
-        let sql = format!(
-            "SELECT `app_id`, `user_id`, `events` FROM {} WHERE (`app_id`, `user_id`) IN ({tuples}) FOR UPDATE",
-            schema::quote(table)
-        );
-        let params: Vec<Value> = part
-            .iter()
+    let key_params = |part: &[(String, String)]| -> Vec<Value> {
+        part.iter()
             .flat_map(|(a, u)| {
                 [
                     Value::Bytes(a.as_bytes().to_vec()),
                     Value::Bytes(u.as_bytes().to_vec()),
                 ]
             })
-            .collect();
-        let stored: Vec<(Vec<u8>, Vec<u8>, String)> = tx.exec(sql, params)?;
+            .collect()
+    };
+    // Every user's row exists before it is read for update: a locking read
+    // of a missing row locks the gap where it would go, and two writers
+    // inserting new users into gaps the other has locked deadlock each other.
+    // An empty list is inserted where none is stored (the ids were checked
+    // to fit), in key order, and replaced below in the same transaction.
+    for part in keys.chunks(upsert::MAX_ROWS) {
+        let tuples = vec!["(?,?,'[]')"; part.len()].join(",");
+        let sql = format!(
+            "INSERT IGNORE INTO {} (`app_id`, `user_id`, `events`) VALUES {tuples}",
+            schema::quote(table)
+        );
+        tx.exec_drop(sql, key_params(part))?;
+    }
+    for part in keys.chunks(upsert::MAX_ROWS) {
+        // Point lookups on the key: on a small table the server would
+        // rather scan it, and a locking scan locks every user's row.
+        let points = vec!["(`app_id` = ? AND `user_id` = ?)"; part.len()].join(" OR ");
+        let sql = format!(
+            "SELECT `app_id`, `user_id`, `events` FROM {} FORCE INDEX (PRIMARY) WHERE {points} FOR UPDATE",
+            schema::quote(table)
+        );
+        let stored: Vec<(Vec<u8>, Vec<u8>, String)> = tx.exec(sql, key_params(part))?;
         for (app, user, events) in stored {
             let (Ok(app), Ok(user)) = (String::from_utf8(app), String::from_utf8(user)) else {
                 continue;

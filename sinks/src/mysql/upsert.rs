@@ -83,15 +83,20 @@ impl Plan {
     }
 
     /// The window statements to run, table by table, each table's rows in
-    /// arrival order (so a later version of an identity in the same batch is
-    /// applied after an earlier one).
+    /// primary-key order, and rows of the same identity in arrival order (so
+    /// a later version in the same batch is applied after an earlier one).
+    ///
+    /// Key order makes every writer take its row locks in the same order, so
+    /// concurrent batches of several workers wait for each other instead of
+    /// deadlocking, and it keeps a batch's inserts together in the index.
     pub fn statements(&mut self, schema: &Schema) -> Vec<Statement> {
         let mut out = Vec::new();
-        for (table, rows) in schema
+        for (table, mut rows) in schema
             .aggregates
             .iter()
             .zip(std::mem::take(&mut self.windows))
         {
+            rows.sort_by(|a, b| primary_key(a).cmp(&primary_key(b)));
             chunk(rows, |n| table.upsert_sql(n), &mut out);
         }
         out
@@ -139,6 +144,20 @@ fn chunk(rows: Vec<Vec<Value>>, sql: impl Fn(usize) -> String, out: &mut Vec<Sta
             params,
         });
     }
+}
+
+/// The primary key (`group_key`, `window_start`) of a window row's
+/// parameters, as [`window_params`] lays them out.
+fn primary_key(params: &[Value]) -> (&[u8], i64) {
+    let group_key = match params.first() {
+        Some(Value::Bytes(b)) => b.as_slice(),
+        _ => &[],
+    };
+    let start = match params.get(1) {
+        Some(Value::Int(i)) => *i,
+        _ => i64::MIN,
+    };
+    (group_key, start)
 }
 
 pub(crate) fn value_size(v: &Value) -> usize {
@@ -304,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn chunks_at_the_row_limit_keeping_arrival_order() {
+    fn chunks_at_the_row_limit_keeping_arrival_order_within_an_identity() {
         let rows: Vec<Output> = (0..MAX_ROWS as u64 + 3).map(|v| row("x", v)).collect();
         let schema = schema();
         let mut plan = Plan::new(&schema, &rows);
@@ -316,6 +335,41 @@ mod tests {
         assert_eq!(statements[0].sql, schema.aggregates[0].upsert_sql(MAX_ROWS));
         assert_eq!(statements[1].params[4], Value::UInt(MAX_ROWS as u64));
         assert_eq!(statements[0].params[5], Value::Bytes(b"-0.000005".to_vec()));
+    }
+
+    #[test]
+    fn orders_rows_by_primary_key_keeping_arrival_order_within_an_identity() {
+        let mut rows = vec![row("b", 2), row("a", 7), row("b", 1), row("a", 3)];
+        if let Output::Window(w) = &mut rows[3] {
+            w.window_start = -1_000;
+            w.window_end = 0;
+        }
+        let schema = schema();
+        let mut plan = Plan::new(&schema, &rows);
+        let statements = plan.statements(&schema);
+        assert_eq!(statements.len(), 1);
+        let order: Vec<(Value, Value, Value)> = statements[0]
+            .params
+            .chunks(8)
+            .map(|p| (p[0].clone(), p[1].clone(), p[4].clone()))
+            .collect();
+        let key = |k: &str, start: i64, version: u64| {
+            let group_key = GroupKey::from_parts([k]);
+            (
+                Value::Bytes(group_key.as_str().as_bytes().to_vec()),
+                Value::Int(start),
+                Value::UInt(version),
+            )
+        };
+        assert_eq!(
+            order,
+            vec![
+                key("a", -1_000, 3),
+                key("a", 0, 7),
+                key("b", 0, 2),
+                key("b", 0, 1)
+            ]
+        );
     }
 
     #[test]
