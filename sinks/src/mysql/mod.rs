@@ -9,7 +9,9 @@
 //!
 //! # Layout
 //! - **One table per aggregate**, `PREFIX` + aggregate name, with primary key
-//!   `(group_key, window_start)`:
+//!   `(window_start, group_key)`, so that a stream's inserts, which move
+//!   forward in event time, go to the end of the index instead of all over
+//!   it:
 //!   - `group_key VARBINARY(512)`: the length-prefixed
 //!     [`GroupKey`](footprint_dataflows::key::GroupKey) of the key values in
 //!     group-by order (`4:app1` + `2:DE` = `4:app12:DE`);

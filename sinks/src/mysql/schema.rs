@@ -223,7 +223,7 @@ impl AggregateTable {
             let _ = writeln!(sql, "  {} {ty},", quote(&m.column));
         }
         sql.push_str(
-            "  `version` BIGINT UNSIGNED NOT NULL,\n  `is_final` TINYINT(1) NOT NULL,\n  `updated_at` TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),\n  PRIMARY KEY (`group_key`, `window_start`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+            "  `version` BIGINT UNSIGNED NOT NULL,\n  `is_final` TINYINT(1) NOT NULL,\n  `updated_at` TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),\n  PRIMARY KEY (`window_start`, `group_key`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         );
         sql
     }

@@ -146,18 +146,18 @@ fn chunk(rows: Vec<Vec<Value>>, sql: impl Fn(usize) -> String, out: &mut Vec<Sta
     }
 }
 
-/// The primary key (`group_key`, `window_start`) of a window row's
+/// The primary key (`window_start`, `group_key`) of a window row's
 /// parameters, as [`window_params`] lays them out.
-fn primary_key(params: &[Value]) -> (&[u8], i64) {
-    let group_key = match params.first() {
-        Some(Value::Bytes(b)) => b.as_slice(),
-        _ => &[],
-    };
+fn primary_key(params: &[Value]) -> (i64, &[u8]) {
     let start = match params.get(1) {
         Some(Value::Int(i)) => *i,
         _ => i64::MIN,
     };
-    (group_key, start)
+    let group_key = match params.first() {
+        Some(Value::Bytes(b)) => b.as_slice(),
+        _ => &[],
+    };
+    (start, group_key)
 }
 
 pub(crate) fn value_size(v: &Value) -> usize {
