@@ -176,6 +176,26 @@ pub fn read_all_from(settings: &KafkaSettings, topic: &str) -> Result<Vec<Read>>
     Ok(out)
 }
 
+/// Every message `topic` holds, per partition (`partitions` of them), in
+/// offset order: the input a reference should be computed from, since the
+/// pipeline reads what the broker holds, whatever was produced.
+pub fn held_parts(
+    settings: &KafkaSettings,
+    topic: &str,
+    partitions: usize,
+) -> Result<Vec<Vec<Vec<u8>>>> {
+    let mut held = read_all_from(settings, topic)?;
+    held.sort_by_key(|m| (m.partition, m.offset));
+    let mut parts = vec![Vec::new(); partitions];
+    for m in held {
+        let slot = parts
+            .get_mut(usize::try_from(m.partition).unwrap_or(usize::MAX))
+            .with_context(|| format!("{topic} has a partition {}", m.partition))?;
+        slot.push(m.payload);
+    }
+    Ok(parts)
+}
+
 /// Runs the worker over `cfg` until every partition is caught up, with
 /// `threads` workers, and returns its report and every row it emitted.
 pub fn run_to_end(cfg: &Config, threads: usize) -> Result<(RunReport, Vec<Output>)> {

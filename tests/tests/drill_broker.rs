@@ -15,7 +15,7 @@ use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::reference::compute;
 use footprint_tests::drill::{Figures, Size};
 use footprint_tests::{
-    OwnBroker, Scenario, committed_total_at, produce_live, read_all_from, spawn_footprint_env,
+    OwnBroker, Scenario, committed_total_at, held_parts, produce_live, spawn_footprint_env,
     wait_exit,
 };
 
@@ -105,13 +105,7 @@ fn a_broker_restart_mid_run_loses_nothing_and_counts_nothing_twice() {
     assert!(status.success(), "see {}", last_log.display());
 
     // The reference reads what the broker holds.
-    let held = read_all_from(&settings, &s.topic).expect("read the topic back");
-    let mut parts = vec![Vec::new(); PARTITIONS as usize];
-    let mut sorted = held;
-    sorted.sort_by_key(|m| (m.partition, m.offset));
-    for m in sorted {
-        parts[m.partition as usize].push(m.payload);
-    }
+    let parts = held_parts(&settings, &s.topic, PARTITIONS as usize).expect("read the topic back");
     let held_count: u64 = parts.iter().map(|p| p.len() as u64).sum();
     let spec = cfg.spec().expect("spec");
     let expected = compute(&spec, &parts);

@@ -31,8 +31,8 @@ use footprint_dataflows::metrics::Metrics;
 use footprint_dataflows::reference::compute;
 use footprint_tests::drill::{Figures, Size};
 use footprint_tests::{
-    Stores, TcpProxy, brokers, delete_redis_prefix, drop_database, http, mysql_url, preload,
-    redis_url, unique,
+    Stores, TcpProxy, brokers, delete_redis_prefix, drop_database, held_parts, http, mysql_url,
+    preload, redis_url, unique,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -62,7 +62,7 @@ fn drill(degraded: &'static str, fault: Fault) {
         events_per_sec: 100,
         ..GenConfig::default()
     };
-    let (parts, _) = preload(&topic, &gen_cfg, events).expect("preload");
+    preload(&topic, &gen_cfg, events).expect("preload");
     let redis_via_proxy = format!("redis://{}", redis_proxy.addr);
     let mysql_via_proxy = format!("mysql://root@{}", mysql_proxy.addr);
     let toml = format!(
@@ -253,6 +253,11 @@ url = "{mysql}/{database}?prefer_socket=false"
     );
 
     let replay_seconds = replay_started.elapsed().as_secs_f64();
+    // The reference reads what the broker holds: the pipeline's input, even
+    // where the broker took a retried batch twice.
+    let parts =
+        held_parts(&cfg.kafka(), &topic, gen_cfg.partitions as usize).expect("read the topic back");
+    let held: u64 = parts.iter().map(|p| p.len() as u64).sum();
     let expected = compute(&spec, &parts);
     let stored = Stores::open(&spec, &prefix, &database)
         .and_then(|s| s.load())
@@ -279,7 +284,8 @@ url = "{mysql}/{database}?prefer_socket=false"
         )
         .with("rows diverted", diverted)
         .with("breaker openings", opened)
-        .with("replayed", report.applied);
+        .with("replayed", report.applied)
+        .with("held by the broker", held);
     figures.recovery_s = vec![replay_seconds];
     figures.report();
     figures.assert_exact();
