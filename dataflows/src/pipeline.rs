@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::Time;
@@ -22,7 +21,6 @@ use crate::control::RunControl;
 use crate::metrics::Metrics;
 use crate::recent::RecentActivity;
 use crate::result::Output;
-use crate::route::Record;
 use crate::source::{PartitionReader, SourceParts, SourceSettings, partition_source};
 use crate::spec::PipelineSpec;
 
@@ -65,7 +63,7 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
         frozen: false,
         last: None,
     };
-    let records = partition_source(
+    let streams = partition_source(
         scope,
         SourceParts {
             reader,
@@ -77,38 +75,20 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
         Arc::clone(&control),
         Arc::clone(&metrics),
     );
-    let mut parts = records.partition(2, |r| match r {
-        Record::Window(_) => (0, r),
-        Record::Recent(_) => (1, r),
-    });
-    let recent_records = parts.pop();
-    let window_records = parts.pop();
-    let windows = window_records.map(|s| {
-        s.flat_map(|r| match r {
-            Record::Window(c) => Some(c),
-            Record::Recent(_) => None,
-        })
-        .aggregate_windows(
-            Arc::clone(&spec),
-            Arc::clone(&control),
-            Arc::clone(&metrics),
-        )
-    });
-    let recent = match (&spec.recent, recent_records) {
-        (Some(rs), Some(s)) => Some(
-            s.flat_map(|r| match r {
-                Record::Recent(e) => Some(e),
-                Record::Window(_) => None,
-            })
-            .recent_activity(rs.clone(), Arc::clone(&metrics)),
+    // The window operator runs even when the spec has no aggregates: its
+    // frontier follows the source's, which the checkpoints rely on.
+    let windows = streams.windows.aggregate_windows(
+        Arc::clone(&spec),
+        Arc::clone(&control),
+        Arc::clone(&metrics),
+    );
+    let rows = match &spec.recent {
+        Some(rs) => windows.concat(
+            streams
+                .recent
+                .recent_activity(rs.clone(), Arc::clone(&metrics)),
         ),
-        _ => None,
-    };
-    let rows = match (windows, recent) {
-        (Some(w), Some(r)) => w.concat(r),
-        (Some(w), None) => w,
-        (None, Some(r)) => r,
-        (None, None) => timely::dataflow::operators::generic::operator::empty(scope),
+        None => windows,
     };
     (rows, checkpoints)
 }

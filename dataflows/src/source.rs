@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{Scope, StreamVec};
+use timely::progress::frontier::MutableAntichain;
 
 use crate::Time;
 use crate::board::Board;
@@ -28,7 +28,7 @@ use crate::checkpoint::{Checkpoint, OffsetLedger};
 use crate::control::RunControl;
 use crate::event::{BadInput, Event};
 use crate::metrics::Metrics;
-use crate::route::{Late, Record, route, route_tail};
+use crate::route::{Contribution, Late, RecentEvent, Record, route, route_tail};
 use crate::spec::PipelineSpec;
 use crate::watermark::WatermarkTracker;
 
@@ -156,7 +156,20 @@ pub struct SourceParts<R> {
     pub board: Board,
 }
 
+/// The source's two streams: what the windowed aggregates count, and what
+/// recent activity keeps (empty when the spec keeps none).
+pub struct SourceStreams<'s> {
+    /// Contributions to the windowed aggregates.
+    pub windows: StreamVec<'s, Time, Contribution>,
+    /// Events for recent activity.
+    pub recent: StreamVec<'s, Time, RecentEvent>,
+}
+
 /// Builds the source operator for one worker.
+///
+/// It has one output per kind of record, so each record is handed to its
+/// consumer's exchange as it was routed, without a partitioning operator
+/// between them.
 pub fn partition_source<'s, R: PartitionReader>(
     scope: Scope<'s, Time>,
     parts: SourceParts<R>,
@@ -164,11 +177,13 @@ pub fn partition_source<'s, R: PartitionReader>(
     settings: SourceSettings,
     control: Arc<RunControl>,
     metrics: Arc<Metrics>,
-) -> StreamVec<'s, Time, Record> {
-    source::<_, CapacityContainerBuilder<Vec<Record>>, _, _>(
-        scope,
-        "PartitionSource",
-        move |cap, info| {
+) -> SourceStreams<'s> {
+    let mut builder = OperatorBuilder::new("PartitionSource".to_owned(), scope);
+    let info = builder.operator_info();
+    let (mut window_out, windows) = builder.new_output::<Vec<Contribution>>();
+    let (mut recent_out, recent) = builder.new_output::<Vec<RecentEvent>>();
+    builder.build(move |caps| {
+        {
             let SourceParts {
                 reader,
                 ledger,
@@ -187,14 +202,16 @@ pub fn partition_source<'s, R: PartitionReader>(
                     }
                 }
             }
-            let mut cap = if n == 0 { None } else { Some(cap) };
+            // One capability per output, always at the same time.
+            let mut cap = if n == 0 { None } else { Some(caps) };
             if n == 0 {
                 board.publish(None, 0, true, None);
                 board.close();
             }
             let mut late: Vec<Late> = Vec::new();
-            let mut records: Vec<Record> = Vec::new();
-            move |output| {
+            let mut contributions: Vec<Contribution> = Vec::new();
+            let mut recents: Vec<RecentEvent> = Vec::new();
+            move |_frontiers: &[MutableAntichain<Time>]| {
                 let Some(c) = cap.as_mut() else { return };
                 let mut reader = reader.borrow_mut();
                 let mut ledger = ledger.borrow_mut();
@@ -215,7 +232,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                     activator.activate_after(Duration::from_millis(1));
                     return;
                 }
-                let floor = *c.time();
+                let floor = *c[0].time();
                 let mut read_any = false;
                 for idx in 0..n {
                     if tracker.is_finished(idx) {
@@ -236,11 +253,12 @@ pub fn partition_source<'s, R: PartitionReader>(
                             let ts = Event::decode(msg.payload).ok().map(|ev| {
                                 let stamp = tracker.observe(idx, ev.ts, Instant::now()).max(floor);
                                 let append_ms = msg.timestamp_ms.unwrap_or(0);
-                                route_tail(&spec, &ev, stamp, &mut |mut r| {
-                                    if let Record::Window(c) = &mut r {
+                                route_tail(&spec, &ev, stamp, &mut |r| match r {
+                                    Record::Window(mut c) => {
                                         c.append_ms = append_ms;
+                                        contributions.push(c);
                                     }
-                                    records.push(r)
+                                    Record::Recent(e) => recents.push(e),
                                 });
                                 ev.ts
                             });
@@ -259,15 +277,16 @@ pub fn partition_source<'s, R: PartitionReader>(
                                     &spec,
                                     &ev,
                                     stamp,
-                                    &mut |mut r| {
-                                        match &mut r {
-                                            Record::Window(c) => c.append_ms = append_ms,
-                                            Record::Recent(e) => {
-                                                e.partition = partition;
-                                                e.offset = msg.offset;
-                                            }
+                                    &mut |r| match r {
+                                        Record::Window(mut c) => {
+                                            c.append_ms = append_ms;
+                                            contributions.push(c);
                                         }
-                                        records.push(r)
+                                        Record::Recent(mut e) => {
+                                            e.partition = partition;
+                                            e.offset = msg.offset;
+                                            recents.push(e);
+                                        }
                                     },
                                     &mut late,
                                 );
@@ -302,8 +321,14 @@ pub fn partition_source<'s, R: PartitionReader>(
                     }
                 }
                 reader.after_round();
-                if !records.is_empty() {
-                    output.session(&*c).give_iterator(records.drain(..));
+                // Each batch goes out as it is: no copy into another buffer.
+                if !contributions.is_empty() {
+                    window_out.activate().give(&c[0], &mut contributions);
+                    contributions.clear();
+                }
+                if !recents.is_empty() {
+                    recent_out.activate().give(&c[1], &mut recents);
+                    recents.clear();
                 }
                 // A backfill stops once every worker's range is settled.
                 let backfill = n > 0 && (0..n).all(|idx| reader.range_end(idx).is_some());
@@ -332,8 +357,10 @@ pub fn partition_source<'s, R: PartitionReader>(
                     // Only idle partitions here: follow the other workers.
                     w = tracker.raise(board.follow());
                 }
-                if w > *c.time() {
-                    c.downgrade(&w);
+                for c in c.iter_mut() {
+                    if w > *c.time() {
+                        c.downgrade(&w);
+                    }
                 }
                 if read_any {
                     activator.activate();
@@ -341,8 +368,9 @@ pub fn partition_source<'s, R: PartitionReader>(
                     activator.activate_after(Duration::from_millis(2));
                 }
             }
-        },
-    )
+        }
+    });
+    SourceStreams { windows, recent }
 }
 
 /// Resume points by global partition id: (offset, largest event time before it).
