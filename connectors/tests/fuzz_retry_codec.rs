@@ -58,7 +58,7 @@ fn window() -> impl Strategy<Value = Output> {
                 Output::Window(WindowRow {
                     agg,
                     aggregate: aggregate.into(),
-                    key: key.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+                    key: key.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
                     window_start,
                     window_end,
                     measures: measures.into_iter().map(|(k, v)| (k.into(), v)).collect(),

@@ -62,6 +62,7 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::CompactString;
 use hashbrown::HashMap;
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -499,7 +500,12 @@ fn window_row(spec: &PipelineSpec, names: &[Names], slot: &Slot, is_final: bool)
     WindowRow {
         agg: slot.agg,
         aggregate: Arc::clone(&names.aggregate),
-        key: names.fields.iter().cloned().zip(slot.key.parts()).collect(),
+        key: names
+            .fields
+            .iter()
+            .cloned()
+            .zip(slot.key.part_strs().map(CompactString::from))
+            .collect(),
         window_start: slot.start,
         window_end: aspec.window.end(slot.start),
         measures,

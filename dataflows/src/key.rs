@@ -42,25 +42,41 @@ impl GroupKey {
 
     /// Decodes the parts. A key built by this type always decodes.
     pub fn parts(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let bytes = self.0.as_bytes();
-        let mut at = 0;
-        while at < bytes.len() {
-            let mut len = 0usize;
-            while let Some(d @ b'0'..=b'9') = bytes.get(at) {
-                len = len * 10 + usize::from(d - b'0');
-                at += 1;
-            }
-            if bytes.get(at) != Some(&b':') {
-                break;
-            }
-            let Some(part) = self.0.get(at + 1..at + 1 + len) else {
-                break;
-            };
-            out.push(part.to_owned());
-            at += 1 + len;
+        self.part_strs().map(str::to_owned).collect()
+    }
+
+    /// The parts, borrowed from the key, in order.
+    pub fn part_strs(&self) -> Parts<'_> {
+        Parts {
+            key: self.0.as_str(),
+            at: 0,
         }
-        out
+    }
+}
+
+/// The parts of a [`GroupKey`], borrowed ([`GroupKey::part_strs`]).
+pub struct Parts<'k> {
+    key: &'k str,
+    at: usize,
+}
+
+impl<'k> Iterator for Parts<'k> {
+    type Item = &'k str;
+
+    fn next(&mut self) -> Option<&'k str> {
+        let bytes = self.key.as_bytes();
+        let mut at = self.at;
+        let mut len = 0usize;
+        while let Some(d @ b'0'..=b'9') = bytes.get(at) {
+            len = len.checked_mul(10)?.checked_add(usize::from(d - b'0'))?;
+            at += 1;
+        }
+        if bytes.get(at) != Some(&b':') {
+            return None;
+        }
+        let part = self.key.get(at + 1..(at + 1).checked_add(len)?)?;
+        self.at = at + 1 + len;
+        Some(part)
     }
 }
 

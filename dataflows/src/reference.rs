@@ -11,12 +11,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use compact_str::CompactString;
+
 use crate::event::{BadReason, Event};
 use crate::result::{MeasureValue, Output, RecentEntry, RecentRow, WindowRow};
 use crate::spec::{Measure, PipelineSpec};
 
 /// Identity of a window row: (aggregate, key, window start).
-pub type WindowId = (Arc<str>, Vec<(Arc<str>, String)>, i64);
+pub type WindowId = (Arc<str>, Vec<(Arc<str>, CompactString)>, i64);
 
 /// An event that missed some windows of one aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -149,11 +151,11 @@ pub fn compute(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>]) -> Reference {
                 (Arc::from(m.to_string()), v)
             })
             .collect();
-        let named: Vec<(Arc<str>, String)> = agg
+        let named: Vec<(Arc<str>, CompactString)> = agg
             .group_by
             .iter()
             .map(|f| Arc::from(f.to_string()))
-            .zip(key)
+            .zip(key.into_iter().map(CompactString::from))
             .collect();
         let name: Arc<str> = Arc::from(agg.name.as_str());
         let row = WindowRow {

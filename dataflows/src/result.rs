@@ -48,7 +48,7 @@ pub struct WindowRow {
     /// Aggregate name.
     pub aggregate: Arc<str>,
     /// Group-by field names and values, in key order.
-    pub key: Vec<(Arc<str>, String)>,
+    pub key: Vec<(Arc<str>, CompactString)>,
     /// Window start (inclusive), ms since the epoch.
     pub window_start: i64,
     /// Window end (exclusive), ms since the epoch.
@@ -145,7 +145,7 @@ impl Output {
                 let key: Map<String, Value> = w
                     .key
                     .iter()
-                    .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+                    .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
                     .collect();
                 let measures: Map<String, Value> = w
                     .measures

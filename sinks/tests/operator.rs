@@ -48,7 +48,7 @@ impl Sink for Slow {
                 Output::Window(w) => {
                     let stored = s
                         .windows
-                        .entry((w.key[0].1.clone(), w.window_start))
+                        .entry((w.key[0].1.to_string(), w.window_start))
                         .or_insert((0, false));
                     if (w.version, w.is_final) >= *stored {
                         *stored = (w.version, w.is_final);

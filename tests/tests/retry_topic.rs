@@ -217,7 +217,7 @@ fn replay_dead_letters_what_it_cannot_apply_without_skipping_anything() {
         .load_windows()
         .expect("rows")
         .iter()
-        .map(|w| w.key[0].1.clone())
+        .map(|w| w.key[0].1.to_string())
         .collect();
     assert_eq!(apps, vec!["a".to_owned(), "b".to_owned()]);
     let dead = read_all(&format!("{topic}.dlq")).expect("dead letters");

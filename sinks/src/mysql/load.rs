@@ -98,7 +98,7 @@ fn window_row(table: &AggregateTable, agg: u16, mut row: Row) -> Result<WindowRo
     Ok(WindowRow {
         agg,
         aggregate: Arc::from(table.aggregate.as_str()),
-        key,
+        key: key.into_iter().map(|(k, v)| (k, v.into())).collect(),
         window_start,
         window_end,
         measures,

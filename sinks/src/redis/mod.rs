@@ -419,7 +419,10 @@ fn parse_window(spec: &PipelineSpec, fields: &[(String, String)]) -> Option<Wind
     Some(WindowRow {
         agg: agg as u16,
         aggregate: Arc::from(aggregate),
-        key: key.into_iter().map(|[k, v]| (Arc::from(k), v)).collect(),
+        key: key
+            .into_iter()
+            .map(|[k, v]| (Arc::from(k), v.into()))
+            .collect(),
         window_start: get("window_start")?.parse().ok()?,
         window_end: get("window_end")?.parse().ok()?,
         measures,
