@@ -134,12 +134,25 @@ impl Owned {
         }
         if let Ok(mut c) = redis::Client::open(self.redis.as_str()).and_then(|c| c.get_connection())
         {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}:*", self.id))
-                .query(&mut c)
-                .unwrap_or_default();
-            for chunk in keys.chunks(1_000) {
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut c);
+            // A page of keys at a time: a run leaves millions of them.
+            let pattern = format!("{}:*", self.id);
+            let mut cursor = 0u64;
+            loop {
+                let page: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(10_000)
+                    .query(&mut c);
+                let Ok((next, keys)) = page else { break };
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut c);
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
         }
         let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.journal", self.id)));
@@ -239,6 +252,20 @@ fn read_to_end(reader: &mut KafkaReader, n: usize) -> u64 {
     read
 }
 
+/// What [`worker_run`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerRun {
+    /// Messages read.
+    pub events: u64,
+    /// Seconds from the dataflow's start to its end.
+    pub seconds: f64,
+    /// Peak resident memory once the run ended, before the bench dropped
+    /// the run's stores (bytes; Linux).
+    pub peak_rss: Option<u64>,
+    /// Result rows, summed over the stores.
+    pub rows: Rows,
+}
+
 /// The worker over `topic` into fresh stores, to the end, on `threads` workers.
 pub fn worker_run(
     cfg: &Config,
@@ -246,7 +273,7 @@ pub fn worker_run(
     threads: usize,
     pipeline: &str,
     stores: &[String],
-) -> Result<(u64, f64, Rows)> {
+) -> Result<WorkerRun> {
     let owned = Owned::new("e2e");
     let mut cfg = owned.config(cfg, topic, stores);
     super::narrow(&mut cfg, pipeline)?;
@@ -261,14 +288,20 @@ pub fn worker_run(
         ..RunOptions::default()
     };
     let result = run(&cfg, opts, Arc::clone(&metrics));
+    // Before the clean-up, whose memory is the bench's, not the worker's.
+    let peak_rss = super::peak_rss();
     owned.drop_stores();
     let report = result?;
-    let rows = Rows {
-        written: Metrics::sink_total(&metrics.sink_writes),
-        diverted: Metrics::sink_total(&metrics.sink_diverted),
-        folded: Metrics::sink_total(&metrics.sink_folded),
-    };
-    Ok((report.events_in, report.elapsed.as_secs_f64(), rows))
+    Ok(WorkerRun {
+        events: report.events_in,
+        seconds: report.elapsed.as_secs_f64(),
+        peak_rss,
+        rows: Rows {
+            written: Metrics::sink_total(&metrics.sink_writes),
+            diverted: Metrics::sink_total(&metrics.sink_diverted),
+            folded: Metrics::sink_total(&metrics.sink_folded),
+        },
+    })
 }
 
 /// Result rows of a run, summed over its stores.
@@ -389,6 +422,7 @@ pub fn latency_run(
     let report = worker
         .join()
         .map_err(|_| anyhow::anyhow!("the worker thread panicked"));
+    let peak_rss = super::peak_rss();
     owned.drop_stores();
     let produced = produced?.messages;
     report??;
@@ -398,6 +432,6 @@ pub fn latency_run(
         events: metrics.events_in.load(Ordering::Relaxed),
         append_to_write_ms: quantiles(metrics.end_to_end_ms.snapshot()),
         window_end_to_final_ms: quantiles(metrics.final_delay_ms.snapshot()),
-        peak_rss: super::peak_rss(),
+        peak_rss,
     })
 }

@@ -200,13 +200,12 @@ pub fn child(cfg: &Config, spec: &str) -> Result<()> {
             pipeline,
             stores,
         } => {
-            let (events, seconds, rows) =
-                e2e::worker_run(cfg, &topic, threads, &pipeline, &stores)?;
+            let run = e2e::worker_run(cfg, &topic, threads, &pipeline, &stores)?;
             Measured::Read {
-                events,
-                seconds,
-                peak_rss: peak_rss(),
-                rows,
+                events: run.events,
+                seconds: run.seconds,
+                peak_rss: run.peak_rss,
+                rows: run.rows,
             }
         }
         Child::Latency {
