@@ -10,14 +10,15 @@
 //! later, so a diverted write is never lost.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use footprint_dataflows::Output;
 use footprint_dataflows::key::GroupKey;
 use footprint_sinks::SinkError;
 use footprint_sinks::util::guard::{Diversion, Divert};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 
 use crate::ConnectorError;
@@ -100,7 +101,10 @@ pub fn identity(row: &Output) -> String {
 
 /// Diverts rows to the retry topic, with the journal as the fallback.
 pub struct RetryTopic {
-    producer: FutureProducer,
+    /// Replaced when it reports a fatal error (see [`RetryTopic::produce`]).
+    producer: Mutex<Arc<FutureProducer>>,
+    /// What a new producer is made from.
+    config: ClientConfig,
     topic: String,
     journal: Mutex<Journal>,
     journal_records: std::sync::atomic::AtomicUsize,
@@ -117,12 +121,12 @@ impl RetryTopic {
         ack_timeout: Duration,
     ) -> Result<Self, ConnectorError> {
         let timeout_ms = ack_timeout.as_millis().max(1).to_string();
-        let producer = settings
-            .client_config(&[
-                ("enable.idempotence", "true"),
-                ("linger.ms", "5"),
-                ("message.timeout.ms", timeout_ms.as_str()),
-            ])
+        let config = settings.client_config(&[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", timeout_ms.as_str()),
+        ]);
+        let producer = config
             .create()
             .map_err(|e| ConnectorError::Config(e.to_string()))?;
         let journal = Journal::open(journal_path).map_err(|e| {
@@ -130,7 +134,8 @@ impl RetryTopic {
         })?;
         let journal_records = std::sync::atomic::AtomicUsize::new(journal.len());
         Ok(RetryTopic {
-            producer,
+            producer: Mutex::new(Arc::new(producer)),
+            config,
             topic: topic.to_owned(),
             journal: Mutex::new(journal),
             journal_records,
@@ -138,16 +143,63 @@ impl RetryTopic {
         })
     }
 
+    fn producer(&self) -> Arc<FutureProducer> {
+        Arc::clone(
+            &self
+                .producer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// An idempotent producer that hit a fatal error, or that the broker
+    /// fenced (tansu does, after a delivery timed out and librdkafka asked
+    /// for a new epoch), refuses every record from then on: it is replaced
+    /// by a new one. The records it refused stay in the journal and are
+    /// resent; a record sent twice is harmless, as replay applies the
+    /// version rule.
+    fn renew_if_failed(&self, producer: &FutureProducer, fenced: bool) {
+        let (code, reason) = match producer.client().fatal_error() {
+            Some((code, reason)) => (code, reason),
+            None if fenced => (
+                rdkafka::types::RDKafkaErrorCode::ProducerFenced,
+                "fenced by the broker".to_owned(),
+            ),
+            None => return,
+        };
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                tracing::warn!(
+                    topic = %self.topic,
+                    error = ?code,
+                    %reason,
+                    "the retry topic's producer failed for good; starting a new one"
+                );
+                *self
+                    .producer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
+            }
+            Err(e) => tracing::error!(
+                topic = %self.topic,
+                error = %e,
+                "the retry topic's producer failed for good and a new one could not be made"
+            ),
+        }
+    }
+
     /// Produces `records` and waits for every acknowledgement; returns the ones
     /// Kafka did not take.
     fn produce(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let producer = self.producer();
         let mut pending = Vec::with_capacity(records.len());
         let mut failed = Vec::new();
+        let mut send_error: Option<String> = None;
         for (key, value) in records {
             let mut record = FutureRecord::to(&self.topic).key(&key).payload(&value);
             let deadline = std::time::Instant::now() + self.ack_timeout;
             let delivery = loop {
-                match self.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(d) => break Some(d),
                     Err((e, r)) => {
                         let full = matches!(
@@ -157,10 +209,11 @@ impl RetryTopic {
                             )
                         );
                         if !full || std::time::Instant::now() >= deadline {
+                            send_error.get_or_insert_with(|| e.to_string());
                             break None;
                         }
                         record = r;
-                        self.producer.poll(Duration::from_millis(5));
+                        producer.poll(Duration::from_millis(5));
                     }
                 }
             };
@@ -169,11 +222,35 @@ impl RetryTopic {
                 None => failed.push((key, value)),
             }
         }
+        let mut first_error = send_error;
+        let mut fenced = false;
         for (key, value, d) in pending {
             match futures::executor::block_on(d) {
                 Ok(Ok(_)) => {}
-                _ => failed.push((key, value)),
+                Ok(Err((e, _))) => {
+                    fenced |= matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::ProducerFenced
+                        )
+                    );
+                    first_error.get_or_insert_with(|| e.to_string());
+                    failed.push((key, value));
+                }
+                Err(_) => {
+                    first_error.get_or_insert_with(|| "delivery report lost".into());
+                    failed.push((key, value));
+                }
             }
+        }
+        if let Some(error) = first_error {
+            tracing::warn!(
+                topic = %self.topic,
+                records = failed.len(),
+                %error,
+                "the retry topic refused records"
+            );
+            self.renew_if_failed(&producer, fenced);
         }
         failed
     }
