@@ -101,7 +101,7 @@ pub fn identity(row: &Output) -> String {
 
 /// Diverts rows to the retry topic, with the journal as the fallback.
 pub struct RetryTopic {
-    /// Replaced when it reports a fatal error (see [`RetryTopic::produce`]).
+    /// Replaced when it fails for good (see `renew_if_failed`).
     producer: Mutex<Arc<FutureProducer>>,
     /// What a new producer is made from.
     config: ClientConfig,
