@@ -135,25 +135,10 @@ impl Owned {
         if let Ok(mut c) = redis::Client::open(self.redis.as_str()).and_then(|c| c.get_connection())
         {
             // A page of keys at a time: a run leaves millions of them.
-            let pattern = format!("{}:*", self.id);
-            let mut cursor = 0u64;
-            loop {
-                let page: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(10_000)
-                    .query(&mut c);
-                let Ok((next, keys)) = page else { break };
-                if !keys.is_empty() {
-                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut c);
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+            let _ =
+                footprint_sinks::redis::scan_pages(&mut c, &format!("{}:*", self.id), |c, keys| {
+                    redis::cmd("DEL").arg(&keys).query::<()>(c)
+                });
         }
         let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.journal", self.id)));
     }

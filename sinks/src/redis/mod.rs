@@ -433,19 +433,37 @@ fn parse_window(spec: &PipelineSpec, fields: &[(String, String)]) -> Option<Wind
 }
 
 fn scan(conn: &mut Connection, pattern: &str) -> redis::RedisResult<Vec<String>> {
-    let mut cursor: u64 = 0;
     let mut out = Vec::new();
+    scan_pages(conn, pattern, |_, mut keys| {
+        out.append(&mut keys);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Hands the keys matching `pattern` to `visit`, one page of `SCAN` at a
+/// time, so that millions of keys never sit in memory at once. `visit` may
+/// delete the keys it gets: `SCAN` still returns every key that matched
+/// throughout.
+pub fn scan_pages(
+    conn: &mut Connection,
+    pattern: &str,
+    mut visit: impl FnMut(&mut Connection, Vec<String>) -> redis::RedisResult<()>,
+) -> redis::RedisResult<()> {
+    let mut cursor: u64 = 0;
     loop {
-        let (next, mut keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(pattern)
             .arg("COUNT")
             .arg(1000)
             .query(conn)?;
-        out.append(&mut keys);
+        if !keys.is_empty() {
+            visit(conn, keys)?;
+        }
         if next == 0 {
-            return Ok(out);
+            return Ok(());
         }
         cursor = next;
     }
