@@ -183,190 +183,185 @@ pub fn partition_source<'s, R: PartitionReader>(
     let (mut window_out, windows) = builder.new_output::<Vec<Contribution>>();
     let (mut recent_out, recent) = builder.new_output::<Vec<RecentEvent>>();
     builder.build(move |caps| {
-        {
-            let SourceParts {
-                reader,
-                ledger,
-                mut board,
-            } = parts;
-            let activator = scope.activator_for(info.address);
-            let now = Instant::now();
-            let n = reader.borrow().partitions();
-            let mut tracker =
-                WatermarkTracker::new(n, spec.max_out_of_order, settings.idle_timeout, now);
-            for idx in 0..n {
-                if let Some((offset, max_ts)) = reader.borrow().resume_point(idx) {
-                    ledger.borrow_mut().start(idx, offset, max_ts);
-                    if let Some(ts) = max_ts {
-                        tracker.seed(idx, ts);
-                    }
+        let SourceParts {
+            reader,
+            ledger,
+            mut board,
+        } = parts;
+        let activator = scope.activator_for(info.address);
+        let now = Instant::now();
+        let n = reader.borrow().partitions();
+        let mut tracker =
+            WatermarkTracker::new(n, spec.max_out_of_order, settings.idle_timeout, now);
+        for idx in 0..n {
+            if let Some((offset, max_ts)) = reader.borrow().resume_point(idx) {
+                ledger.borrow_mut().start(idx, offset, max_ts);
+                if let Some(ts) = max_ts {
+                    tracker.seed(idx, ts);
                 }
             }
-            // One capability per output, always at the same time.
-            let mut cap = if n == 0 { None } else { Some(caps) };
-            if n == 0 {
-                board.publish(None, 0, true, None);
+        }
+        // One capability per output, always at the same time.
+        let mut cap = if n == 0 { None } else { Some(caps) };
+        if n == 0 {
+            board.publish(None, 0, true, None);
+            board.close();
+        }
+        let mut late: Vec<Late> = Vec::new();
+        let mut contributions: Vec<Contribution> = Vec::new();
+        let mut recents: Vec<RecentEvent> = Vec::new();
+        move |_frontiers: &[MutableAntichain<Time>]| {
+            let Some(c) = cap.as_mut() else { return };
+            let mut reader = reader.borrow_mut();
+            let mut ledger = ledger.borrow_mut();
+            if control.stop_requested() {
+                control.mark_interrupted();
+                reader.close();
+                cap = None;
+                board.publish(None, 0, true, tracker.floor(Instant::now()));
                 board.close();
+                return;
             }
-            let mut late: Vec<Late> = Vec::new();
-            let mut contributions: Vec<Contribution> = Vec::new();
-            let mut recents: Vec<RecentEvent> = Vec::new();
-            move |_frontiers: &[MutableAntichain<Time>]| {
-                let Some(c) = cap.as_mut() else { return };
-                let mut reader = reader.borrow_mut();
-                let mut ledger = ledger.borrow_mut();
-                if control.stop_requested() {
-                    control.mark_interrupted();
-                    reader.close();
-                    cap = None;
-                    board.publish(None, 0, true, tracker.floor(Instant::now()));
-                    board.close();
-                    return;
+            if metrics.sink_rows_waiting.load(Ordering::Relaxed) >= settings.max_sink_rows_waiting {
+                // The stores are behind: read on once they catch up.
+                // Nothing else changes meanwhile (no watermark, no
+                // idleness), so the pause is invisible to the results.
+                activator.activate_after(Duration::from_millis(1));
+                return;
+            }
+            let floor = *c[0].time();
+            let mut read_any = false;
+            for idx in 0..n {
+                if tracker.is_finished(idx) {
+                    continue;
                 }
-                if metrics.sink_rows_waiting.load(Ordering::Relaxed)
-                    >= settings.max_sink_rows_waiting
-                {
-                    // The stores are behind: read on once they catch up.
-                    // Nothing else changes meanwhile (no watermark, no
-                    // idleness), so the pause is invisible to the results.
-                    activator.activate_after(Duration::from_millis(1));
-                    return;
-                }
-                let floor = *c[0].time();
-                let mut read_any = false;
-                for idx in 0..n {
-                    if tracker.is_finished(idx) {
-                        continue;
+                let weight = if settings.weights.is_empty() {
+                    1
+                } else {
+                    settings.weights[idx % settings.weights.len()].max(1)
+                };
+                let max = settings.batch.saturating_mul(weight);
+                let partition = reader.partition_id(idx);
+                let status = reader.read(idx, max, &mut |msg| {
+                    if msg.tail {
+                        // Only completes windows the range touched: no
+                        // side outputs, no recent activity, nothing to commit.
+                        metrics.events_tail.fetch_add(1, Ordering::Relaxed);
+                        let ts = Event::decode(msg.payload).ok().map(|ev| {
+                            let stamp = tracker.observe(idx, ev.ts, Instant::now()).max(floor);
+                            let append_ms = msg.timestamp_ms.unwrap_or(0);
+                            route_tail(&spec, &ev, stamp, &mut |r| match r {
+                                Record::Window(mut c) => {
+                                    c.append_ms = append_ms;
+                                    contributions.push(c);
+                                }
+                                Record::Recent(e) => recents.push(e),
+                            });
+                            ev.ts
+                        });
+                        ledger.note(idx, msg.offset, None, ts);
+                        return Verdict::Accepted;
                     }
-                    let weight = if settings.weights.is_empty() {
-                        1
-                    } else {
-                        settings.weights[idx % settings.weights.len()].max(1)
-                    };
-                    let max = settings.batch.saturating_mul(weight);
-                    let partition = reader.partition_id(idx);
-                    let status = reader.read(idx, max, &mut |msg| {
-                        if msg.tail {
-                            // Only completes windows the range touched: no
-                            // side outputs, no recent activity, nothing to commit.
-                            metrics.events_tail.fetch_add(1, Ordering::Relaxed);
-                            let ts = Event::decode(msg.payload).ok().map(|ev| {
-                                let stamp = tracker.observe(idx, ev.ts, Instant::now()).max(floor);
-                                let append_ms = msg.timestamp_ms.unwrap_or(0);
-                                route_tail(&spec, &ev, stamp, &mut |r| match r {
+                    metrics.events_in.fetch_add(1, Ordering::Relaxed);
+                    match Event::decode(msg.payload) {
+                        Ok(ev) => {
+                            let now = Instant::now();
+                            let stamp = tracker.observe(idx, ev.ts, now).max(floor);
+                            metrics.max_event_ts.fetch_max(ev.ts, Ordering::Relaxed);
+                            late.clear();
+                            let append_ms = msg.timestamp_ms.unwrap_or(0);
+                            let need = route(
+                                &spec,
+                                &ev,
+                                stamp,
+                                &mut |r| match r {
                                     Record::Window(mut c) => {
                                         c.append_ms = append_ms;
                                         contributions.push(c);
                                     }
-                                    Record::Recent(e) => recents.push(e),
-                                });
-                                ev.ts
-                            });
-                            ledger.note(idx, msg.offset, None, ts);
-                            return Verdict::Accepted;
-                        }
-                        metrics.events_in.fetch_add(1, Ordering::Relaxed);
-                        match Event::decode(msg.payload) {
-                            Ok(ev) => {
-                                let now = Instant::now();
-                                let stamp = tracker.observe(idx, ev.ts, now).max(floor);
-                                metrics.max_event_ts.fetch_max(ev.ts, Ordering::Relaxed);
-                                late.clear();
-                                let append_ms = msg.timestamp_ms.unwrap_or(0);
-                                let need = route(
-                                    &spec,
-                                    &ev,
+                                    Record::Recent(mut e) => {
+                                        e.partition = partition;
+                                        e.offset = msg.offset;
+                                        recents.push(e);
+                                    }
+                                },
+                                &mut late,
+                            );
+                            ledger.note(idx, msg.offset, need, Some(ev.ts));
+                            if late.is_empty() {
+                                Verdict::Accepted
+                            } else {
+                                for l in &late {
+                                    metrics.events_late[usize::from(l.agg)]
+                                        .fetch_add(1, Ordering::Relaxed);
+                                }
+                                Verdict::Late {
                                     stamp,
-                                    &mut |r| match r {
-                                        Record::Window(mut c) => {
-                                            c.append_ms = append_ms;
-                                            contributions.push(c);
-                                        }
-                                        Record::Recent(mut e) => {
-                                            e.partition = partition;
-                                            e.offset = msg.offset;
-                                            recents.push(e);
-                                        }
-                                    },
-                                    &mut late,
-                                );
-                                ledger.note(idx, msg.offset, need, Some(ev.ts));
-                                if late.is_empty() {
-                                    Verdict::Accepted
-                                } else {
-                                    for l in &late {
-                                        metrics.events_late[usize::from(l.agg)]
-                                            .fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    Verdict::Late {
-                                        stamp,
-                                        late: late.clone(),
-                                    }
+                                    late: late.clone(),
                                 }
                             }
-                            Err(bad) => {
-                                ledger.note(idx, msg.offset, None, None);
-                                metrics.events_bad[bad.reason.index()]
-                                    .fetch_add(1, Ordering::Relaxed);
-                                Verdict::Bad(bad)
-                            }
                         }
-                    });
-                    read_any |= status.read > 0;
-                    let now = Instant::now();
-                    if status.finished {
-                        tracker.finish(idx);
-                    } else if status.at_end {
-                        tracker.mark_end(idx, now);
+                        Err(bad) => {
+                            ledger.note(idx, msg.offset, None, None);
+                            metrics.events_bad[bad.reason.index()].fetch_add(1, Ordering::Relaxed);
+                            Verdict::Bad(bad)
+                        }
                     }
-                }
-                reader.after_round();
-                // Each batch goes out as it is: no copy into another buffer.
-                if !contributions.is_empty() {
-                    window_out.activate().give(&c[0], &mut contributions);
-                    contributions.clear();
-                }
-                if !recents.is_empty() {
-                    recent_out.activate().give(&c[1], &mut recents);
-                    recents.clear();
-                }
-                // A backfill stops once every worker's range is settled.
-                let backfill = n > 0 && (0..n).all(|idx| reader.range_end(idx).is_some());
-                let settled = backfill
-                    && (0..n).all(|idx| {
-                        reader
-                            .range_end(idx)
-                            .is_some_and(|to| ledger.settled(idx, to, tracker.is_finished(idx)))
-                    });
+                });
+                read_any |= status.read > 0;
                 let now = Instant::now();
-                let (active, idle) = tracker.summary(now);
-                board.publish(active, idle, settled, tracker.floor(now));
-                if settled && board.all_settled() {
-                    for idx in 0..n {
-                        tracker.finish(idx);
-                    }
+                if status.finished {
+                    tracker.finish(idx);
+                } else if status.at_end {
+                    tracker.mark_end(idx, now);
                 }
-                let Some(mut w) = tracker.advance(now) else {
-                    reader.close();
-                    cap = None;
-                    board.publish(None, 0, true, tracker.floor(now));
-                    board.close();
-                    return;
-                };
-                if active.is_none() {
-                    // Only idle partitions here: follow the other workers.
-                    w = tracker.raise(board.follow());
+            }
+            reader.after_round();
+            // Each batch goes out as it is: no copy into another buffer.
+            if !contributions.is_empty() {
+                window_out.activate().give(&c[0], &mut contributions);
+                contributions.clear();
+            }
+            if !recents.is_empty() {
+                recent_out.activate().give(&c[1], &mut recents);
+                recents.clear();
+            }
+            // A backfill stops once every worker's range is settled.
+            let backfill = n > 0 && (0..n).all(|idx| reader.range_end(idx).is_some());
+            let settled = backfill
+                && (0..n).all(|idx| {
+                    reader
+                        .range_end(idx)
+                        .is_some_and(|to| ledger.settled(idx, to, tracker.is_finished(idx)))
+                });
+            let now = Instant::now();
+            let (active, idle) = tracker.summary(now);
+            board.publish(active, idle, settled, tracker.floor(now));
+            if settled && board.all_settled() {
+                for idx in 0..n {
+                    tracker.finish(idx);
                 }
-                for c in c.iter_mut() {
-                    if w > *c.time() {
-                        c.downgrade(&w);
-                    }
+            }
+            let Some(mut w) = tracker.advance(now) else {
+                reader.close();
+                cap = None;
+                board.publish(None, 0, true, tracker.floor(now));
+                board.close();
+                return;
+            };
+            if active.is_none() {
+                // Only idle partitions here: follow the other workers.
+                w = tracker.raise(board.follow());
+            }
+            for c in c.iter_mut() {
+                if w > *c.time() {
+                    c.downgrade(&w);
                 }
-                if read_any {
-                    activator.activate();
-                } else {
-                    activator.activate_after(Duration::from_millis(2));
-                }
+            }
+            if read_any {
+                activator.activate();
+            } else {
+                activator.activate_after(Duration::from_millis(2));
             }
         }
     });
