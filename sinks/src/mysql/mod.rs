@@ -48,7 +48,8 @@
 //!
 //! # Writes
 //! Each `write()` is one transaction: per table, one multi-row upsert per
-//! chunk of up to 500 rows, rows in primary-key order (rows of one identity
+//! chunk of up to 256 rows (a power of two: a table needs few prepared
+//! statements), rows in primary-key order (rows of one identity
 //! in arrival order), so concurrent writers lock rows in the same order. A
 //! row the table cannot hold (a group key over 512 bytes, an app or user id
 //! over 255 bytes) is left out, the others are written, and the write then fails with
@@ -363,7 +364,7 @@ fn merge_recent(
     // inserting new users into gaps the other has locked deadlock each other.
     // An empty list is inserted where none is stored (the ids were checked
     // to fit), in key order, and replaced below in the same transaction.
-    for part in keys.chunks(upsert::MAX_ROWS) {
+    for part in upsert::pieces(&keys, upsert::MAX_ROWS) {
         let tuples = vec!["(?,?,'[]')"; part.len()].join(",");
         let sql = format!(
             "INSERT IGNORE INTO {} (`app_id`, `user_id`, `events`) VALUES {tuples}",
@@ -371,7 +372,7 @@ fn merge_recent(
         );
         tx.exec_drop(sql, key_params(part))?;
     }
-    for part in keys.chunks(upsert::MAX_ROWS) {
+    for part in upsert::pieces(&keys, upsert::MAX_ROWS) {
         // Point lookups on the key: on a small table the server would
         // rather scan it, and a locking scan locks every user's row.
         let points = vec!["(`app_id` = ? AND `user_id` = ?)"; part.len()].join(" OR ");

@@ -2,6 +2,13 @@
 //! rows grouped by table in arrival order, converted to statement
 //! parameters, and cut into chunks of at most [`MAX_ROWS`] rows.
 //!
+//! Every statement holds a power-of-two number of rows ([`pieces`]): the
+//! MySQL driver prepares and caches one statement per distinct SQL text, and
+//! a prepared statement keeps metadata for each of its parameters, so
+//! arbitrary row counts would mean a new server-side prepare for most
+//! writes and megabytes of cached statements per connection. With powers of
+//! two, a table has at most `log2(MAX_ROWS) + 1` statements.
+//!
 //! A row the tables cannot hold (a group key over 512 bytes, an id over 255
 //! bytes, or a row that does not match the spec) is left out and reported
 //! with its identity, so the rest of the batch can still be written. Nothing
@@ -15,8 +22,8 @@ use super::schema::{
 };
 use crate::decimal;
 
-/// Most rows in one `INSERT` statement.
-pub(crate) const MAX_ROWS: usize = 500;
+/// Most rows in one `INSERT` statement (a power of two, see [`pieces`]).
+pub(crate) const MAX_ROWS: usize = 256;
 /// Most parameter bytes (roughly) in one `INSERT` statement, well under the
 /// servers' default `max_allowed_packet` (16 MiB on MariaDB).
 const MAX_BYTES: usize = 4 << 20;
@@ -120,30 +127,57 @@ pub(crate) fn recent_statements(table: &str, rows: &[RecentRow]) -> Result<Vec<S
 }
 
 fn chunk(rows: Vec<Vec<Value>>, sql: impl Fn(usize) -> String, out: &mut Vec<Statement>) {
-    let mut params = Vec::new();
-    let mut count = 0;
+    let mut group: Vec<Vec<Value>> = Vec::new();
     let mut bytes = 0;
     for row in rows {
         let size: usize = row.iter().map(value_size).sum();
         let max_rows = MAX_ROWS.min(MAX_PARAMS / row.len().max(1));
-        if count > 0 && (count >= max_rows || bytes + size > MAX_BYTES) {
-            out.push(Statement {
-                sql: sql(count),
-                params: std::mem::take(&mut params),
-            });
-            count = 0;
+        if !group.is_empty() && (group.len() >= max_rows || bytes + size > MAX_BYTES) {
+            emit(&mut group, &sql, out);
             bytes = 0;
         }
-        params.extend(row);
-        count += 1;
+        group.push(row);
         bytes += size;
     }
-    if count > 0 {
+    emit(&mut group, &sql, out);
+}
+
+/// One statement per piece of `group` (see [`pieces`]), in order.
+fn emit(group: &mut Vec<Vec<Value>>, sql: &impl Fn(usize) -> String, out: &mut Vec<Statement>) {
+    let mut rows = group.drain(..);
+    for n in piece_sizes(rows.len(), usize::MAX) {
         out.push(Statement {
-            sql: sql(count),
-            params,
+            sql: sql(n),
+            params: rows.by_ref().take(n).flatten().collect(),
         });
     }
+}
+
+/// `items` cut, in order, into slices whose lengths are powers of two of at
+/// most `max`: whole slices of the largest such power, then the binary
+/// digits of what is left, largest first (`1,000` rows at a `max` of 256:
+/// 256, 256, 256, 128, 64, 32, 8). A statement per slice keeps the number of
+/// distinct statements per table at `log2(max) + 1`.
+pub(crate) fn pieces<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    piece_sizes(items.len(), max).map(move |n| {
+        let (piece, tail) = rest.split_at(n);
+        rest = tail;
+        piece
+    })
+}
+
+/// The lengths [`pieces`] cuts `n` items into.
+fn piece_sizes(mut n: usize, max: usize) -> impl Iterator<Item = usize> {
+    let max = if max == 0 { 1 } else { 1 << max.ilog2() };
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = max.min(1 << n.ilog2());
+        n -= size;
+        Some(size)
+    })
 }
 
 /// The primary key (`window_start`, `group_key`) of a window row's
@@ -329,12 +363,44 @@ mod tests {
         let mut plan = Plan::new(&schema, &rows);
         assert!(plan.skipped.is_empty());
         let statements = plan.statements(&schema);
-        assert_eq!(statements.len(), 2);
-        assert_eq!(statements[0].params.len(), MAX_ROWS * 8);
-        assert_eq!(statements[1].params.len(), 3 * 8);
-        assert_eq!(statements[0].sql, schema.aggregates[0].upsert_sql(MAX_ROWS));
+        // 259 rows: 256, then the binary digits of 3.
+        let sizes: Vec<usize> = statements.iter().map(|s| s.params.len() / 8).collect();
+        assert_eq!(sizes, vec![MAX_ROWS, 2, 1]);
+        for (s, n) in statements.iter().zip(&sizes) {
+            assert_eq!(s.sql, schema.aggregates[0].upsert_sql(*n));
+        }
         assert_eq!(statements[1].params[4], Value::UInt(MAX_ROWS as u64));
+        assert_eq!(statements[2].params[4], Value::UInt(MAX_ROWS as u64 + 2));
         assert_eq!(statements[0].params[5], Value::Bytes(b"-0.000005".to_vec()));
+    }
+
+    #[test]
+    fn pieces_are_powers_of_two_in_order_and_cover_every_item() {
+        let cut = |n: usize, max: usize| -> Vec<usize> {
+            let items: Vec<usize> = (0..n).collect();
+            let mut next = 0;
+            pieces(&items, max)
+                .map(|p| {
+                    assert_eq!(p[0], next, "in order, nothing skipped");
+                    next += p.len();
+                    p.len()
+                })
+                .collect()
+        };
+        assert_eq!(cut(0, 256), Vec::<usize>::new());
+        assert_eq!(cut(1, 256), vec![1]);
+        assert_eq!(cut(1_000, 256), vec![256, 256, 256, 128, 64, 32, 8]);
+        assert_eq!(cut(7, 500), vec![4, 2, 1]);
+        assert_eq!(cut(600, 500), vec![256, 256, 64, 16, 8]);
+        let mut sizes = std::collections::BTreeSet::new();
+        for n in 0..2_000 {
+            let c = cut(n, MAX_ROWS);
+            assert_eq!(c.iter().sum::<usize>(), n);
+            assert!(c.iter().all(|s| s.is_power_of_two() && *s <= MAX_ROWS));
+            sizes.extend(c);
+        }
+        // Every statement size a table can need: log2(MAX_ROWS) + 1.
+        assert_eq!(sizes.len(), MAX_ROWS.ilog2() as usize + 1);
     }
 
     #[test]
