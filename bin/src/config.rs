@@ -625,9 +625,9 @@ mod tests {
     }
 
     #[test]
-    fn the_back_pressure_limit_is_200000_rows_and_never_zero() {
+    fn the_back_pressure_limit_is_100000_rows_and_never_zero() {
         let cfg = Config::from_layers(None, Vec::<(String, String)>::new()).expect("defaults");
-        assert_eq!(cfg.sinks.max_rows_waiting, 200_000);
+        assert_eq!(cfg.sinks.max_rows_waiting, 100_000);
         let e = load("[sinks]\nmax_rows_waiting = 0\n").expect_err("zero");
         assert_eq!(e.key, "sinks.max_rows_waiting");
         let cfg = load("[sinks]\nmax_rows_waiting = 500\n").expect("500");

@@ -116,7 +116,7 @@ pub trait PartitionReader: 'static {
 }
 
 /// The default of [`SourceSettings::max_sink_rows_waiting`].
-pub const MAX_SINK_ROWS_WAITING: u64 = 200_000;
+pub const MAX_SINK_ROWS_WAITING: u64 = 100_000;
 
 /// Source settings.
 #[derive(Debug, Clone)]

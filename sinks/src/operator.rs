@@ -24,14 +24,18 @@
 //! (DESIGN §3), so a folded batch leaves them as the unfolded rows would; a
 //! slow store gets fewer, larger writes instead of holding back the
 //! dataflow, and what waits is bounded by the number of identities.
-//! Folded-away rows are counted in `footprint_sink_folded_total`.
+//! Folded-away rows are counted in `footprint_sink_folded_total`. A row
+//! that several stores receive is kept once, shared by their folds; each
+//! writer thread takes its own copy a chunk at a time.
 //!
 //! Rows waiting or in flight are counted in
 //! [`Metrics::sink_rows_waiting`]; at
 //! [`max_sink_rows_waiting`](footprint_dataflows::source::SourceSettings::max_sink_rows_waiting)
 //! (config `sinks.max_rows_waiting`) the process's sources pause reading
 //! until the writers catch up, so a backlog read faster than the stores take
-//! it does not grow the memory.
+//! it does not grow the memory; a pause that lasts
+//! [`HOLD_AFTER`](footprint_dataflows::source::HOLD_AFTER) also pauses their
+//! Kafka partitions, dropping what librdkafka read ahead.
 //!
 //! A writer thread that dies (a sink that panics) wakes the operator as it
 //! goes: its rows are counted as failed and logged at ERROR, and the
@@ -118,9 +122,11 @@ impl<'s> WriteTo<'s> for StreamVec<'s, Time, Output> {
                             Output::Window(w) => routing.windows.get(usize::from(w.agg)).map_or(&[][..], Vec::as_slice),
                             Output::Recent(_) => routing.recent.as_slice(),
                         };
+                        // One copy of the row, whichever stores wait for it.
+                        let row = Arc::new(row);
                         if let Some((last, rest)) = targets.split_last() {
                             for t in rest {
-                                lanes[*t].push(row.clone(), &cap);
+                                lanes[*t].push(Arc::clone(&row), &cap);
                             }
                             lanes[*last].push(row, &cap);
                         }
@@ -188,9 +194,9 @@ enum Lane {
 }
 
 impl Lane {
-    fn push(&mut self, row: Output, cap: &timely::dataflow::operators::InputCapability<Time>) {
+    fn push(&mut self, row: Arc<Output>, cap: &timely::dataflow::operators::InputCapability<Time>) {
         match self {
-            Lane::Inline { batch, .. } => batch.push(row),
+            Lane::Inline { batch, .. } => batch.push(Arc::unwrap_or_clone(row)),
             Lane::Writer(w) => {
                 if w.waiting.push(row) {
                     w.metrics.sink_rows_waiting.fetch_add(1, Ordering::Relaxed);
@@ -217,7 +223,7 @@ struct InFlight {
 struct Writer {
     name: String,
     /// Batches to the thread; `None` once it has stopped.
-    jobs: Option<Sender<Vec<Output>>>,
+    jobs: Option<Sender<Vec<Arc<Output>>>>,
     /// One message per batch the thread has finished.
     done: Receiver<()>,
     /// The batch the thread is writing, if any.
@@ -238,7 +244,7 @@ impl Writer {
         metrics: Arc<Metrics>,
     ) -> Writer {
         let name = sink.name().to_owned();
-        let (jobs, batches) = mpsc::channel::<Vec<Output>>();
+        let (jobs, batches) = mpsc::channel::<Vec<Arc<Output>>>();
         let (finished, done) = mpsc::channel();
         let thread_metrics = Arc::clone(&metrics);
         let spawned = std::thread::Builder::new()
@@ -249,8 +255,19 @@ impl Writer {
                 let wake = WakeOnExit(activator);
                 let finished = finished;
                 for batch in batches {
-                    for chunk in batch.chunks(WRITE_CHUNK) {
-                        write_counted(sink.as_mut(), chunk, &thread_metrics);
+                    // Rows are shared with the other stores' writers until
+                    // the last of them takes its own: copied a chunk at a time.
+                    let mut rows = batch.into_iter();
+                    loop {
+                        let chunk: Vec<Output> = rows
+                            .by_ref()
+                            .take(WRITE_CHUNK)
+                            .map(Arc::unwrap_or_clone)
+                            .collect();
+                        if chunk.is_empty() {
+                            break;
+                        }
+                        write_counted(sink.as_mut(), &chunk, &thread_metrics);
                     }
                     if let Err(e) = sink.flush() {
                         tracing::error!(sink = sink.name(), error = %e, "flushing the sink failed");
@@ -358,9 +375,11 @@ impl Drop for Writer {
     }
 }
 
-/// Rows waiting for a store writer, at most one per identity.
+/// Rows waiting for a store writer, at most one per identity. A row that
+/// several stores receive is shared by their folds (one copy in memory);
+/// merging into it copies it for this fold only.
 struct Fold {
-    rows: Vec<Output>,
+    rows: Vec<Arc<Output>>,
     /// Indices into `rows`, by the hash of the row's identity.
     index: HashTable<usize>,
     hasher: DefaultHashBuilder,
@@ -417,7 +436,7 @@ impl Fold {
 
     /// Adds `row`; true when it is a new identity, false when it was folded
     /// into the waiting row of its identity.
-    fn push(&mut self, row: Output) -> bool {
+    fn push(&mut self, row: Arc<Output>) -> bool {
         let hash = Self::identity_hash(&self.hasher, &row);
         let rows = &self.rows;
         if let Some(&i) = self
@@ -425,14 +444,17 @@ impl Fold {
             .find(hash, |&i| Self::same_identity(&rows[i], &row))
         {
             self.folded += 1;
-            match (&mut self.rows[i], row) {
-                (Output::Window(old), Output::Window(new)) if new.replaces(old) => *old = new,
-                (Output::Recent(old), Output::Recent(new)) => {
-                    RecentEntry::merge(
-                        &mut old.events,
-                        &new.events,
-                        self.keep.unwrap_or(usize::MAX),
-                    );
+            let slot = &mut self.rows[i];
+            match (&**slot, &*row) {
+                (Output::Window(old), Output::Window(new)) if new.replaces(old) => *slot = row,
+                (Output::Recent(_), Output::Recent(new)) => {
+                    if let Output::Recent(old) = Arc::make_mut(slot) {
+                        RecentEntry::merge(
+                            &mut old.events,
+                            &new.events,
+                            self.keep.unwrap_or(usize::MAX),
+                        );
+                    }
                 }
                 // An older window row changes nothing (and the same
                 // identity implies the same kind).
@@ -449,7 +471,7 @@ impl Fold {
         true
     }
 
-    fn take(&mut self) -> Vec<Output> {
+    fn take(&mut self) -> Vec<Arc<Output>> {
         self.index.clear();
         std::mem::take(&mut self.rows)
     }
@@ -459,6 +481,10 @@ impl Fold {
 mod tests {
     use super::*;
     use footprint_dataflows::{MeasureValue, RecentRow, WindowRow};
+
+    fn taken(f: &mut Fold) -> Vec<Output> {
+        f.take().into_iter().map(Arc::unwrap_or_clone).collect()
+    }
 
     fn window(key: &str, start: i64, version: u64, is_final: bool) -> Output {
         Output::Window(WindowRow {
@@ -495,32 +521,35 @@ mod tests {
     #[test]
     fn keeps_the_highest_version_of_each_window_in_first_arrival_order() {
         let mut f = Fold::new(None);
-        f.push(window("x", 0, 3, false));
-        f.push(window("y", 0, 1, false));
-        f.push(window("x", 0, 5, false));
-        f.push(window("x", 60_000, 1, false));
-        f.push(window("x", 0, 4, false)); // older: changes nothing
-        f.push(window("x", 0, 5, true)); // same version, now final
+        f.push(window("x", 0, 3, false).into());
+        f.push(window("y", 0, 1, false).into());
+        f.push(window("x", 0, 5, false).into());
+        f.push(window("x", 60_000, 1, false).into());
+        f.push(window("x", 0, 4, false).into()); // older: changes nothing
+        f.push(window("x", 0, 5, true).into()); // same version, now final
         assert_eq!(f.folded, 3);
         assert_eq!(
-            f.take(),
+            taken(&mut f),
             vec![
                 window("x", 0, 5, true),
                 window("y", 0, 1, false),
                 window("x", 60_000, 1, false)
             ]
         );
-        assert!(f.take().is_empty(), "taking empties the fold");
+        assert!(taken(&mut f).is_empty(), "taking empties the fold");
     }
 
     #[test]
     fn merges_recent_rows_of_a_user_and_cuts_them_to_keep() {
         let mut f = Fold::new(Some(3));
-        f.push(recent("u1", &[1, 2]));
-        f.push(recent("u2", &[7]));
-        f.push(recent("u1", &[2, 3, 4]));
+        f.push(recent("u1", &[1, 2]).into());
+        f.push(recent("u2", &[7]).into());
+        f.push(recent("u1", &[2, 3, 4]).into());
         assert_eq!(f.folded, 1);
-        assert_eq!(f.take(), vec![recent("u1", &[2, 3, 4]), recent("u2", &[7])]);
+        assert_eq!(
+            taken(&mut f),
+            vec![recent("u1", &[2, 3, 4]), recent("u2", &[7])]
+        );
     }
 
     #[test]
@@ -530,10 +559,21 @@ mod tests {
         if let Output::Window(w) = &mut other {
             w.agg = 1;
         }
-        f.push(window("x", 0, 1, false));
-        f.push(other.clone());
-        f.push(recent("x", &[0]));
+        f.push(window("x", 0, 1, false).into());
+        f.push(other.clone().into());
+        f.push(recent("x", &[0]).into());
         assert_eq!(f.folded, 0);
         assert_eq!(f.take().len(), 3);
+    }
+
+    #[test]
+    fn a_row_shared_by_two_folds_is_merged_in_one_only() {
+        let (mut a, mut b) = (Fold::new(None), Fold::new(None));
+        let first: Arc<Output> = recent("u1", &[1]).into();
+        a.push(Arc::clone(&first));
+        b.push(first);
+        a.push(recent("u1", &[2]).into());
+        assert_eq!(taken(&mut a), vec![recent("u1", &[1, 2])]);
+        assert_eq!(taken(&mut b), vec![recent("u1", &[1])]);
     }
 }
