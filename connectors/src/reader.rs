@@ -200,7 +200,14 @@ impl PartitionReader for KafkaReader {
                     if let Some(st) = self.starting[idx]
                         && st.since.elapsed() >= START_PATIENCE
                     {
-                        rewind(&self.consumer, range, &mut self.starting[idx], None);
+                        let expected = self.positions[idx];
+                        rewind(
+                            &self.consumer,
+                            range,
+                            expected,
+                            &mut self.starting[idx],
+                            None,
+                        );
                     }
                     break;
                 }
@@ -217,7 +224,14 @@ impl PartitionReader for KafkaReader {
                 }
                 Some(Ok(m)) => {
                     let offset = m.offset();
-                    match start_check(&self.consumer, range, &mut self.starting[idx], offset) {
+                    let expected = self.positions[idx];
+                    match start_check(
+                        &self.consumer,
+                        range,
+                        expected,
+                        &mut self.starting[idx],
+                        offset,
+                    ) {
                         StartCheck::Take => {}
                         StartCheck::Skip => continue,
                         StartCheck::Rewound => break,
@@ -311,6 +325,43 @@ impl PartitionReader for KafkaReader {
         commit_group(&self.consumer, &saved).map_err(|e| e.to_string())
     }
 
+    /// Pauses every partition in librdkafka, which drops what it read ahead
+    /// (up to `queued.min.messages` per partition, 100,000 by default), and
+    /// on release resumes each from the next message the reader has not
+    /// taken. A resumed partition is checked like a starting one: its first
+    /// message must be the one expected, or it is read from further back
+    /// (brokers that answer a fetch from inside a record batch with the next
+    /// batch would otherwise skip messages).
+    fn hold(&mut self, held: bool) {
+        let mut tpl = TopicPartitionList::new();
+        for r in &self.ranges {
+            tpl.add_partition(&r.topic, r.partition);
+        }
+        let done = if held {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = done {
+            tracing::warn!(held, error = %e, "could not pause or resume the source partitions");
+            return;
+        }
+        tracing::debug!(
+            held,
+            partitions = self.ranges.len(),
+            "source partitions paused or resumed"
+        );
+        if !held {
+            for st in &mut self.starting {
+                let back = st.map_or(0, |s| s.back);
+                *st = Some(Starting {
+                    back,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
     fn after_round(&mut self) {
         // Serve the main queue (errors, statistics); messages arrive on the partition queues.
         match self.consumer.poll(Duration::ZERO) {
@@ -334,7 +385,9 @@ impl PartitionReader for KafkaReader {
     }
 }
 
-/// Makes sure a partition's reading begins exactly at its start offset.
+/// Makes sure a partition's reading begins exactly at the offset expected
+/// next (`expected`): its start offset, or where it stood when it was held
+/// (see [`PartitionReader::hold`]).
 ///
 /// Some Kafka-compatible brokers (tansu 0.6) answer a fetch from an offset
 /// inside a record batch with the *next* batch, which would silently skip
@@ -348,20 +401,21 @@ impl PartitionReader for KafkaReader {
 fn start_check(
     consumer: &FootprintConsumer,
     r: &PartitionRange,
+    expected: i64,
     starting: &mut Option<Starting>,
     offset: i64,
 ) -> StartCheck {
     let Some(st) = *starting else {
         return StartCheck::Take;
     };
-    if offset < r.from {
+    if offset < expected {
         return StartCheck::Skip;
     }
-    if offset == r.from || r.from.saturating_sub(st.back) <= 0 {
+    if offset == expected || expected.saturating_sub(st.back) <= 0 {
         *starting = None;
         return StartCheck::Take;
     }
-    if rewind(consumer, r, starting, Some(offset)) {
+    if rewind(consumer, r, expected, starting, Some(offset)) {
         StartCheck::Rewound
     } else {
         StartCheck::Take
@@ -373,13 +427,14 @@ fn start_check(
 fn rewind(
     consumer: &FootprintConsumer,
     r: &PartitionRange,
+    expected: i64,
     starting: &mut Option<Starting>,
     first: Option<i64>,
 ) -> bool {
     let Some(st) = *starting else {
         return false;
     };
-    if r.from.saturating_sub(st.back) <= 0 {
+    if expected.saturating_sub(st.back) <= 0 {
         // Already reading from the beginning: nothing is before it.
         *starting = None;
         return false;
@@ -389,8 +444,8 @@ fn rewind(
     } else {
         st.back.saturating_mul(4)
     };
-    let to = r.from.saturating_sub(back).max(0);
-    tracing::debug!(topic = %r.topic, partition = r.partition, from = r.from, ?first, rewind_to = to, "the first fetch did not begin at the start offset; reading back");
+    let to = expected.saturating_sub(back).max(0);
+    tracing::debug!(topic = %r.topic, partition = r.partition, expected, ?first, rewind_to = to, "the first fetch did not begin at the expected offset; reading back");
     match consumer.seek(
         &r.topic,
         r.partition,
@@ -405,7 +460,7 @@ fn rewind(
             true
         }
         Err(e) => {
-            tracing::error!(topic = %r.topic, partition = r.partition, error = %e, from = r.from, ?first, "could not seek back to the start offset; messages between may be skipped");
+            tracing::error!(topic = %r.topic, partition = r.partition, error = %e, expected, ?first, "could not seek back to the expected offset; messages between may be skipped");
             *starting = None;
             false
         }

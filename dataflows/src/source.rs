@@ -101,6 +101,11 @@ pub trait PartitionReader: 'static {
     }
     /// Called after each round over all partitions.
     fn after_round(&mut self) {}
+    /// The source is held back by its stores (back-pressure) and reads
+    /// nothing until `hold(false)`. A reader may stop fetching meanwhile and
+    /// drop what it read ahead, as long as reading then goes on at the first
+    /// message not yet read.
+    fn hold(&mut self, _held: bool) {}
     /// Where partition `idx` resumes and its largest event time before that,
     /// when it resumes from a checkpoint.
     fn resume_point(&self, _idx: usize) -> Option<(i64, Option<i64>)> {
@@ -114,6 +119,12 @@ pub trait PartitionReader: 'static {
     /// Called once when the source stops.
     fn close(&mut self) {}
 }
+
+/// How long the stores must hold the source back before its reader is told
+/// to ([`PartitionReader::hold`]): a catch-up that waits for its stores then
+/// drops the consumers' read-ahead instead of filling it, while shorter
+/// waits leave it alone.
+pub const HOLD_AFTER: Duration = Duration::from_millis(20);
 
 /// The default of [`SourceSettings::max_sink_rows_waiting`].
 pub const MAX_SINK_ROWS_WAITING: u64 = 100_000;
@@ -210,6 +221,10 @@ pub fn partition_source<'s, R: PartitionReader>(
         let mut late: Vec<Late> = Vec::new();
         let mut contributions: Vec<Contribution> = Vec::new();
         let mut recents: Vec<RecentEvent> = Vec::new();
+        // Since when the stores have held the source back, and whether the
+        // reader was told so (`PartitionReader::hold`).
+        let mut pressed_since: Option<Instant> = None;
+        let mut held = false;
         move |_frontiers: &[MutableAntichain<Time>]| {
             let Some(c) = cap.as_mut() else { return };
             let mut reader = reader.borrow_mut();
@@ -226,8 +241,19 @@ pub fn partition_source<'s, R: PartitionReader>(
                 // The stores are behind: read on once they catch up.
                 // Nothing else changes meanwhile (no watermark, no
                 // idleness), so the pause is invisible to the results.
+                let now = Instant::now();
+                let since = *pressed_since.get_or_insert(now);
+                if !held && now.duration_since(since) >= HOLD_AFTER {
+                    reader.hold(true);
+                    held = true;
+                }
                 activator.activate_after(Duration::from_millis(1));
                 return;
+            }
+            pressed_since = None;
+            if held {
+                reader.hold(false);
+                held = false;
             }
             let floor = *c[0].time();
             let mut read_any = false;
