@@ -108,6 +108,9 @@ pub struct WatermarkConfig {
     pub max_out_of_order: Dur,
     /// A partition read to its end and silent this long stops holding the watermark back.
     pub idle_timeout: Dur,
+    /// How far a partition's watermark may run ahead of the slowest
+    /// partition read; one further ahead waits for it ("0s": no limit).
+    pub max_drift: Dur,
 }
 
 /// `[worker]`.

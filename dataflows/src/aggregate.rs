@@ -9,8 +9,11 @@
 //! flight, because the source stamps every contribution below its own
 //! lateness bound. Closing emits the final row and frees the slot. Between
 //! closes, changed windows are re-emitted as early updates, each window at
-//! most once every `early_updates` of processing time, counted from when it
-//! opened or was last emitted (see [`early`]).
+//! most once every `early_updates` of reading time, counted from when it
+//! opened or was last emitted (see [`early`]). Reading time is processing
+//! time less the spells in which the stores held the sources back
+//! ([`Metrics::held`](crate::metrics::Metrics::held)): an early row is worth
+//! its write only while the stores keep up.
 //!
 //! When the input ends, remaining windows are emitted as final if the data
 //! ran out, and their latest values as early rows if a source was stopped
@@ -77,7 +80,7 @@ use timely::dataflow::operators::{Capability, Operator};
 use crate::Time;
 use crate::control::RunControl;
 use crate::key::GroupKey;
-use crate::metrics::Metrics;
+use crate::metrics::{GaugeShare, Metrics};
 use crate::result::{MeasureValue, Output, WindowRow};
 use crate::route::Contribution;
 use crate::spec::{Measure, PipelineSpec};
@@ -115,8 +118,13 @@ impl<'s> AggregateWindows<'s> for StreamVec<'s, Time, Contribution> {
                 let mut windows = Windows::new(spec);
                 let mut cap: Option<Capability<Time>> = None;
                 let mut rows = Vec::new();
+                let mut open = GaugeShare::new(Arc::clone(&metrics), |m| &m.windows_open);
                 move |(input, frontier), output| {
-                    let now = Instant::now();
+                    // Early rows are paced in reading time: while the stores
+                    // hold the sources back, no window comes due, so a
+                    // catch-up that waits on its stores does not add early
+                    // rows for them to write.
+                    let now = metrics.held.reading_time(Instant::now());
                     input.for_each(|stamp, data| {
                         if let Some(t) = stamp.least()
                             && cap.as_ref().is_none_or(|c| t < c.time())
@@ -155,7 +163,13 @@ impl<'s> AggregateWindows<'s> for StreamVec<'s, Time, Contribution> {
                             None => cap = None,
                         }
                     }
-                    if let Some(delay) = windows.next_early_in(now) {
+                    open.set(windows.live as i64);
+                    if let Some(mut delay) = windows.next_early_in(now) {
+                        if metrics.held.sources_held() > 0 {
+                            // Reading time stands still: look again once the
+                            // sources may be reading.
+                            delay = delay.max(HELD_POLL);
+                        }
                         activator.activate_after(delay);
                     }
                 }
@@ -163,6 +177,10 @@ impl<'s> AggregateWindows<'s> for StreamVec<'s, Time, Contribution> {
         )
     }
 }
+
+/// How often an operator with early rows to show looks again while the
+/// sources are held (reading time does not move meanwhile).
+const HELD_POLL: Duration = Duration::from_millis(10);
 
 struct Slot {
     agg: u16,

@@ -20,10 +20,10 @@
 //!
 //! let mut board = Replica::new(0, 2);
 //! // Worker 1 has an active partition at 5_000; worker 0 only idle ones.
-//! board.apply(Notice { worker: 1, active: Some(5_000), idle: 0, settled: false, floor: Some(5_000) });
+//! board.apply(Notice { worker: 1, active: Some(5_000), idle: 0, settled: false, floor: Some(5_000), reading: Some(5_000) });
 //! assert_eq!(board.follow(), 5_000);
 //! // Nobody is active: follow the largest idle watermark.
-//! board.apply(Notice { worker: 1, active: None, idle: 9_000, settled: true, floor: None });
+//! board.apply(Notice { worker: 1, active: None, idle: 9_000, settled: true, floor: None, reading: None });
 //! assert_eq!(board.follow(), 9_000);
 //! assert!(!board.all_settled(), "worker 0 has not said it is settled");
 //! ```
@@ -55,6 +55,13 @@ pub struct Notice {
     /// passed them, not because a bounded run ended; only their messages
     /// may be committed (see [`Replica::commit_cap`]).
     pub floor: Option<Time>,
+    /// Minimum watermark over its partitions with a backlog (see
+    /// [`WatermarkTracker::reading`](crate::watermark::WatermarkTracker::reading);
+    /// `None`: it has none). The minimum of these over all workers is the
+    /// slowest partition being read, which the others keep within
+    /// `max_drift` of (see [`Replica::slowest`]).
+    #[serde(default)]
+    pub reading: Option<Time>,
 }
 
 /// One worker's view of every worker's latest notice.
@@ -77,6 +84,7 @@ impl Replica {
                     idle: 0,
                     settled: false,
                     floor: Some(0),
+                    reading: None,
                 })
                 .collect(),
         }
@@ -106,6 +114,13 @@ impl Replica {
     /// Whether every worker said its backfill range is settled.
     pub fn all_settled(&self) -> bool {
         self.notices.iter().all(|n| n.settled)
+    }
+
+    /// The watermark of the slowest partition any worker is reading (see
+    /// [`Notice::reading`]); `None` while no worker has published one.
+    /// Published watermarks only grow, so this is never above the real one.
+    pub fn slowest(&self) -> Option<Time> {
+        self.notices.iter().filter_map(|n| n.reading).min()
     }
 
     /// The largest close time whose windows are known to have closed by the
@@ -145,6 +160,7 @@ impl Board {
         idle: Time,
         settled: bool,
         floor: Option<Time>,
+        reading: Option<Time>,
     ) {
         let me = self.replica.borrow().me as u32;
         let notice = Notice {
@@ -153,6 +169,7 @@ impl Board {
             idle,
             settled,
             floor,
+            reading,
         };
         if self.last == Some(notice) {
             return;
@@ -173,6 +190,11 @@ impl Board {
     /// See [`Replica::all_settled`].
     pub fn all_settled(&self) -> bool {
         self.replica.borrow().all_settled()
+    }
+
+    /// See [`Replica::slowest`].
+    pub fn slowest(&self) -> Option<Time> {
+        self.replica.borrow().slowest()
     }
 
     /// A handle on the replica for the worker's checkpoints.
@@ -218,6 +240,7 @@ mod tests {
             idle: 0,
             settled: false,
             floor: Some(0),
+            reading: None,
         });
         assert_eq!(r.follow(), 0, "worker 2 still counts as active at 0");
         r.apply(Notice {
@@ -226,8 +249,30 @@ mod tests {
             idle: 0,
             settled: false,
             floor: Some(0),
+            reading: None,
         });
         assert_eq!(r.follow(), 4_000);
+    }
+
+    #[test]
+    fn the_slowest_partition_read_is_the_least_published_by_any_worker() {
+        let mut r = Replica::new(0, 3);
+        assert_eq!(r.slowest(), None, "nobody has read an event yet");
+        let reading = |worker, at| Notice {
+            worker,
+            active: at,
+            idle: 0,
+            settled: false,
+            floor: at,
+            reading: at,
+        };
+        r.apply(reading(0, Some(90_000)));
+        assert_eq!(r.slowest(), Some(90_000));
+        r.apply(reading(2, Some(30_000)));
+        assert_eq!(r.slowest(), Some(30_000));
+        // A worker whose partitions are idle or finished reads none.
+        r.apply(reading(2, None));
+        assert_eq!(r.slowest(), Some(90_000));
     }
 
     #[test]
@@ -239,6 +284,7 @@ mod tests {
             idle: 50_000,
             settled: true,
             floor: None,
+            reading: None,
         });
         r.apply(Notice {
             worker: 1,
@@ -246,6 +292,7 @@ mod tests {
             idle: 0,
             settled: true,
             floor: Some(10_000),
+            reading: None,
         });
         assert_eq!(r.follow(), 10_000);
         assert!(r.all_settled());
@@ -255,6 +302,7 @@ mod tests {
             idle: 20_000,
             settled: true,
             floor: Some(30_000),
+            reading: None,
         });
         assert_eq!(
             r.commit_cap(),

@@ -5,6 +5,7 @@
 //! rendering them (terminal view, Prometheus text) happens elsewhere.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::event::BadReason;
 
@@ -38,6 +39,17 @@ pub const SINK_FOLDED: &str = "footprint_sink_folded_total";
 /// diverted, summed over this process's workers and stores. The sources
 /// pause while it is at [`crate::source::SourceSettings::max_sink_rows_waiting`].
 pub const SINK_ROWS_WAITING: &str = "footprint_sink_rows_waiting";
+/// Gauge: source operators of this process that the stores hold back
+/// (their rows waiting are at the limit), so they read nothing.
+pub const SOURCES_HELD: &str = "footprint_sources_held";
+/// Seconds during which at least one source of this process was held back
+/// by its stores. Early-update intervals do not run meanwhile.
+pub const SOURCES_HELD_SECONDS: &str = "footprint_sources_held_seconds_total";
+/// Gauge: windows open in this process's aggregate operators.
+pub const WINDOWS_OPEN: &str = "footprint_windows_open";
+/// Gauge: source partitions of this process not read because their
+/// watermark ran more than `max_drift` ahead of the slowest partition read.
+pub const PARTITIONS_AHEAD: &str = "footprint_partitions_ahead";
 /// Times a sink's circuit breaker opened, labelled by `sink`.
 pub const SINK_BREAKER_OPENED: &str = "footprint_sink_breaker_opened_total";
 /// 1 when a sink's switch is degraded, labelled by `sink`.
@@ -103,6 +115,12 @@ pub struct Metrics {
     pub sink_diverted: std::sync::Mutex<Vec<(String, u64)>>,
     /// See [`SINK_ROWS_WAITING`].
     pub sink_rows_waiting: AtomicU64,
+    /// See [`SOURCES_HELD`] and [`SOURCES_HELD_SECONDS`].
+    pub held: HeldClock,
+    /// See [`WINDOWS_OPEN`].
+    pub windows_open: AtomicI64,
+    /// See [`PARTITIONS_AHEAD`].
+    pub partitions_ahead: AtomicI64,
     /// See [`SINK_FOLDED`], by sink name.
     pub sink_folded: std::sync::Mutex<Vec<(String, u64)>>,
     /// See [`SINK_BREAKER_OPENED`], by sink name.
@@ -162,6 +180,9 @@ impl Metrics {
             sink_diverted: Default::default(),
             sink_folded: Default::default(),
             sink_rows_waiting: AtomicU64::new(0),
+            held: HeldClock::default(),
+            windows_open: AtomicI64::new(0),
+            partitions_ahead: AtomicI64::new(0),
             sink_breaker_opened: Default::default(),
             sink_write_us: Latencies::default(),
             end_to_end_ms: Latencies::default(),
@@ -236,6 +257,130 @@ impl Metrics {
     }
 }
 
+/// One operator's share of a process-wide gauge: the operator sets its own
+/// value, the gauge holds the sum over operators, and the share is taken
+/// back when the operator is dropped.
+pub struct GaugeShare {
+    metrics: std::sync::Arc<Metrics>,
+    gauge: fn(&Metrics) -> &AtomicI64,
+    reported: i64,
+}
+
+impl GaugeShare {
+    /// A share of `gauge`, at 0.
+    pub fn new(metrics: std::sync::Arc<Metrics>, gauge: fn(&Metrics) -> &AtomicI64) -> Self {
+        GaugeShare {
+            metrics,
+            gauge,
+            reported: 0,
+        }
+    }
+
+    /// Sets this operator's value.
+    pub fn set(&mut self, value: i64) {
+        if value != self.reported {
+            (self.gauge)(&self.metrics).fetch_add(value - self.reported, Ordering::Relaxed);
+            self.reported = value;
+        }
+    }
+}
+
+impl Drop for GaugeShare {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
+/// When the stores held the sources of a process back, and the clock that
+/// leaves those spells out ("reading time"), by which early updates are paced.
+///
+/// A spell runs from the moment the first source is held to the moment the
+/// last one reads again. Reading time never goes back, and stands still
+/// during a spell.
+#[derive(Debug)]
+pub struct HeldClock {
+    inner: std::sync::Mutex<HeldSpells>,
+}
+
+#[derive(Debug)]
+struct HeldSpells {
+    /// Sources held now.
+    held: u64,
+    /// Start of the current spell, while `held > 0`.
+    since: Option<Instant>,
+    /// Length of the spells that ended.
+    total: Duration,
+    /// Reading time starts here.
+    created: Instant,
+}
+
+impl Default for HeldClock {
+    fn default() -> Self {
+        HeldClock {
+            inner: std::sync::Mutex::new(HeldSpells {
+                held: 0,
+                since: None,
+                total: Duration::ZERO,
+                created: Instant::now(),
+            }),
+        }
+    }
+}
+
+impl HeldClock {
+    /// A source is held back from `now` on.
+    pub fn hold(&self, now: Instant) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.held += 1;
+            if s.since.is_none() {
+                s.since = Some(now);
+            }
+        }
+    }
+
+    /// A source that was held reads again from `now` on.
+    pub fn release(&self, now: Instant) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.held = s.held.saturating_sub(1);
+            if s.held == 0
+                && let Some(since) = s.since.take()
+            {
+                s.total += now.saturating_duration_since(since);
+            }
+        }
+    }
+
+    /// Sources held now.
+    pub fn sources_held(&self) -> u64 {
+        self.inner.lock().map_or(0, |s| s.held)
+    }
+
+    /// Time held so far, the current spell included up to `now`.
+    pub fn held_for(&self, now: Instant) -> Duration {
+        self.inner.lock().map_or(Duration::ZERO, |s| {
+            s.total
+                + s.since
+                    .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+        })
+    }
+
+    /// Reading time at `now`: `now` moved back by [`Self::held_for`], so it
+    /// stands still while a source is held. Every caller in a process gets
+    /// the same clock, and it never goes back for a `now` that does not.
+    pub fn reading_time(&self, now: Instant) -> Instant {
+        let Ok(s) = self.inner.lock() else {
+            return now;
+        };
+        let held = s.total
+            + s.since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        s.created
+            + now
+                .saturating_duration_since(s.created)
+                .saturating_sub(held)
+    }
+}
+
 /// Latency histograms (hdrhistogram, 3 significant digits) by label.
 #[derive(Debug, Default)]
 pub struct Latencies {
@@ -303,5 +448,34 @@ impl Latencies {
         self.by_label
             .lock()
             .map_or(0, |m| m.get(label).map_or(0, |h| h.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_time_stands_still_while_any_source_is_held() {
+        let clock = HeldClock::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let r0 = clock.reading_time(t0);
+        assert_eq!(clock.reading_time(t0 + ms(100)), r0 + ms(100));
+        // Two sources held, overlapping: one spell, from 100 ms to 400 ms.
+        clock.hold(t0 + ms(100));
+        clock.hold(t0 + ms(200));
+        assert_eq!(clock.sources_held(), 2);
+        assert_eq!(clock.reading_time(t0 + ms(250)), r0 + ms(100));
+        clock.release(t0 + ms(300));
+        assert_eq!(clock.reading_time(t0 + ms(350)), r0 + ms(100));
+        clock.release(t0 + ms(400));
+        assert_eq!(clock.sources_held(), 0);
+        assert_eq!(clock.held_for(t0 + ms(500)), ms(300));
+        assert_eq!(clock.reading_time(t0 + ms(500)), r0 + ms(200));
+        // A second spell adds to the first.
+        clock.hold(t0 + ms(600));
+        clock.release(t0 + ms(650));
+        assert_eq!(clock.reading_time(t0 + ms(700)), r0 + ms(350));
     }
 }

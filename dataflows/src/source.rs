@@ -27,7 +27,7 @@ use crate::board::Board;
 use crate::checkpoint::{Checkpoint, OffsetLedger};
 use crate::control::RunControl;
 use crate::event::{BadInput, Event};
-use crate::metrics::Metrics;
+use crate::metrics::{GaugeShare, Metrics};
 use crate::route::{Contribution, Late, RecentEvent, Record, route, route_tail};
 use crate::spec::PipelineSpec;
 use crate::watermark::WatermarkTracker;
@@ -126,6 +126,26 @@ pub trait PartitionReader: 'static {
 /// waits leave it alone.
 pub const HOLD_AFTER: Duration = Duration::from_millis(20);
 
+/// A source held back by its stores, counted in [`Metrics::held`] from its
+/// start until it is dropped.
+struct Pressed {
+    metrics: Arc<Metrics>,
+    since: Instant,
+}
+
+impl Pressed {
+    fn new(metrics: Arc<Metrics>, since: Instant) -> Self {
+        metrics.held.hold(since);
+        Pressed { metrics, since }
+    }
+}
+
+impl Drop for Pressed {
+    fn drop(&mut self) {
+        self.metrics.held.release(Instant::now());
+    }
+}
+
 /// The default of [`SourceSettings::max_sink_rows_waiting`].
 pub const MAX_SINK_ROWS_WAITING: u64 = 100_000;
 
@@ -143,7 +163,21 @@ pub struct SourceSettings {
     /// back-pressure that keeps a backlog's memory flat when the stores are
     /// slower than the dataflow.
     pub max_sink_rows_waiting: u64,
+    /// How far, in event time (ms), a partition's watermark may run ahead of
+    /// the slowest partition any worker of the cluster reads; a partition
+    /// further ahead is not read until the slowest catches up. `None` reads
+    /// every partition as fast as it comes.
+    ///
+    /// Windows close only once the slowest partition passes them, so a
+    /// partition read ahead of it only opens windows that wait: in a
+    /// catch-up, where partitions are read at whatever speed their worker
+    /// and broker allow, the open windows (and their early rows) would grow
+    /// with the drift.
+    pub max_drift: Option<u64>,
 }
+
+/// The default of [`SourceSettings::max_drift`], ms.
+pub const MAX_DRIFT: u64 = 10_000;
 
 impl Default for SourceSettings {
     fn default() -> Self {
@@ -152,6 +186,7 @@ impl Default for SourceSettings {
             weights: Vec::new(),
             idle_timeout: Duration::from_secs(10),
             max_sink_rows_waiting: MAX_SINK_ROWS_WAITING,
+            max_drift: Some(MAX_DRIFT),
         }
     }
 }
@@ -215,7 +250,7 @@ pub fn partition_source<'s, R: PartitionReader>(
         // One capability per output, always at the same time.
         let mut cap = if n == 0 { None } else { Some(caps) };
         if n == 0 {
-            board.publish(None, 0, true, None);
+            board.publish(None, 0, true, None, None);
             board.close();
         }
         let mut late: Vec<Late> = Vec::new();
@@ -223,7 +258,8 @@ pub fn partition_source<'s, R: PartitionReader>(
         let mut recents: Vec<RecentEvent> = Vec::new();
         // Since when the stores have held the source back, and whether the
         // reader was told so (`PartitionReader::hold`).
-        let mut pressed_since: Option<Instant> = None;
+        let mut pressed: Option<Pressed> = None;
+        let mut ahead_gauge = GaugeShare::new(Arc::clone(&metrics), |m| &m.partitions_ahead);
         let mut held = false;
         move |_frontiers: &[MutableAntichain<Time>]| {
             let Some(c) = cap.as_mut() else { return };
@@ -232,8 +268,9 @@ pub fn partition_source<'s, R: PartitionReader>(
             if control.stop_requested() {
                 control.mark_interrupted();
                 reader.close();
+                pressed = None;
                 cap = None;
-                board.publish(None, 0, true, tracker.floor(Instant::now()));
+                board.publish(None, 0, true, tracker.floor(Instant::now()), None);
                 board.close();
                 return;
             }
@@ -242,7 +279,9 @@ pub fn partition_source<'s, R: PartitionReader>(
                 // Nothing else changes meanwhile (no watermark, no
                 // idleness), so the pause is invisible to the results.
                 let now = Instant::now();
-                let since = *pressed_since.get_or_insert(now);
+                let since = pressed
+                    .get_or_insert_with(|| Pressed::new(Arc::clone(&metrics), now))
+                    .since;
                 if !held && now.duration_since(since) >= HOLD_AFTER {
                     reader.hold(true);
                     held = true;
@@ -250,15 +289,25 @@ pub fn partition_source<'s, R: PartitionReader>(
                 activator.activate_after(Duration::from_millis(1));
                 return;
             }
-            pressed_since = None;
+            pressed = None;
             if held {
                 reader.hold(false);
                 held = false;
             }
             let floor = *c[0].time();
             let mut read_any = false;
+            // Watermark alignment: partitions too far ahead of the slowest
+            // one read anywhere wait for it.
+            let limit = settings
+                .max_drift
+                .and_then(|drift| Some(board.slowest()?.saturating_add(drift)));
+            let mut ahead = 0;
             for idx in 0..n {
                 if tracker.is_finished(idx) {
+                    continue;
+                }
+                if limit.is_some_and(|l| tracker.partition(idx) > l) {
+                    ahead += 1;
                     continue;
                 }
                 let weight = if settings.weights.is_empty() {
@@ -342,6 +391,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                     tracker.mark_end(idx, now);
                 }
             }
+            ahead_gauge.set(ahead);
             reader.after_round();
             // Each batch goes out as it is: no copy into another buffer.
             if !contributions.is_empty() {
@@ -362,7 +412,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                 });
             let now = Instant::now();
             let (active, idle) = tracker.summary(now);
-            board.publish(active, idle, settled, tracker.floor(now));
+            board.publish(active, idle, settled, tracker.floor(now), tracker.reading());
             if settled && board.all_settled() {
                 for idx in 0..n {
                     tracker.finish(idx);
@@ -371,7 +421,7 @@ pub fn partition_source<'s, R: PartitionReader>(
             let Some(mut w) = tracker.advance(now) else {
                 reader.close();
                 cap = None;
-                board.publish(None, 0, true, tracker.floor(now));
+                board.publish(None, 0, true, tracker.floor(now), None);
                 board.close();
                 return;
             };

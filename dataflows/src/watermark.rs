@@ -150,6 +150,20 @@ impl WatermarkTracker {
         (active, idle)
     }
 
+    /// The minimum watermark over the partitions with a backlog: unfinished,
+    /// not read to their end, and with an event seen. It is the slowest
+    /// partition that reading faster would move, for alignment (see
+    /// [`crate::board::Notice::reading`]); a partition at its end, such as a
+    /// sparse one on a live stream, is left out, since waiting for it would
+    /// only delay the others. `None` when there is none.
+    pub fn reading(&self) -> Option<Time> {
+        self.partitions
+            .iter()
+            .filter(|p| !p.finished && !p.at_end && p.max_ts.is_some())
+            .map(|p| partition_watermark(p.max_ts, self.max_out_of_order))
+            .min()
+    }
+
     /// The minimum watermark over the partitions that hold it back: those
     /// not idle, finished ones included, but for finished partitions that
     /// never had an event (a streaming run would have found them idle).
@@ -202,6 +216,25 @@ mod tests {
         t.mark_end(1, now);
         assert_eq!(t.advance(now + Duration::from_secs(9)), Some(0));
         assert_eq!(t.advance(now + Duration::from_secs(10)), Some(100_000));
+    }
+
+    #[test]
+    fn the_slowest_partition_read_leaves_out_unread_caught_up_and_finished_ones() {
+        let now = Instant::now();
+        let mut t = WatermarkTracker::new(4, 1_000, Duration::from_secs(10), now);
+        assert_eq!(t.reading(), None);
+        t.observe(0, 100_000, now);
+        t.observe(1, 40_000, now);
+        t.observe(2, 20_000, now);
+        // Partition 3 never had an event: it holds the watermark, not the readers.
+        assert_eq!(t.reading(), Some(19_000));
+        t.finish(2);
+        assert_eq!(t.reading(), Some(39_000));
+        // Read to its end, partition 1 has nothing to read faster.
+        t.mark_end(1, now);
+        assert_eq!(t.reading(), Some(99_000));
+        t.observe(1, 41_000, now);
+        assert_eq!(t.reading(), Some(40_000));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Back-pressure from the store writers: while the rows waiting for them are
 //! at the limit, the source reads nothing, and once they drain it reads on
-//! to the same results as a run that never paused.
+//! to the same results as a run that never paused. Meanwhile no early row is
+//! due: early updates are paced in reading time.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -112,4 +113,72 @@ fn a_paused_source_reads_nothing_then_reads_on_to_the_same_results() {
     let unpaused = run(parts.clone(), false);
     assert!(!unpaused.is_empty());
     assert_eq!(run(parts, true), unpaused);
+}
+
+/// Holds the source once it has read a first batch, for 400 ms (four early
+/// intervals). Windows the batch changed would be due 100 ms after they
+/// opened if early updates followed the wall clock; paced in reading time,
+/// none is due until the source reads again.
+#[test]
+fn no_early_row_comes_due_while_the_stores_hold_the_source() {
+    let cfg = GenConfig {
+        partitions: 1,
+        ..GenConfig::default()
+    };
+    let mut generator = Generator::new(cfg);
+    let events: Vec<Vec<u8>> = (0..100_000)
+        .map(|_| generator.next_event().payload)
+        .collect();
+    let mut spec = spec();
+    spec.aggregates[0].early_updates = Some(100);
+    timely::execute_directly(move |worker| {
+        let reader = MemoryReader::new(vec![0], vec![events], vec![64]);
+        let metrics = Arc::new(Metrics::new(vec!["app_events_1m".into()]));
+        let settings = SourceSettings {
+            batch: 64,
+            weights: vec![],
+            idle_timeout: Duration::from_secs(3600),
+            ..SourceSettings::default()
+        };
+        worker.dataflow::<u64, _, _>(|scope| {
+            build(
+                scope,
+                reader,
+                Arc::new(spec),
+                settings,
+                Arc::new(RunControl::default()),
+                Arc::clone(&metrics),
+            );
+        });
+        let step_for = |worker: &mut timely::worker::Worker, ms: u64| {
+            let until = Instant::now() + Duration::from_millis(ms);
+            while Instant::now() < until {
+                worker.step_or_park(Some(Duration::from_millis(5)));
+            }
+        };
+        while metrics.events_in.load(Ordering::Relaxed) == 0 {
+            worker.step();
+        }
+        metrics
+            .sink_rows_waiting
+            .store(MAX_SINK_ROWS_WAITING, Ordering::Relaxed);
+        step_for(worker, 20);
+        let read = metrics.events_in.load(Ordering::Relaxed);
+        let updates = metrics.window_updates.load(Ordering::Relaxed);
+        assert_eq!(metrics.held.sources_held(), 1);
+        assert!(metrics.windows_open.load(Ordering::Relaxed) > 0);
+        step_for(worker, 400);
+        assert_eq!(metrics.events_in.load(Ordering::Relaxed), read);
+        assert_eq!(
+            metrics.window_updates.load(Ordering::Relaxed),
+            updates,
+            "an early row came due while the source was held"
+        );
+        assert!(metrics.held.held_for(Instant::now()) >= Duration::from_millis(400));
+        metrics.sink_rows_waiting.store(0, Ordering::Relaxed);
+        while worker.step_or_park(None) {}
+        assert_eq!(metrics.held.sources_held(), 0);
+        assert_eq!(metrics.windows_open.load(Ordering::Relaxed), 0);
+        assert_eq!(metrics.events_in.load(Ordering::Relaxed), 100_000);
+    });
 }

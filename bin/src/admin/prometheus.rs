@@ -235,6 +235,30 @@ pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> Strin
         "Result rows waiting for the store writers (the sources pause at the limit).",
         m.sink_rows_waiting.load(Ordering::Relaxed),
     );
+    single(
+        &mut out,
+        metrics::SOURCES_HELD,
+        "gauge",
+        "Source operators held back by their stores, reading nothing.",
+        m.held.sources_held(),
+    );
+    single(
+        &mut out,
+        metrics::SOURCES_HELD_SECONDS,
+        "counter",
+        "Seconds during which the stores held at least one source back; early-update intervals do not run meanwhile.",
+        format_args!(
+            "{:.3}",
+            m.held.held_for(std::time::Instant::now()).as_secs_f64()
+        ),
+    );
+    single(
+        &mut out,
+        metrics::WINDOWS_OPEN,
+        "gauge",
+        "Windows open in the aggregate operators.",
+        m.windows_open.load(Ordering::Relaxed),
+    );
     let backlog = m.retry_backlog.load(Ordering::Relaxed);
     if backlog >= 0 {
         single(

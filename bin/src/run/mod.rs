@@ -373,6 +373,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
         weights: cfg.source.read_weights.clone(),
         idle_timeout: cfg.watermark.idle_timeout.0,
         max_sink_rows_waiting: cfg.sinks.max_rows_waiting,
+        max_drift: Some(cfg.watermark.max_drift.0.as_millis() as u64).filter(|ms| *ms > 0),
     };
 
     let started = Instant::now();
