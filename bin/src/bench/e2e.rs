@@ -160,6 +160,112 @@ pub struct EndToEndRun {
     /// The worker's result rows.
     #[serde(default)]
     pub rows: Rows,
+    /// The worker's memory as the run went on.
+    #[serde(default)]
+    pub memory: Vec<MemoryPoint>,
+}
+
+/// The worker process's memory when it had read a share of a run's events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryPoint {
+    /// Share of the run's events read, in percent.
+    pub percent: u8,
+    /// Messages read then.
+    pub events: u64,
+    /// Resident memory, bytes.
+    pub rss: u64,
+    /// Windows open in the aggregate operators.
+    pub windows_open: i64,
+    /// Result rows waiting for the store writers.
+    pub rows_waiting: u64,
+    /// How far the watermark was behind the newest event read, ms.
+    #[serde(default)]
+    pub watermark_delay_ms: i64,
+}
+
+/// The shares of a run at which [`MemoryPoint`]s are reported.
+pub const MEMORY_AT: [u8; 4] = [25, 50, 75, 100];
+
+/// Samples the process's memory and the run's metrics every 100 ms until
+/// finished, in a thread of its own.
+struct Sampler {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<MemoryPoint>>>,
+}
+
+impl Sampler {
+    fn start(metrics: Arc<Metrics>) -> Self {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::clone(&done);
+        let thread = std::thread::Builder::new()
+            .name("bench-sampler".into())
+            .spawn(move || {
+                let mut samples = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(rss) = current_rss() {
+                        samples.push(MemoryPoint {
+                            percent: 0,
+                            events: metrics.events_in.load(Ordering::Relaxed),
+                            rss,
+                            windows_open: metrics.windows_open.load(Ordering::Relaxed),
+                            rows_waiting: metrics.sink_rows_waiting.load(Ordering::Relaxed),
+                            watermark_delay_ms: watermark_delay(&metrics),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                samples
+            })
+            .ok();
+        Sampler { done, thread }
+    }
+
+    /// Stops sampling; the samples at [`MEMORY_AT`] of `events`.
+    fn finish(mut self, events: u64) -> Vec<MemoryPoint> {
+        self.done.store(true, Ordering::Relaxed);
+        let samples = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        at_shares(&samples, events)
+    }
+}
+
+/// Of samples in the order taken, the first that had read each share of
+/// `events`.
+fn at_shares(samples: &[MemoryPoint], events: u64) -> Vec<MemoryPoint> {
+    MEMORY_AT
+        .iter()
+        .filter_map(|&percent| {
+            let want = (events.saturating_mul(u64::from(percent)) / 100).max(1);
+            samples
+                .iter()
+                .find(|s| s.events >= want)
+                .map(|s| MemoryPoint { percent, ..*s })
+        })
+        .collect()
+}
+
+/// How far the watermark is behind the newest event read, ms (0 before the
+/// first watermark).
+fn watermark_delay(metrics: &Metrics) -> i64 {
+    let watermark = metrics.watermark.load(Ordering::Relaxed);
+    if watermark == 0 {
+        return 0;
+    }
+    let newest = metrics.max_event_ts.load(Ordering::Relaxed);
+    newest
+        .saturating_sub(i64::try_from(watermark).unwrap_or(i64::MAX))
+        .max(0)
+}
+
+/// The process's resident memory now, from `/proc/self/status` (Linux).
+fn current_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Reads every partition of `topic` to its end with `threads` plain
@@ -238,7 +344,7 @@ fn read_to_end(reader: &mut KafkaReader, n: usize) -> u64 {
 }
 
 /// What [`worker_run`] measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WorkerRun {
     /// Messages read.
     pub events: u64,
@@ -249,6 +355,8 @@ pub struct WorkerRun {
     pub peak_rss: Option<u64>,
     /// Result rows, summed over the stores.
     pub rows: Rows,
+    /// Its memory at [`MEMORY_AT`] of the run.
+    pub memory: Vec<MemoryPoint>,
 }
 
 /// The worker over `topic` into fresh stores, to the end, on `threads` workers.
@@ -272,7 +380,9 @@ pub fn worker_run(
         progress: None,
         ..RunOptions::default()
     };
+    let sampler = Sampler::start(Arc::clone(&metrics));
     let result = run(&cfg, opts, Arc::clone(&metrics));
+    let memory = sampler.finish(metrics.events_in.load(Ordering::Relaxed));
     // Before the clean-up, whose memory is the bench's, not the worker's.
     let peak_rss = super::peak_rss();
     owned.drop_stores();
@@ -285,7 +395,14 @@ pub fn worker_run(
             written: Metrics::sink_total(&metrics.sink_writes),
             diverted: Metrics::sink_total(&metrics.sink_diverted),
             folded: Metrics::sink_total(&metrics.sink_folded),
+            finals: metrics
+                .windows_emitted
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum(),
+            early: metrics.window_updates.load(Ordering::Relaxed),
         },
+        memory,
     })
 }
 
@@ -298,6 +415,12 @@ pub struct Rows {
     pub diverted: u64,
     /// Replaced by a newer row of the same identity while the store was busy.
     pub folded: u64,
+    /// Final window rows the aggregates emitted (each goes to every store).
+    #[serde(default)]
+    pub finals: u64,
+    /// Early window rows the aggregates emitted.
+    #[serde(default)]
+    pub early: u64,
 }
 
 /// One latency run.
@@ -419,4 +542,35 @@ pub fn latency_run(
         window_end_to_final_ms: quantiles(metrics.final_delay_ms.snapshot()),
         peak_rss,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(events: u64, rss: u64) -> MemoryPoint {
+        MemoryPoint {
+            events,
+            rss,
+            ..MemoryPoint::default()
+        }
+    }
+
+    #[test]
+    fn memory_is_reported_at_the_first_sample_past_each_share() {
+        let samples: Vec<_> = [0, 10, 30, 49, 50, 80, 100, 100]
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| sample(e, i as u64))
+            .collect();
+        let at = at_shares(&samples, 100);
+        let got: Vec<(u8, u64, u64)> = at.iter().map(|m| (m.percent, m.events, m.rss)).collect();
+        assert_eq!(
+            got,
+            vec![(25, 30, 2), (50, 50, 4), (75, 80, 5), (100, 100, 6)]
+        );
+        // A run sampled too briefly reports only the shares it reached.
+        assert_eq!(at_shares(&samples[..3], 100).len(), 1);
+        assert!(at_shares(&[], 100).is_empty());
+    }
 }

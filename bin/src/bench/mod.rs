@@ -135,6 +135,9 @@ pub enum Measured {
         /// The worker's result rows (none for a plain read).
         #[serde(default)]
         rows: e2e::Rows,
+        /// The worker's memory as its run went on (none for a plain read).
+        #[serde(default)]
+        memory: Vec<e2e::MemoryPoint>,
     },
     /// See [`e2e::LatencyRun`].
     Latency(e2e::LatencyRun),
@@ -192,6 +195,7 @@ pub fn child(cfg: &Config, spec: &str) -> Result<()> {
                 seconds,
                 peak_rss: peak_rss(),
                 rows: e2e::Rows::default(),
+                memory: Vec::new(),
             }
         }
         Child::Worker {
@@ -206,6 +210,7 @@ pub fn child(cfg: &Config, spec: &str) -> Result<()> {
                 seconds: run.seconds,
                 peak_rss: run.peak_rss,
                 rows: run.rows,
+                memory: run.memory,
             }
         }
         Child::Latency {
@@ -413,6 +418,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
                 seconds,
                 peak_rss,
                 rows,
+                memory,
             } = in_child(
                 config_path,
                 &Child::Worker {
@@ -432,6 +438,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
                 seconds,
                 peak_rss,
                 rows,
+                memory,
             });
         }
         let raw = median(
@@ -553,11 +560,45 @@ fn print_table(r: &Report) {
             median(e.runs.iter().map(|r| f(&r.rows) as f64).collect()) as u64
         };
         println!(
-            "             result rows per run (summed over the stores, median): {} written, {} diverted, {} folded into newer rows while a store was busy",
+            "             result rows per run (median): {} final and {} early rows emitted; summed over the stores, {} written, {} diverted, {} folded into newer rows while a store was busy",
+            median_rows(|r| r.finals),
+            median_rows(|r| r.early),
             median_rows(|r| r.written),
             median_rows(|r| r.diverted),
             median_rows(|r| r.folded)
         );
+        let at = |percent: u8, f: fn(&e2e::MemoryPoint) -> f64| {
+            median(
+                e.runs
+                    .iter()
+                    .filter_map(|r| r.memory.iter().find(|m| m.percent == percent).map(f))
+                    .collect(),
+            )
+        };
+        if e.runs.iter().any(|r| !r.memory.is_empty()) {
+            let row = |f: fn(&e2e::MemoryPoint) -> f64, unit: &dyn Fn(f64) -> String| {
+                e2e::MEMORY_AT
+                    .iter()
+                    .map(|&p| unit(at(p, f)))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
+            let whole = |v: f64| {
+                if v.is_nan() {
+                    "-".to_owned()
+                } else {
+                    format!("{v:.0}")
+                }
+            };
+            println!(
+                "             as the worker read {}% of the events (median): RSS {} MB; open windows {}; rows waiting {}; watermark behind the newest event {} s",
+                e2e::MEMORY_AT.map(|p| p.to_string()).join("/"),
+                row(|m| m.rss as f64 / 1e6, &whole),
+                row(|m| m.windows_open as f64, &whole),
+                row(|m| m.rows_waiting as f64, &whole),
+                row(|m| m.watermark_delay_ms as f64 / 1e3, &whole),
+            );
+        }
     }
     if let Some(l) = &r.latency {
         println!(
