@@ -94,6 +94,23 @@ enum StartCheck {
     Rewound,
 }
 
+/// The reader's consumer settings, before the user's `source.properties`.
+///
+/// librdkafka reads ahead into a queue per partition until it holds
+/// `queued.min.messages` messages, 100,000 by default, at some 400 bytes of
+/// bookkeeping per message beyond its payload. A partition that the source
+/// leaves unread for a while (it runs ahead of the slowest partition, see
+/// `watermark.max_drift`) fills its queue to that limit, so the limit is
+/// lowered to 50,000; and a queue at its limit is looked at again after
+/// 10 ms rather than after librdkafka's second (`fetch.queue.backoff.ms`),
+/// so that a worker as fast as its broker does not wait for a refill.
+/// Measured in docs/performance.md ("Aligned partitions").
+const READ_AHEAD: &[(&str, &str)] = &[
+    ("auto.offset.reset", "earliest"),
+    ("queued.min.messages", "50000"),
+    ("fetch.queue.backoff.ms", "10"),
+];
+
 impl KafkaReader {
     /// Opens a consumer over `ranges`; bad and late messages go to `side`.
     pub fn open(
@@ -121,7 +138,7 @@ impl KafkaReader {
         ranges: Vec<PartitionRange>,
         side: Option<SideOutputs>,
     ) -> Result<Self, ConnectorError> {
-        let consumer = Arc::new(settings.consumer(group_id, &[("auto.offset.reset", "earliest")])?);
+        let consumer = Arc::new(settings.consumer(group_id, READ_AHEAD)?);
         let mut tpl = TopicPartitionList::new();
         for r in &ranges {
             tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from))
