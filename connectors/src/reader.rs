@@ -343,7 +343,7 @@ impl PartitionReader for KafkaReader {
     }
 
     /// Pauses every partition in librdkafka, which drops what it read ahead
-    /// (up to `queued.min.messages` per partition, 100,000 by default), and
+    /// (up to `queued.min.messages` per partition, 50,000 here), and
     /// on release resumes each from the next message the reader has not
     /// taken. A resumed partition is checked like a starting one: its first
     /// message must be the one expected, or it is read from further back

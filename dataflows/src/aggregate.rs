@@ -10,7 +10,7 @@
 //! lateness bound. Closing emits the final row and frees the slot. Between
 //! closes, changed windows are re-emitted as early updates, each window at
 //! most once every `early_updates` of reading time, counted from when it
-//! opened or was last emitted (see [`early`]). Reading time is processing
+//! opened or was last emitted (see the private `early` module). Reading time is processing
 //! time less the spells in which the stores held the sources back
 //! ([`Metrics::held`](crate::metrics::Metrics::held)): an early row is worth
 //! its write only while the stores keep up.

@@ -11,6 +11,14 @@
 //! at most every stamp it hands out), and then downgrades the capability to
 //! the new worker watermark. The frontier downstream is therefore the minimum
 //! watermark over every partition of every worker.
+//!
+//! Partitions are aligned: one whose watermark is more than
+//! [`SourceSettings::max_drift`] ahead of the slowest partition with a
+//! backlog anywhere in the cluster (as the watermark board tells) is skipped
+//! until that one catches up, so a catch-up does not open windows that only
+//! wait. While the store writers hold the source back (back-pressure), it
+//! reads nothing, and the process's reading-time clock
+//! ([`Metrics::held`](crate::metrics::Metrics::held)) stands still.
 
 use std::cell::RefCell;
 use std::rc::Rc;

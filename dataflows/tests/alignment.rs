@@ -4,31 +4,13 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use footprint_dataflows::clickstream::{GenConfig, Generator};
-use footprint_dataflows::control::RunControl;
 use footprint_dataflows::metrics::Metrics;
-use footprint_dataflows::pipeline::build;
 use footprint_dataflows::source::{MemoryReader, SourceSettings};
-use footprint_dataflows::{AggregateSpec, Field, Measure, Output, PipelineSpec, WindowSpec};
-use timely::dataflow::operators::Inspect;
+use footprint_dataflows::{Field, Measure};
 
-fn spec() -> PipelineSpec {
-    PipelineSpec {
-        aggregates: vec![AggregateSpec {
-            name: "app_events_1m".into(),
-            group_by: vec![Field::AppId, Field::Event],
-            window: WindowSpec::tumbling(60_000).expect("valid"),
-            measures: vec![Measure::Count, Measure::Distinct(Field::UserId)],
-            allowed_lateness: 0,
-            early_updates: None,
-            sinks: vec![],
-        }],
-        recent: None,
-        max_out_of_order: 5_000,
-    }
-}
+mod common;
 
 /// What a run gave: its final rows, sorted, and the largest gap seen
 /// between the newest event read and the watermark (ms).
@@ -46,32 +28,12 @@ fn run(parts: Vec<Vec<Vec<u8>>>, max_drift: Option<u64>) -> Run {
         let reader = MemoryReader::new(vec![0, 1], parts, vec![256, 8]);
         let metrics = Arc::new(Metrics::new(vec!["app_events_1m".into()]));
         let settings = SourceSettings {
-            batch: 256,
-            idle_timeout: Duration::from_secs(3600),
             max_drift,
-            ..SourceSettings::default()
+            ..common::memory_settings(256)
         };
-        let sink = Arc::clone(&out);
-        worker.dataflow::<u64, _, _>(|scope| {
-            build(
-                scope,
-                reader,
-                Arc::new(spec()),
-                settings,
-                Arc::new(RunControl::default()),
-                Arc::clone(&metrics),
-            )
-            .inspect(move |row| {
-                if let Output::Window(w) = row
-                    && w.is_final
-                {
-                    let key = w.key.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>();
-                    sink.lock()
-                        .expect("lock")
-                        .push((key.join("/"), w.window_start, w.version));
-                }
-            });
-        });
+        let spec =
+            common::app_events_per_minute(vec![Measure::Count, Measure::Distinct(Field::UserId)]);
+        common::build_into(worker, reader, spec, settings, &metrics, &out);
         let mut widest = 0i64;
         let mut ahead = false;
         while worker.step() {

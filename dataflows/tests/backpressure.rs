@@ -7,28 +7,15 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use footprint_dataflows::Measure;
 use footprint_dataflows::clickstream::{GenConfig, Generator};
-use footprint_dataflows::control::RunControl;
 use footprint_dataflows::metrics::Metrics;
-use footprint_dataflows::pipeline::build;
-use footprint_dataflows::source::{MAX_SINK_ROWS_WAITING, MemoryReader, SourceSettings};
-use footprint_dataflows::{AggregateSpec, Field, Measure, Output, PipelineSpec, WindowSpec};
-use timely::dataflow::operators::Inspect;
+use footprint_dataflows::source::{MAX_SINK_ROWS_WAITING, MemoryReader};
 
-fn spec() -> PipelineSpec {
-    PipelineSpec {
-        aggregates: vec![AggregateSpec {
-            name: "app_events_1m".into(),
-            group_by: vec![Field::AppId, Field::Event],
-            window: WindowSpec::tumbling(60_000).expect("valid"),
-            measures: vec![Measure::Count],
-            allowed_lateness: 0,
-            early_updates: None,
-            sinks: vec![],
-        }],
-        recent: None,
-        max_out_of_order: 5_000,
-    }
+mod common;
+
+fn spec() -> footprint_dataflows::PipelineSpec {
+    common::app_events_per_minute(vec![Measure::Count])
 }
 
 /// Final rows of a run over `parts`; `paused` holds the writers' gauge at
@@ -46,38 +33,8 @@ fn run(parts: Vec<Vec<Vec<u8>>>, paused: bool) -> Vec<(String, i64, u64)> {
                 .sink_rows_waiting
                 .store(MAX_SINK_ROWS_WAITING, Ordering::Relaxed);
         }
-        let settings = SourceSettings {
-            batch: 64,
-            weights: vec![],
-            idle_timeout: Duration::from_secs(3600),
-            ..SourceSettings::default()
-        };
-        let sink = Arc::clone(&out);
-        worker.dataflow::<u64, _, _>(|scope| {
-            build(
-                scope,
-                reader,
-                Arc::new(spec()),
-                settings,
-                Arc::new(RunControl::default()),
-                Arc::clone(&metrics),
-            )
-            .inspect(move |row| {
-                if let Output::Window(w) = row
-                    && w.is_final
-                {
-                    sink.lock().expect("lock").push((
-                        w.key
-                            .iter()
-                            .map(|(_, v)| v.as_str())
-                            .collect::<Vec<_>>()
-                            .join("/"),
-                        w.window_start,
-                        w.version,
-                    ));
-                }
-            });
-        });
+        let settings = common::memory_settings(64);
+        common::build_into(worker, reader, spec(), settings, &metrics, &out);
         if paused {
             let until = Instant::now() + Duration::from_millis(200);
             while Instant::now() < until {
@@ -134,22 +91,15 @@ fn no_early_row_comes_due_while_the_stores_hold_the_source() {
     timely::execute_directly(move |worker| {
         let reader = MemoryReader::new(vec![0], vec![events], vec![64]);
         let metrics = Arc::new(Metrics::new(vec!["app_events_1m".into()]));
-        let settings = SourceSettings {
-            batch: 64,
-            weights: vec![],
-            idle_timeout: Duration::from_secs(3600),
-            ..SourceSettings::default()
-        };
-        worker.dataflow::<u64, _, _>(|scope| {
-            build(
-                scope,
-                reader,
-                Arc::new(spec),
-                settings,
-                Arc::new(RunControl::default()),
-                Arc::clone(&metrics),
-            );
-        });
+        let finals: common::Finals = Arc::default();
+        common::build_into(
+            worker,
+            reader,
+            spec,
+            common::memory_settings(64),
+            &metrics,
+            &finals,
+        );
         let step_for = |worker: &mut timely::worker::Worker, ms: u64| {
             let until = Instant::now() + Duration::from_millis(ms);
             while Instant::now() < until {
@@ -180,5 +130,6 @@ fn no_early_row_comes_due_while_the_stores_hold_the_source() {
         assert_eq!(metrics.held.sources_held(), 0);
         assert_eq!(metrics.windows_open.load(Ordering::Relaxed), 0);
         assert_eq!(metrics.events_in.load(Ordering::Relaxed), 100_000);
+        assert!(!finals.lock().expect("lock").is_empty());
     });
 }

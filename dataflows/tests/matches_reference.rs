@@ -90,12 +90,7 @@ fn run(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>], workers: usize, speeds:
         let my_late = Arc::clone(&reader.late);
         let sink = Arc::clone(&o);
         let metrics = Arc::new(Metrics::new(names.clone()));
-        let settings = SourceSettings {
-            batch: 64,
-            weights: vec![],
-            idle_timeout: Duration::from_secs(3600),
-            ..SourceSettings::default()
-        };
+        let settings = common::memory_settings(64);
         worker.dataflow::<u64, _, _>(|scope| {
             build(
                 scope,
