@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use footprint::config::Config;
 use footprint::replay::run_replay;
@@ -178,6 +178,16 @@ url = "{mysql}/{database}?prefer_socket=false"
                 Metrics::sink_count(&metrics.sink_writes, healthy),
             );
             wait_for((events as f64 * fault_to) as u64);
+            // A fast source may read to `fault_to` while the healthy store
+            // still writes the batch it had when the fault began: keep the
+            // fault on until that store has taken a later write (the last
+            // rows of the run at the latest), or a deadline passes.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Metrics::sink_count(&metrics.sink_writes, healthy) <= healthy_at_degrade
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let (writes_at_auto, healthy_at_auto) = (
                 Metrics::sink_count(&metrics.sink_writes, degraded),
                 Metrics::sink_count(&metrics.sink_writes, healthy),
