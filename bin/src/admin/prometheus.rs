@@ -259,6 +259,13 @@ pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> Strin
         "Windows open in the aggregate operators.",
         m.windows_open.load(Ordering::Relaxed),
     );
+    single(
+        &mut out,
+        metrics::PARTITIONS_AHEAD,
+        "gauge",
+        "Source partitions left unread because they ran more than watermark.max_drift ahead of the slowest.",
+        m.partitions_ahead.load(Ordering::Relaxed),
+    );
     let backlog = m.retry_backlog.load(Ordering::Relaxed);
     if backlog >= 0 {
         single(
@@ -332,4 +339,30 @@ pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> Strin
         by_reason(&|s| (s.to - s.from).max(0) as u64),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_alignment_and_back_pressure_gauges_are_served() {
+        let m = Metrics::new(vec!["a".into()]);
+        m.windows_open.store(7, Ordering::Relaxed);
+        m.partitions_ahead.store(2, Ordering::Relaxed);
+        m.held.hold(std::time::Instant::now());
+        let text = render(&m, &Switches::new(["redis"]), 0);
+        for line in [
+            "footprint_windows_open 7",
+            "footprint_partitions_ahead 2",
+            "footprint_sources_held 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("footprint_sources_held_seconds_total ")),
+            "no held seconds in:\n{text}"
+        );
+    }
 }
