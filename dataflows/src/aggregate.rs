@@ -10,10 +10,10 @@
 //! lateness bound. Closing emits the final row and frees the slot. Between
 //! closes, changed windows are re-emitted as early updates, each window at
 //! most once every `early_updates` of reading time, counted from when it
-//! opened or was last emitted (see the private `early` module). Reading time is processing
-//! time less the spells in which the stores held the sources back
-//! ([`Metrics::held`](crate::metrics::Metrics::held)): an early row is worth
-//! its write only while the stores keep up.
+//! opened or was last emitted (see the private `early` module). Reading time
+//! is processing time less the spells in which the stores held the sources
+//! back ([`Metrics::held`](crate::metrics::Metrics::held)): an early row is
+//! worth its write only while the stores keep up.
 //!
 //! When the input ends, remaining windows are emitted as final if the data
 //! ran out, and their latest values as early rows if a source was stopped

@@ -251,6 +251,16 @@ impl Metrics {
             .sum()
     }
 
+    /// How far the watermark is behind the newest event read, ms (see
+    /// [`WATERMARK_DELAY`]).
+    pub fn watermark_delay_ms(&self) -> i64 {
+        let watermark = i64::try_from(self.watermark.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+        self.max_event_ts
+            .load(Ordering::Relaxed)
+            .saturating_sub(watermark)
+            .max(0)
+    }
+
     /// Raises the watermark gauge (it never goes back).
     pub fn raise_watermark(&self, w: u64) {
         self.watermark.fetch_max(w, Ordering::Relaxed);
@@ -357,11 +367,9 @@ impl HeldClock {
 
     /// Time held so far, the current spell included up to `now`.
     pub fn held_for(&self, now: Instant) -> Duration {
-        self.inner.lock().map_or(Duration::ZERO, |s| {
-            s.total
-                + s.since
-                    .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
-        })
+        self.inner
+            .lock()
+            .map_or(Duration::ZERO, |s| s.held_for(now))
     }
 
     /// Reading time at `now`: `now` moved back by [`Self::held_for`], so it
@@ -371,13 +379,19 @@ impl HeldClock {
         let Ok(s) = self.inner.lock() else {
             return now;
         };
-        let held = s.total
-            + s.since
-                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
         s.created
             + now
                 .saturating_duration_since(s.created)
-                .saturating_sub(held)
+                .saturating_sub(s.held_for(now))
+    }
+}
+
+impl HeldSpells {
+    fn held_for(&self, now: Instant) -> Duration {
+        self.total
+            + self
+                .since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
     }
 }
 

@@ -107,7 +107,7 @@ pub fn status(state: AdminState) -> reply::Response {
     let status = Status {
         watermark_ms: wm,
         max_event_ts_ms: max_ts,
-        watermark_delay_ms: (max_ts - wm as i64).max(0),
+        watermark_delay_ms: m.watermark_delay_ms(),
         events_in: m.events_in.load(Ordering::Relaxed),
         events_bad: m.bad_total(),
         events_late: m.late_total(),

@@ -308,7 +308,7 @@ pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> Strin
         "The global watermark, ms since the epoch.",
         wm,
     );
-    let delay = (m.max_event_ts.load(Ordering::Relaxed) - wm as i64).max(0);
+    let delay = m.watermark_delay_ms();
     let help = "How far the watermark is behind the newest event read, ms.";
     single(&mut out, metrics::WATERMARK_DELAY, "gauge", help, delay);
     let skipped = m.skipped.lock().map(|v| v.clone()).unwrap_or_default();

@@ -202,14 +202,14 @@ impl Sampler {
             .spawn(move || {
                 let mut samples = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    if let Some(rss) = current_rss() {
+                    if let Some(rss) = super::current_rss() {
                         samples.push(MemoryPoint {
                             percent: 0,
                             events: metrics.events_in.load(Ordering::Relaxed),
                             rss,
                             windows_open: metrics.windows_open.load(Ordering::Relaxed),
                             rows_waiting: metrics.sink_rows_waiting.load(Ordering::Relaxed),
-                            watermark_delay_ms: watermark_delay(&metrics),
+                            watermark_delay_ms: metrics.watermark_delay_ms(),
                         });
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -245,27 +245,6 @@ fn at_shares(samples: &[MemoryPoint], events: u64) -> Vec<MemoryPoint> {
                 .map(|s| MemoryPoint { percent, ..*s })
         })
         .collect()
-}
-
-/// How far the watermark is behind the newest event read, ms (0 before the
-/// first watermark).
-fn watermark_delay(metrics: &Metrics) -> i64 {
-    let watermark = metrics.watermark.load(Ordering::Relaxed);
-    if watermark == 0 {
-        return 0;
-    }
-    let newest = metrics.max_event_ts.load(Ordering::Relaxed);
-    newest
-        .saturating_sub(i64::try_from(watermark).unwrap_or(i64::MAX))
-        .max(0)
-}
-
-/// The process's resident memory now, from `/proc/self/status` (Linux).
-fn current_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// Reads every partition of `topic` to its end with `threads` plain
