@@ -15,7 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 fn consumer(settings: &KafkaSettings) -> Result<FootprintConsumer, ConnectorError> {
     settings
         .client_config(&[("group.id", "footprint-admin")])
-        .create_with_context(crate::client::FootprintContext)
+        .create_with_context(crate::client::FootprintContext::default())
         .map_err(|e| ConnectorError::Config(e.to_string()))
 }
 

@@ -1,11 +1,14 @@
 //! Kafka client settings shared by every client Footprint creates.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
 
 use crate::ConnectorError;
 
@@ -15,10 +18,64 @@ use crate::ConnectorError;
 /// readers ask for it), so it is logged at DEBUG; other client errors are
 /// retried by librdkafka itself and are logged at WARN. Data at risk is
 /// reported where it is at risk.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FootprintContext;
+///
+/// With `statistics.interval.ms` set, it also keeps what librdkafka holds
+/// in the consumer's fetch queues ([`FetchQueues`]).
+#[derive(Debug, Clone, Default)]
+pub struct FootprintContext {
+    fetch_queues: Arc<FetchQueues>,
+}
+
+impl FootprintContext {
+    /// What the consumer read ahead, as of its last statistics.
+    pub fn fetch_queues(&self) -> &FetchQueues {
+        &self.fetch_queues
+    }
+}
+
+/// Messages librdkafka fetched that the application has not taken yet,
+/// summed over a consumer's partitions: its read-ahead. librdkafka reports
+/// them in its statistics, every `statistics.interval.ms`.
+#[derive(Debug, Default)]
+pub struct FetchQueues {
+    reported: AtomicBool,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl FetchQueues {
+    /// The messages and their payload bytes in the fetch queues, once
+    /// librdkafka has reported statistics.
+    pub fn get(&self) -> Option<(u64, u64)> {
+        self.reported.load(Ordering::Acquire).then(|| {
+            (
+                self.messages.load(Ordering::Relaxed),
+                self.bytes.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    fn record(&self, statistics: &Statistics) {
+        let (mut messages, mut bytes) = (0u64, 0u64);
+        for partition in statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+        {
+            messages += u64::try_from(partition.fetchq_cnt).unwrap_or(0);
+            bytes += partition.fetchq_size;
+        }
+        self.messages.store(messages, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        self.reported.store(true, Ordering::Release);
+    }
+}
 
 impl ClientContext for FootprintContext {
+    fn stats(&self, statistics: Statistics) {
+        self.fetch_queues.record(&statistics);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(error, KafkaError::PartitionEOF(_))
             || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
@@ -67,7 +124,7 @@ impl KafkaSettings {
         let mut config = self.client_config(&defaults);
         config.set("enable.partition.eof", "true");
         config
-            .create_with_context(FootprintContext)
+            .create_with_context(FootprintContext::default())
             .map_err(|e| ConnectorError::Config(e.to_string()))
     }
 

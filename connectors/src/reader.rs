@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use footprint_dataflows::checkpoint::Checkpoint;
-use footprint_dataflows::source::{Message, PartitionReader, ReadStatus, Verdict};
+use footprint_dataflows::source::{Message, PartitionReader, ReadAhead, ReadStatus, Verdict};
 use rdkafka::consumer::Consumer;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::error::KafkaError;
@@ -104,11 +104,14 @@ enum StartCheck {
 /// lowered to 50,000; and a queue at its limit is looked at again after
 /// 10 ms rather than after librdkafka's second (`fetch.queue.backoff.ms`),
 /// so that a worker as fast as its broker does not wait for a refill.
-/// Measured in docs/performance.md ("Aligned partitions").
+/// Measured in docs/performance.md ("Aligned partitions"). librdkafka
+/// reports what it holds read ahead every second
+/// ([`PartitionReader::read_ahead`]).
 const READ_AHEAD: &[(&str, &str)] = &[
     ("auto.offset.reset", "earliest"),
     ("queued.min.messages", "50000"),
     ("fetch.queue.backoff.ms", "10"),
+    ("statistics.interval.ms", "1000"),
 ];
 
 impl KafkaReader {
@@ -377,6 +380,11 @@ impl PartitionReader for KafkaReader {
                 });
             }
         }
+    }
+
+    fn read_ahead(&self) -> Option<ReadAhead> {
+        let (messages, bytes) = self.consumer.context().fetch_queues().get()?;
+        Some(ReadAhead { messages, bytes })
     }
 
     fn after_round(&mut self) {

@@ -50,6 +50,11 @@ pub const WINDOWS_OPEN: &str = "footprint_windows_open";
 /// Gauge: source partitions of this process not read because their
 /// watermark ran more than `max_drift` ahead of the slowest partition read.
 pub const PARTITIONS_AHEAD: &str = "footprint_partitions_ahead";
+/// Gauge: messages the sources' Kafka clients fetched ahead of what the
+/// sources read (librdkafka's fetch queues, as of its last statistics).
+pub const READ_AHEAD_MESSAGES: &str = "footprint_source_read_ahead_messages";
+/// Gauge: the payload bytes of [`READ_AHEAD_MESSAGES`].
+pub const READ_AHEAD_BYTES: &str = "footprint_source_read_ahead_bytes";
 /// Times a sink's circuit breaker opened, labelled by `sink`.
 pub const SINK_BREAKER_OPENED: &str = "footprint_sink_breaker_opened_total";
 /// 1 when a sink's switch is degraded, labelled by `sink`.
@@ -121,6 +126,10 @@ pub struct Metrics {
     pub windows_open: AtomicI64,
     /// See [`PARTITIONS_AHEAD`].
     pub partitions_ahead: AtomicI64,
+    /// See [`READ_AHEAD_MESSAGES`].
+    pub read_ahead_messages: AtomicI64,
+    /// See [`READ_AHEAD_BYTES`].
+    pub read_ahead_bytes: AtomicI64,
     /// See [`SINK_FOLDED`], by sink name.
     pub sink_folded: std::sync::Mutex<Vec<(String, u64)>>,
     /// See [`SINK_BREAKER_OPENED`], by sink name.
@@ -183,6 +192,8 @@ impl Metrics {
             held: HeldClock::default(),
             windows_open: AtomicI64::new(0),
             partitions_ahead: AtomicI64::new(0),
+            read_ahead_messages: AtomicI64::new(0),
+            read_ahead_bytes: AtomicI64::new(0),
             sink_breaker_opened: Default::default(),
             sink_write_us: Latencies::default(),
             end_to_end_ms: Latencies::default(),

@@ -107,6 +107,11 @@ pub trait PartitionReader: 'static {
     fn range_end(&self, _idx: usize) -> Option<i64> {
         None
     }
+    /// What the reader's client has fetched that was not read yet, if it
+    /// knows ([`Metrics::read_ahead_bytes`]).
+    fn read_ahead(&self) -> Option<ReadAhead> {
+        None
+    }
     /// Called after each round over all partitions.
     fn after_round(&mut self) {}
     /// The source is held back by its stores (back-pressure) and reads
@@ -126,6 +131,16 @@ pub trait PartitionReader: 'static {
     }
     /// Called once when the source stops.
     fn close(&mut self) {}
+}
+
+/// Messages a reader's client fetched ahead of what the source read: memory
+/// that a catch-up holds beyond its open windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadAhead {
+    /// Messages fetched and not read yet.
+    pub messages: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
 }
 
 /// How long the stores must hold the source back before its reader is told
@@ -268,6 +283,10 @@ pub fn partition_source<'s, R: PartitionReader>(
         // reader was told so (`PartitionReader::hold`).
         let mut pressed: Option<Pressed> = None;
         let mut ahead_gauge = GaugeShare::new(Arc::clone(&metrics), |m| &m.partitions_ahead);
+        let mut read_ahead_gauges = (
+            GaugeShare::new(Arc::clone(&metrics), |m| &m.read_ahead_messages),
+            GaugeShare::new(Arc::clone(&metrics), |m| &m.read_ahead_bytes),
+        );
         let mut held = false;
         move |_frontiers: &[MutableAntichain<Time>]| {
             let Some(c) = cap.as_mut() else { return };
@@ -401,6 +420,14 @@ pub fn partition_source<'s, R: PartitionReader>(
             }
             ahead_gauge.set(ahead);
             reader.after_round();
+            if let Some(r) = reader.read_ahead() {
+                read_ahead_gauges
+                    .0
+                    .set(i64::try_from(r.messages).unwrap_or(i64::MAX));
+                read_ahead_gauges
+                    .1
+                    .set(i64::try_from(r.bytes).unwrap_or(i64::MAX));
+            }
             // Each batch goes out as it is: no copy into another buffer.
             if !contributions.is_empty() {
                 window_out.activate().give(&c[0], &mut contributions);

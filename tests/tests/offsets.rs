@@ -201,3 +201,68 @@ fn a_held_reader_goes_on_at_its_next_message() {
     assert_eq!(holds, 5, "the reader was held and released five times");
     assert_eq!(offsets, (0..N).collect::<Vec<_>>());
 }
+
+/// The reader reports what librdkafka fetched ahead of it (from the
+/// client's statistics, every second): the messages preloaded before any
+/// is read, none once all are read.
+#[test]
+fn a_reader_reports_what_it_read_ahead() {
+    use footprint_connectors::reader::{KafkaReader, PartitionRange};
+    use footprint_dataflows::source::{PartitionReader, ReadAhead, Verdict};
+
+    let topic = unique("read-ahead");
+    const N: u64 = 2_000;
+    preload(&topic, &one_partition(12), N).expect("preload");
+    let range = PartitionRange {
+        topic: topic.clone(),
+        partition: 0,
+        id: 0,
+        from: 0,
+        max_ts: None,
+        to: None,
+        until_caught_up: true,
+        tail: false,
+    };
+    let mut reader =
+        KafkaReader::open_plain(&kafka(), &format!("{topic}-group"), vec![range]).expect("open");
+    let wait_for = |reader: &mut KafkaReader, what: &str, done: &dyn Fn(ReadAhead) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            reader.after_round();
+            match reader.read_ahead() {
+                Some(r) if done(r) => return r,
+                last => assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what}: last reported {last:?}"
+                ),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    // Nothing read yet: librdkafka fetches the whole topic (under the
+    // reader's queue limit per partition). Its count may include the
+    // end-of-partition event queued behind the messages.
+    let ahead = wait_for(&mut reader, "all preloaded messages read ahead", &|r| {
+        r.messages >= N
+    });
+    assert!(
+        ahead.bytes >= N * 50,
+        "payload bytes of {N} events: {ahead:?}"
+    );
+    let mut read = 0u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "read {read} of {N}");
+        let status = reader.read(0, 500, &mut |_| {
+            read += 1;
+            Verdict::Accepted
+        });
+        if status.finished {
+            break;
+        }
+    }
+    assert_eq!(read, N);
+    wait_for(&mut reader, "nothing read ahead once all is read", &|r| {
+        r.messages == 0 && r.bytes == 0
+    });
+}

@@ -266,6 +266,20 @@ pub fn render(m: &Metrics, switches: &Switches, journal_records: usize) -> Strin
         "Source partitions left unread because they ran more than watermark.max_drift ahead of the slowest.",
         m.partitions_ahead.load(Ordering::Relaxed),
     );
+    single(
+        &mut out,
+        metrics::READ_AHEAD_MESSAGES,
+        "gauge",
+        "Messages the sources' Kafka clients fetched and the sources have not read yet.",
+        m.read_ahead_messages.load(Ordering::Relaxed),
+    );
+    single(
+        &mut out,
+        metrics::READ_AHEAD_BYTES,
+        "gauge",
+        "Payload bytes of the messages read ahead.",
+        m.read_ahead_bytes.load(Ordering::Relaxed),
+    );
     let backlog = m.retry_backlog.load(Ordering::Relaxed);
     if backlog >= 0 {
         single(
@@ -350,11 +364,13 @@ mod tests {
         let m = Metrics::new(vec!["a".into()]);
         m.windows_open.store(7, Ordering::Relaxed);
         m.partitions_ahead.store(2, Ordering::Relaxed);
+        m.read_ahead_bytes.store(4096, Ordering::Relaxed);
         m.held.hold(std::time::Instant::now());
         let text = render(&m, &Switches::new(["redis"]), 0);
         for line in [
             "footprint_windows_open 7",
             "footprint_partitions_ahead 2",
+            "footprint_source_read_ahead_bytes 4096",
             "footprint_sources_held 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");

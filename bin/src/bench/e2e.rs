@@ -181,6 +181,9 @@ pub struct MemoryPoint {
     /// How far the watermark was behind the newest event read, ms.
     #[serde(default)]
     pub watermark_delay_ms: i64,
+    /// Payload bytes the worker's Kafka clients had read ahead.
+    #[serde(default)]
+    pub read_ahead_bytes: i64,
 }
 
 /// The shares of a run at which [`MemoryPoint`]s are reported.
@@ -203,14 +206,28 @@ impl Sampler {
                 let mut samples = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     if let Some(rss) = super::current_rss() {
-                        samples.push(MemoryPoint {
+                        let point = MemoryPoint {
                             percent: 0,
                             events: metrics.events_in.load(Ordering::Relaxed),
                             rss,
                             windows_open: metrics.windows_open.load(Ordering::Relaxed),
                             rows_waiting: metrics.sink_rows_waiting.load(Ordering::Relaxed),
                             watermark_delay_ms: metrics.watermark_delay_ms(),
-                        });
+                            read_ahead_bytes: metrics.read_ahead_bytes.load(Ordering::Relaxed),
+                        };
+                        if samples.len() % 10 == 0 {
+                            tracing::debug!(
+                                events = point.events,
+                                rss = point.rss,
+                                read_ahead_bytes = point.read_ahead_bytes,
+                                read_ahead_messages =
+                                    metrics.read_ahead_messages.load(Ordering::Relaxed),
+                                windows_open = point.windows_open,
+                                rows_waiting = point.rows_waiting,
+                                "worker memory"
+                            );
+                        }
+                        samples.push(point);
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }

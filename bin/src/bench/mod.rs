@@ -601,9 +601,10 @@ fn print_table(r: &Report) {
                 }
             };
             println!(
-                "             as the worker read {}% of the events (median): RSS {} MB; open windows {}; rows waiting {}; watermark behind the newest event {} s",
+                "             as the worker read {}% of the events (median): RSS {} MB, of which read ahead by the Kafka clients {} MB of payload; open windows {}; rows waiting {}; watermark behind the newest event {} s",
                 e2e::MEMORY_AT.map(|p| p.to_string()).join("/"),
                 row(|m| m.rss as f64 / 1e6, &whole),
+                row(|m| m.read_ahead_bytes as f64 / 1e6, &whole),
                 row(|m| m.windows_open as f64, &whole),
                 row(|m| m.rows_waiting as f64, &whole),
                 row(|m| m.watermark_delay_ms as f64 / 1e3, &whole),
