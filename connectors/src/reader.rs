@@ -96,20 +96,29 @@ enum StartCheck {
 
 /// The reader's consumer settings, before the user's `source.properties`.
 ///
-/// librdkafka reads ahead into a queue per partition until it holds
-/// `queued.min.messages` messages, 100,000 by default, at some 400 bytes of
-/// bookkeeping per message beyond its payload. A partition that the source
-/// leaves unread for a while (it runs ahead of the slowest partition, see
-/// `watermark.max_drift`) fills its queue to that limit, so the limit is
-/// lowered to 50,000; and a queue at its limit is looked at again after
-/// 10 ms rather than after librdkafka's second (`fetch.queue.backoff.ms`),
-/// so that a worker as fast as its broker does not wait for a refill.
-/// Measured in docs/performance.md ("Aligned partitions"). librdkafka
-/// reports what it holds read ahead every second
-/// ([`PartitionReader::read_ahead`]).
+/// - `fetch.wait.max.ms` 50: how long a broker may hold a fetch that finds
+///   too little data. Apache Kafka answers at once when data is there, so
+///   this only paces fetches at the end of the log. tansu 0.6 holds every
+///   fetch for about half of it, data or not, which at librdkafka's 500 ms
+///   capped a reader at one fetch per 250 ms.
+/// - `queued.min.messages` 5,000: librdkafka reads ahead into a queue per
+///   partition until it holds this many messages (100,000 by default), at
+///   some 400 bytes of bookkeeping per message beyond its payload. A
+///   partition the source leaves unread for a while (it runs ahead of the
+///   slowest, see `watermark.max_drift`) sits on a full queue. With the
+///   short fetch round trip above, a small queue costs no speed and keeps
+///   memory level.
+/// - `fetch.queue.backoff.ms` 10: a full queue is looked at again after
+///   10 ms rather than after librdkafka's second, so that a worker as fast
+///   as its broker does not wait for a refill.
+/// - `statistics.interval.ms` 1000: librdkafka reports what it holds read
+///   ahead every second ([`PartitionReader::read_ahead`]).
+///
+/// Measured in docs/performance.md ("The broker's fetch wait").
 const READ_AHEAD: &[(&str, &str)] = &[
     ("auto.offset.reset", "earliest"),
-    ("queued.min.messages", "50000"),
+    ("fetch.wait.max.ms", "50"),
+    ("queued.min.messages", "5000"),
     ("fetch.queue.backoff.ms", "10"),
     ("statistics.interval.ms", "1000"),
 ];
@@ -346,7 +355,7 @@ impl PartitionReader for KafkaReader {
     }
 
     /// Pauses every partition in librdkafka, which drops what it read ahead
-    /// (up to `queued.min.messages` per partition, 50,000 here), and
+    /// (`queued.min.messages` per partition and what its last fetch brought), and
     /// on release resumes each from the next message the reader has not
     /// taken. A resumed partition is checked like a starting one: its first
     /// message must be the one expected, or it is read from further back
