@@ -24,6 +24,22 @@ fn one_partition(seed: u64) -> GenConfig {
     }
 }
 
+/// A reader of partition 0 of `topic`, from its first offset until caught up.
+fn plain_reader(topic: &str) -> footprint_connectors::reader::KafkaReader {
+    use footprint_connectors::reader::{KafkaReader, PartitionRange};
+    let range = PartitionRange {
+        topic: topic.to_owned(),
+        partition: 0,
+        id: 0,
+        from: 0,
+        max_ts: None,
+        to: None,
+        until_caught_up: true,
+        tail: false,
+    };
+    KafkaReader::open_plain(&kafka(), &format!("{topic}-group"), vec![range]).expect("open")
+}
+
 fn cfg(toml: &str) -> Config {
     Config::from_layers(Some(toml), Vec::<(String, String)>::new()).expect("config")
 }
@@ -154,7 +170,6 @@ sinks = []
 /// batch (tansu 0.6 answers a fetch from inside a batch with the next one).
 #[test]
 fn a_held_reader_goes_on_at_its_next_message() {
-    use footprint_connectors::reader::{KafkaReader, PartitionRange};
     use footprint_dataflows::source::{PartitionReader, Verdict};
 
     let topic = unique("held-reader");
@@ -162,18 +177,7 @@ fn a_held_reader_goes_on_at_its_next_message() {
     const N: i64 = 3_000;
     // Produced at once: a few large record batches.
     preload(&topic, &gen_cfg, N as u64).expect("preload");
-    let range = PartitionRange {
-        topic: topic.clone(),
-        partition: 0,
-        id: 0,
-        from: 0,
-        max_ts: None,
-        to: None,
-        until_caught_up: true,
-        tail: false,
-    };
-    let mut reader =
-        KafkaReader::open_plain(&kafka(), &format!("{topic}-group"), vec![range]).expect("open");
+    let mut reader = plain_reader(&topic);
     let mut offsets = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut holds = 0;
@@ -207,24 +211,13 @@ fn a_held_reader_goes_on_at_its_next_message() {
 /// is read, none once all are read.
 #[test]
 fn a_reader_reports_what_it_read_ahead() {
-    use footprint_connectors::reader::{KafkaReader, PartitionRange};
+    use footprint_connectors::reader::KafkaReader;
     use footprint_dataflows::source::{PartitionReader, ReadAhead, Verdict};
 
     let topic = unique("read-ahead");
     const N: u64 = 2_000;
     preload(&topic, &one_partition(12), N).expect("preload");
-    let range = PartitionRange {
-        topic: topic.clone(),
-        partition: 0,
-        id: 0,
-        from: 0,
-        max_ts: None,
-        to: None,
-        until_caught_up: true,
-        tail: false,
-    };
-    let mut reader =
-        KafkaReader::open_plain(&kafka(), &format!("{topic}-group"), vec![range]).expect("open");
+    let mut reader = plain_reader(&topic);
     let wait_for = |reader: &mut KafkaReader, what: &str, done: &dyn Fn(ReadAhead) -> bool| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
