@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use footprint_dataflows::source::ReadAhead;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
@@ -46,12 +47,10 @@ pub struct FetchQueues {
 impl FetchQueues {
     /// The messages and their payload bytes in the fetch queues, once
     /// librdkafka has reported statistics.
-    pub fn get(&self) -> Option<(u64, u64)> {
-        self.reported.load(Ordering::Acquire).then(|| {
-            (
-                self.messages.load(Ordering::Relaxed),
-                self.bytes.load(Ordering::Relaxed),
-            )
+    pub fn get(&self) -> Option<ReadAhead> {
+        self.reported.load(Ordering::Acquire).then(|| ReadAhead {
+            messages: self.messages.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
         })
     }
 

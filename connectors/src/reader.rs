@@ -392,8 +392,7 @@ impl PartitionReader for KafkaReader {
     }
 
     fn read_ahead(&self) -> Option<ReadAhead> {
-        let (messages, bytes) = self.consumer.context().fetch_queues().get()?;
-        Some(ReadAhead { messages, bytes })
+        self.consumer.context().fetch_queues().get()
     }
 
     fn after_round(&mut self) {

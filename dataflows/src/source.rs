@@ -283,10 +283,9 @@ pub fn partition_source<'s, R: PartitionReader>(
         // reader was told so (`PartitionReader::hold`).
         let mut pressed: Option<Pressed> = None;
         let mut ahead_gauge = GaugeShare::new(Arc::clone(&metrics), |m| &m.partitions_ahead);
-        let mut read_ahead_gauges = (
-            GaugeShare::new(Arc::clone(&metrics), |m| &m.read_ahead_messages),
-            GaugeShare::new(Arc::clone(&metrics), |m| &m.read_ahead_bytes),
-        );
+        let mut read_ahead_messages =
+            GaugeShare::new(Arc::clone(&metrics), |m| &m.read_ahead_messages);
+        let mut read_ahead_bytes = GaugeShare::new(Arc::clone(&metrics), |m| &m.read_ahead_bytes);
         let mut held = false;
         move |_frontiers: &[MutableAntichain<Time>]| {
             let Some(c) = cap.as_mut() else { return };
@@ -421,12 +420,8 @@ pub fn partition_source<'s, R: PartitionReader>(
             ahead_gauge.set(ahead);
             reader.after_round();
             if let Some(r) = reader.read_ahead() {
-                read_ahead_gauges
-                    .0
-                    .set(i64::try_from(r.messages).unwrap_or(i64::MAX));
-                read_ahead_gauges
-                    .1
-                    .set(i64::try_from(r.bytes).unwrap_or(i64::MAX));
+                read_ahead_messages.set(i64::try_from(r.messages).unwrap_or(i64::MAX));
+                read_ahead_bytes.set(i64::try_from(r.bytes).unwrap_or(i64::MAX));
             }
             // Each batch goes out as it is: no copy into another buffer.
             if !contributions.is_empty() {
