@@ -15,6 +15,7 @@ pub mod admin;
 pub mod bench;
 pub mod cluster;
 pub mod config;
+pub mod cpu;
 pub mod demo;
 pub mod generate;
 pub mod replay;

@@ -27,6 +27,7 @@ use footprint_dataflows::pipeline::assigned;
 use footprint_dataflows::source::{PartitionReader, Verdict};
 
 use crate::config::{Config, Dur, MySqlSinkConfig, RedisSinkConfig, Start};
+use crate::cpu::{CpuClock, CpuUse};
 use crate::generate::{GenPlan, produce};
 use crate::run::{RunOptions, run};
 
@@ -163,6 +164,12 @@ pub struct EndToEndRun {
     /// The worker's memory as the run went on.
     #[serde(default)]
     pub memory: Vec<MemoryPoint>,
+    /// The cores used during the raw read.
+    #[serde(default)]
+    pub raw_cpu: Option<CpuUse>,
+    /// The cores used during the worker's run.
+    #[serde(default)]
+    pub cpu: Option<CpuUse>,
 }
 
 /// The worker process's memory when it had read a share of a run's events.
@@ -268,7 +275,7 @@ fn at_shares(samples: &[MemoryPoint], events: u64) -> Vec<MemoryPoint> {
 /// consumers that do nothing with the messages, each on the partitions the
 /// worker of the same index reads: the rate the broker and the client allow
 /// at the worker's parallelism.
-pub fn raw_read(cfg: &Config, topic: &str, threads: usize) -> Result<(u64, f64)> {
+pub fn raw_read(cfg: &Config, topic: &str, threads: usize) -> Result<(u64, f64, CpuUse)> {
     let settings = cfg.kafka();
     let parts = admin::partitions(&settings, topic)?.context("the bench topic is missing")?;
     let mut ranges = Vec::new();
@@ -301,6 +308,7 @@ pub fn raw_read(cfg: &Config, topic: &str, threads: usize) -> Result<(u64, f64)>
         }
     }
     let started = Instant::now();
+    let clock = CpuClock::start();
     let read = std::thread::scope(|s| {
         let handles: Vec<_> = readers
             .into_iter()
@@ -311,7 +319,8 @@ pub fn raw_read(cfg: &Config, topic: &str, threads: usize) -> Result<(u64, f64)>
             .map(|h| h.join().unwrap_or(0))
             .sum::<u64>()
     });
-    Ok((read, started.elapsed().as_secs_f64()))
+    let cpu = clock.stop();
+    Ok((read, started.elapsed().as_secs_f64(), cpu))
 }
 
 /// Reads `n` partitions of `reader` to their ends; the messages read.
@@ -353,6 +362,8 @@ pub struct WorkerRun {
     pub rows: Rows,
     /// Its memory at [`MEMORY_AT`] of the run.
     pub memory: Vec<MemoryPoint>,
+    /// The cores it, the broker and the stores used meanwhile.
+    pub cpu: CpuUse,
 }
 
 /// The worker over `topic` into fresh stores, to the end, on `threads` workers.
@@ -399,6 +410,7 @@ pub fn worker_run(
             early: metrics.window_updates.load(Ordering::Relaxed),
         },
         memory,
+        cpu: report.cpu,
     })
 }
 

@@ -138,6 +138,9 @@ pub enum Measured {
         /// The worker's memory as its run went on (none for a plain read).
         #[serde(default)]
         memory: Vec<e2e::MemoryPoint>,
+        /// The cores the child, the broker and the stores used meanwhile.
+        #[serde(default)]
+        cpu: Option<crate::cpu::CpuUse>,
     },
     /// See [`e2e::LatencyRun`].
     Latency(e2e::LatencyRun),
@@ -189,13 +192,14 @@ pub fn child(cfg: &Config, spec: &str) -> Result<()> {
             files,
         } => Measured::Engine(engine::run(workload(&w)?, files, workers)?),
         Child::RawRead { topic, threads } => {
-            let (events, seconds) = e2e::raw_read(cfg, &topic, threads)?;
+            let (events, seconds, cpu) = e2e::raw_read(cfg, &topic, threads)?;
             Measured::Read {
                 events,
                 seconds,
                 peak_rss: peak_rss(),
                 rows: e2e::Rows::default(),
                 memory: Vec::new(),
+                cpu: Some(cpu),
             }
         }
         Child::Worker {
@@ -211,6 +215,7 @@ pub fn child(cfg: &Config, spec: &str) -> Result<()> {
                 peak_rss: run.peak_rss,
                 rows: run.rows,
                 memory: run.memory,
+                cpu: Some(run.cpu),
             }
         }
         Child::Latency {
@@ -412,6 +417,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
             let Measured::Read {
                 events: raw_events,
                 seconds: raw_seconds,
+                cpu: raw_cpu,
                 ..
             } = in_child(
                 config_path,
@@ -429,6 +435,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
                 peak_rss,
                 rows,
                 memory,
+                cpu,
             } = in_child(
                 config_path,
                 &Child::Worker {
@@ -449,6 +456,8 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
                 peak_rss,
                 rows,
                 memory,
+                raw_cpu,
+                cpu,
             });
         }
         let raw = median(
@@ -577,6 +586,9 @@ fn print_table(r: &Report) {
             median_rows(|r| r.diverted),
             median_rows(|r| r.folded)
         );
+        if let Some(line) = cpu_lines(e) {
+            println!("{line}");
+        }
         let at = |percent: u8, f: fn(&e2e::MemoryPoint) -> f64| {
             median(
                 e.runs
@@ -667,4 +679,49 @@ fn print_table(r: &Report) {
 /// Default `--dir`.
 pub fn default_dir() -> PathBuf {
     PathBuf::from(".footprint/bench")
+}
+
+/// The cores the end-to-end runs used, and the CPU each event cost, split
+/// by process: what bounds the ratio on a machine that runs everything.
+fn cpu_lines(e: &EndToEndRow) -> Option<String> {
+    // Per run: (cores busy, CPU µs per event) of one part of one phase.
+    let phase =
+        |run: &e2e::EndToEndRun, raw: bool, part: &dyn Fn(&crate::cpu::CpuUse) -> Option<f64>| {
+            let (cpu, events) = if raw {
+                (run.raw_cpu.as_ref()?, run.raw_events)
+            } else {
+                (run.cpu.as_ref()?, run.events)
+            };
+            let cores = part(cpu)?;
+            Some((cores, cores * cpu.seconds / events.max(1) as f64 * 1e6))
+        };
+    let cpus = e
+        .runs
+        .iter()
+        .find_map(|r| r.cpu.as_ref().and_then(|c| c.cpus))?;
+    let show = |raw: bool, name: &str, part: &dyn Fn(&crate::cpu::CpuUse) -> Option<f64>| {
+        let per_run: Vec<(f64, f64)> = e.runs.iter().filter_map(|r| phase(r, raw, part)).collect();
+        if per_run.is_empty() {
+            return None;
+        }
+        let cores = median(per_run.iter().map(|p| p.0).collect());
+        let us = median(per_run.iter().map(|p| p.1).collect());
+        Some(format!("{name} {cores:.2} ({us:.2} µs/event)"))
+    };
+    let parts = |raw: bool, own: &str| {
+        let mut out = vec![
+            show(raw, "machine", &|c| c.machine),
+            show(raw, "stolen by the host", &|c| c.stolen),
+            show(raw, own, &|c| c.own),
+        ];
+        for (label, _) in crate::cpu::WATCHED {
+            out.push(show(raw, label, &|c| c.process(label)));
+        }
+        out.into_iter().flatten().collect::<Vec<_>>().join(", ")
+    };
+    Some(format!(
+        "             cores busy of {cpus} (median), and CPU per event read: raw read: {}\n             worker run: {}",
+        parts(true, "plain consumers"),
+        parts(false, "worker"),
+    ))
 }

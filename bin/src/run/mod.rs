@@ -201,6 +201,9 @@ pub struct RunReport {
     /// with all its rows written or diverted (the helper threads' shutdown
     /// after that is not counted).
     pub elapsed: Duration,
+    /// The cores this process, the broker and the stores used over
+    /// [`RunReport::elapsed`].
+    pub cpu: crate::cpu::CpuUse,
 }
 
 /// Runs the worker until the input ends (`until_end`) or a stop is requested.
@@ -377,6 +380,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     };
 
     let started = Instant::now();
+    let cpu_clock = crate::cpu::CpuClock::start();
     let range_total: Option<u64> = opts.backfill.as_ref().map(|_| {
         ranges
             .iter()
@@ -479,6 +483,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
     .map_err(|e| anyhow!("starting timely (process {process} of {processes}): {e}"))?;
     let failure = join_workers(guards, processes);
     let elapsed = started.elapsed();
+    let cpu = cpu_clock.stop();
     done.store(true, Ordering::SeqCst);
     if let Some(h) = reporter {
         let _ = h.join();
@@ -529,6 +534,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
             .map(|c| c.load(Ordering::Relaxed))
             .sum(),
         elapsed,
+        cpu,
     };
     tracing::info!(
         events_in = report.events_in,
@@ -536,6 +542,7 @@ pub fn run(cfg: &Config, opts: RunOptions, metrics: Arc<Metrics>) -> Result<RunR
         late = report.late,
         windows_final = report.windows,
         seconds = report.elapsed.as_secs_f64(),
+        cores = %report.cpu.own.map_or_else(|| "unknown".to_owned(), |c| format!("{c:.2}")),
         "worker stopped"
     );
     Ok(report)
