@@ -12,7 +12,8 @@
 //!   pre-loaded topic on the broker into Redis and MySQL (`--stores`: one,
 //!   both, or `none` for the worker alone), beside the raw read rate of the
 //!   same topic measured in the same run by as many plain consumers as the
-//!   worker has threads, each on the partitions that thread reads;
+//!   worker has threads, each on the partitions that thread reads, and the
+//!   cores each part used meanwhile ([`crate::cpu`]);
 //! - **latency**: the generator at a fixed rate (half the raw read rate by
 //!   default) for 60 s, with early updates every 250 ms: broker append →
 //!   store write, and window end → final row written.
