@@ -434,9 +434,10 @@ pub struct Rows {
 /// One latency run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LatencyRun {
-    /// Messages per second produced.
+    /// Messages per second asked of the generator.
     pub rate: u64,
-    /// Messages produced.
+    /// Messages produced, over the run's seconds: below `rate` × seconds
+    /// when the machine could not produce that fast beside the pipeline.
     pub produced: u64,
     /// Messages the worker read.
     pub events: u64,

@@ -626,11 +626,12 @@ fn print_table(r: &Report) {
     }
     if let Some(l) = &r.latency {
         println!(
-            "latency      {} pipeline into {}, {} events/s for {} s, early updates every 250 ms, {} workers (medians over the runs, ms):",
+            "latency      {} pipeline into {}, {} events/s asked for {} s ({} produced, median), early updates every 250 ms, {} workers (medians over the runs, ms):",
             l.pipeline,
             stores_text(&l.stores),
             l.rate,
             l.seconds,
+            produced_rate(l),
             l.threads
         );
         let mut sinks: Vec<String> = l
@@ -680,6 +681,18 @@ fn print_table(r: &Report) {
 /// Default `--dir`.
 pub fn default_dir() -> PathBuf {
     PathBuf::from(".footprint/bench")
+}
+
+/// The rate the generator reached, which is below the one asked when the
+/// machine cannot produce that fast beside the pipeline.
+fn produced_rate(l: &LatencyRow) -> String {
+    let seconds = l.seconds.max(1) as f64;
+    let m = median(l.runs.iter().map(|r| r.produced as f64 / seconds).collect());
+    if m.is_nan() {
+        "none".to_owned()
+    } else {
+        format!("{m:.0} events/s")
+    }
 }
 
 /// The cores the end-to-end runs used, and the CPU each event cost, split
