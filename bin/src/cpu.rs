@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-/// The processes watched besides the child: a label, and the process names
+/// The processes watched besides this one: a label, and the process names
 /// (`/proc/<pid>/comm`) it covers. A broker or store under another name
 /// counts in the machine's busy time only.
 pub const WATCHED: &[(&str, &[&str])] = &[
@@ -95,16 +95,15 @@ impl CpuClock {
             };
         };
         let total = m1.total.saturating_sub(m0.total);
-        if total == 0 || seconds <= 0.0 {
+        if total == 0 {
             return CpuUse {
                 seconds,
                 ..CpuUse::default()
             };
         }
-        // Ticks per core-second, from the machine's own count: every core
-        // adds one tick per tick, busy or idle.
-        let ticks_per_core_second = total as f64 / (m1.cpus as f64 * seconds);
-        let cores = |ticks: u64| ticks as f64 / ticks_per_core_second / seconds;
+        // Every core adds one tick per tick, busy or idle: the machine's
+        // total over the stretch is its cores' worth of ticks.
+        let cores = |ticks: u64| ticks as f64 * m1.cpus as f64 / total as f64;
         let since = |a: Option<u64>, b: Option<u64>| Some(cores(b?.saturating_sub(a?)));
         CpuUse {
             seconds,
