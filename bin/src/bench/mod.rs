@@ -193,10 +193,10 @@ pub fn child(cfg: &Config, spec: &str) -> Result<()> {
             files,
         } => Measured::Engine(engine::run(workload(&w)?, files, workers)?),
         Child::RawRead { topic, threads } => {
-            let (events, seconds, cpu) = e2e::raw_read(cfg, &topic, threads)?;
+            let (events, cpu) = e2e::raw_read(cfg, &topic, threads)?;
             Measured::Read {
                 events,
-                seconds,
+                seconds: cpu.seconds,
                 peak_rss: peak_rss(),
                 rows: e2e::Rows::default(),
                 memory: Vec::new(),
