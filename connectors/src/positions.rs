@@ -1,4 +1,4 @@
-//! Where each source partition starts reading, and what is skipped (DESIGN §5).
+//! Where each source partition starts reading, and what is skipped (`docs/design.md#offsets-and-recovery`).
 //!
 //! [`start_at`] is the policy, a pure function of the partition's bounds and
 //! its checkpoint:

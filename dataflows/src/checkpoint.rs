@@ -1,4 +1,4 @@
-//! Source offsets that are safe to commit (DESIGN §5).
+//! Source offsets that are safe to commit (`docs/design.md#offsets-and-recovery`).
 //!
 //! An offset may be committed once every result derived from the messages
 //! before it has been accepted: written to its store, or taken by the retry

@@ -1,4 +1,4 @@
-//! Event decoding and validation (DESIGN §1).
+//! Event decoding and validation (`docs/design.md#events`).
 //!
 //! [`Event::decode`] borrows every string from the message payload when it
 //! holds no JSON escapes, so a typical event is decoded without allocating.

@@ -94,7 +94,7 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
 }
 
 /// Commits one worker's source offsets once every row derived from the
-/// messages before them has been written (DESIGN §5).
+/// messages before them has been written (`docs/design.md#offsets-and-recovery`).
 ///
 /// The probe must sit after the operator that writes rows to the sinks: its
 /// frontier passing a time means every row at that time was handed to a sink

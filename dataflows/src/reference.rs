@@ -2,7 +2,8 @@
 //! oracle in tests and drills.
 //!
 //! It reads each partition's messages in order, one partition after another,
-//! and applies DESIGN §2 directly: an event's stamp is its partition's
+//! and applies the rules of `docs/design.md#watermarks-and-lateness`
+//! directly: an event's stamp is its partition's
 //! watermark (`max ts so far − max_out_of_order`) when read; a window is late
 //! for it when `end + allowed_lateness <= stamp`. It shares only decoding and
 //! window assignment with the dataflow, both of which are tested on their own.

@@ -1,4 +1,4 @@
-//! Result rows: what leaves the dataflow for the sinks (DESIGN §3).
+//! Result rows: what leaves the dataflow for the sinks (`docs/design.md#results-and-the-version-rule`).
 //!
 //! A window row's identity is (aggregate, key, window_start). Its `version`
 //! is the number of events counted in it so far: it grows with every new
@@ -68,7 +68,7 @@ pub struct WindowRow {
 }
 
 impl WindowRow {
-    /// The version rule (DESIGN §3): whether this row, written over `stored`
+    /// The version rule (`docs/design.md#results-and-the-version-rule`): whether this row, written over `stored`
     /// (the same identity), replaces it. It does when its `(version, final)`
     /// pair is not lower than the stored one.
     pub fn replaces(&self, stored: &WindowRow) -> bool {

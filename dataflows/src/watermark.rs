@@ -1,4 +1,4 @@
-//! Per-partition watermarks and their minimum (DESIGN §2).
+//! Per-partition watermarks and their minimum (`docs/design.md#watermarks-and-lateness`).
 //!
 //! A partition's watermark is `max ts seen − max_out_of_order`. A worker's
 //! watermark is the minimum over its *active* partitions: a partition that has

@@ -1,4 +1,4 @@
-//! Event-time window assignment (DESIGN §2).
+//! Event-time window assignment (`docs/design.md#windows`).
 //!
 //! Windows are aligned to the Unix epoch and cover `[start, end)`. A tumbling
 //! window of size S is a sliding window of size S every S. A sliding window of

@@ -1,4 +1,4 @@
-//! Bounded backfill (DESIGN §5): a run over explicit offset ranges reads past
+//! Bounded backfill (`docs/design.md#offsets-and-recovery`): a run over explicit offset ranges reads past
 //! them only to complete the windows they touched, emits rows of those
 //! windows only, and stops once every worker's range is settled.
 //!

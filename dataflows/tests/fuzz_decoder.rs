@@ -1,6 +1,6 @@
 //! Fuzzing the event decoder: whatever the bytes, decoding never panics, the
 //! fast path accepts nothing that `serde_json` does not accept with the same
-//! values, an accepted event is within the contract (DESIGN §1), and routing
+//! values, an accepted event is within the contract (`docs/design.md#events`), and routing
 //! it through a spec that reads every field (`props.NAME` included) never
 //! panics either.
 //!

@@ -1,5 +1,5 @@
 //! Restarting from committed checkpoints gives the results of a run with no
-//! stop (DESIGN §5).
+//! stop (`docs/design.md#offsets-and-recovery`).
 //!
 //! Each run reads slowly, is stopped after a chosen number of steps, and is
 //! then cut at a chosen point of its log of written rows and commits, as a

@@ -9,9 +9,9 @@
 //! This crate owns the sink interface, the dataflow operator that drives
 //! sinks ([`operator::WriteTo`]), and the sinks themselves: [`redis`]
 //! (serving), [`mysql`] (durable), [`file`] (JSON lines) and [`memory`]
-//! (in-process, for tests and embedding). A sink must
-//! apply the version rule of DESIGN §3: a write whose version is lower than
-//! the stored one changes nothing.
+//! (in-process, for tests and embedding). A sink must apply the version
+//! rule: a write whose version is lower than the stored one changes nothing
+//! (`docs/design.md#results-and-the-version-rule`).
 
 use footprint_dataflows::Output;
 
@@ -75,7 +75,8 @@ pub trait Sink: Send {
         false
     }
     /// Whether the store keeps one value per identity, by the version rule
-    /// for window rows and the merge for recent activity (DESIGN §3). Such
+    /// for window rows and the merge for recent activity
+    /// (`docs/design.md#results-and-the-version-rule`). Such
     /// a sink is written on a thread of its own, and rows of one identity
     /// that wait for it are folded into one (see [`operator`]).
     fn folds(&self) -> bool {

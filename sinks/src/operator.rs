@@ -21,7 +21,8 @@
 //! (aggregate, key, window) whose (version, final) pair is not higher, and
 //! recent-activity rows of the same user are merged (union, newest first,
 //! cut to `keep`). The stores apply exactly these rules to every write
-//! (DESIGN §3), so a folded batch leaves them as the unfolded rows would; a
+//! (`docs/design.md#results-and-the-version-rule`), so a folded batch
+//! leaves them as the unfolded rows would; a
 //! slow store gets fewer, larger writes instead of holding back the
 //! dataflow, and what waits is bounded by the number of identities.
 //! Folded-away rows are counted in `footprint_sink_folded_total`. A row

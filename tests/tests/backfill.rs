@@ -1,5 +1,5 @@
 //! Bounded backfill, skipping to the latest offsets, and out-of-range
-//! checkpoints (DESIGN §5), through the `footprint` binary against the real
+//! checkpoints (`docs/design.md#offsets-and-recovery`), through the `footprint` binary against the real
 //! broker, Redis and MariaDB.
 
 use std::time::{Duration, Instant};

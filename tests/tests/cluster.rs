@@ -1,4 +1,4 @@
-//! Scale-out over a timely cluster (DESIGN §6): `footprint worker --process
+//! Scale-out over a timely cluster (`docs/design.md#programs`): `footprint worker --process
 //! i --processes N --hosts FILE` processes form one timely cluster over a
 //! partitioned topic. Their stores end byte-identical to one worker's, and a
 //! cluster killed mid-run resumes from its commits when restarted: one

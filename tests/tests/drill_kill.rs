@@ -1,6 +1,6 @@
 //! Drill: `kill -9` the worker at random points of a streaming run into
 //! Redis and MySQL, while a live stream is produced, and restart it each
-//! time (DESIGN §5).
+//! time (`docs/design.md#offsets-and-recovery`).
 //!
 //! The kill points are drawn from a seeded generator (`FOOTPRINT_DRILL_SEED`,
 //! printed): some are random moments once the commits have moved on, the

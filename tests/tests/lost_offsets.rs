@@ -1,4 +1,4 @@
-//! Out-of-range checkpoints (DESIGN §5): a checkpoint past a partition's
+//! Out-of-range checkpoints (`docs/design.md#offsets-and-recovery`): a checkpoint past a partition's
 //! end (the topic was recreated) restarts from the latest offset, one before
 //! its start (retention deleted it) from the earliest; each is logged at
 //! ERROR with the number of offsets skipped, counted, and the new start is

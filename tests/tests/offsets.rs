@@ -1,4 +1,4 @@
-//! Offsets after acceptance (DESIGN §5): the worker commits a source offset
+//! Offsets after acceptance (`docs/design.md#offsets-and-recovery`): the worker commits a source offset
 //! only once every result of the messages before it is written, and a
 //! restarted worker resumes from the commits. The kill -9 drill is in
 //! `drill_kill.rs`.

@@ -1,4 +1,4 @@
-//! `footprint bench`: the numbers a user asks for (DESIGN §7), measured.
+//! `footprint bench`: the numbers a user asks for (`docs/design.md#figures`), measured.
 //!
 //! - **engine**: decoding, windowing and aggregation of a file batch of the
 //!   generated clickstream, at each worker count asked for, for three

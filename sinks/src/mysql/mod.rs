@@ -1,4 +1,4 @@
-//! The MySQL sink: the durable copy of the results (DESIGN §3). Tested on
+//! The MySQL sink: the durable copy of the results (`docs/design.md#stores`). Tested on
 //! MariaDB 10.11; written for MySQL 8 too, where it has not been tested.
 //!
 //! This module owns the tables it writes: the first time it reaches the
