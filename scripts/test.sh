@@ -16,6 +16,35 @@ for component in rustfmt clippy; do
     fi
 done
 
+# promtool, Prometheus' linter of the metrics format, from Debian's
+# `prometheus` package: the tests run it on /metrics. The package is only
+# unpacked under .footprint/tools, so no Prometheus server is set up.
+promtool_path() {
+    if command -v promtool >/dev/null 2>&1; then
+        command -v promtool
+        return
+    fi
+    local tools=.footprint/tools
+    if [ ! -x "$tools/promtool" ]; then
+        echo "test: fetching promtool (Debian package prometheus)" >&2
+        rm -rf "$tools/dl"
+        mkdir -p "$tools/dl"
+        if ! (cd "$tools/dl" && apt-get download prometheus >&2); then
+            local sudo=()
+            [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+            "${sudo[@]}" apt-get update -q >&2
+            (cd "$tools/dl" && apt-get download prometheus >&2)
+        fi
+        dpkg-deb -x "$tools"/dl/prometheus_*.deb "$tools/dl/root"
+        cp "$tools/dl/root/usr/bin/promtool" "$tools/promtool"
+        rm -rf "$tools/dl"
+    fi
+    printf '%s\n' "$PWD/$tools/promtool"
+}
+FOOTPRINT_PROMTOOL="$(promtool_path)"
+export FOOTPRINT_PROMTOOL
+echo "test: promtool at $FOOTPRINT_PROMTOOL" >&2
+
 DIR=.footprint/test-services
 env_lines="$(bash scripts/services.sh up --store memory --dir "$DIR")"
 eval "$env_lines"
@@ -35,4 +64,5 @@ cargo fmt --all --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test" >&2
-cargo test --workspace "$@" 2>&1 | tee "$LOG"
+# --no-fail-fast: one failing test binary does not hide the ones after it.
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$LOG"

@@ -20,8 +20,9 @@ use footprint_benches::{default_spec, payloads};
 use footprint_dataflows::aggregate::AggregateWindows;
 use footprint_dataflows::control::RunControl;
 use footprint_dataflows::event::Event;
+use footprint_dataflows::events::DataflowMetrics;
+use footprint_dataflows::flow::Flow;
 use footprint_dataflows::key::GroupKey;
-use footprint_dataflows::metrics::Metrics;
 use footprint_dataflows::route::route;
 use footprint_dataflows::{Contribution, PipelineSpec, Record};
 use timely::container::CapacityContainerBuilder;
@@ -75,12 +76,17 @@ fn run_timely(spec: &PipelineSpec, input: &[(Contribution, u64)]) -> f64 {
     timely::execute(timely::Config::thread(), move |worker| {
         let mut handle = InputHandle::<u64, CapacityContainerBuilder<Vec<Contribution>>>::new();
         let probe = worker.dataflow::<u64, _, _>(|scope| {
-            let metrics = Arc::new(Metrics::new(
+            let metrics = Arc::new(DataflowMetrics::new(
                 spec.aggregates.iter().map(|a| a.name.clone()).collect(),
             ));
             let (probe, _) = scope
                 .input_from(&mut handle)
-                .aggregate_windows(Arc::clone(&spec), Arc::new(RunControl::default()), metrics)
+                .aggregate_windows(
+                    Arc::clone(&spec),
+                    Arc::new(RunControl::default()),
+                    Arc::new(Flow::default()),
+                    metrics,
+                )
                 .probe();
             probe
         });

@@ -12,7 +12,8 @@ use footprint_benches::{default_spec, payloads};
 use footprint_dataflows::aggregate::AggregateWindows;
 use footprint_dataflows::control::RunControl;
 use footprint_dataflows::event::Event;
-use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::events::DataflowMetrics;
+use footprint_dataflows::flow::Flow;
 use footprint_dataflows::reference::compute;
 use footprint_dataflows::route::route;
 use footprint_dataflows::window::WindowSpec;
@@ -137,7 +138,8 @@ fn aggregate(c: &mut Criterion) {
                             .aggregate_windows(
                                 spec,
                                 Arc::new(RunControl::default()),
-                                Arc::new(Metrics::new(names)),
+                                Arc::new(Flow::default()),
+                                Arc::new(DataflowMetrics::new(names)),
                             )
                             .inspect(|r| {
                                 black_box(r);

@@ -192,6 +192,9 @@ pub struct AggregateConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecentConfig {
+    /// Whether recent activity is kept (`enabled = false` turns it off).
+    #[serde(default = "enabled")]
+    pub enabled: bool,
     /// Latest events kept per user.
     pub keep: usize,
     /// How long a silent user's activity is kept.
@@ -222,6 +225,10 @@ pub struct RedisSinkConfig {
     /// How long a window row lives after its last write.
     #[serde(default = "default_redis_ttl")]
     pub ttl: Dur,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 fn default_redis_prefix() -> String {
@@ -279,7 +286,7 @@ pub struct Config {
     /// Windowed aggregates.
     #[serde(default)]
     pub aggregate: Vec<AggregateConfig>,
-    /// Recent activity (omit the table to turn it off).
+    /// Recent activity (`enabled = false` turns it off).
     pub recent: Option<RecentConfig>,
     /// Sinks (the embedded defaults always have the table).
     pub sinks: SinksConfig,
@@ -354,12 +361,12 @@ impl Config {
         k
     }
 
-    /// The Kafka client settings.
+    /// The Kafka client settings (their clients report to metrics of
+    /// their own until given a process's, see `Process::kafka`).
     pub fn kafka(&self) -> KafkaSettings {
-        KafkaSettings {
-            brokers: self.source.brokers.clone(),
-            properties: self.source.properties.clone(),
-        }
+        let mut k = KafkaSettings::new(self.source.brokers.clone());
+        k.properties = self.source.properties.clone();
+        k
     }
 
     /// Validates everything and compiles the pipeline spec.
@@ -500,11 +507,11 @@ impl Config {
             return Err(err("aggregate", "too many aggregates"));
         }
         let recent = match &self.recent {
-            Some(r) => {
+            Some(r) if r.enabled => {
                 if r.keep == 0 {
                     return Err(err(
                         "recent.keep",
-                        "must be at least 1 (remove [recent] to turn it off)",
+                        "must be at least 1 (set `enabled = false` to turn recent activity off)",
                     ));
                 }
                 if !(1..=DAY_MS).contains(&r.updates.ms()) {
@@ -521,7 +528,7 @@ impl Config {
                     sinks: r.sinks.clone(),
                 })
             }
-            None => None,
+            Some(_) | None => None,
         };
         Ok(PipelineSpec {
             aggregates,
@@ -590,6 +597,21 @@ mod tests {
         assert_eq!(spec.aggregates[1].window.windows_per_event(), 10);
         assert_eq!(spec.max_out_of_order, 5_000);
         assert_eq!(spec.recent.as_ref().map(|r| r.keep), Some(50));
+    }
+
+    #[test]
+    fn recent_activity_can_be_turned_off_in_a_file_or_the_environment() {
+        let cfg = load("[recent]\nenabled = false\n").expect("valid");
+        assert!(cfg.spec().expect("spec").recent.is_none());
+        let cfg = Config::from_layers(
+            None,
+            vec![("FOOTPRINT__RECENT__ENABLED".to_owned(), "false".to_owned())],
+        )
+        .expect("valid");
+        assert!(cfg.spec().expect("spec").recent.is_none());
+        // Turned off, its other keys are not checked.
+        let cfg = load("[recent]\nenabled = false\nkeep = 0\n").expect("valid");
+        assert!(cfg.spec().expect("spec").recent.is_none());
     }
 
     #[test]

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use footprint_connectors::admin;
+use footprint_connectors::admin::Admin;
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::control::RunControl;
-use footprint_dataflows::metrics::Metrics;
 use footprint_sinks::SinkFactory;
 use footprint_sinks::memory::MemorySinkFactory;
 
 use crate::config::{Config, Dur, MySqlSinkConfig, RedisSinkConfig, Start};
 use crate::generate::{GenPlan, produce};
+use crate::process::Process;
 use crate::run::{RunOptions, run};
 use crate::view::LiveTable;
 
@@ -82,28 +82,19 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
         .first()
         .cloned()
         .ok_or_else(|| anyhow!("no source topic configured"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime
-        .block_on(admin::ensure_topic(
-            &settings,
-            &topic,
-            opts.partitions as i32,
-            1,
-        ))
+    let admin = Admin::new(&settings)?;
+    admin
+        .ensure_topic(&topic, opts.partitions as i32, 1)
         .with_context(|| format!("creating topic {topic} on {}", settings.brokers))?;
-    let partitions =
-        admin::partitions(&settings, &topic)?.map_or(opts.partitions, |p| p.len() as u32);
+    let partitions = admin
+        .partitions(&topic)?
+        .map_or(opts.partitions, |p| p.len() as u32);
 
-    let spec = cfg.spec()?;
-    let metrics = Arc::new(Metrics::new(
-        spec.aggregates.iter().map(|a| a.name.clone()).collect(),
-    ));
+    let process = Process::new(&cfg)?;
     let live = MemorySinkFactory::new("live");
     let worker = {
         let cfg = cfg.clone();
-        let metrics = Arc::clone(&metrics);
+        let process = Arc::clone(&process);
         let control = Arc::clone(&control);
         let live: Arc<dyn SinkFactory> = Arc::new(live.clone());
         std::thread::spawn(move || {
@@ -117,7 +108,7 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
                     serve_admin: true,
                     ..RunOptions::default()
                 },
-                metrics,
+                &process,
             )
         })
     };
@@ -171,7 +162,7 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
             let _ = write!(
                 out,
                 "\x1b[2J\x1b[H{}",
-                table.render(&metrics, &header, &footer)
+                table.render(&process.dataflow, &header, &footer)
             );
             let _ = out.flush();
         }
@@ -189,7 +180,7 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
         .map_err(|_| anyhow!("worker thread panicked"))??;
     table.apply(live.take());
     if !opts.live {
-        println!("{}", table.render(&metrics, &header, &footer));
+        println!("{}", table.render(&process.dataflow, &header, &footer));
     }
     println!(
         "\nStopped after {:.0}s: produced {} messages ({} bad, {} late); the worker read {} ({} bad, {} late event×aggregate pairs) and emitted {} final windows.",

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use footprint_connectors::admin;
+use footprint_connectors::admin::Admin;
 use footprint_connectors::client::KafkaSettings;
 use footprint_connectors::producer::EventProducer;
 use footprint_dataflows::clickstream::{GenConfig, Generator, Kind};
@@ -49,14 +49,12 @@ pub fn produce(
     plan: &GenPlan,
     control: &Arc<RunControl>,
 ) -> Result<GenReport> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let admin = Admin::new(settings)?;
     let partitions = cfg.partitions as i32;
-    if runtime.block_on(admin::ensure_topic(settings, &plan.topic, partitions, 1))? {
+    if admin.ensure_topic(&plan.topic, partitions, 1)? {
         tracing::info!(topic = %plan.topic, partitions, "created topic");
     }
-    let existing = admin::partitions(settings, &plan.topic)?.map_or(0, |p| p.len());
+    let existing = admin.partitions(&plan.topic)?.map_or(0, |p| p.len());
     anyhow::ensure!(
         existing >= cfg.partitions as usize,
         "topic {} has {existing} partitions, fewer than the {} asked for",

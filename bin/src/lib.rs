@@ -1,13 +1,18 @@
 //! The `footprint` program: configuration, and the commands that wire the
-//! dataflow, connectors and sinks together (`worker`, `replay`, `admin`, `gen`, `demo`, `check-config`).
+//! dataflow, connectors and sinks together (`worker`, `replay`, `admin`,
+//! `gen`, `demo`, `bench`, `check-config`).
 //!
 //! - [`config`]: the TOML config, its layers and its validation;
-//! - [`run`]: the worker: where each partition starts (checkpoints, skipping
-//!   to the latest offsets, out-of-range checkpoints, backfill ranges), the
-//!   sinks behind their guards, the timely dataflow, progress and lag;
+//! - [`process`]: what a process's parts share (the metrics registry, flow
+//!   control, the degrade switches);
+//! - [`stores`]: the sinks the config declares, their switches, the retry
+//!   topic and the guard, as every command wires them;
+//! - [`run`]: the worker: where each partition starts, the topics, the
+//!   helpers, the timely dataflow, progress and lag;
 //! - [`cluster`]: this process's place in a timely cluster (hosts file);
 //! - [`admin`]: the HTTP admin service; [`replay`]: the retry replay job;
-//!   [`generate`]: the load generator; [`demo`] and [`view`]: the demo.
+//!   [`generate`]: the load generator; [`demo`] and [`view`]: the demo;
+//!   [`bench`]: the benchmarks.
 //!
 //! This is the only crate that knows about all the others.
 
@@ -18,8 +23,10 @@ pub mod config;
 pub mod cpu;
 pub mod demo;
 pub mod generate;
+pub mod process;
 pub mod replay;
 pub mod run;
+pub mod stores;
 pub mod view;
 
 /// A command line that cannot be used (exit code 2, like a config error).

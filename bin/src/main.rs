@@ -12,10 +12,11 @@ use footprint::cluster::Cluster;
 use footprint::config::{Config, ConfigError};
 use footprint::demo::{DemoOptions, demo};
 use footprint::generate::{GenPlan, produce};
-use footprint::run::{BackfillRange, RunOptions, run};
+use footprint::process::Process;
+use footprint::replay::ReplayOptions;
+use footprint::run::{RunOptions, parse_backfill, run};
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::control::RunControl;
-use footprint_dataflows::metrics::Metrics;
 
 /// Footprint: real-time user-behaviour aggregates on timely dataflow.
 #[derive(Parser)]
@@ -303,10 +304,7 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Worker(args) => {
             stop_on_signal(Arc::clone(&control));
-            let spec = cfg.spec()?;
-            let metrics = Arc::new(Metrics::new(
-                spec.aggregates.iter().map(|a| a.name.clone()).collect(),
-            ));
+            let process = Process::new(&cfg)?;
             let cluster = match (args.processes, &args.hosts) {
                 (Some(n), Some(hosts)) => {
                     let process = args.process.ok_or_else(|| {
@@ -317,7 +315,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 _ => None,
             };
             let backfill = match (&args.from, &args.to) {
-                (Some(from), Some(to)) => Some(BackfillRange::parse(from, to, &cfg.source.topics)?),
+                (Some(from), Some(to)) => Some(parse_backfill(from, to, &cfg.source.topics)?),
                 _ => None,
             };
             let is_backfill = backfill.is_some();
@@ -332,7 +330,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 serve_admin: !is_backfill,
                 ..RunOptions::default()
             };
-            let report = run(&cfg, opts, metrics)?;
+            let report = run(&cfg, opts, &process)?;
             if is_backfill {
                 println!(
                     "backfill: {} messages in the ranges ({} bad, {} late), {} read past them to complete their windows, {} final windows written, {:.1} s",
@@ -352,16 +350,14 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Replay(args) => {
             stop_on_signal(Arc::clone(&control));
-            let r = footprint::replay::run_replay(
-                &cfg,
-                args.once,
-                None,
-                &control,
-                Some(Duration::from_secs(5)),
-            )?;
+            let opts = ReplayOptions {
+                once: args.once,
+                ..ReplayOptions::default()
+            };
+            let r = footprint::replay::run_replay(&cfg, &opts, None, &control)?;
             println!(
-                "replay: {} records applied, {} undecodable skipped",
-                r.applied, r.undecodable
+                "replay: {} records applied, {} undecodable and {} refused sent to the dead-letter topic",
+                r.applied, r.undecodable, r.rejected
             );
             Ok(())
         }

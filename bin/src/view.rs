@@ -2,9 +2,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
 
-use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::events::DataflowMetrics;
 use footprint_dataflows::reference::WindowId;
 use footprint_dataflows::{MeasureValue, Output, WindowRow};
 
@@ -48,10 +47,10 @@ impl LiveTable {
     }
 
     /// Renders the screen.
-    pub fn render(&self, metrics: &Metrics, header: &str, footer: &str) -> String {
+    pub fn render(&self, metrics: &DataflowMetrics, header: &str, footer: &str) -> String {
         let mut s = String::new();
-        let wm = metrics.watermark.load(Ordering::Relaxed) as i64;
-        let max_ts = metrics.max_event_ts.load(Ordering::Relaxed);
+        let wm = metrics.watermark_ms() as i64;
+        let max_ts = metrics.max_event_ms();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -59,15 +58,11 @@ impl LiveTable {
         let _ = writeln!(
             s,
             "events in {}   bad {}   late {}   final windows {}   recent-activity updates {}",
-            metrics.events_in.load(Ordering::Relaxed),
+            metrics.events_in(),
             metrics.bad_total(),
             metrics.late_total(),
-            metrics
-                .windows_emitted
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .sum::<u64>(),
-            metrics.recent_updates.load(Ordering::Relaxed),
+            metrics.windows_emitted_total(),
+            metrics.recent_updates(),
         );
         let _ = writeln!(
             s,
@@ -76,7 +71,7 @@ impl LiveTable {
             (max_ts - wm) as f64 / 1000.0,
             (now_ms - wm) as f64 / 1000.0
         );
-        let mut aggs: Vec<&String> = metrics.aggregates.iter().collect();
+        let mut aggs: Vec<&String> = metrics.aggregates().iter().collect();
         aggs.dedup();
         for agg in aggs {
             let Some(start) = self

@@ -1,26 +1,50 @@
-//! The admin API, in-process (`warp::test`) and over real HTTP.
+//! The admin API, in-process (`warp::test`) and over real HTTP, and the
+//! metrics it serves: produced by the metrics library, in base units.
+//! (`tests/tests/metrics.rs` runs `promtool check metrics` on them.)
 
-use std::io::{Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use footprint::admin::{AdminState, filters::routes, serve};
-use footprint_dataflows::metrics::Metrics;
-use footprint_sinks::util::switch::{Mode, Switches};
+use footprint::config::Config;
+use footprint::process::Process;
+use footprint_connectors::events::{
+    ConsumerLagMeasured, KafkaClientError, OffsetsSkipped, RetryBacklogMeasured,
+};
+use footprint_connectors::offsets::{SkipReason, Skipped};
+use footprint_dataflows::BadReason;
+use footprint_dataflows::events::{EventRejected, MessagesRead, WatermarkAdvanced};
+use footprint_sinks::events::{BreakerSeen, RowsDiverted};
+use footprint_sinks::util::breaker::BreakerState;
+use footprint_sinks::util::switch::Mode;
+use footprint_telemetry::InternalEvent;
+
+/// A process with a Redis and a MySQL sink (never reached here).
+fn process() -> Arc<Process> {
+    let cfg = Config::from_layers(
+        Some(
+            "[sinks.redis]\nurl = \"redis://127.0.0.1:1\"\n[sinks.mysql]\nurl = \"mysql://root@127.0.0.1:1/none\"\n",
+        ),
+        Vec::<(String, String)>::new(),
+    )
+    .expect("config");
+    Process::new(&cfg).expect("process")
+}
 
 fn state(token: Option<&str>) -> AdminState {
     AdminState {
-        switches: Arc::new(Switches::new(["redis", "mysql"])),
-        metrics: Arc::new(Metrics::new(vec!["item_activity_1m".into()])),
+        process: process(),
         publisher: None,
         journal: None,
         token: token.map(Arc::from),
+        skipped: Arc::from([]),
     }
 }
 
 #[tokio::test]
 async fn lists_and_flips_switches() {
     let s = state(None);
+    let switches = Arc::clone(&s.process.switches);
     let api = routes(s.clone());
     let res = warp::test::request()
         .method("GET")
@@ -40,7 +64,7 @@ async fn lists_and_flips_switches() {
         .reply(&api)
         .await;
     assert_eq!(res.status(), 200, "{:?}", res.body());
-    assert_eq!(s.switches.get("mysql"), Some(Mode::Degraded));
+    assert_eq!(switches.get("mysql"), Some(Mode::Degraded));
     let health: serde_json::Value = serde_json::from_slice(
         warp::test::request()
             .path("/health")
@@ -73,7 +97,7 @@ async fn lists_and_flips_switches() {
         .await;
     assert_eq!(bad_body.status(), 400);
     assert_eq!(
-        s.switches.get("redis"),
+        switches.get("redis"),
         Some(Mode::Auto),
         "rejected requests change nothing"
     );
@@ -91,7 +115,7 @@ async fn accepts_the_body_curl_sends_with_a_form_content_type() {
         .reply(&api)
         .await;
     assert_eq!(res.status(), 200, "{:?}", res.body());
-    assert_eq!(s.switches.get("mysql"), Some(Mode::Degraded));
+    assert_eq!(s.process.switches.get("mysql"), Some(Mode::Degraded));
 }
 
 #[tokio::test]
@@ -114,23 +138,78 @@ async fn requires_the_bearer_token_when_one_is_set() {
     );
 }
 
+/// Moves every kind of metric the process has, so `/metrics` shows them all.
+fn exercise(p: &Process) {
+    MessagesRead {
+        events: 1234,
+        tail: 0,
+        max_event_ms: Some(1_767_225_661_500),
+    }
+    .emit(&p.dataflow);
+    WatermarkAdvanced {
+        watermark_ms: 1_767_225_660_000,
+    }
+    .emit(&p.dataflow);
+    for offset in 0..7 {
+        EventRejected {
+            reason: BadReason::MissingField,
+            partition: 0,
+            offset,
+            detail: "no user_id",
+        }
+        .emit(&p.dataflow);
+    }
+    RowsDiverted {
+        sink: "mysql",
+        rows: 42,
+        reason: "switch degraded",
+    }
+    .emit(&p.sinks);
+    p.switches.set("mysql", Mode::Degraded);
+    let e2e = p.sinks.end_to_end_latency("redis");
+    for ms in 1..=1000u64 {
+        e2e.record(Duration::from_millis(ms));
+    }
+    p.sinks
+        .write_latency("redis")
+        .record(Duration::from_micros(2_500));
+    BreakerSeen {
+        sink: "mysql",
+        state: BreakerState::Open,
+    }
+    .emit(&p.sinks);
+    ConsumerLagMeasured {
+        lags: &[("events".into(), 3, 120)],
+    }
+    .emit(&p.connectors);
+    RetryBacklogMeasured { records: 17 }.emit(&p.connectors);
+    OffsetsSkipped {
+        skipped: &Skipped {
+            topic: "events".into(),
+            partition: 1,
+            from: 10,
+            to: 25,
+            from_max_ts: None,
+            reason: SkipReason::SkipToLatest,
+        },
+        committed: Some(10),
+        start: 25,
+    }
+    .emit(&p.connectors);
+    KafkaClientError {
+        error: &rdkafka::error::KafkaError::MessageProduction(
+            rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
+        ),
+        reason: "test",
+    }
+    .emit(&p.connectors);
+    p.flow.rows_queued(5);
+}
+
 #[tokio::test]
 async fn status_and_metrics_report_the_counters() {
     let s = state(None);
-    s.metrics.events_in.fetch_add(1234, Ordering::Relaxed);
-    s.metrics.events_bad[footprint_dataflows::BadReason::MissingField.index()]
-        .fetch_add(7, Ordering::Relaxed);
-    Metrics::add_sink(&s.metrics.sink_diverted, "mysql", 42);
-    s.switches.set("mysql", Mode::Degraded);
-    for ms in 1..=1000u64 {
-        s.metrics.end_to_end_ms.record("redis", ms);
-    }
-    s.metrics.sink_write_us.record("redis", 2_500);
-    Metrics::set_sink(&s.metrics.sink_breaker_state, "mysql", 2);
-    if let Ok(mut lag) = s.metrics.consumer_lag.lock() {
-        lag.push(("events".into(), 3, 120));
-    }
-    s.metrics.retry_backlog.store(17, Ordering::Relaxed);
+    exercise(&s.process);
     let api = routes(s.clone());
 
     let status: serde_json::Value = serde_json::from_slice(
@@ -142,11 +221,20 @@ async fn status_and_metrics_report_the_counters() {
     )
     .expect("json");
     assert_eq!(status["events_in"], 1234);
+    assert_eq!(status["events_bad"], 7);
     assert_eq!(status["diverted"]["mysql"], 42);
     assert_eq!(status["switches"]["mysql"], "degraded");
+    assert_eq!(status["watermark_delay_ms"], 1500);
 
     let res = warp::test::request().path("/metrics").reply(&api).await;
     assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|c| c.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        res.headers()
+    );
     let text = String::from_utf8(res.body().to_vec()).expect("utf8");
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
@@ -162,35 +250,37 @@ async fn status_and_metrics_report_the_counters() {
                 _ => f64::NAN,
             })
     };
-    assert_eq!(value("footprint_events_in_total", None), Some(1234.0));
-    assert_eq!(
-        value(
+    for (name, label, want) in [
+        ("footprint_events_in_total", None, 1234.0),
+        (
             "footprint_events_bad_total",
-            Some(("reason", "missing_field"))
+            Some(("reason", "missing_field")),
+            7.0,
         ),
-        Some(7.0)
-    );
-    assert_eq!(
-        value("footprint_sink_diverted_total", Some(("sink", "mysql"))),
-        Some(42.0)
-    );
-    assert_eq!(
-        value("footprint_sink_degraded", Some(("sink", "mysql"))),
-        Some(1.0)
-    );
-    assert_eq!(
-        value("footprint_sink_degraded", Some(("sink", "redis"))),
-        Some(0.0)
-    );
-    assert_eq!(
-        value("footprint_sink_breaker_state", Some(("sink", "mysql"))),
-        Some(2.0)
-    );
-    assert_eq!(
-        value("footprint_consumer_lag_messages", Some(("partition", "3"))),
-        Some(120.0)
-    );
-    assert_eq!(value("footprint_retry_backlog_records", None), Some(17.0));
+        (
+            "footprint_sink_diverted_total",
+            Some(("sink", "mysql")),
+            42.0,
+        ),
+        ("footprint_sink_degraded", Some(("sink", "mysql")), 1.0),
+        ("footprint_sink_degraded", Some(("sink", "redis")), 0.0),
+        ("footprint_sink_breaker_state", Some(("sink", "mysql")), 2.0),
+        (
+            "footprint_consumer_lag_messages",
+            Some(("partition", "3")),
+            120.0,
+        ),
+        ("footprint_retry_backlog_records", None, 17.0),
+        ("footprint_sink_rows_waiting", None, 5.0),
+        ("footprint_watermark_delay_seconds", None, 1.5),
+        (
+            "footprint_offsets_skipped_total",
+            Some(("reason", "skip_to_latest")),
+            15.0,
+        ),
+    ] {
+        assert_eq!(value(name, label), Some(want), "{name} {label:?}");
+    }
     let e2e = scrape
         .samples
         .iter()
@@ -198,49 +288,49 @@ async fn status_and_metrics_report_the_counters() {
             s.metric == "footprint_end_to_end_latency_seconds"
                 && s.labels.get("sink") == Some("redis")
         })
-        .expect("end-to-end summary");
-    let prometheus_parse::Value::Summary(quantiles) = &e2e.value else {
-        panic!("not a summary: {:?}", e2e.value)
+        .expect("end-to-end histogram");
+    let prometheus_parse::Value::Histogram(buckets) = &e2e.value else {
+        panic!("not a histogram: {:?}", e2e.value)
     };
-    let q = |want: f64| {
-        quantiles
+    let le = |bound: f64| {
+        buckets
             .iter()
-            .find(|q| (q.quantile - want).abs() < 1e-9)
-            .map(|q| q.count)
+            .find(|b| (b.less_than - bound).abs() < 1e-9)
+            .map(|b| b.count)
     };
-    assert!(
-        (q(0.5).expect("p50") - 0.5).abs() < 0.01,
-        "p50 of 1..1000 ms is about 0.5 s"
-    );
-    assert!((q(0.99).expect("p99") - 0.99).abs() < 0.01);
-    assert!(q(0.999).expect("p999") > 0.99);
+    assert_eq!(le(0.1), Some(100.0), "100 of 1..1000 ms are at most 0.1 s");
+    assert_eq!(le(0.5), Some(500.0));
+    assert_eq!(le(1.0), Some(1000.0));
 }
 
-fn http(addr: std::net::SocketAddr, request: &str) -> String {
-    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
-    conn.write_all(request.as_bytes()).expect("send");
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).expect("read");
-    answer
+fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    req.call().expect("request").status().as_u16()
 }
 
 #[test]
 fn serves_over_real_http_and_rejects_requests_without_the_token() {
     let s = state(Some("tok"));
     let server = serve("127.0.0.1:0".parse().expect("addr"), s.clone()).expect("serve");
-    let no_token = http(
-        server.addr,
-        "GET /switches HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    assert!(no_token.starts_with("HTTP/1.1 401"), "{no_token}");
-    let body = r#"{"mode":"degraded"}"#;
-    let put = http(
-        server.addr,
-        &format!(
-            "PUT /switches/redis HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    );
-    assert!(put.starts_with("HTTP/1.1 200"), "{put}");
-    assert_eq!(s.switches.get("redis"), Some(Mode::Degraded));
+    assert_eq!(get(server.addr, "/switches", None), 401);
+    assert_eq!(get(server.addr, "/switches", Some("nope")), 401);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let put = agent
+        .put(format!("http://{}/switches/redis", server.addr))
+        .header("authorization", "Bearer tok")
+        .send_json(serde_json::json!({"mode": "degraded"}))
+        .expect("request");
+    assert_eq!(put.status().as_u16(), 200);
+    assert_eq!(s.process.switches.get("redis"), Some(Mode::Degraded));
+    assert_eq!(get(server.addr, "/metrics", Some("tok")), 200);
 }

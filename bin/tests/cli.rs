@@ -67,6 +67,31 @@ fn the_embedded_defaults_are_valid() {
     );
 }
 
+#[test]
+fn check_config_prints_a_pipeline_without_recent_activity_when_it_is_turned_off() {
+    let on = footprint(&["check-config"]);
+    assert!(
+        String::from_utf8_lossy(&on.stdout).contains("recent activity on"),
+        "the defaults keep recent activity"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("no-recent.toml");
+    std::fs::write(&path, "[recent]\nenabled = false\n").expect("write config");
+    let out = footprint(&[
+        "--config",
+        path.to_str().expect("utf8 path"),
+        "check-config",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("recent activity off"), "{stdout}");
+    assert!(stdout.contains("item_activity_1m"), "{stdout}");
+}
+
 /// `footprint bench --mode engine` measures every workload at each worker
 /// count over the whole clickstream, prints the table and writes the JSON.
 #[test]

@@ -18,25 +18,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::ConnectorError;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::ConnectorError;
+use crate::admin::Admin;
 use crate::client::{FootprintConsumer, KafkaSettings};
 use crate::compacted;
-use crate::positions::Skipped;
+use crate::offsets::{Saved, Skipped, checkpoint_metadata};
 use crate::producer::EventProducer;
-
-/// One partition's checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Saved {
-    /// The first offset a restart reads.
-    pub offset: i64,
-    /// The partition's largest event time before `offset`.
-    pub max_ts: Option<i64>,
-}
 
 fn key(group: &str, topic: &str, partition: i32) -> String {
     format!("{group}/{topic}/{partition}")
@@ -63,8 +53,10 @@ impl CheckpointWriter {
     /// until the broker has acknowledged them.
     pub fn save(&self, points: &[(&str, i32, Saved)]) -> Result<(), ConnectorError> {
         for (topic, partition, saved) in points {
-            let value = serde_json::to_vec(saved)
-                .map_err(|e| ConnectorError::Request(format!("encode checkpoint: {e}")))?;
+            let value = serde_json::to_vec(saved).map_err(|source| ConnectorError::Encode {
+                what: "checkpoint",
+                source,
+            })?;
             self.producer.send(
                 &self.topic,
                 0,
@@ -77,11 +69,13 @@ impl CheckpointWriter {
 }
 
 impl CheckpointWriter {
-    /// Records a skipped range (see [`crate::positions`]) and waits for the
+    /// Records a skipped range (see [`crate::start`]) and waits for the
     /// broker's acknowledgement.
     pub fn save_skipped(&self, skipped: &Skipped) -> Result<(), ConnectorError> {
-        let value = serde_json::to_vec(skipped)
-            .map_err(|e| ConnectorError::Request(format!("encode skipped range: {e}")))?;
+        let value = serde_json::to_vec(skipped).map_err(|source| ConnectorError::Encode {
+            what: "skipped range",
+            source,
+        })?;
         let key = format!(
             "{}/skipped/{}",
             key(&self.group, &skipped.topic, skipped.partition),
@@ -94,7 +88,7 @@ impl CheckpointWriter {
 
 /// Commits `points` ((topic, partition, checkpoint) triples) to the
 /// consumer group of `consumer`, each with the partition's largest event
-/// time in the commit's metadata (see [`crate::reader::checkpoint_metadata`]).
+/// time in the commit's metadata (see [`checkpoint_metadata`]).
 pub fn commit_group(
     consumer: &FootprintConsumer,
     points: &[(&str, i32, Saved)],
@@ -102,14 +96,14 @@ pub fn commit_group(
     let mut tpl = TopicPartitionList::new();
     for (topic, partition, saved) in points {
         tpl.add_partition_offset(topic, *partition, Offset::Offset(saved.offset))
-            .map_err(|e| ConnectorError::Request(e.to_string()))?;
+            .map_err(ConnectorError::kafka(format!("{topic}/{partition}")))?;
         if let Some(mut elem) = tpl.find_partition(topic, *partition) {
-            elem.set_metadata(crate::reader::checkpoint_metadata(saved.max_ts));
+            elem.set_metadata(checkpoint_metadata(saved.max_ts));
         }
     }
     consumer
         .commit(&tpl, CommitMode::Sync)
-        .map_err(|e| ConnectorError::Request(format!("commit offsets: {e}")))
+        .map_err(ConnectorError::kafka("commit offsets"))
 }
 
 /// Records new resume points at once, in the checkpoint topic and in the
@@ -135,31 +129,18 @@ pub struct Loaded {
     pub skipped: Vec<Skipped>,
 }
 
-/// Reads the latest checkpoint of every partition of `group` from `topic`
+/// Reads the checkpoints and the skipped ranges of `group` from `topic`
 /// (read to its end). An absent topic holds none.
-pub fn load(
-    settings: &KafkaSettings,
-    topic: &str,
-    group: &str,
-) -> Result<HashMap<(String, i32), Saved>, ConnectorError> {
-    Ok(load_all(settings, topic, group)?.points)
-}
-
-/// Reads the checkpoints and the skipped ranges of `group` from `topic`.
-pub fn load_all(
-    settings: &KafkaSettings,
-    topic: &str,
-    group: &str,
-) -> Result<Loaded, ConnectorError> {
+pub fn load(admin: &Admin, topic: &str, group: &str) -> Result<Loaded, ConnectorError> {
     let mut out = Loaded::default();
-    if crate::admin::partitions(settings, topic)?.is_none() {
+    if admin.partitions(topic)?.is_none() {
         return Ok(out);
     }
     let prefix = format!("{group}/");
     let mut skipped: HashMap<String, Skipped> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     compacted::read_to_end(
-        settings,
+        admin,
         topic,
         "footprint-checkpoints",
         &[],

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use footprint_dataflows::source::ReadAhead;
+use footprint_telemetry::InternalEvent;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
@@ -12,22 +13,33 @@ use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 
 use crate::ConnectorError;
+use crate::events::{ConnectorMetrics, KafkaClientError};
 
-/// The context of Footprint's consumers: librdkafka reports every error
+/// The context of Footprint's clients: librdkafka reports every error
 /// event, partition EOF included, as a "global error"; rdkafka's default
 /// logs them all at ERROR. Reaching the end of a partition is routine (the
 /// readers ask for it), so it is logged at DEBUG; other client errors are
-/// retried by librdkafka itself and are logged at WARN. Data at risk is
-/// reported where it is at risk.
+/// retried by librdkafka itself, and are counted and logged at WARN through
+/// a throttle ([`KafkaClientError`]). Data at risk is reported where it is
+/// at risk.
 ///
 /// With `statistics.interval.ms` set, it also keeps what librdkafka holds
 /// in the consumer's fetch queues ([`FetchQueues`]).
 #[derive(Debug, Clone, Default)]
 pub struct FootprintContext {
     fetch_queues: Arc<FetchQueues>,
+    metrics: Arc<ConnectorMetrics>,
 }
 
 impl FootprintContext {
+    /// A context that reports to `metrics`.
+    pub fn new(metrics: Arc<ConnectorMetrics>) -> Self {
+        FootprintContext {
+            fetch_queues: Arc::default(),
+            metrics,
+        }
+    }
+
     /// What the consumer read ahead, as of its last statistics.
     pub fn fetch_queues(&self) -> &FetchQueues {
         &self.fetch_queues
@@ -81,7 +93,11 @@ impl ClientContext for FootprintContext {
         {
             tracing::debug!(%error, reason, "librdkafka");
         } else {
-            tracing::warn!(%error, reason, "librdkafka client error");
+            KafkaClientError {
+                error: &error,
+                reason,
+            }
+            .emit(&self.metrics);
         }
     }
 }
@@ -91,22 +107,45 @@ impl ConsumerContext for FootprintContext {}
 /// The consumers Footprint creates.
 pub type FootprintConsumer = BaseConsumer<FootprintContext>;
 
-/// Where Kafka is and how to talk to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where Kafka is and how to talk to it, and where its clients report.
+#[derive(Debug, Clone)]
 pub struct KafkaSettings {
     /// Bootstrap servers, `host:port[,host:port…]`.
     pub brokers: String,
     /// Extra librdkafka properties (security, timeouts, …), applied last.
     pub properties: BTreeMap<String, String>,
+    /// Where the clients made from these settings report.
+    pub metrics: Arc<ConnectorMetrics>,
 }
 
+impl PartialEq for KafkaSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.brokers == other.brokers && self.properties == other.properties
+    }
+}
+
+impl Eq for KafkaSettings {}
+
 impl KafkaSettings {
-    /// Settings for `brokers` with no extra properties.
+    /// Settings for `brokers` with no extra properties, whose clients report
+    /// to metrics of their own.
     pub fn new(brokers: impl Into<String>) -> Self {
         KafkaSettings {
             brokers: brokers.into(),
             properties: BTreeMap::new(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The same settings, reporting to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<ConnectorMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// A client context that reports to these settings' metrics.
+    pub fn context(&self) -> FootprintContext {
+        FootprintContext::new(Arc::clone(&self.metrics))
     }
 
     /// A consumer in `group_id` that commits only when told to and reports
@@ -123,8 +162,8 @@ impl KafkaSettings {
         let mut config = self.client_config(&defaults);
         config.set("enable.partition.eof", "true");
         config
-            .create_with_context(FootprintContext::default())
-            .map_err(|e| ConnectorError::Config(e.to_string()))
+            .create_with_context(self.context())
+            .map_err(ConnectorError::Config)
     }
 
     /// A client config with the bootstrap servers, `defaults`, and then the

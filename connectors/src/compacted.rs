@@ -6,72 +6,30 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::Consumer;
+use rdkafka::Offset;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::ConnectorError;
-use crate::admin;
-use crate::client::{FootprintConsumer, KafkaSettings};
-
-/// Creates `topic` (one partition, compacted) unless it exists.
-pub async fn ensure(settings: &KafkaSettings, topic: &str) -> Result<(), ConnectorError> {
-    if admin::partitions(settings, topic)?.is_some() {
-        return Ok(());
-    }
-    let client: AdminClient<DefaultClientContext> = settings
-        .client_config(&[])
-        .create()
-        .map_err(|e| ConnectorError::Config(e.to_string()))?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let compacted =
-        NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
-    let created = client.create_topics([&compacted], &opts).await;
-    if !matches!(created.as_deref(), Ok([Ok(_)])) {
-        // Brokers that refuse the topic config still get a topic; the latest
-        // record per key wins either way.
-        let plain = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
-        let _ = client.create_topics([&plain], &opts).await;
-    }
-    for _ in 0..50 {
-        if admin::partitions(settings, topic)?.is_some() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(ConnectorError::Request(format!(
-        "topic {topic} did not appear"
-    )))
-}
+use crate::admin::Admin;
+use crate::client::FootprintConsumer;
 
 /// Reads every partition of `topic` from its beginning to its end, calling
 /// `apply(key, value)` on each record in order, and returns the consumer
 /// (in `group`, with `extra` properties), positioned at the end, for a
 /// caller that keeps following the topic. Fails when the topic is missing,
-/// or when it could not be read to its end within `timeout`.
+/// or when it could not be read to its end within `timeout`. (Create the
+/// topic with [`Admin::ensure_compacted`].)
 pub fn read_to_end(
-    settings: &KafkaSettings,
+    admin: &Admin,
     topic: &str,
     group: &str,
     extra: &[(&str, &str)],
     timeout: Duration,
     mut apply: impl FnMut(&[u8], &[u8]),
 ) -> Result<FootprintConsumer, ConnectorError> {
-    let consumer = settings.consumer(group, extra)?;
-    let parts = admin::partitions(settings, topic)?
-        .ok_or_else(|| ConnectorError::MissingTopic(topic.to_owned()))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in &parts {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)
-            .map_err(|e| ConnectorError::Request(e.to_string()))?;
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| ConnectorError::Request(e.to_string()))?;
-    let mut open = parts;
+    let settings = admin.settings();
+    let (consumer, mut open) = admin.assigned(group, extra, topic, Offset::Beginning)?;
     let deadline = Instant::now() + timeout;
     while !open.is_empty() {
         if Instant::now() > deadline {

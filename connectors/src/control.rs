@@ -19,6 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::ConnectorError;
+use crate::admin::Admin;
 use crate::client::KafkaSettings;
 use crate::compacted;
 
@@ -41,7 +42,7 @@ impl ControlPublisher {
                 ("message.timeout.ms", "10000"),
             ])
             .create()
-            .map_err(|e| ConnectorError::Config(e.to_string()))?;
+            .map_err(ConnectorError::Config)?;
         Ok(ControlPublisher {
             producer,
             topic: topic.to_owned(),
@@ -57,8 +58,9 @@ impl ControlPublisher {
             .send(record, Duration::from_secs(10))
             .await
             .map(|_| ())
-            .map_err(|(e, _)| {
-                ConnectorError::Request(format!("publish {sink}={mode} to {}: {e}", self.topic))
+            .map_err(|(e, _)| ConnectorError::Kafka {
+                what: format!("publish {sink}={mode} to {}", self.topic),
+                source: e,
             })
     }
 }
@@ -83,13 +85,13 @@ fn apply(switches: &Switches, key: &[u8], value: &[u8]) {
 /// persisted modes when this returns), then keeps applying changes on a
 /// thread until `stop` is set.
 pub fn follow(
-    settings: &KafkaSettings,
+    admin: &Admin,
     topic: &str,
     switches: Arc<Switches>,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, ConnectorError> {
     let consumer = compacted::read_to_end(
-        settings,
+        admin,
         topic,
         "footprint-control",
         &[("fetch.wait.max.ms", "50")],
@@ -111,6 +113,9 @@ pub fn follow(
                 }
             }
         })
-        .map_err(|e| ConnectorError::Request(format!("start the control-topic thread: {e}")))?;
+        .map_err(|source| ConnectorError::Thread {
+            what: "control-topic",
+            source,
+        })?;
     Ok(handle)
 }

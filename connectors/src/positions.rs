@@ -1,4 +1,6 @@
-//! Where each source partition starts reading, and what is skipped (`docs/design.md#offsets-and-recovery`).
+//! The start policy: where each source partition starts reading, and what
+//! is skipped (`docs/design.md#offsets-and-recovery`). [`crate::start`]
+//! applies it to every source partition.
 //!
 //! [`start_at`] is the policy, a pure function of the partition's bounds and
 //! its checkpoint:
@@ -32,11 +34,10 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
 
 use crate::ConnectorError;
-use crate::checkpoints::Saved;
 use crate::client::KafkaSettings;
+use crate::offsets::{Saved, SkipReason};
 use crate::reader::{KafkaReader, PartitionRange};
 
 /// How a run chooses where partitions start.
@@ -50,75 +51,6 @@ pub enum StartMode {
     Latest,
     /// From the end, reporting what lies between the checkpoint and the end as skipped.
     SkipToLatest,
-}
-
-/// Why a range of offsets is not read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SkipReason {
-    /// An operator asked for fresh data first (`--skip-to-latest`).
-    SkipToLatest,
-    /// The checkpoint was past the partition's end (topic recreated).
-    PastEnd,
-    /// The checkpoint was before the partition's first offset (deleted by retention).
-    BeforeStart,
-}
-
-impl SkipReason {
-    /// Every reason, in metric label order.
-    pub const ALL: [SkipReason; 3] = [
-        SkipReason::SkipToLatest,
-        SkipReason::PastEnd,
-        SkipReason::BeforeStart,
-    ];
-
-    /// Label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::SkipToLatest => "skip_to_latest",
-            SkipReason::PastEnd => "past_end",
-            SkipReason::BeforeStart => "before_start",
-        }
-    }
-
-    /// Index into [`SkipReason::ALL`].
-    pub fn index(self) -> usize {
-        match self {
-            SkipReason::SkipToLatest => 0,
-            SkipReason::PastEnd => 1,
-            SkipReason::BeforeStart => 2,
-        }
-    }
-}
-
-/// A range of one partition's offsets that a run does not read, `[from, to)`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Skipped {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// First offset not read.
-    pub from: i64,
-    /// First offset read again.
-    pub to: i64,
-    /// The partition's largest event time before `from`, when known: what a
-    /// backfill of this range seeds its watermark with.
-    pub from_max_ts: Option<i64>,
-    /// Why.
-    pub reason: SkipReason,
-}
-
-impl Skipped {
-    /// How many offsets the range holds.
-    pub fn len(&self) -> i64 {
-        (self.to - self.from).max(0)
-    }
-
-    /// Whether the range is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Where the watermark of a partition starts.
@@ -209,10 +141,10 @@ pub fn true_end(
     let consumer = settings.consumer("footprint-positions", &[("auto.offset.reset", "latest")])?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset((reported - 1).max(0)))
-        .map_err(|e| ConnectorError::Request(e.to_string()))?;
+        .map_err(ConnectorError::kafka(format!("{topic}/{partition}")))?;
     consumer
         .assign(&tpl)
-        .map_err(|e| ConnectorError::Request(format!("assign {topic}/{partition}: {e}")))?;
+        .map_err(ConnectorError::kafka(format!("assign {topic}/{partition}")))?;
     let mut end = reported;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -220,9 +152,10 @@ pub fn true_end(
             Some(Ok(m)) => end = end.max(m.offset() + 1),
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok(end),
             Some(Err(e)) => {
-                return Err(ConnectorError::Request(format!(
-                    "reading the end of {topic}/{partition}: {e}"
-                )));
+                return Err(ConnectorError::Kafka {
+                    what: format!("reading the end of {topic}/{partition}"),
+                    source: e,
+                });
             }
             None if Instant::now() > deadline => {
                 return Err(ConnectorError::Unreachable {

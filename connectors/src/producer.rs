@@ -29,7 +29,7 @@ impl EventProducer {
                 ("message.timeout.ms", "120000"),
             ])
             .create()
-            .map_err(|e| ConnectorError::Config(e.to_string()))?;
+            .map_err(ConnectorError::Config)?;
         Ok(EventProducer { producer })
     }
 
@@ -53,9 +53,10 @@ impl EventProducer {
                     self.producer.poll(Duration::from_millis(5));
                 }
                 Err((e, _)) => {
-                    return Err(ConnectorError::Request(format!(
-                        "produce to {topic}/{partition}: {e}"
-                    )));
+                    return Err(ConnectorError::Kafka {
+                        what: format!("produce to {topic}/{partition}"),
+                        source: e,
+                    });
                 }
             }
         }
@@ -65,12 +66,13 @@ impl EventProducer {
     pub fn flush(&self, timeout: Duration) -> Result<(), ConnectorError> {
         self.producer
             .flush(timeout)
-            .map_err(|e| ConnectorError::Request(format!("flush: {e}")))?;
+            .map_err(ConnectorError::kafka("flush"))?;
         let left = self.producer.in_flight_count();
         if left > 0 {
-            return Err(ConnectorError::Request(format!(
-                "{left} messages were not acknowledged"
-            )));
+            return Err(ConnectorError::Unacknowledged {
+                what: "produce".into(),
+                left: usize::try_from(left).unwrap_or(usize::MAX),
+            });
         }
         Ok(())
     }

@@ -18,8 +18,9 @@ use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::ConnectorError;
-use crate::checkpoints::{CheckpointWriter, Saved, commit_group};
+use crate::checkpoints::{CheckpointWriter, commit_group};
 use crate::client::{FootprintConsumer, FootprintContext, KafkaSettings};
+use crate::offsets::Saved;
 use crate::side::{Forward, SideOutputs};
 
 /// Where one partition is read from, and where it stops.
@@ -154,17 +155,23 @@ impl KafkaReader {
         let mut tpl = TopicPartitionList::new();
         for r in &ranges {
             tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from))
-                .map_err(|e| ConnectorError::Request(e.to_string()))?;
+                .map_err(ConnectorError::kafka(format!(
+                    "{}/{}",
+                    r.topic, r.partition
+                )))?;
         }
         consumer
             .assign(&tpl)
-            .map_err(|e| ConnectorError::Request(format!("assign partitions: {e}")))?;
+            .map_err(ConnectorError::kafka("assign partitions"))?;
         let mut queues = Vec::with_capacity(ranges.len());
         for r in &ranges {
             let q = consumer
                 .split_partition_queue(&r.topic, r.partition)
-                .ok_or_else(|| {
-                    ConnectorError::Request(format!("no queue for {}/{}", r.topic, r.partition))
+                .ok_or_else(|| ConnectorError::Kafka {
+                    what: format!("a queue of its own for {}/{}", r.topic, r.partition),
+                    source: rdkafka::error::KafkaError::Subscription(
+                        "the partition is not assigned".into(),
+                    ),
                 })?;
             queues.push(q);
         }
@@ -207,6 +214,8 @@ impl KafkaReader {
 }
 
 impl PartitionReader for KafkaReader {
+    type Error = ConnectorError;
+
     fn partitions(&self) -> usize {
         self.ranges.len()
     }
@@ -325,12 +334,11 @@ impl PartitionReader for KafkaReader {
     /// Delivers the dead-letter and late records first (they are results of
     /// the messages being committed), then commits each offset with the
     /// partition's largest event time before it as the commit's metadata.
-    fn commit(&mut self, points: &[Checkpoint]) -> Result<(), String> {
+    fn commit(&mut self, points: &[Checkpoint]) -> Result<(), ConnectorError> {
         let Some(side) = &self.side else {
             return Ok(());
         };
-        side.flush(Duration::from_secs(10))
-            .map_err(|e| e.to_string())?;
+        side.flush(Duration::from_secs(10))?;
         if self.ranges.iter().any(|r| r.tail) {
             // A backfill moves no consumer group: only the side records are delivered.
             return Ok(());
@@ -347,11 +355,11 @@ impl PartitionReader for KafkaReader {
             })
             .collect();
         if let Some(writer) = &self.checkpoints {
-            writer.save(&saved).map_err(|e| e.to_string())?;
+            writer.save(&saved)?;
             footprint_dataflows::crashpoint::reached("commit.between");
         }
         tracing::debug!(?points, "committing source offsets");
-        commit_group(&self.consumer, &saved).map_err(|e| e.to_string())
+        commit_group(&self.consumer, &saved)
     }
 
     /// Pauses every partition in librdkafka, which drops what it read ahead
@@ -497,32 +505,5 @@ fn rewind(
             *starting = None;
             false
         }
-    }
-}
-
-const MAX_TS_KEY: &str = "footprint.max_ts=";
-
-/// The metadata committed with an offset: the partition's largest event time
-/// before it, which a restart needs to give every message its old stamp.
-pub fn checkpoint_metadata(max_ts: Option<i64>) -> String {
-    max_ts.map_or_else(String::new, |ts| format!("{MAX_TS_KEY}{ts}"))
-}
-
-/// Reads [`checkpoint_metadata`] back; `None` when absent or written by
-/// another tool.
-pub fn parse_checkpoint_metadata(metadata: &str) -> Option<i64> {
-    metadata.strip_prefix(MAX_TS_KEY)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checkpoint_metadata_round_trips_and_ignores_foreign_text() {
-        for ts in [None, Some(0), Some(1_767_225_600_123), Some(-5)] {
-            assert_eq!(parse_checkpoint_metadata(&checkpoint_metadata(ts)), ts);
-        }
-        assert_eq!(parse_checkpoint_metadata("written by something else"), None);
     }
 }

@@ -17,13 +17,20 @@ use footprint_dataflows::Output;
 use footprint_dataflows::key::GroupKey;
 use footprint_sinks::SinkError;
 use footprint_sinks::util::guard::{Diversion, Divert};
+use footprint_telemetry::InternalEvent;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 
 use crate::ConnectorError;
-use crate::client::KafkaSettings;
+use crate::client::{FootprintContext, KafkaSettings};
+use crate::events::{
+    ConnectorMetrics, JournalResent, ProducerRenewed, RecordsJournaled, RetryTopicRefused,
+};
 use crate::journal::Journal;
+
+/// The retry topic's producer.
+type Producer_ = FutureProducer<FootprintContext>;
 
 /// The default retry topic.
 pub const RETRY_TOPIC: &str = "footprint.retry";
@@ -102,11 +109,14 @@ pub fn identity(row: &Output) -> String {
 /// Diverts rows to the retry topic, with the journal as the fallback.
 pub struct RetryTopic {
     /// Replaced when it fails for good (see `renew_if_failed`).
-    producer: Mutex<Arc<FutureProducer>>,
+    producer: Mutex<Arc<Producer_>>,
     /// What a new producer is made from.
     config: ClientConfig,
+    settings: KafkaSettings,
+    metrics: Arc<ConnectorMetrics>,
     topic: String,
     journal: Mutex<Journal>,
+    journal_path: std::path::PathBuf,
     journal_records: std::sync::atomic::AtomicUsize,
     ack_timeout: Duration,
 }
@@ -127,23 +137,34 @@ impl RetryTopic {
             ("message.timeout.ms", timeout_ms.as_str()),
         ]);
         let producer = config
-            .create()
-            .map_err(|e| ConnectorError::Config(e.to_string()))?;
-        let journal = Journal::open(journal_path).map_err(|e| {
-            ConnectorError::Config(format!("journal {}: {e}", journal_path.display()))
+            .create_with_context(settings.context())
+            .map_err(ConnectorError::Config)?;
+        let journal = Journal::open(journal_path).map_err(|source| ConnectorError::Io {
+            what: "open the journal",
+            path: journal_path.to_owned(),
+            source,
         })?;
         let journal_records = std::sync::atomic::AtomicUsize::new(journal.len());
+        let metrics = Arc::clone(&settings.metrics);
+        JournalResent {
+            records: 0,
+            journal: journal.len(),
+        }
+        .emit(&metrics);
         Ok(RetryTopic {
             producer: Mutex::new(Arc::new(producer)),
             config,
+            settings: settings.clone(),
+            metrics,
             topic: topic.to_owned(),
             journal: Mutex::new(journal),
+            journal_path: journal_path.to_owned(),
             journal_records,
             ack_timeout,
         })
     }
 
-    fn producer(&self) -> Arc<FutureProducer> {
+    fn producer(&self) -> Arc<Producer_> {
         Arc::clone(
             &self
                 .producer
@@ -158,7 +179,7 @@ impl RetryTopic {
     /// by a new one. The records it refused stay in the journal and are
     /// resent; a record sent twice is harmless, as replay applies the
     /// version rule.
-    fn renew_if_failed(&self, producer: &FutureProducer, fenced: bool) {
+    fn renew_if_failed(&self, producer: &Producer_, fenced: bool) {
         let (code, reason) = match producer.client().fatal_error() {
             Some((code, reason)) => (code, reason),
             None if fenced => (
@@ -167,14 +188,16 @@ impl RetryTopic {
             ),
             None => return,
         };
-        match self.config.create::<FutureProducer>() {
+        match self
+            .config
+            .create_with_context::<_, Producer_>(self.settings.context())
+        {
             Ok(fresh) => {
-                tracing::warn!(
-                    topic = %self.topic,
-                    error = ?code,
-                    %reason,
-                    "the retry topic's producer failed for good; starting a new one"
-                );
+                ProducerRenewed {
+                    producer: "retry",
+                    reason: &format!("{code:?}: {reason}"),
+                }
+                .emit(&self.metrics);
                 *self
                     .producer
                     .lock()
@@ -244,12 +267,12 @@ impl RetryTopic {
             }
         }
         if let Some(error) = first_error {
-            tracing::warn!(
-                topic = %self.topic,
-                records = failed.len(),
-                %error,
-                "the retry topic refused records"
-            );
+            RetryTopicRefused {
+                topic: &self.topic,
+                records: failed.len(),
+                error: &error,
+            }
+            .emit(&self.metrics);
             self.renew_if_failed(&producer, fenced);
         }
         failed
@@ -264,9 +287,14 @@ impl RetryTopic {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         };
-        let snapshot = lock()
-            .read_all()
-            .map_err(|e| ConnectorError::Request(format!("read journal: {e}")))?;
+        let io = |what| {
+            move |source| ConnectorError::Io {
+                what,
+                path: self.journal_path.clone(),
+                source,
+            }
+        };
+        let snapshot = lock().read_all().map_err(io("read the journal"))?;
         if snapshot.is_empty() {
             return Ok(0);
         }
@@ -275,9 +303,7 @@ impl RetryTopic {
         let taken = n - failed.len();
         let mut journal = lock();
         // Records appended while we produced follow the snapshot's.
-        let now = journal
-            .read_all()
-            .map_err(|e| ConnectorError::Request(format!("read journal: {e}")))?;
+        let now = journal.read_all().map_err(io("read the journal"))?;
         let mut keep = failed;
         keep.extend(now.into_iter().skip(n));
         let result = if keep.is_empty() {
@@ -285,20 +311,21 @@ impl RetryTopic {
         } else {
             journal.rewrite(&keep)
         };
-        result.map_err(|e| ConnectorError::Request(format!("rewrite journal: {e}")))?;
+        result.map_err(io("rewrite the journal"))?;
+        let left = journal.len();
         self.journal_records
-            .store(journal.len(), std::sync::atomic::Ordering::SeqCst);
-        if taken > 0 {
-            tracing::info!(
-                records = taken,
-                "resent journaled records to the retry topic"
-            );
+            .store(left, std::sync::atomic::Ordering::SeqCst);
+        drop(journal);
+        JournalResent {
+            records: taken,
+            journal: left,
         }
+        .emit(&self.metrics);
         if taken < n {
-            return Err(ConnectorError::Request(format!(
-                "{} of {n} journal records still not accepted by the retry topic",
-                n - taken
-            )));
+            return Err(ConnectorError::Unacknowledged {
+                what: format!("resend the journal to {}", self.topic),
+                left: n - taken,
+            });
         }
         Ok(taken)
     }
@@ -333,11 +360,12 @@ impl Divert for RetryTopic {
             })?;
         self.journal_records
             .store(journal.len(), std::sync::atomic::Ordering::SeqCst);
-        tracing::warn!(
-            sink = why.sink,
-            records = n,
-            "the retry topic did not take these records; they are in the journal"
-        );
+        RecordsJournaled {
+            sink: why.sink,
+            records: n,
+            journal: journal.len(),
+        }
+        .emit(&self.metrics);
         Ok(())
     }
 }

@@ -5,15 +5,15 @@
 //! with headers that say why: `footprint.reason` and `footprint.error` for bad
 //! input, `footprint.late` (`aggregate:windows,…`) and `footprint.watermark`
 //! for late events, and `footprint.source` (`topic/partition/offset`) on both.
-//! A record that cannot be produced is counted and logged at ERROR.
+//! A record that cannot be produced is reported ([`SideRecordFailed`]:
+//! counted, and logged at ERROR).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use footprint_dataflows::BadInput;
-use footprint_dataflows::metrics::Metrics;
 use footprint_dataflows::route::Late;
+use footprint_telemetry::InternalEvent;
 use rdkafka::ClientContext;
 use rdkafka::Message as _;
 use rdkafka::error::KafkaError;
@@ -22,29 +22,36 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::ConnectorError;
-use crate::client::KafkaSettings;
+use crate::client::{FootprintContext, KafkaSettings};
+use crate::events::{ConnectorMetrics, SideRecordFailed};
 
 /// Suffix of dead-letter topics.
 pub const DLQ_SUFFIX: &str = ".dlq";
 /// Suffix of late-event topics.
 pub const LATE_SUFFIX: &str = ".late";
 
-/// Counts and logs side records that Kafka did not accept.
+/// Reports side records that Kafka did not accept, and client errors.
 pub struct SideContext {
-    metrics: Arc<Metrics>,
+    client: FootprintContext,
+    metrics: Arc<ConnectorMetrics>,
 }
 
-impl ClientContext for SideContext {}
+impl ClientContext for SideContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.client.error(error, reason);
+    }
+}
 
 impl ProducerContext for SideContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((err, msg)) = result {
-            self.metrics
-                .side_output_failures
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::error!(topic = msg.topic(), error = %err, "a dead-letter or late record was not accepted by Kafka");
+            SideRecordFailed {
+                topic: msg.topic(),
+                error: err,
+            }
+            .emit(&self.metrics);
         }
     }
 }
@@ -68,22 +75,24 @@ pub struct Forward<'a> {
 pub struct SideOutputs {
     producer: ThreadedProducer<SideContext>,
     aggregates: Arc<[String]>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ConnectorMetrics>,
 }
 
 impl SideOutputs {
-    /// A producer using `settings`; `aggregates` names the aggregates for headers.
+    /// A producer using `settings` (and reporting to their metrics);
+    /// `aggregates` names the aggregates for headers.
     pub fn new(
         settings: &KafkaSettings,
         aggregates: Arc<[String]>,
-        metrics: Arc<Metrics>,
     ) -> Result<Self, ConnectorError> {
+        let metrics = Arc::clone(&settings.metrics);
         let producer = settings
             .client_config(&[("linger.ms", "20"), ("message.timeout.ms", "60000")])
             .create_with_context(SideContext {
+                client: settings.context(),
                 metrics: Arc::clone(&metrics),
             })
-            .map_err(|e| ConnectorError::Config(e.to_string()))?;
+            .map_err(ConnectorError::Config)?;
         Ok(SideOutputs {
             producer,
             aggregates,
@@ -158,11 +167,7 @@ impl SideOutputs {
                     self.producer.poll(Duration::from_millis(10));
                 }
                 Err((e, _)) => {
-                    self.metrics
-                        .side_output_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(topic, error = %e, source = %format!("{}/{}/{}", msg.topic, msg.partition, msg.offset),
-                        "could not produce a dead-letter or late record");
+                    SideRecordFailed { topic, error: &e }.emit(&self.metrics);
                     return;
                 }
             }
@@ -171,8 +176,8 @@ impl SideOutputs {
 
     /// Waits until every record is delivered (or `timeout` passes).
     pub fn flush(&self, timeout: Duration) -> Result<(), ConnectorError> {
-        self.producer
-            .flush(timeout)
-            .map_err(|e| ConnectorError::Request(format!("flush side outputs: {e}")))
+        self.producer.flush(timeout).map_err(ConnectorError::kafka(
+            "deliver the dead-letter and late records",
+        ))
     }
 }

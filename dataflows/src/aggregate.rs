@@ -12,8 +12,8 @@
 //! most once every `early_updates` of reading time, counted from when it
 //! opened or was last emitted (see the private `early` module). Reading time
 //! is processing time less the spells in which the stores held the sources
-//! back ([`Metrics::held`](crate::metrics::Metrics::held)): an early row is
-//! worth its write only while the stores keep up.
+//! back ([`Flow::held`](crate::flow::Flow::held)): an early row is worth its
+//! write only while the stores keep up.
 //!
 //! When the input ends, remaining windows are emitted as final if the data
 //! ran out, and their latest values as early rows if a source was stopped
@@ -24,7 +24,7 @@
 //! use timely::dataflow::operators::{Capture, ToStream};
 //! use timely::dataflow::operators::capture::Event;
 //! use footprint_dataflows::aggregate::AggregateWindows;
-//! use footprint_dataflows::{control::RunControl, metrics::Metrics, key::GroupKey};
+//! use footprint_dataflows::{control::RunControl, events::DataflowMetrics, flow::Flow, key::GroupKey};
 //! use footprint_dataflows::{AggregateSpec, Contribution, Measure, Output, PipelineSpec, WindowSpec};
 //!
 //! let spec = Arc::new(PipelineSpec {
@@ -40,7 +40,7 @@
 //!     recent: None,
 //!     max_out_of_order: 0,
 //! });
-//! let metrics = Arc::new(Metrics::new(vec!["clicks_1m".into()]));
+//! let metrics = Arc::new(DataflowMetrics::new(vec!["clicks_1m".into()]));
 //! let contribution = |ts| Contribution {
 //!     agg: 0, key: GroupKey::default(), ts, first_start: i64::MIN, distinct: Default::default(), value: 0, append_ms: 0,
 //!     touches: true,
@@ -48,7 +48,7 @@
 //! let captured = timely::example(move |scope| {
 //!     vec![contribution(1_000), contribution(2_000), contribution(61_000)]
 //!         .to_stream(scope)
-//!         .aggregate_windows(spec, Arc::new(RunControl::default()), metrics)
+//!         .aggregate_windows(spec, Arc::new(RunControl::default()), Arc::new(Flow::default()), metrics)
 //!         .capture()
 //! });
 //! let rows: Vec<Output> = captured
@@ -69,8 +69,9 @@ use compact_str::CompactString;
 use hashbrown::HashMap;
 use smallvec::SmallVec;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use footprint_telemetry::{GaugeShare, InternalEvent};
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
@@ -79,8 +80,9 @@ use timely::dataflow::operators::{Capability, Operator};
 
 use crate::Time;
 use crate::control::RunControl;
+use crate::events::{DataflowMetrics, Emitted, RowsEmitted, WatermarkAdvanced};
+use crate::flow::Flow;
 use crate::key::GroupKey;
-use crate::metrics::{GaugeShare, Metrics};
 use crate::result::{MeasureValue, Output, WindowRow};
 use crate::route::Contribution;
 use crate::spec::{Measure, PipelineSpec};
@@ -97,7 +99,8 @@ pub trait AggregateWindows<'s> {
         self,
         spec: Arc<PipelineSpec>,
         control: Arc<RunControl>,
-        metrics: Arc<Metrics>,
+        flow: Arc<Flow>,
+        metrics: Arc<DataflowMetrics>,
     ) -> StreamVec<'s, Time, Output>;
 }
 
@@ -106,7 +109,8 @@ impl<'s> AggregateWindows<'s> for StreamVec<'s, Time, Contribution> {
         self,
         spec: Arc<PipelineSpec>,
         control: Arc<RunControl>,
-        metrics: Arc<Metrics>,
+        flow: Arc<Flow>,
+        metrics: Arc<DataflowMetrics>,
     ) -> StreamVec<'s, Time, Output> {
         let scope = self.scope();
         let pact = Exchange::new(|c: &Contribution| c.route_hash());
@@ -118,13 +122,13 @@ impl<'s> AggregateWindows<'s> for StreamVec<'s, Time, Contribution> {
                 let mut windows = Windows::new(spec);
                 let mut cap: Option<Capability<Time>> = None;
                 let mut rows = Vec::new();
-                let mut open = GaugeShare::new(Arc::clone(&metrics), |m| &m.windows_open);
+                let mut open = GaugeShare::new(metrics.windows_open_gauge());
                 move |(input, frontier), output| {
                     // Early rows are paced in reading time: while the stores
                     // hold the sources back, no window comes due, so a
                     // catch-up that waits on its stores does not add early
                     // rows for them to write.
-                    let now = metrics.held.reading_time(Instant::now());
+                    let now = flow.held().reading_time(Instant::now());
                     input.for_each(|stamp, data| {
                         if let Some(t) = stamp.least()
                             && cap.as_ref().is_none_or(|c| t < c.time())
@@ -142,7 +146,7 @@ impl<'s> AggregateWindows<'s> for StreamVec<'s, Time, Contribution> {
                         // watermark passed: nothing may become final.
                         Some(_) if control.interrupted() => {}
                         Some(w) => {
-                            metrics.raise_watermark(w);
+                            WatermarkAdvanced { watermark_ms: w }.emit(&metrics);
                             windows.close_until(w, &mut rows, &metrics);
                             windows.early(now, &mut rows, &metrics);
                         }
@@ -165,7 +169,7 @@ impl<'s> AggregateWindows<'s> for StreamVec<'s, Time, Contribution> {
                     }
                     open.set(windows.live as i64);
                     if let Some(mut delay) = windows.next_early_in(now) {
-                        if metrics.held.sources_held() > 0 {
+                        if flow.held().sources_held() > 0 {
                             // Reading time stands still: look again once the
                             // sources may be reading.
                             delay = delay.max(HELD_POLL);
@@ -408,7 +412,7 @@ impl Windows {
     }
 
     /// Emits and drops every window whose close time the watermark has reached.
-    fn close_until(&mut self, watermark: Time, rows: &mut Vec<Output>, metrics: &Metrics) {
+    fn close_until(&mut self, watermark: Time, rows: &mut Vec<Output>, metrics: &DataflowMetrics) {
         while let Some(entry) = self.closing.first_entry() {
             if *entry.key() > watermark {
                 break;
@@ -422,20 +426,32 @@ impl Windows {
         );
     }
 
-    fn close_all(&mut self, rows: &mut Vec<Output>, metrics: &Metrics) {
+    fn close_all(&mut self, rows: &mut Vec<Output>, metrics: &DataflowMetrics) {
         while let Some((_, idxs)) = self.closing.pop_first() {
             self.close(idxs, rows, metrics);
         }
         self.clear();
     }
 
-    fn close(&mut self, idxs: Vec<usize>, rows: &mut Vec<Output>, metrics: &Metrics) {
+    fn close(&mut self, idxs: Vec<usize>, rows: &mut Vec<Output>, metrics: &DataflowMetrics) {
+        let mut closed = vec![0u64; self.spec.aggregates.len()];
         for idx in idxs {
             if let Some(slot) = self.remove(idx)
                 && slot.touched
             {
                 rows.push(Output::Window(self.row(&slot, true)));
-                metrics.windows_emitted[usize::from(slot.agg)].fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = closed.get_mut(usize::from(slot.agg)) {
+                    *n += 1;
+                }
+            }
+        }
+        for (agg, rows) in closed.into_iter().enumerate() {
+            if rows > 0 {
+                RowsEmitted {
+                    kind: Emitted::Final(agg as u16),
+                    rows,
+                }
+                .emit(metrics);
             }
         }
     }
@@ -446,18 +462,24 @@ impl Windows {
 
     /// Emits every changed open window as an early row, whatever its
     /// aggregate's interval: the input was interrupted, so none is final.
-    fn flush_open(&mut self, rows: &mut Vec<Output>, metrics: &Metrics) {
+    fn flush_open(&mut self, rows: &mut Vec<Output>, metrics: &DataflowMetrics) {
+        let before = rows.len();
         for slot in self.slots.iter().flatten() {
             if slot.dirty {
                 rows.push(Output::Window(self.row(slot, false)));
-                metrics.window_updates.fetch_add(1, Ordering::Relaxed);
             }
         }
+        RowsEmitted {
+            kind: Emitted::Early,
+            rows: (rows.len() - before) as u64,
+        }
+        .emit(metrics);
     }
 
     /// Emits each changed open window whose refresh is due, and schedules
     /// every window that came due for one interval later.
-    fn early(&mut self, now: Instant, rows: &mut Vec<Output>, metrics: &Metrics) {
+    fn early(&mut self, now: Instant, rows: &mut Vec<Output>, metrics: &DataflowMetrics) {
+        let before = rows.len();
         let Windows {
             spec,
             slots,
@@ -475,12 +497,19 @@ impl Windows {
                 }
                 if slot.dirty {
                     rows.push(Output::Window(window_row(spec, names, slot, false)));
-                    metrics.window_updates.fetch_add(1, Ordering::Relaxed);
                     slot.dirty = false;
                     queue.mark_clean();
                 }
                 queue.schedule(now, idx, generation);
             }
+        }
+        let emitted = (rows.len() - before) as u64;
+        if emitted > 0 {
+            RowsEmitted {
+                kind: Emitted::Early,
+                rows: emitted,
+            }
+            .emit(metrics);
         }
     }
 

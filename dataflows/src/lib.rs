@@ -3,7 +3,8 @@
 //! operators that keep windowed aggregates and each user's recent activity.
 //!
 //! This crate owns *what* is computed. It performs no I/O: the Kafka source
-//! lives in `footprint-connectors`, and the stores in `footprint-sinks`.
+//! lives in `footprint-connectors`, and the stores in `footprint-sinks`. The
+//! contract it implements is `docs/design.md`.
 //!
 //! # Why plain timely operators, and not differential arrangements
 //!
@@ -18,13 +19,12 @@
 //! minimum over all partitions of all workers, which is what makes backlog
 //! replays exact.
 //!
-//! Measured: `cargo bench -p footprint-benches --bench distinct_choice` runs
-//! the default windows (1-minute tumbling, 10-minute sliding every minute)
-//! with count and exact distinct users over 200,000 events on one worker. The
-//! median of 5 runs in the last measurement was 263,377 events/s here, against 23,662 events/s for
-//! differential's `count_total` and `distinct_total` doing the same work,
-//! 11.1 times slower, and that without the retractions it would need to free
-//! closed windows.
+//! `cargo bench -p footprint-benches --bench distinct_choice` measures this
+//! choice against differential's `count_total` and `distinct_total` doing
+//! the same work; the README gives the last figures.
+//!
+//! What the operators report goes through [`events`]; the state they share
+//! (back-pressure, the held clock, the rows-lost latch) is [`flow::Flow`].
 
 pub mod aggregate;
 pub mod board;
@@ -33,9 +33,10 @@ pub mod clickstream;
 pub mod control;
 pub mod crashpoint;
 pub mod event;
+pub mod events;
+pub mod flow;
 pub mod hash;
 pub mod key;
-pub mod metrics;
 pub mod pipeline;
 pub mod recent;
 pub mod reference;

@@ -18,11 +18,36 @@ use crate::aggregate::AggregateWindows;
 use crate::board::{BoardView, watermark_board};
 use crate::checkpoint::{Checkpoint, OffsetLedger};
 use crate::control::RunControl;
-use crate::metrics::Metrics;
+use crate::events::DataflowMetrics;
+use crate::flow::Flow;
 use crate::recent::RecentActivity;
 use crate::result::Output;
 use crate::source::{PartitionReader, SourceParts, SourceSettings, partition_source};
 use crate::spec::PipelineSpec;
+
+/// What a worker's pipeline shares with the rest of its process: the stop
+/// flag, the flow control and the metrics.
+#[derive(Clone)]
+pub struct Shared {
+    /// Stop requests.
+    pub control: Arc<RunControl>,
+    /// Back-pressure, the held clock and the rows-lost latch.
+    pub flow: Arc<Flow>,
+    /// What the operators report.
+    pub metrics: Arc<DataflowMetrics>,
+}
+
+impl Shared {
+    /// Everything fresh, with metrics for these aggregates (not registered
+    /// anywhere): for tests and benchmarks.
+    pub fn unregistered(aggregates: Vec<String>) -> Self {
+        Shared {
+            control: Arc::default(),
+            flow: Arc::default(),
+            metrics: Arc::new(DataflowMetrics::new(aggregates)),
+        }
+    }
+}
 
 /// Builds the pipeline for one worker over `reader`'s partitions.
 pub fn build<'s, R: PartitionReader>(
@@ -30,10 +55,9 @@ pub fn build<'s, R: PartitionReader>(
     reader: R,
     spec: Arc<PipelineSpec>,
     settings: SourceSettings,
-    control: Arc<RunControl>,
-    metrics: Arc<Metrics>,
+    shared: Shared,
 ) -> StreamVec<'s, Time, Output> {
-    build_with_checkpoints(scope, reader, spec, settings, control, metrics).0
+    build_with_checkpoints(scope, reader, spec, settings, shared).0
 }
 
 /// Builds the pipeline for one worker, and the [`Checkpoints`] that commit
@@ -44,9 +68,13 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
     reader: R,
     spec: Arc<PipelineSpec>,
     settings: SourceSettings,
-    control: Arc<RunControl>,
-    metrics: Arc<Metrics>,
+    shared: Shared,
 ) -> (StreamVec<'s, Time, Output>, Checkpoints<R>) {
+    let Shared {
+        control,
+        flow,
+        metrics,
+    } = shared;
     let reader = Rc::new(RefCell::new(reader));
     let ledger = Rc::new(RefCell::new(OffsetLedger::new(
         reader.borrow().partitions(),
@@ -58,7 +86,7 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
         ledger: Rc::clone(&ledger),
         probe: ProbeHandle::new(),
         control: Arc::clone(&control),
-        metrics: Arc::clone(&metrics),
+        flow: Arc::clone(&flow),
         written: vec![0],
         frozen: false,
         last: None,
@@ -73,6 +101,7 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
         Arc::clone(&spec),
         settings,
         Arc::clone(&control),
+        Arc::clone(&flow),
         Arc::clone(&metrics),
     );
     // The window operator runs even when the spec has no aggregates: its
@@ -80,6 +109,7 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
     let windows = streams.windows.aggregate_windows(
         Arc::clone(&spec),
         Arc::clone(&control),
+        flow,
         Arc::clone(&metrics),
     );
     let rows = match &spec.recent {
@@ -109,16 +139,16 @@ pub fn build_with_checkpoints<'s, R: PartitionReader>(
 /// A stop request makes capabilities drop, which moves the frontier without
 /// anything being written, so from the moment a stop is seen only the last
 /// frontier read *before* it counts. Likewise, once a sink has failed a
-/// write that was neither applied nor diverted (`sink_failures`), those rows
-/// are lost to this process: nothing more is committed, and a restart reads
-/// them again from the last checkpoint.
+/// write that was neither applied nor diverted ([`Flow::rows_lost`]), those
+/// rows are lost to this process: nothing more is committed, and a restart
+/// reads them again from the last checkpoint.
 pub struct Checkpoints<R> {
     reader: Rc<RefCell<R>>,
     board: BoardView,
     ledger: Rc<RefCell<OffsetLedger>>,
     probe: ProbeHandle<Time>,
     control: Arc<RunControl>,
-    metrics: Arc<Metrics>,
+    flow: Arc<Flow>,
     /// The last frontier known to mean "written" (empty: everything).
     written: Vec<Time>,
     frozen: bool,
@@ -133,12 +163,12 @@ impl<R: PartitionReader> Checkpoints<R> {
 
     /// Commits what is done, when `every` has passed since the last commit
     /// (always when `every` is zero). Returns the checkpoints committed.
-    pub fn poll(&mut self, every: Duration) -> Result<Vec<Checkpoint>, String> {
+    pub fn poll(&mut self, every: Duration) -> Result<Vec<Checkpoint>, R::Error> {
         let frontier = self.probe.with_frontier(|f| f.to_vec());
         if self.control.stop_requested() {
             self.frozen = true;
         }
-        if !self.frozen && self.metrics.sink_failures_total() > 0 {
+        if !self.frozen && self.flow.rows_lost() {
             tracing::error!(
                 "a sink lost rows (neither written nor diverted); source offsets are no longer committed, so a restart reads them again"
             );

@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use compact_str::CompactString;
 use hashbrown::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use timely::container::CapacityContainerBuilder;
@@ -24,8 +23,10 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 
+use footprint_telemetry::InternalEvent;
+
 use crate::Time;
-use crate::metrics::Metrics;
+use crate::events::{DataflowMetrics, Emitted, RowsEmitted};
 use crate::result::{Output, RecentEntry, RecentRow};
 use crate::route::RecentEvent;
 use crate::spec::RecentSpec;
@@ -36,7 +37,7 @@ pub trait RecentActivity<'s> {
     fn recent_activity(
         self,
         spec: RecentSpec,
-        metrics: Arc<Metrics>,
+        metrics: Arc<DataflowMetrics>,
     ) -> StreamVec<'s, Time, Output>;
 }
 
@@ -151,7 +152,7 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
     fn recent_activity(
         self,
         spec: RecentSpec,
-        metrics: Arc<Metrics>,
+        metrics: Arc<DataflowMetrics>,
     ) -> StreamVec<'s, Time, Output> {
         let scope = self.scope();
         let pact = Exchange::new(|e: &RecentEvent| e.route_hash());
@@ -229,9 +230,11 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                                 }
                             }
                         }
-                        metrics
-                            .recent_updates
-                            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                        RowsEmitted {
+                            kind: Emitted::Recent,
+                            rows: rows.len() as u64,
+                        }
+                        .emit(&metrics);
                         next_emit = Some(now + every);
                         unsent = None;
                     }

@@ -16,15 +16,16 @@
 //! [`SourceSettings::max_drift`] ahead of the slowest partition with a
 //! backlog anywhere in the cluster (as the watermark board tells) is skipped
 //! until that one catches up, so a catch-up does not open windows that only
-//! wait. While the store writers hold the source back (back-pressure), it
-//! reads nothing, and the process's reading-time clock
-//! ([`Metrics::held`](crate::metrics::Metrics::held)) stands still.
+//! wait. While the store writers hold the source back (back-pressure, see
+//! [`Flow`]), it reads nothing, and the process's reading-time clock
+//! ([`Flow::held`]) stands still.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use footprint_telemetry::{GaugeShare, InternalEvent};
 
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{Scope, StreamVec};
@@ -35,7 +36,8 @@ use crate::board::Board;
 use crate::checkpoint::{Checkpoint, OffsetLedger};
 use crate::control::RunControl;
 use crate::event::{BadInput, Event};
-use crate::metrics::{GaugeShare, Metrics};
+use crate::events::{DataflowMetrics, EventLate, EventRejected, MessagesRead};
+use crate::flow::Flow;
 use crate::route::{Contribution, Late, RecentEvent, Record, route, route_tail};
 use crate::spec::PipelineSpec;
 use crate::watermark::WatermarkTracker;
@@ -84,6 +86,8 @@ pub struct ReadStatus {
 /// A worker's share of the partitions. Implementations own their I/O and
 /// forward rejected and late messages where they belong.
 pub trait PartitionReader: 'static {
+    /// Why a commit failed.
+    type Error: std::error::Error + Send + Sync + 'static;
     /// How many partitions this worker reads.
     fn partitions(&self) -> usize;
     /// Reads up to `max` messages of partition `idx`, calling `handle` on each
@@ -108,7 +112,7 @@ pub trait PartitionReader: 'static {
         None
     }
     /// What the reader's client has fetched that was not read yet, if it
-    /// knows ([`Metrics::read_ahead_bytes`]).
+    /// knows (shown as `footprint_source_read_ahead_messages` and `_bytes`).
     fn read_ahead(&self) -> Option<ReadAhead> {
         None
     }
@@ -126,7 +130,7 @@ pub trait PartitionReader: 'static {
     }
     /// Records that every message before each checkpoint is done (Kafka:
     /// commits the offsets, after delivering the dead-letter and late records).
-    fn commit(&mut self, _points: &[Checkpoint]) -> Result<(), String> {
+    fn commit(&mut self, _points: &[Checkpoint]) -> Result<(), Self::Error> {
         Ok(())
     }
     /// Called once when the source stops.
@@ -149,28 +153,25 @@ pub struct ReadAhead {
 /// waits leave it alone.
 pub const HOLD_AFTER: Duration = Duration::from_millis(20);
 
-/// A source held back by its stores, counted in [`Metrics::held`] from its
+/// A source held back by its stores, counted in [`Flow::held`] from its
 /// start until it is dropped.
 struct Pressed {
-    metrics: Arc<Metrics>,
+    flow: Arc<Flow>,
     since: Instant,
 }
 
 impl Pressed {
-    fn new(metrics: Arc<Metrics>, since: Instant) -> Self {
-        metrics.held.hold(since);
-        Pressed { metrics, since }
+    fn new(flow: Arc<Flow>, since: Instant) -> Self {
+        flow.held().hold(since);
+        Pressed { flow, since }
     }
 }
 
 impl Drop for Pressed {
     fn drop(&mut self) {
-        self.metrics.held.release(Instant::now());
+        self.flow.held().release(Instant::now());
     }
 }
-
-/// The default of [`SourceSettings::max_sink_rows_waiting`].
-pub const MAX_SINK_ROWS_WAITING: u64 = 100_000;
 
 /// Source settings.
 #[derive(Debug, Clone)]
@@ -181,11 +182,6 @@ pub struct SourceSettings {
     pub weights: Vec<usize>,
     /// How long a partition read to its end stays silent before it stops holding the watermark back.
     pub idle_timeout: Duration,
-    /// Result rows that may wait for the process's store writers (see
-    /// `footprint_sinks::operator`) before the source pauses reading: the
-    /// back-pressure that keeps a backlog's memory flat when the stores are
-    /// slower than the dataflow.
-    pub max_sink_rows_waiting: u64,
     /// How far, in event time (ms), a partition's watermark may run ahead of
     /// the slowest partition any worker of the cluster reads; a partition
     /// further ahead is not read until the slowest catches up. `None` reads
@@ -208,7 +204,6 @@ impl Default for SourceSettings {
             batch: 1024,
             weights: Vec::new(),
             idle_timeout: Duration::from_secs(10),
-            max_sink_rows_waiting: MAX_SINK_ROWS_WAITING,
             max_drift: Some(MAX_DRIFT),
         }
     }
@@ -238,14 +233,15 @@ pub struct SourceStreams<'s> {
 ///
 /// It has one output per kind of record, so each record is handed to its
 /// consumer's exchange as it was routed, without a partitioning operator
-/// between them.
+/// between them. It pauses while `flow` says the store writers are behind.
 pub fn partition_source<'s, R: PartitionReader>(
     scope: Scope<'s, Time>,
     parts: SourceParts<R>,
     spec: Arc<PipelineSpec>,
     settings: SourceSettings,
     control: Arc<RunControl>,
-    metrics: Arc<Metrics>,
+    flow: Arc<Flow>,
+    metrics: Arc<DataflowMetrics>,
 ) -> SourceStreams<'s> {
     let mut builder = OperatorBuilder::new("PartitionSource".to_owned(), scope);
     let info = builder.operator_info();
@@ -282,10 +278,10 @@ pub fn partition_source<'s, R: PartitionReader>(
         // Since when the stores have held the source back, and whether the
         // reader was told so (`PartitionReader::hold`).
         let mut pressed: Option<Pressed> = None;
-        let mut ahead_gauge = GaugeShare::new(Arc::clone(&metrics), |m| &m.partitions_ahead);
-        let mut read_ahead_messages =
-            GaugeShare::new(Arc::clone(&metrics), |m| &m.read_ahead_messages);
-        let mut read_ahead_bytes = GaugeShare::new(Arc::clone(&metrics), |m| &m.read_ahead_bytes);
+        let [ahead, messages, bytes] = metrics.source_gauges();
+        let mut ahead_gauge = GaugeShare::new(ahead);
+        let mut read_ahead_messages = GaugeShare::new(messages);
+        let mut read_ahead_bytes = GaugeShare::new(bytes);
         let mut held = false;
         move |_frontiers: &[MutableAntichain<Time>]| {
             let Some(c) = cap.as_mut() else { return };
@@ -300,13 +296,13 @@ pub fn partition_source<'s, R: PartitionReader>(
                 board.close();
                 return;
             }
-            if metrics.sink_rows_waiting.load(Ordering::Relaxed) >= settings.max_sink_rows_waiting {
+            if flow.must_wait() {
                 // The stores are behind: read on once they catch up.
                 // Nothing else changes meanwhile (no watermark, no
                 // idleness), so the pause is invisible to the results.
                 let now = Instant::now();
                 let since = pressed
-                    .get_or_insert_with(|| Pressed::new(Arc::clone(&metrics), now))
+                    .get_or_insert_with(|| Pressed::new(Arc::clone(&flow), now))
                     .since;
                 if !held && now.duration_since(since) >= HOLD_AFTER {
                     reader.hold(true);
@@ -328,6 +324,11 @@ pub fn partition_source<'s, R: PartitionReader>(
                 .max_drift
                 .and_then(|drift| Some(board.slowest()?.saturating_add(drift)));
             let mut ahead = 0;
+            let mut read = MessagesRead {
+                events: 0,
+                tail: 0,
+                max_event_ms: None,
+            };
             for idx in 0..n {
                 if tracker.is_finished(idx) {
                     continue;
@@ -347,7 +348,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                     if msg.tail {
                         // Only completes windows the range touched: no
                         // side outputs, no recent activity, nothing to commit.
-                        metrics.events_tail.fetch_add(1, Ordering::Relaxed);
+                        read.tail += 1;
                         let ts = Event::decode(msg.payload).ok().map(|ev| {
                             let stamp = tracker.observe(idx, ev.ts, Instant::now()).max(floor);
                             let append_ms = msg.timestamp_ms.unwrap_or(0);
@@ -363,12 +364,13 @@ pub fn partition_source<'s, R: PartitionReader>(
                         ledger.note(idx, msg.offset, None, ts);
                         return Verdict::Accepted;
                     }
-                    metrics.events_in.fetch_add(1, Ordering::Relaxed);
+                    read.events += 1;
                     match Event::decode(msg.payload) {
                         Ok(ev) => {
                             let now = Instant::now();
                             let stamp = tracker.observe(idx, ev.ts, now).max(floor);
-                            metrics.max_event_ts.fetch_max(ev.ts, Ordering::Relaxed);
+                            read.max_event_ms =
+                                Some(read.max_event_ms.map_or(ev.ts, |t| t.max(ev.ts)));
                             late.clear();
                             let append_ms = msg.timestamp_ms.unwrap_or(0);
                             let need = route(
@@ -393,8 +395,11 @@ pub fn partition_source<'s, R: PartitionReader>(
                                 Verdict::Accepted
                             } else {
                                 for l in &late {
-                                    metrics.events_late[usize::from(l.agg)]
-                                        .fetch_add(1, Ordering::Relaxed);
+                                    EventLate {
+                                        agg: l.agg,
+                                        windows: l.windows,
+                                    }
+                                    .emit(&metrics);
                                 }
                                 Verdict::Late {
                                     stamp,
@@ -404,7 +409,13 @@ pub fn partition_source<'s, R: PartitionReader>(
                         }
                         Err(bad) => {
                             ledger.note(idx, msg.offset, None, None);
-                            metrics.events_bad[bad.reason.index()].fetch_add(1, Ordering::Relaxed);
+                            EventRejected {
+                                reason: bad.reason,
+                                partition,
+                                offset: msg.offset,
+                                detail: &bad.detail,
+                            }
+                            .emit(&metrics);
                             Verdict::Bad(bad)
                         }
                     }
@@ -417,6 +428,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                     tracker.mark_end(idx, now);
                 }
             }
+            read.emit(&metrics);
             ahead_gauge.set(ahead);
             reader.after_round();
             if let Some(r) = reader.read_ahead() {
@@ -560,7 +572,14 @@ impl MemoryReader {
     }
 }
 
+/// A commit to a [`MemoryReader`] found its lock poisoned.
+#[derive(Debug, thiserror::Error)]
+#[error("the in-memory commits' lock is poisoned")]
+pub struct PoisonedCommits;
+
 impl PartitionReader for MemoryReader {
+    type Error = PoisonedCommits;
+
     fn partitions(&self) -> usize {
         self.partitions.len()
     }
@@ -577,8 +596,8 @@ impl PartitionReader for MemoryReader {
         self.ends.get(idx).copied().flatten()
     }
 
-    fn commit(&mut self, points: &[Checkpoint]) -> Result<(), String> {
-        let mut commits = self.commits.lock().map_err(|_| "commit lock poisoned")?;
+    fn commit(&mut self, points: &[Checkpoint]) -> Result<(), PoisonedCommits> {
+        let mut commits = self.commits.lock().map_err(|_| PoisonedCommits)?;
         for c in points {
             commits.insert(self.ids[c.idx], (c.offset, c.max_ts));
         }

@@ -2,11 +2,10 @@
 //! within `max_drift` of it, and the results are those of a run without
 //! alignment.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use footprint_dataflows::clickstream::{GenConfig, Generator};
-use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::pipeline::Shared;
 use footprint_dataflows::source::{MemoryReader, SourceSettings};
 use footprint_dataflows::{Field, Measure};
 
@@ -26,25 +25,26 @@ fn run(parts: Vec<Vec<Vec<u8>>>, max_drift: Option<u64>) -> Run {
     let out = Arc::clone(&rows);
     let (widest_gap, ahead_seen) = timely::execute_directly(move |worker| {
         let reader = MemoryReader::new(vec![0, 1], parts, vec![256, 8]);
-        let metrics = Arc::new(Metrics::new(vec!["app_events_1m".into()]));
+        let shared = Shared::unregistered(vec!["app_events_1m".into()]);
+        let metrics = Arc::clone(&shared.metrics);
         let settings = SourceSettings {
             max_drift,
             ..common::memory_settings(256)
         };
         let spec =
             common::app_events_per_minute(vec![Measure::Count, Measure::Distinct(Field::UserId)]);
-        common::build_into(worker, reader, spec, settings, &metrics, &out);
+        common::build_into(worker, reader, spec, settings, &shared, &out);
         let mut widest = 0i64;
         let mut ahead = false;
         while worker.step() {
-            let watermark = metrics.watermark.load(Ordering::Relaxed) as i64;
+            let watermark = metrics.watermark_ms() as i64;
             if watermark > 0 {
-                widest = widest.max(metrics.max_event_ts.load(Ordering::Relaxed) - watermark);
+                widest = widest.max(metrics.max_event_ms() - watermark);
             }
-            ahead |= metrics.partitions_ahead.load(Ordering::Relaxed) > 0;
+            ahead |= metrics.partitions_ahead() > 0;
         }
-        assert_eq!(metrics.events_in.load(Ordering::Relaxed), 40_000);
-        assert_eq!(metrics.partitions_ahead.load(Ordering::Relaxed), 0);
+        assert_eq!(metrics.events_in(), 40_000);
+        assert_eq!(metrics.partitions_ahead(), 0);
         (widest, ahead)
     });
     let mut finals = std::mem::take(&mut *rows.lock().expect("lock"));

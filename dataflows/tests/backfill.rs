@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use footprint_dataflows::clickstream::{GenConfig, Generator};
 use footprint_dataflows::control::RunControl;
 use footprint_dataflows::event::Event;
-use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::pipeline::Shared;
 use footprint_dataflows::pipeline::{assigned, build, build_with_checkpoints};
 use footprint_dataflows::reference::{Collected, compute};
 use footprint_dataflows::source::{MemoryReader, SourceSettings};
@@ -145,17 +145,14 @@ fn backfill(parts: &[Vec<Vec<u8>>], workers: usize, ranges: &Ranges, live: bool)
             idle_timeout: Duration::from_secs(3600),
             ..SourceSettings::default()
         };
-        let metrics = Arc::new(Metrics::new(names.clone()));
-        let (sink, m) = (Arc::clone(&o), Arc::clone(&metrics));
+        let shared = Shared {
+            control: Arc::clone(&c),
+            ..Shared::unregistered(names.clone())
+        };
+        let (sink, m) = (Arc::clone(&o), Arc::clone(&shared.metrics));
         let mut checkpoints = worker.dataflow::<u64, _, _>(|scope| {
-            let (rows, checkpoints) = build_with_checkpoints(
-                scope,
-                reader,
-                Arc::clone(&spec),
-                settings,
-                Arc::clone(&c),
-                metrics,
-            );
+            let (rows, checkpoints) =
+                build_with_checkpoints(scope, reader, Arc::clone(&spec), settings, shared);
             rows.inspect(move |row| sink.lock().expect("lock").push(row.clone()))
                 .probe_with(checkpoints.probe());
             checkpoints
@@ -163,7 +160,7 @@ fn backfill(parts: &[Vec<Vec<u8>>], workers: usize, ranges: &Ranges, live: bool)
         while worker.step_or_park(Some(Duration::from_millis(1))) {
             checkpoints.poll(Duration::ZERO).expect("poll");
         }
-        t.fetch_add(m.events_tail.load(Ordering::Relaxed), Ordering::Relaxed);
+        t.fetch_add(m.backfill_tail(), Ordering::Relaxed);
     })
     .expect("timely runs");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -201,8 +198,7 @@ fn full_run(parts: &[Vec<Vec<u8>>]) -> Vec<Output> {
                 reader,
                 Arc::clone(&spec),
                 SourceSettings::default(),
-                Arc::new(RunControl::default()),
-                Arc::new(Metrics::new(names)),
+                Shared::unregistered(names),
             )
             .inspect(move |row| sink.lock().expect("lock").push(row.clone()));
         });

@@ -3,14 +3,14 @@
 //! to the same results as a run that never paused. Meanwhile no early row is
 //! due: early updates are paced in reading time.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use footprint_dataflows::Measure;
 use footprint_dataflows::clickstream::{GenConfig, Generator};
-use footprint_dataflows::metrics::Metrics;
-use footprint_dataflows::source::{MAX_SINK_ROWS_WAITING, MemoryReader};
+use footprint_dataflows::flow::MAX_ROWS_WAITING;
+use footprint_dataflows::pipeline::Shared;
+use footprint_dataflows::source::MemoryReader;
 
 mod common;
 
@@ -27,28 +27,27 @@ fn run(parts: Vec<Vec<Vec<u8>>>, paused: bool) -> Vec<(String, i64, u64)> {
         let ids: Vec<usize> = (0..parts.len()).collect();
         let speeds = vec![64; parts.len()];
         let reader = MemoryReader::new(ids, parts, speeds);
-        let metrics = Arc::new(Metrics::new(vec!["app_events_1m".into()]));
+        let shared = Shared::unregistered(vec!["app_events_1m".into()]);
+        let (flow, metrics) = (Arc::clone(&shared.flow), Arc::clone(&shared.metrics));
         if paused {
-            metrics
-                .sink_rows_waiting
-                .store(MAX_SINK_ROWS_WAITING, Ordering::Relaxed);
+            flow.rows_queued(MAX_ROWS_WAITING);
         }
         let settings = common::memory_settings(64);
-        common::build_into(worker, reader, spec(), settings, &metrics, &out);
+        common::build_into(worker, reader, spec(), settings, &shared, &out);
         if paused {
             let until = Instant::now() + Duration::from_millis(200);
             while Instant::now() < until {
                 worker.step_or_park(Some(Duration::from_millis(5)));
             }
             assert_eq!(
-                metrics.events_in.load(Ordering::Relaxed),
+                metrics.events_in(),
                 0,
                 "the source reads nothing while the writers are full"
             );
-            metrics.sink_rows_waiting.store(0, Ordering::Relaxed);
+            flow.rows_settled(MAX_ROWS_WAITING);
         }
         while worker.step_or_park(None) {}
-        assert!(metrics.events_in.load(Ordering::Relaxed) > 0);
+        assert!(metrics.events_in() > 0);
     });
     let mut rows = std::mem::take(&mut *rows.lock().expect("lock"));
     rows.sort();
@@ -90,14 +89,15 @@ fn no_early_row_comes_due_while_the_stores_hold_the_source() {
     spec.aggregates[0].early_updates = Some(100);
     timely::execute_directly(move |worker| {
         let reader = MemoryReader::new(vec![0], vec![events], vec![64]);
-        let metrics = Arc::new(Metrics::new(vec!["app_events_1m".into()]));
+        let shared = Shared::unregistered(vec!["app_events_1m".into()]);
+        let (flow, metrics) = (Arc::clone(&shared.flow), Arc::clone(&shared.metrics));
         let finals: common::Finals = Arc::default();
         common::build_into(
             worker,
             reader,
             spec,
             common::memory_settings(64),
-            &metrics,
+            &shared,
             &finals,
         );
         let step_for = |worker: &mut timely::worker::Worker, ms: u64| {
@@ -106,30 +106,28 @@ fn no_early_row_comes_due_while_the_stores_hold_the_source() {
                 worker.step_or_park(Some(Duration::from_millis(5)));
             }
         };
-        while metrics.events_in.load(Ordering::Relaxed) == 0 {
+        while metrics.events_in() == 0 {
             worker.step();
         }
-        metrics
-            .sink_rows_waiting
-            .store(MAX_SINK_ROWS_WAITING, Ordering::Relaxed);
+        flow.rows_queued(MAX_ROWS_WAITING);
         step_for(worker, 20);
-        let read = metrics.events_in.load(Ordering::Relaxed);
-        let updates = metrics.window_updates.load(Ordering::Relaxed);
-        assert_eq!(metrics.held.sources_held(), 1);
-        assert!(metrics.windows_open.load(Ordering::Relaxed) > 0);
+        let read = metrics.events_in();
+        let updates = metrics.window_updates();
+        assert_eq!(flow.held().sources_held(), 1);
+        assert!(metrics.windows_open() > 0);
         step_for(worker, 400);
-        assert_eq!(metrics.events_in.load(Ordering::Relaxed), read);
+        assert_eq!(metrics.events_in(), read);
         assert_eq!(
-            metrics.window_updates.load(Ordering::Relaxed),
+            metrics.window_updates(),
             updates,
             "an early row came due while the source was held"
         );
-        assert!(metrics.held.held_for(Instant::now()) >= Duration::from_millis(400));
-        metrics.sink_rows_waiting.store(0, Ordering::Relaxed);
+        assert!(flow.held().held_for(Instant::now()) >= Duration::from_millis(400));
+        flow.rows_settled(MAX_ROWS_WAITING);
         while worker.step_or_park(None) {}
-        assert_eq!(metrics.held.sources_held(), 0);
-        assert_eq!(metrics.windows_open.load(Ordering::Relaxed), 0);
-        assert_eq!(metrics.events_in.load(Ordering::Relaxed), 100_000);
+        assert_eq!(flow.held().sources_held(), 0);
+        assert_eq!(metrics.windows_open(), 0);
+        assert_eq!(metrics.events_in(), 100_000);
         assert!(!finals.lock().expect("lock").is_empty());
     });
 }

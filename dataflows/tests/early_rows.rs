@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use footprint_dataflows::aggregate::AggregateWindows;
+use footprint_dataflows::control::RunControl;
+use footprint_dataflows::events::DataflowMetrics;
+use footprint_dataflows::flow::Flow;
 use footprint_dataflows::key::GroupKey;
 use footprint_dataflows::{
     AggregateSpec, Contribution, Measure, Output, PipelineSpec, WindowRow, WindowSpec,
 };
-use footprint_dataflows::{control::RunControl, metrics::Metrics};
 use timely::dataflow::operators::{Input, Inspect, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
@@ -58,10 +60,15 @@ fn run_operator(
         let mut input = InputHandleVec::new();
         let probe = ProbeHandle::new();
         worker.dataflow::<u64, _, _>(|scope| {
-            let metrics = Arc::new(Metrics::new(vec!["count_1m".into()]));
+            let metrics = Arc::new(DataflowMetrics::new(vec!["count_1m".into()]));
             scope
                 .input_from(&mut input)
-                .aggregate_windows(spec(early_ms), Arc::new(RunControl::default()), metrics)
+                .aggregate_windows(
+                    spec(early_ms),
+                    Arc::new(RunControl::default()),
+                    Arc::new(Flow::default()),
+                    metrics,
+                )
                 .inspect(move |row| {
                     if let Output::Window(w) = row {
                         sink.lock().expect("lock").push(w.clone());

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use footprint_dataflows::clickstream::{GenConfig, Generator, Kind};
 use footprint_dataflows::control::RunControl;
-use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::pipeline::Shared;
 use footprint_dataflows::pipeline::{assigned, build};
 use footprint_dataflows::reference::{Collected, compute};
 use footprint_dataflows::source::{MemoryReader, SourceSettings};
@@ -65,10 +65,13 @@ fn spec(max_out_of_order: u64, lateness: u64) -> PipelineSpec {
     }
 }
 
+/// A late report: (partition, offset, aggregate, windows missed).
+type LateReport = (usize, i64, String, u32);
+
 struct Run {
     outputs: Vec<Output>,
     dead_letters: Vec<(usize, i64, String)>,
-    late: Vec<(usize, i64, String)>,
+    late: Vec<LateReport>,
 }
 
 fn run(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>], workers: usize, speeds: &[usize]) -> Run {
@@ -89,7 +92,6 @@ fn run(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>], workers: usize, speeds:
         reader.late = Arc::new(Mutex::new(Vec::new()));
         let my_late = Arc::clone(&reader.late);
         let sink = Arc::clone(&o);
-        let metrics = Arc::new(Metrics::new(names.clone()));
         let settings = common::memory_settings(64);
         worker.dataflow::<u64, _, _>(|scope| {
             build(
@@ -97,8 +99,7 @@ fn run(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>], workers: usize, speeds:
                 reader,
                 Arc::clone(&spec),
                 settings,
-                Arc::new(RunControl::default()),
-                metrics,
+                Shared::unregistered(names.clone()),
             )
             .inspect(move |row| sink.lock().expect("lock").push(row.clone()));
         });
@@ -107,7 +108,7 @@ fn run(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>], workers: usize, speeds:
         let mut l2 = l.lock().expect("lock");
         for (p, off, lates) in my_late.lock().expect("lock").drain(..) {
             for x in lates {
-                l2.push((p, off, aggs[usize::from(x.agg)].clone()));
+                l2.push((p, off, aggs[usize::from(x.agg)].clone(), x.windows));
             }
         }
     })
@@ -117,6 +118,17 @@ fn run(spec: &PipelineSpec, partitions: &[Vec<Vec<u8>>], workers: usize, speeds:
         dead_letters: take(&dead),
         late: take(&late),
     }
+}
+
+/// The reference's late reports, sorted as [`LateReport`]s.
+fn late_reports(reference: &footprint_dataflows::reference::Reference) -> Vec<LateReport> {
+    let mut v: Vec<LateReport> = reference
+        .late
+        .iter()
+        .map(|l| (l.partition, l.index as i64, l.aggregate.clone(), l.windows))
+        .collect();
+    v.sort();
+    v
 }
 
 fn take<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
@@ -163,13 +175,11 @@ fn check(spec: &PipelineSpec, parts: &[Vec<Vec<u8>>], workers: usize, speeds: &[
     assert_eq!(bad, expected_bad, "dead letters");
     let mut late = got.late;
     late.sort();
-    let mut expected_late: Vec<(usize, i64, String)> = expected
-        .late
-        .iter()
-        .map(|l| (l.partition, l.index as i64, l.aggregate.clone()))
-        .collect();
-    expected_late.sort();
-    assert_eq!(late, expected_late, "late events");
+    assert_eq!(
+        late,
+        late_reports(&expected),
+        "late events, each with the aggregates and the number of windows it missed"
+    );
 }
 
 fn disorderly() -> GenConfig {
@@ -247,17 +257,12 @@ fn finals_with_an_idle_partition(configs: Vec<timely::Config>) -> Vec<i64> {
                     ..SourceSettings::default()
                 };
                 let sink = Arc::clone(&f);
-                let metrics = Arc::new(Metrics::new(vec!["count_1s".into()]));
+                let shared = Shared {
+                    control: Arc::clone(&c),
+                    ..Shared::unregistered(vec!["count_1s".into()])
+                };
                 worker.dataflow::<u64, _, _>(|scope| {
-                    build(
-                        scope,
-                        reader,
-                        Arc::clone(&spec),
-                        settings,
-                        Arc::clone(&c),
-                        metrics,
-                    )
-                    .inspect(move |row| {
+                    build(scope, reader, Arc::clone(&spec), settings, shared).inspect(move |row| {
                         if let Output::Window(w) = row
                             && w.is_final
                         {
@@ -333,7 +338,9 @@ proptest! {
 
     /// Every (event, window) pair is either counted or reported late, never
     /// both and never neither: per aggregate, the counts in all final windows
-    /// plus the late windows equal the good events times windows per event.
+    /// plus the windows the pipeline itself reported late equal the good
+    /// events times windows per event, and each late report (event,
+    /// aggregate, windows missed) is the reference's.
     #[test]
     fn every_event_window_pair_is_counted_or_late(
         seed in 0u64..1_000_000,
@@ -345,20 +352,23 @@ proptest! {
         let cfg = GenConfig { seed, users: 50, items: 10, partitions: 3, late: 0.05, late_by_ms: 700_000, ..disorderly() };
         let (parts, _) = clickstream(cfg, 2_000);
         let spec = spec(ooo, lateness);
-        let good = compute(&spec, &parts).good;
+        let reference = compute(&spec, &parts);
+        let good = reference.good;
         let got = run(&spec, &parts, workers, &[slow, 1_000]);
-        let late_windows: Vec<_> = got.late.clone();
+        let mut reported: Vec<LateReport> = got.late.clone();
+        reported.sort();
+        prop_assert_eq!(&reported, &late_reports(&reference));
         let collected = Collected::from_outputs(got.outputs, 5);
         for agg in &spec.aggregates {
             let counted: u64 = collected.windows.values()
                 .filter(|w| *w.aggregate == *agg.name)
                 .map(|w| w.version)
                 .sum();
-            let reference = compute(&spec, &parts);
-            let missed: u64 = reference.late.iter().filter(|l| l.aggregate == agg.name).map(|l| u64::from(l.windows)).sum();
-            let late_events = late_windows.iter().filter(|l| l.2 == agg.name).count();
-            let reference_late_events = reference.late.iter().filter(|l| l.aggregate == agg.name).count();
-            prop_assert_eq!(late_events, reference_late_events);
+            let missed: u64 = reported
+                .iter()
+                .filter(|l| l.2 == agg.name)
+                .map(|l| u64::from(l.3))
+                .sum();
             prop_assert_eq!(counted + missed, good * agg.window.windows_per_event());
         }
     }

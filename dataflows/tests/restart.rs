@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use footprint_dataflows::clickstream::{GenConfig, Generator};
 use footprint_dataflows::control::RunControl;
-use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::pipeline::Shared;
 use footprint_dataflows::pipeline::{assigned, build_with_checkpoints};
 use footprint_dataflows::reference::{Collected, compute};
 use footprint_dataflows::source::{MemoryReader, SourceSettings};
@@ -117,23 +117,20 @@ fn run_failing(
             ..SourceSettings::default()
         };
         let control = Arc::clone(&control);
-        let metrics = Arc::new(Metrics::new(names.clone()));
+        let shared = Shared {
+            control: Arc::clone(&control),
+            ..Shared::unregistered(names.clone())
+        };
         let rows_log = Arc::clone(&l);
-        let sink_metrics = Arc::clone(&metrics);
+        let flow = Arc::clone(&shared.flow);
         let mut checkpoints = worker.dataflow::<u64, _, _>(|scope| {
-            let (rows, checkpoints) = build_with_checkpoints(
-                scope,
-                reader,
-                Arc::clone(&spec),
-                settings,
-                Arc::clone(&control),
-                metrics,
-            );
+            let (rows, checkpoints) =
+                build_with_checkpoints(scope, reader, Arc::clone(&spec), settings, shared);
             rows.inspect(move |row| {
                 let mut log = rows_log.lock().expect("lock");
                 log.push(Entry::Row(row.clone()));
                 if fail_at == Some(log.len()) {
-                    Metrics::add_sink(&sink_metrics.sink_failures, "test", 1);
+                    flow.lose_rows();
                     log.push(Entry::Lost);
                 }
             })
@@ -287,25 +284,34 @@ fn a_resumed_partition_keeps_its_watermark() {
     const T0: i64 = common::T0;
     let event = |ts: i64| common::view_at(T0 + ts);
     let parts = vec![vec![event(10_500), event(500), event(10_600)]];
-    let from = Points::from([(0, (1, Some(T0 + 10_500)))]);
-    let rows: Vec<Output> = run(&spec, &parts, 1, &from, None)
-        .into_iter()
-        .filter_map(|e| match e {
-            Entry::Row(r) => Some(r),
-            Entry::Commit(..) | Entry::Lost => None,
-        })
-        .collect();
-    let windows: Vec<(i64, u64)> = rows
-        .iter()
-        .filter_map(|r| match r {
-            Output::Window(w) if w.is_final => Some((w.window_start, w.version)),
-            _ => None,
-        })
-        .collect();
+    let finals = |from: &Points| -> Vec<(i64, u64)> {
+        run(&spec, &parts, 1, from, None)
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Row(Output::Window(w)) if w.is_final => Some((w.window_start, w.version)),
+                _ => None,
+            })
+            .collect()
+    };
+    // The control: a run that never stopped finds the event at 500 late.
     assert_eq!(
-        windows,
+        finals(&Points::new()),
+        vec![(T0 + 10_000, 2)],
+        "without a stop, the event at 500 is late"
+    );
+    // Resumed after the first event, with the checkpoint's watermark.
+    let from = Points::from([(0, (1, Some(T0 + 10_500)))]);
+    assert_eq!(
+        finals(&from),
         vec![(T0 + 10_000, 1)],
         "the event at 500 is late, as it was"
+    );
+    // Without the watermark the checkpoint carries, it would not be.
+    let bare = Points::from([(0, (1, None))]);
+    assert_eq!(
+        finals(&bare),
+        vec![(T0, 1), (T0 + 10_000, 1)],
+        "a resume without the watermark counts the event at 500"
     );
 }
 

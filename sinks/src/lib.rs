@@ -16,6 +16,7 @@
 use footprint_dataflows::Output;
 
 mod decimal;
+pub mod events;
 pub mod file;
 pub mod memory;
 pub mod mysql;

@@ -29,30 +29,30 @@
 //! that several stores receive is kept once, shared by their folds; each
 //! writer thread takes its own copy a chunk at a time.
 //!
-//! Rows waiting or in flight are counted in
-//! [`Metrics::sink_rows_waiting`]; at
-//! [`max_sink_rows_waiting`](footprint_dataflows::source::SourceSettings::max_sink_rows_waiting)
-//! (config `sinks.max_rows_waiting`) the process's sources pause reading
+//! Rows waiting or in flight are counted in the process's
+//! [`Flow`]; at its limit (config `sinks.max_rows_waiting`) the process's
+//! sources pause reading
 //! until the writers catch up, so a backlog read faster than the stores take
 //! it does not grow the memory; a pause that lasts
 //! [`HOLD_AFTER`](footprint_dataflows::source::HOLD_AFTER) also pauses their
 //! Kafka partitions, dropping what librdkafka read ahead.
 //!
-//! A writer thread that dies (a sink that panics) wakes the operator as it
-//! goes: its rows are counted as failed and logged at ERROR, and the
-//! dataflow is not held back.
+//! A write that fails (neither written nor diverted), or a writer thread
+//! that dies (a sink that panics), is reported as [`RowsLost`] and sets the
+//! flow's rows-lost latch, so the process stops committing source offsets;
+//! the dataflow is not held back.
 //!
 //! Other sinks (files, memory) take every row, in order, on the worker
 //! thread.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 
 use footprint_dataflows::crashpoint;
-use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::flow::Flow;
 use footprint_dataflows::{Output, RecentEntry, Time};
+use footprint_telemetry::InternalEvent;
 use hashbrown::DefaultHashBuilder;
 use hashbrown::HashTable;
 use timely::container::CapacityContainerBuilder;
@@ -62,6 +62,7 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::scheduling::SyncActivator;
 
 use crate::Sink;
+use crate::events::{RowsFolded, RowsLost, RowsWritten, SinkFlushFailed, SinkMetrics};
 
 /// Rows per call to a store writer's sink: the switch and breaker are
 /// consulted between chunks, so a flipped switch takes effect within one.
@@ -84,12 +85,14 @@ pub trait WriteTo<'s> {
     /// Writes every row to the sinks `routing` names for it. The returned
     /// stream carries no data; its frontier passes a time once every row at
     /// that time has been written or diverted, which is what a probe on it
-    /// (the source's offset checkpoints) waits for.
+    /// (the source's offset checkpoints) waits for. Rows waiting for the
+    /// store writers are counted in `flow`.
     fn write_to(
         self,
         sinks: Vec<Box<dyn Sink>>,
         routing: Routing,
-        metrics: Arc<Metrics>,
+        flow: Arc<Flow>,
+        metrics: Arc<SinkMetrics>,
     ) -> StreamVec<'s, Time, ()>;
 }
 
@@ -98,87 +101,122 @@ impl<'s> WriteTo<'s> for StreamVec<'s, Time, Output> {
         self,
         sinks: Vec<Box<dyn Sink>>,
         routing: Routing,
-        metrics: Arc<Metrics>,
+        flow: Arc<Flow>,
+        metrics: Arc<SinkMetrics>,
     ) -> StreamVec<'s, Time, ()> {
         let scope = self.scope();
         let keep = routing.recent_keep;
-        self.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "WriteTo", move |_cap, info| {
-            let worker = scope.worker();
-            let mut lanes: Vec<Lane> = sinks
-                .into_iter()
-                .map(|sink| {
-                    if sink.folds() {
-                        let activator = worker.sync_activator_for(info.address.to_vec());
-                        Lane::Writer(Writer::spawn(sink, keep, activator, Arc::clone(&metrics)))
-                    } else {
-                        Lane::Inline { sink, batch: Vec::new() }
-                    }
-                })
-                .collect();
-            let mut flushed = true;
-            move |input, _output| {
-                input.for_each(|cap, data| {
-                    for row in data.drain(..) {
-                        let targets = match &row {
-                            Output::Window(w) => routing.windows.get(usize::from(w.agg)).map_or(&[][..], Vec::as_slice),
-                            Output::Recent(_) => routing.recent.as_slice(),
-                        };
-                        // One copy of the row, whichever stores wait for it.
-                        let row = Arc::new(row);
-                        if let Some((last, rest)) = targets.split_last() {
-                            for t in rest {
-                                lanes[*t].push(Arc::clone(&row), &cap);
+        self.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Pipeline,
+            "WriteTo",
+            move |_cap, info| {
+                let worker = scope.worker();
+                let mut lanes: Vec<Lane> = sinks
+                    .into_iter()
+                    .map(|sink| {
+                        if sink.folds() {
+                            let activator = worker.sync_activator_for(info.address.to_vec());
+                            Lane::Writer(Writer::spawn(
+                                sink,
+                                keep,
+                                activator,
+                                Arc::clone(&flow),
+                                Arc::clone(&metrics),
+                            ))
+                        } else {
+                            Lane::Inline {
+                                sink,
+                                batch: Vec::new(),
                             }
-                            lanes[*last].push(row, &cap);
+                        }
+                    })
+                    .collect();
+                let mut flushed = true;
+                move |input, _output| {
+                    input.for_each(|cap, data| {
+                        for row in data.drain(..) {
+                            let targets = match &row {
+                                Output::Window(w) => routing
+                                    .windows
+                                    .get(usize::from(w.agg))
+                                    .map_or(&[][..], Vec::as_slice),
+                                Output::Recent(_) => routing.recent.as_slice(),
+                            };
+                            // One copy of the row, whichever stores wait for it.
+                            let row = Arc::new(row);
+                            if let Some((last, rest)) = targets.split_last() {
+                                for t in rest {
+                                    lanes[*t].push(Arc::clone(&row), &cap);
+                                }
+                                lanes[*last].push(row, &cap);
+                            }
+                        }
+                    });
+                    for lane in &mut lanes {
+                        if let Lane::Writer(w) = lane {
+                            w.poll();
                         }
                     }
-                });
-                for lane in &mut lanes {
-                    if let Lane::Writer(w) = lane {
-                        w.poll();
-                    }
-                }
-                let mut wrote_one = false;
-                for lane in &mut lanes {
-                    let Lane::Inline { sink, batch } = lane else { continue };
-                    if batch.is_empty() {
-                        continue;
+                    let mut wrote_one = false;
+                    for lane in &mut lanes {
+                        let Lane::Inline { sink, batch } = lane else {
+                            continue;
+                        };
+                        if batch.is_empty() {
+                            continue;
+                        }
+                        if wrote_one {
+                            crashpoint::reached("sink.mid_batch");
+                        }
+                        wrote_one = true;
+                        flushed = false;
+                        write_counted(sink.as_mut(), batch, &flow, &metrics);
+                        batch.clear();
                     }
                     if wrote_one {
-                        crashpoint::reached("sink.mid_batch");
+                        crashpoint::reached("sink.after_write");
                     }
-                    wrote_one = true;
-                    flushed = false;
-                    write_counted(sink.as_mut(), batch, &metrics);
-                    batch.clear();
-                }
-                if wrote_one {
-                    crashpoint::reached("sink.after_write");
-                }
-                // Flush after every burst: files stay readable while a job runs.
-                if !flushed {
-                    for lane in &mut lanes {
-                        let Lane::Inline { sink, .. } = lane else { continue };
-                        if let Err(e) = sink.flush() {
-                            tracing::error!(sink = sink.name(), error = %e, "flushing the sink failed");
+                    // Flush after every burst: files stay readable while a job runs.
+                    if !flushed {
+                        for lane in &mut lanes {
+                            let Lane::Inline { sink, .. } = lane else {
+                                continue;
+                            };
+                            if let Err(e) = sink.flush() {
+                                SinkFlushFailed {
+                                    sink: sink.name(),
+                                    error: &e,
+                                }
+                                .emit(&metrics);
+                            }
                         }
+                        flushed = true;
                     }
-                    flushed = true;
                 }
-            }
-        })
+            },
+        )
     }
 }
 
-/// Writes `rows` once, counting the outcome unless the sink counts itself.
-fn write_counted(sink: &mut dyn Sink, rows: &[Output], metrics: &Metrics) {
-    let n = rows.len() as u64;
+/// Writes `rows` once, reporting the outcome unless the sink reports it
+/// itself; rows neither written nor diverted set the rows-lost latch.
+fn write_counted(sink: &mut dyn Sink, rows: &[Output], flow: &Flow, metrics: &SinkMetrics) {
     match sink.write(rows) {
         Ok(()) if sink.counts_itself() => {}
-        Ok(()) => Metrics::add_sink(&metrics.sink_writes, sink.name(), n),
+        Ok(()) => RowsWritten {
+            sink: sink.name(),
+            rows,
+            took: None,
+        }
+        .emit(metrics),
         Err(e) => {
-            Metrics::add_sink(&metrics.sink_failures, sink.name(), n);
-            tracing::error!(sink = sink.name(), rows = n, error = %e, "result rows were not written");
+            flow.lose_rows();
+            RowsLost {
+                sink: sink.name(),
+                rows: rows.len() as u64,
+                error: &e,
+            }
+            .emit(metrics);
         }
     }
 }
@@ -200,7 +238,7 @@ impl Lane {
             Lane::Inline { batch, .. } => batch.push(Arc::unwrap_or_clone(row)),
             Lane::Writer(w) => {
                 if w.waiting.push(row) {
-                    w.metrics.sink_rows_waiting.fetch_add(1, Ordering::Relaxed);
+                    w.flow.rows_queued(1);
                 }
                 // One capability, at the least time of the waiting rows.
                 if let Some(t) = cap.least()
@@ -229,8 +267,10 @@ struct Writer {
     done: Receiver<()>,
     /// The batch the thread is writing, if any.
     in_flight: Option<InFlight>,
-    /// Counts the rows waiting or in flight, and the outcomes.
-    metrics: Arc<Metrics>,
+    /// Counts the rows waiting or in flight.
+    flow: Arc<Flow>,
+    /// Reports the outcomes.
+    metrics: Arc<SinkMetrics>,
     /// Rows waiting for the thread, folded by identity.
     waiting: Fold,
     /// Held for the waiting rows.
@@ -242,12 +282,14 @@ impl Writer {
         mut sink: Box<dyn Sink>,
         keep: Option<usize>,
         activator: SyncActivator,
-        metrics: Arc<Metrics>,
+        flow: Arc<Flow>,
+        metrics: Arc<SinkMetrics>,
     ) -> Writer {
         let name = sink.name().to_owned();
         let (jobs, batches) = mpsc::channel::<Vec<Arc<Output>>>();
         let (finished, done) = mpsc::channel();
         let thread_metrics = Arc::clone(&metrics);
+        let thread_flow = Arc::clone(&flow);
         let spawned = std::thread::Builder::new()
             .name(format!("footprint-{name}-writer"))
             .spawn(move || {
@@ -268,10 +310,14 @@ impl Writer {
                         if chunk.is_empty() {
                             break;
                         }
-                        write_counted(sink.as_mut(), &chunk, &thread_metrics);
+                        write_counted(sink.as_mut(), &chunk, &thread_flow, &thread_metrics);
                     }
                     if let Err(e) = sink.flush() {
-                        tracing::error!(sink = sink.name(), error = %e, "flushing the sink failed");
+                        SinkFlushFailed {
+                            sink: sink.name(),
+                            error: &e,
+                        }
+                        .emit(&thread_metrics);
                     }
                     crashpoint::reached("sink.mid_batch");
                     if finished.send(()).is_err() {
@@ -293,6 +339,7 @@ impl Writer {
             jobs,
             done,
             in_flight: None,
+            flow,
             metrics,
             waiting: Fold::new(keep),
             waiting_cap: None,
@@ -323,7 +370,11 @@ impl Writer {
         }
         let folded = std::mem::take(&mut self.waiting.folded);
         if folded > 0 {
-            Metrics::add_sink(&self.metrics.sink_folded, &self.name, folded);
+            RowsFolded {
+                sink: &self.name,
+                rows: folded,
+            }
+            .emit(&self.metrics);
         }
         if self.in_flight.is_some() || self.waiting.rows.is_empty() {
             return;
@@ -344,18 +395,19 @@ impl Writer {
 
     /// `n` rows are no longer waiting.
     fn release(&self, n: u64) {
-        let _ = self.metrics.sink_rows_waiting.fetch_update(
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-            |w| Some(w.saturating_sub(n)),
-        );
+        self.flow.rows_settled(n);
     }
 
     /// `n` rows will not be written: the thread has stopped.
     fn fail(&self, n: u64) {
         self.release(n);
-        Metrics::add_sink(&self.metrics.sink_failures, &self.name, n);
-        tracing::error!(sink = %self.name, rows = n, "the store writer has stopped; result rows were not written");
+        self.flow.lose_rows();
+        RowsLost {
+            sink: &self.name,
+            rows: n,
+            error: &"the store writer has stopped",
+        }
+        .emit(&self.metrics);
     }
 }
 

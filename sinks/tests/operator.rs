@@ -4,12 +4,12 @@
 //! at that time is in the store.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::flow::Flow;
 use footprint_dataflows::{MeasureValue, Output, RecentEntry, RecentRow, WindowRow};
+use footprint_sinks::events::SinkMetrics;
 use footprint_sinks::operator::{Routing, WriteTo};
 use footprint_sinks::{Sink, SinkError};
 use timely::container::CapacityContainerBuilder;
@@ -103,7 +103,8 @@ fn recent(user: &str, ts: i64) -> Output {
 fn writing_to(
     worker: &mut timely::worker::Worker,
     sink: Box<dyn Sink>,
-    metrics: &Arc<Metrics>,
+    flow: &Arc<Flow>,
+    metrics: &Arc<SinkMetrics>,
 ) -> (
     InputHandle<u64, CapacityContainerBuilder<Vec<Output>>>,
     ProbeHandle<u64>,
@@ -118,7 +119,7 @@ fn writing_to(
     worker.dataflow(|scope| {
         scope
             .input_from(&mut input)
-            .write_to(vec![sink], routing, Arc::clone(metrics))
+            .write_to(vec![sink], routing, Arc::clone(flow), Arc::clone(metrics))
             .probe_with(&probe);
     });
     (input, probe)
@@ -127,15 +128,17 @@ fn writing_to(
 #[test]
 fn a_slow_store_gets_folded_batches_and_the_frontier_waits_for_its_writes() {
     let store = Arc::new(Mutex::new(Store::default()));
-    let metrics = Arc::new(Metrics::new(vec!["clicks".into()]));
+    let metrics = Arc::new(SinkMetrics::default());
+    let flow = Arc::new(Flow::default());
     let sink_store = Arc::clone(&store);
     let sink_metrics = Arc::clone(&metrics);
+    let sink_flow = Arc::clone(&flow);
     timely::execute_directly(move |worker| {
         let slow = Slow {
             store: Arc::clone(&sink_store),
             delay: Duration::from_millis(20),
         };
-        let (mut input, probe) = writing_to(worker, Box::new(slow), &sink_metrics);
+        let (mut input, probe) = writing_to(worker, Box::new(slow), &sink_flow, &sink_metrics);
         // The newest row sent per window, and the time it was sent at.
         let mut sent: Vec<(String, i64, u64, bool, u64)> = Vec::new();
         let mut frontier_passed_unwritten = 0;
@@ -152,7 +155,7 @@ fn a_slow_store_gets_folded_batches_and_the_frontier_waits_for_its_writes() {
             }
             input.send(recent(&format!("u{}", round % 3), round as i64));
             input.advance_to(round + 1);
-            max_waiting = max_waiting.max(sink_metrics.sink_rows_waiting.load(Ordering::Relaxed));
+            max_waiting = max_waiting.max(sink_flow.rows_waiting());
             // A round every 5 ms against 20 ms writes: rows wait, and fold.
             std::thread::sleep(Duration::from_millis(5));
             for _ in 0..3 {
@@ -180,10 +183,11 @@ fn a_slow_store_gets_folded_batches_and_the_frontier_waits_for_its_writes() {
             "the frontier passed some times during the run"
         );
         assert_eq!(
-            sink_metrics.sink_rows_waiting.load(Ordering::Relaxed),
+            sink_flow.rows_waiting(),
             0,
             "nothing waits once every row is written"
         );
+        assert!(!sink_flow.rows_lost(), "no row was lost");
         assert_eq!(
             frontier_passed_unwritten, 0,
             "the frontier passed times whose rows were not yet written"
@@ -206,7 +210,7 @@ fn a_slow_store_gets_folded_batches_and_the_frontier_waits_for_its_writes() {
         assert_eq!(stored, newest, "u{u} keeps its {KEEP} newest entries");
     }
     let sent = 60 * 21;
-    let folded = Metrics::sink_count(&metrics.sink_folded, "slow") as usize;
+    let folded = metrics.folded("slow") as usize;
     assert_eq!(
         s.rows + folded,
         sent,
@@ -218,7 +222,7 @@ fn a_slow_store_gets_folded_batches_and_the_frontier_waits_for_its_writes() {
         s.writes
     );
     assert_eq!(
-        Metrics::sink_count(&metrics.sink_writes, "slow") as usize,
+        metrics.written("slow") as usize,
         s.rows,
         "written rows are counted"
     );
@@ -243,10 +247,12 @@ impl Sink for Panics {
 
 #[test]
 fn a_writer_that_dies_fails_its_rows_and_does_not_hold_the_dataflow_back() {
-    let metrics = Arc::new(Metrics::new(vec!["clicks".into()]));
+    let metrics = Arc::new(SinkMetrics::default());
+    let flow = Arc::new(Flow::default());
     let sink_metrics = Arc::clone(&metrics);
+    let sink_flow = Arc::clone(&flow);
     timely::execute_directly(move |worker| {
-        let (mut input, probe) = writing_to(worker, Box::new(Panics), &sink_metrics);
+        let (mut input, probe) = writing_to(worker, Box::new(Panics), &sink_flow, &sink_metrics);
         for round in 0..5u64 {
             input.send(window("i0", 0, round + 1, false));
             input.send(window(&format!("i{}", round + 1), 0, 1, false));
@@ -262,18 +268,19 @@ fn a_writer_that_dies_fails_its_rows_and_does_not_hold_the_dataflow_back() {
         assert!(
             probe.done(),
             "the dataflow completes (failed {}, folded {}, waiting {})",
-            Metrics::sink_count(&sink_metrics.sink_failures, "panics"),
-            Metrics::sink_count(&sink_metrics.sink_folded, "panics"),
-            sink_metrics.sink_rows_waiting.load(Ordering::Relaxed)
+            sink_metrics.failed("panics"),
+            sink_metrics.folded("panics"),
+            sink_flow.rows_waiting()
         );
     });
-    let failed = Metrics::sink_count(&metrics.sink_failures, "panics");
-    let folded = Metrics::sink_count(&metrics.sink_folded, "panics");
+    let failed = metrics.failed("panics");
+    let folded = metrics.folded("panics");
     assert_eq!(
         failed + folded,
         10,
         "every row is failed or folded, none silently lost"
     );
     assert!(failed > 0);
-    assert_eq!(metrics.sink_rows_waiting.load(Ordering::Relaxed), 0);
+    assert!(flow.rows_lost(), "failed rows stop the commits");
+    assert_eq!(flow.rows_waiting(), 0);
 }

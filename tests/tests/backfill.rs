@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use footprint_connectors::admin::Admin;
 use footprint_connectors::checkpoints;
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::reference::compute;
@@ -130,7 +131,13 @@ fn skip_to_latest_then_a_backfill_fills_the_skipped_range_exactly() {
     let _ = a.wait();
     let committed = committed_total(&s.group, &s.topic, PARTITIONS).expect("commits");
 
-    let saved = checkpoints::load(&kafka(), "footprint.checkpoints", &s.group).expect("load");
+    let saved = checkpoints::load(
+        &Admin::new(&kafka()).expect("admin"),
+        "footprint.checkpoints",
+        &s.group,
+    )
+    .expect("load")
+    .points;
 
     // A backlog builds up; the operator skips it.
     produce_slice(&s.topic, &gen_cfg, first, second).expect("produce");

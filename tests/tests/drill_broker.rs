@@ -16,7 +16,7 @@ use footprint_dataflows::reference::compute;
 use footprint_tests::drill::{Figures, Size};
 use footprint_tests::{
     OwnBroker, Scenario, committed_total_at, held_parts, produce_live, spawn_footprint_env,
-    wait_exit,
+    wait_exit, wait_until,
 };
 
 const PARTITIONS: i32 = 4;
@@ -66,8 +66,8 @@ fn a_broker_restart_mid_run_loses_nothing_and_counts_nothing_twice() {
     }
 
     // The broker goes away mid-run, and comes back.
+    let at_kill = committed().expect("the commits before the outage");
     broker.kill().expect("kill -9 the broker");
-    let before = committed_total_at(&settings, &s.group, &s.topic, PARTITIONS);
     std::thread::sleep(outage);
     assert!(
         worker.try_wait().expect("poll").is_none(),
@@ -76,7 +76,23 @@ fn a_broker_restart_mid_run_loses_nothing_and_counts_nothing_twice() {
     );
     broker.restart().expect("restart the broker");
     let back = Instant::now();
-    let before = before.unwrap_or_else(|_| committed().unwrap_or(0));
+    // What the group had committed when the broker came back: read from the
+    // restarted broker, however long it takes to answer.
+    let mut before = None;
+    wait_until(
+        Duration::from_secs(60),
+        "the restarted broker's commits",
+        || {
+            before = committed().ok();
+            before.is_some()
+        },
+    )
+    .expect("the restarted broker answers");
+    let before = before.unwrap_or(i64::MAX);
+    assert!(
+        before >= at_kill,
+        "the broker kept the commits made before it was killed ({before} < {at_kill})"
+    );
     let deadline = Instant::now() + Duration::from_secs(180);
     while committed().unwrap_or(0) <= before {
         assert!(

@@ -3,13 +3,15 @@
 //! time (`docs/design.md#offsets-and-recovery`).
 //!
 //! The kill points are drawn from a seeded generator (`FOOTPRINT_DRILL_SEED`,
-//! printed): some are random moments once the commits have moved on, the
-//! others are crash points (see `footprint_dataflows::crashpoint`) reached a
-//! random number of times: between writing results and committing them,
-//! between two sinks of one batch, just before a commit, and between the
-//! checkpoint topic and the consumer group. The worker holds there and is
-//! killed with SIGKILL. A last run reads to the end; both stores then equal
-//! the sequential reference.
+//! printed): some are random moments once the restarted worker has
+//! recovered (its commits moved past where it resumed), the others are
+//! crash points (see `footprint_dataflows::crashpoint`) reached a random
+//! number of times: between writing results and committing them, between
+//! two sinks of one batch, just before a commit, and between the checkpoint
+//! topic and the consumer group. The worker holds there and is killed with
+//! SIGKILL. Every armed crash point must be reached, and every worker killed
+//! at a random moment must have recovered first. A last run reads to the
+//! end; both stores then equal the sequential reference.
 //!
 //! Recovery is the time from a restart to the first commit past the
 //! checkpoint it resumed from: the open windows are rebuilt and the worker
@@ -89,10 +91,10 @@ fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
         let moment = Duration::from_millis(200 + rng.below(6_000));
         let mut child = spawn_footprint_env(&config, &["worker"], &log, &env).expect("start");
         let restarted = Instant::now();
-        let mut recovered = false;
+        let mut recovered: Option<Instant> = None;
         let kind = loop {
-            if !recovered && committed() > before {
-                recovered = true;
+            if recovered.is_none() && committed() > before {
+                recovered = Some(Instant::now());
                 recovery.push(restarted.elapsed().as_secs_f64());
             }
             assert!(
@@ -107,12 +109,21 @@ fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
                         break p;
                     }
                 }
-                None if restarted.elapsed() >= moment => break "random moment",
+                None if recovered.is_some_and(|at| at.elapsed() >= moment) => {
+                    break "random moment";
+                }
                 None => {}
             }
-            if restarted.elapsed() > Duration::from_secs(30) {
-                break "no crash point within 30 s";
-            }
+            assert!(
+                restarted.elapsed() < Duration::from_secs(120),
+                "round {}: {} within 120 s; see {}",
+                round + 1,
+                match &armed {
+                    Some(a) => format!("crash point {a} was not reached"),
+                    None => "the restarted worker did not recover".to_owned(),
+                },
+                log.display()
+            );
             std::thread::sleep(Duration::from_millis(10 + rng.below(40)));
         };
         child.kill().expect("kill -9");

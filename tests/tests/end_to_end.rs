@@ -1,11 +1,13 @@
 //! End to end through the real broker: generated events with bad and late
 //! ones go through `footprint`'s worker; every good event is counted exactly
-//! once in the final results, every bad event is in the dead-letter topic
-//! with its reason, and every late event is in the late topic.
+//! once in the final results (in memory and in the results file), every bad
+//! event is in the dead-letter topic with its reason, and every late event
+//! is in the late topic with the aggregates and windows it missed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use footprint::config::Config;
+use footprint_dataflows::Output;
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::reference::{Collected, compute};
 use footprint_tests::{brokers, preload, read_all, run_to_end, unique};
@@ -101,9 +103,10 @@ path = "{path}"
         assert_eq!(payload, &parts[*p][*i], "payload forwarded unchanged");
     }
 
-    // Every late event is in the late topic, naming the aggregates it missed.
+    // Every late event is in the late topic, naming the aggregates it missed
+    // and how many windows of each (`aggregate:N`).
     let late = read_all(&format!("{topic}.late")).expect("read late topic");
-    let got_late: BTreeSet<(String, String)> = late
+    let got_late: BTreeSet<(String, String, u32)> = late
         .iter()
         .flat_map(|m| {
             let source = m
@@ -115,21 +118,25 @@ path = "{path}"
                 .get("footprint.late")
                 .map(|l| {
                     l.split(',')
-                        .map(|x| x.split(':').next().unwrap_or("").to_owned())
+                        .map(|x| {
+                            let (agg, n) = x.split_once(':').expect("aggregate:windows");
+                            (agg.to_owned(), n.parse::<u32>().expect("a window count"))
+                        })
                         .collect::<Vec<_>>()
                 })
                 .unwrap_or_default()
                 .into_iter()
-                .map(move |agg| (source.clone(), agg))
+                .map(move |(agg, n)| (source.clone(), agg, n))
         })
         .collect();
-    let expected_late: BTreeSet<(String, String)> = expected
+    let expected_late: BTreeSet<(String, String, u32)> = expected
         .late
         .iter()
         .map(|l| {
             (
                 format!("{topic}/{}/{}", l.partition, l.index),
                 l.aggregate.clone(),
+                l.windows,
             )
         })
         .collect();
@@ -146,13 +153,42 @@ path = "{path}"
     );
     assert_eq!(report.late, expected.late.len() as u64);
 
-    // The file sink holds the same final rows.
+    // The file sink holds the same final rows, each once.
     let text = std::fs::read_to_string(dir.path().join("results.jsonl")).expect("results file");
     let w1 = std::fs::read_to_string(dir.path().join("results.w1.jsonl")).unwrap_or_default();
-    let finals = text
-        .lines()
-        .chain(w1.lines())
-        .filter(|l| l.contains(r#""final":true"#))
-        .count();
-    assert_eq!(finals, expected.windows.len());
+    let identity = |v: &serde_json::Value| {
+        (
+            v["aggregate"].to_string(),
+            v["key"].to_string(),
+            v["window_start"].as_i64().expect("window_start"),
+        )
+    };
+    let mut file_finals = BTreeMap::new();
+    for line in text.lines().chain(w1.lines()) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON row");
+        if v["final"] == serde_json::json!(true) {
+            let previous = file_finals.insert(identity(&v), v);
+            assert!(
+                previous.is_none(),
+                "a final row written twice: {previous:?}"
+            );
+        }
+    }
+    let expected_finals: BTreeMap<_, _> = expected
+        .windows
+        .values()
+        .map(|w| {
+            let v = Output::Window(w.clone()).to_json();
+            (identity(&v), v)
+        })
+        .collect();
+    assert_eq!(
+        file_finals.len(),
+        expected_finals.len(),
+        "final rows in the file"
+    );
+    assert!(
+        file_finals == expected_finals,
+        "the file's final rows equal the reference"
+    );
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use footprint::config::Config;
-use footprint_connectors::compacted::ensure;
+use footprint_connectors::admin::Admin;
 use footprint_connectors::control::ControlPublisher;
 use footprint_connectors::journal::Journal;
 use footprint_connectors::retry::RetryRecord;
@@ -51,7 +51,8 @@ fn journaled_records_survive_kill_9_and_are_resent_on_restart() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(ensure(&kafka(), &control))
+    Admin::new(&kafka())
+        .and_then(|a| a.ensure_compacted(&control))
         .expect("control topic");
     let publisher = ControlPublisher::new(&kafka(), &control).expect("publisher");
     rt.block_on(publisher.publish("mysql", Mode::Degraded))
@@ -183,10 +184,13 @@ url = "{mysql}/{database}"
     .expect("config");
     let report = footprint::replay::run_replay(
         &cfg,
-        true,
+        &footprint::replay::ReplayOptions {
+            once: true,
+            progress: None,
+            ..Default::default()
+        },
         None,
         &Arc::new(footprint_dataflows::control::RunControl::default()),
-        None,
     )
     .expect("replay");
     assert!(report.applied as usize >= before.len());

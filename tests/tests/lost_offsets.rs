@@ -11,8 +11,10 @@
 
 use std::time::Duration;
 
-use footprint_connectors::checkpoints::{self, Saved};
+use footprint_connectors::admin::Admin;
+use footprint_connectors::checkpoints;
 use footprint_connectors::client::KafkaSettings;
+use footprint_connectors::offsets::Saved;
 use footprint_connectors::producer::EventProducer;
 use footprint_dataflows::clickstream::{GenConfig, Generator};
 use footprint_tests::{
@@ -41,13 +43,20 @@ fn plain_config(brokers: &str, s: &Scenario) -> (std::path::PathBuf, String) {
     (path, toml)
 }
 
-/// Runs `footprint worker --until-end` and returns its ERROR lines that
-/// contain `what`, and the offsets they say were skipped.
+/// What a run of `footprint worker --until-end` logged: its ERROR lines that
+/// contain `what`, the offsets they say were skipped, and the messages it
+/// read (from its last line).
+struct Logged {
+    errors: usize,
+    skipped: i64,
+    events_in: u64,
+}
+
 fn errors_of_a_run(
     s: &Scenario,
     (config, brokers): (&std::path::Path, &str),
     what: &str,
-) -> (usize, i64) {
+) -> Logged {
     let log = s.dir.join("run.log");
     // FOOTPRINT_BROKERS (the test broker) would override the config's brokers.
     let env = [("FOOTPRINT_BROKERS", brokers)];
@@ -66,7 +75,18 @@ fn errors_of_a_run(
         .filter_map(|v| v.split_whitespace().next())
         .filter_map(|v| v.parse::<i64>().ok())
         .sum();
-    (errors.len(), skipped)
+    let events_in = text
+        .lines()
+        .filter(|l| l.contains("worker stopped"))
+        .filter_map(|l| l.split("events_in=").nth(1))
+        .filter_map(|v| v.split_whitespace().next())
+        .find_map(|v| v.parse::<u64>().ok())
+        .expect("the worker logs what it read when it stops");
+    Logged {
+        errors: errors.len(),
+        skipped,
+        events_in,
+    }
 }
 
 /// Checkpoints past a partition's end (the topic was recreated) restart from
@@ -90,11 +110,15 @@ fn a_checkpoint_past_the_end_restarts_from_the_latest_offset() {
         .expect("stale checkpoints");
     let brokers = footprint_tests::brokers();
     let (config, toml) = plain_config(&brokers, &s);
-    let (errors, skipped) = errors_of_a_run(&s, (&config, &brokers), "past the partition's end");
-    assert_eq!(errors, 2, "one ERROR per partition");
+    let run = errors_of_a_run(&s, (&config, &brokers), "past the partition's end");
+    assert_eq!(run.errors, 2, "one ERROR per partition");
     assert_eq!(
-        skipped, 3_000,
+        run.skipped, 3_000,
         "the ERRORs say how many offsets are skipped"
+    );
+    assert_eq!(
+        run.events_in, 0,
+        "the run starts at the end and reads nothing"
     );
     assert_eq!(
         committed_total(&s.group, &s.topic, 2).expect("commits"),
@@ -143,8 +167,8 @@ fn a_checkpoint_before_the_start_restarts_from_the_earliest_offset() {
         }
         producer.flush(Duration::from_secs(30)).expect("flush");
     }
-    let (low, high) =
-        footprint_connectors::admin::watermarks(&settings, &s.topic, 0).expect("watermarks");
+    let admin = Admin::new(&settings).expect("admin");
+    let (low, high) = admin.watermarks(&s.topic, 0).expect("watermarks");
     assert!(low > 10, "the oldest batches are gone (first offset {low})");
     let stale = Saved {
         offset: 10,
@@ -159,24 +183,31 @@ fn a_checkpoint_before_the_start_restarts_from_the_earliest_offset() {
     .expect("a checkpoint before the start");
     let brokers = mock.bootstrap_servers();
     let (config, _) = plain_config(&brokers, &s);
-    let (errors, skipped) = errors_of_a_run(
+    let run = errors_of_a_run(
         &s,
         (&config, &brokers),
         "before the partition's first offset",
     );
-    assert_eq!(errors, 1, "one ERROR");
+    assert_eq!(run.errors, 1, "one ERROR");
     assert_eq!(
-        skipped,
+        run.skipped,
         low - 10,
         "the ERROR says how many offsets were lost"
     );
-    let committed =
-        footprint_connectors::admin::committed(&settings, &s.group, &[(s.topic.clone(), 0)])
-            .expect("commits");
+    // A run that started anywhere but the first retained offset (the latest
+    // offset, say) would read fewer.
+    assert_eq!(
+        run.events_in as i64,
+        high - low,
+        "the run read every retained offset, from the first on"
+    );
+    let committed = admin
+        .committed(&s.group, &[(s.topic.clone(), 0)])
+        .expect("commits");
     let at = committed[0].expect("committed").offset;
     assert!(
         at > low && at <= high,
-        "the run read from the first offset on ({at})"
+        "the run committed within what it read ({at})"
     );
     s.clean();
 }

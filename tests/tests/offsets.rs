@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 use footprint::config::Config;
 use footprint::generate::{GenPlan, produce};
-use footprint_connectors::{admin, checkpoints};
+use footprint_connectors::admin::Admin;
+use footprint_connectors::checkpoints;
+use footprint_connectors::offsets::Saved;
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::control::RunControl;
-use footprint_tests::{brokers, kafka, preload, run_to_end, unique};
+use footprint_dataflows::reference::{Collected, compute};
+use footprint_tests::{brokers, held_parts, kafka, preload, run_to_end, unique};
 
 /// A small clickstream on one partition.
 fn one_partition(seed: u64) -> GenConfig {
@@ -76,10 +79,13 @@ sinks = []
 "#,
         brokers = brokers(),
     ));
-    let (first, _) = run_to_end(&config, 2).expect("first run");
+    let (first, first_rows) = run_to_end(&config, 2).expect("first run");
     assert_eq!(first.events_in, 3_000);
     let pairs: Vec<(String, i32)> = (0..3).map(|p| (topic.clone(), p)).collect();
-    let committed = admin::committed(&kafka(), &format!("{topic}-group"), &pairs).expect("fetch");
+    let admin = Admin::new(&kafka()).expect("admin");
+    let committed = admin
+        .committed(&format!("{topic}-group"), &pairs)
+        .expect("fetch");
     let total: i64 = committed
         .iter()
         .map(|c| c.expect("every partition committed").offset)
@@ -88,8 +94,9 @@ sinks = []
         total > 0 && total < 3_000,
         "the commits stop where the watermark stopped ({total})"
     );
-    let saved = checkpoints::load(&kafka(), "footprint.checkpoints", &format!("{topic}-group"))
-        .expect("load checkpoints");
+    let saved = checkpoints::load(&admin, "footprint.checkpoints", &format!("{topic}-group"))
+        .expect("load checkpoints")
+        .points;
     for (t, p) in &pairs {
         let s = saved
             .get(&(t.clone(), *p))
@@ -111,12 +118,25 @@ sinks = []
         progress: None,
     };
     produce(&kafka(), more, &plan, &Arc::new(RunControl::default())).expect("produce more");
-    let (second, _) = run_to_end(&config, 1).expect("second run");
+    let (second, second_rows) = run_to_end(&config, 1).expect("second run");
     assert_eq!(
         second.events_in as i64,
         4_200 - total,
         "the second run reads from the commits on"
     );
+    // The windows the first run emitted at the end of its input were partial;
+    // the second run rebuilt them whole: the newest row of every window, over
+    // both runs, is the reference's over everything the topic holds.
+    let spec = config.spec().expect("spec");
+    let parts = held_parts(&kafka(), &topic, 3).expect("read the topic back");
+    assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 4_200);
+    let expected = compute(&spec, &parts);
+    let got = Collected::from_outputs(first_rows.into_iter().chain(second_rows), 0);
+    assert_eq!(got.not_final, 0, "every window ends final");
+    assert_eq!(got.windows.len(), expected.windows.len(), "windows");
+    for (id, row) in &expected.windows {
+        assert_eq!(got.windows.get(id), Some(row), "window {id:?}");
+    }
 }
 
 /// A checkpoint inside the partition's last record batch: the first fetch
@@ -134,7 +154,7 @@ fn a_worker_resumes_from_inside_the_last_record_batch() {
             w.save(&[(
                 topic.as_str(),
                 0,
-                checkpoints::Saved {
+                Saved {
                     offset: 120,
                     max_ts: Some(1_767_225_600_000),
                 },

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use footprint_connectors::admin::ensure_topic;
+use footprint_connectors::admin::Admin;
 use footprint_connectors::client::KafkaSettings;
 use footprint_connectors::retry::{RetryRecord, RetryTopic};
 use footprint_dataflows::{MeasureValue, Output, WindowRow};
@@ -37,19 +37,16 @@ fn why() -> Diversion<'static> {
     }
 }
 
-fn create(topic: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(ensure_topic(&kafka(), topic, 2, 1))
+fn create(topic: &str, partitions: i32) {
+    Admin::new(&kafka())
+        .and_then(|a| a.ensure_topic(topic, partitions, 1))
         .expect("create topic");
 }
 
 #[test]
 fn diverted_rows_reach_the_retry_topic_as_self_contained_records() {
     let topic = unique("retry");
-    create(&topic);
+    create(&topic, 2);
     let dir = tempfile::tempdir().expect("tempdir");
     let retry = RetryTopic::new(
         &kafka(),
@@ -77,7 +74,7 @@ fn diverted_rows_reach_the_retry_topic_as_self_contained_records() {
 #[test]
 fn rows_go_to_the_journal_when_the_retry_topic_is_unreachable_and_are_resent_later() {
     let topic = unique("retry-journal");
-    create(&topic);
+    create(&topic, 2);
     let dir = tempfile::tempdir().expect("tempdir");
     let journal = dir.path().join("journal");
     {
@@ -110,41 +107,44 @@ fn rows_go_to_the_journal_when_the_retry_topic_is_unreachable_and_are_resent_lat
 /// to the dead-letter topic instead of blocking the partition.
 #[test]
 fn replay_dead_letters_what_it_cannot_apply_without_skipping_anything() {
-    use std::collections::HashMap;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
+    use footprint::config::Config;
+    use footprint::replay::{ReplayOptions, run_replay};
     use footprint_connectors::producer::EventProducer;
-    use footprint_connectors::replay::{ReplayOptions, replay};
-    use footprint_dataflows::{AggregateSpec, Field, Measure, PipelineSpec, WindowSpec};
+    use footprint_dataflows::control::RunControl;
     use footprint_sinks::mysql::MySqlSinkFactory;
     use footprint_sinks::util::switch::{Mode, Switches};
-    use footprint_sinks::{Sink, SinkFactory};
 
     let topic = unique("retry-dlq");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(ensure_topic(&kafka(), &topic, 1, 1))
-        .expect("create topic");
+    create(&topic, 1);
     let database = unique("fp_replay").replace('-', "_");
-    let spec = Arc::new(PipelineSpec {
-        aggregates: vec![AggregateSpec {
-            name: "item_1m".into(),
-            group_by: vec![Field::AppId],
-            window: WindowSpec::tumbling(60_000).expect("valid"),
-            measures: vec![Measure::Count, Measure::SumValue],
-            allowed_lateness: 0,
-            early_updates: None,
-            sinks: vec![],
-        }],
-        recent: None,
-        max_out_of_order: 0,
-    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The aggregate of the records below, into MySQL only; the retry topic
+    // and the journal are this test's.
+    let pipeline = "[[aggregate]]\nname = \"item_1m\"\ngroup_by = [\"app_id\"]\n\
+        window = { tumbling = \"1m\" }\nmeasures = [\"count\", \"sum(value)\"]\n\
+        sinks = [\"mysql\"]\n[recent]\nenabled = false\n";
+    let layers = [
+        ("FOOTPRINT_BROKERS", footprint_tests::brokers()),
+        ("FOOTPRINT__RETRY__TOPIC", topic.clone()),
+        (
+            "FOOTPRINT__RETRY__JOURNAL",
+            dir.path().join("journal").display().to_string(),
+        ),
+        (
+            "FOOTPRINT__SINKS__MYSQL__URL",
+            format!("{}/{database}", footprint_tests::mysql_url()),
+        ),
+    ];
+    let cfg = Config::from_layers(
+        Some(pipeline),
+        layers.iter().map(|(k, v)| ((*k).to_owned(), v.clone())),
+    )
+    .expect("config");
     let mysql = MySqlSinkFactory::new(
         &format!("{}/{database}", footprint_tests::mysql_url()),
-        Arc::clone(&spec),
+        Arc::new(cfg.spec().expect("spec")),
         "fp_",
     )
     .expect("mysql");
@@ -179,34 +179,38 @@ fn replay_dead_letters_what_it_cannot_apply_without_skipping_anything() {
 
     let switches = Arc::new(Switches::new(["mysql"]));
     let opts = ReplayOptions {
-        topic: topic.clone(),
-        group_id: unique("replay"),
         once: true,
         progress: None,
         ..ReplayOptions::default()
     };
-    let sinks = || -> HashMap<String, Box<dyn Sink>> {
-        HashMap::from([("mysql".to_owned(), mysql.build(0, 1).expect("sink"))])
+    let replay = |control: &Arc<RunControl>| {
+        run_replay(&cfg, &opts, Some(Arc::clone(&switches)), control).expect("replay")
     };
 
-    // 1. MySQL degraded: nothing may be applied or committed; stop after a while.
+    // 1. MySQL degraded: nothing may be applied or committed; this test
+    //    stops the job after a while.
     switches.set("mysql", Mode::Degraded);
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = Arc::clone(&stop);
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(2));
-        s2.store(true, Ordering::SeqCst);
-    });
-    let first = replay(&kafka(), &opts, sinks(), Arc::clone(&switches), &|| {
-        stop.load(Ordering::SeqCst)
-    })
-    .expect("replay");
+    let stop = Arc::new(RunControl::default());
+    let stopper = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            stop.request_stop();
+        })
+    };
+    let first = replay(&stop);
+    stopper.join().expect("stopper");
     assert_eq!(first.applied, 0);
+    assert_eq!(
+        footprint_tests::committed_total(footprint_connectors::replay::REPLAY_GROUP, &topic, 1)
+            .expect("commits"),
+        0,
+        "nothing is committed while the sink is degraded"
+    );
 
     // 2. Back in auto: every record is dealt with, none skipped.
     switches.set("mysql", Mode::Auto);
-    let second =
-        replay(&kafka(), &opts, sinks(), Arc::clone(&switches), &|| false).expect("replay");
+    let second = replay(&Arc::default());
     assert_eq!(
         second.applied, 2,
         "records a and b, on both sides of the bad ones"
@@ -228,7 +232,7 @@ fn replay_dead_letters_what_it_cannot_apply_without_skipping_anything() {
     );
 
     // 3. Everything was committed: a third run has nothing to do.
-    let third = replay(&kafka(), &opts, sinks(), switches, &|| false).expect("replay");
+    let third = replay(&Arc::default());
     assert_eq!(
         (third.applied, third.undecodable, third.rejected),
         (0, 0, 0)

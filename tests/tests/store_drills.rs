@@ -1,38 +1,45 @@
 //! Store drills, mid-stream, against the real broker, Redis and MariaDB.
 //!
 //! - Degrade: an operator sets the sink's switch to `degraded` with
-//!   `PUT /switches/{sink}` on the worker's admin API (through the control
-//!   topic); while it is degraded the pipeline keeps running,
-//!   the other store keeps being written, the degraded store is not touched,
-//!   and its writes go to the retry topic.
+//!   `PUT /switches/{sink}` on the admin API (through the control topic);
+//!   while it is degraded the pipeline keeps running, the other store keeps
+//!   being written, the degraded store is not touched, and its writes go to
+//!   the retry topic.
 //! - Outage: the store becomes unreachable (a TCP proxy the test controls
 //!   cuts every connection); the breaker opens by itself, no worker crashes,
 //!   writes are diverted; when the store is back the breaker closes.
 //! - Down at start-up: MySQL is unreachable when the worker starts; the
 //!   worker starts anyway and prepares the tables once MySQL answers.
 //!
-//! Either way, the replay job then drains the retry topic and both stores
-//! equal the sequential reference. Each drill reports its figures (see
+//! The stream is produced in three stages, each acknowledged before the
+//! next: before the fault, during it, and after it. The worker runs
+//! streaming until the test stops it, so every step acts on a service whose
+//! lifetime the test controls (the admin API is served by the test, over
+//! the worker's own switches), and each step waits on a state it can see,
+//! never on a guess of how long something takes. A bounded run then reads
+//! on from the worker's checkpoints to emit the last windows as final, the
+//! replay job drains the retry topic, and both stores must equal the
+//! sequential reference. Each drill reports its figures (see
 //! `footprint_tests::drill`); recovery is how long the replay job took to
 //! drain the backlog once the store was back. `FOOTPRINT_DRILL_SIZE=full`
 //! runs the fault over 80% of a 400,000-event run instead of a third of
 //! 60,000.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use footprint::admin::{AdminState, serve};
 use footprint::config::Config;
-use footprint::replay::run_replay;
-use footprint::run::{RunOptions, run, store_switches};
+use footprint::process::Process;
+use footprint::replay::{ReplayOptions, run_replay};
+use footprint::run::{RunOptions, run};
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::control::RunControl;
-use footprint_dataflows::metrics::Metrics;
 use footprint_dataflows::reference::compute;
 use footprint_tests::drill::{Figures, Size};
 use footprint_tests::{
-    Stores, TcpProxy, brokers, delete_redis_prefix, drop_database, held_parts, http, mysql_url,
-    preload, redis_url, unique,
+    StagedStream, Stores, TcpProxy, brokers, delete_redis_prefix, drop_database, held_parts, http,
+    mysql_url, redis_url, run_to_end, unique, wait_until,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -43,12 +50,23 @@ enum Fault {
     DownAtStart,
 }
 
-fn drill(degraded: &'static str, fault: Fault) {
+/// How long a stage may take before the drill gives up.
+const STAGE: Duration = Duration::from_secs(180);
+
+/// The circuit breaker's pause before it lets a probe write through.
+const BREAKER_OPEN_FOR: Duration = Duration::from_millis(200);
+
+fn drill(faulty: &'static str, fault: Fault) {
     // Full size: a longer fault over a larger backlog.
     let size = Size::from_env();
     let events: u64 = size.pick(60_000, 400_000);
     let (fault_from, fault_to) = size.pick((1.0 / 3.0, 2.0 / 3.0), (0.1, 0.9));
-    let topic = unique(&format!("degrade-{degraded}"));
+    let (before, during) = (
+        (events as f64 * fault_from) as u64,
+        (events as f64 * (fault_to - fault_from)) as u64,
+    );
+    let after = events - before - during;
+    let topic = unique(&format!("degrade-{faulty}"));
     let database = unique("fp_degrade").replace('-', "_");
     let prefix = unique("fpdegrade");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -62,9 +80,9 @@ fn drill(degraded: &'static str, fault: Fault) {
         events_per_sec: 100,
         ..GenConfig::default()
     };
-    preload(&topic, &gen_cfg, events).expect("preload");
     let redis_via_proxy = format!("redis://{}", redis_proxy.addr);
     let mysql_via_proxy = format!("mysql://root@{}", mysql_proxy.addr);
+    let control_topic = unique("control");
     let toml = format!(
         r#"
 [source]
@@ -74,11 +92,14 @@ batch = 50
 
 [watermark]
 max_out_of_order = "3s"
+# The worker waits for each stage at the end of its partitions: they must
+# not go idle meanwhile (an idle partition's next events could turn late).
+idle_timeout = "1h"
 
 [retry]
 topic = "{retry_topic}"
 journal = "{journal}"
-breaker_open_for = "200ms"
+breaker_open_for = "{open_for}ms"
 
 [admin]
 listen = "127.0.0.1:0"
@@ -92,10 +113,12 @@ measures = ["count", "distinct(user_id)", "sum(value)"]
 early_updates = "20ms"
 sinks = ["redis", "mysql"]
 
+[recent]
+enabled = false
+
 [sinks]
-# The topic is preloaded: without this, the worker would read it far ahead
-# of the store writers, and the fault would not span the middle of the
-# writes, as it does on a live stream.
+# Each stage is produced at once: without this, the worker would read it
+# far ahead of the store writers.
 max_rows_waiting = 200
 
 [sinks.file]
@@ -110,150 +133,153 @@ url = "{mysql}/{database}?prefer_socket=false"
 "#,
         brokers = brokers(),
         retry_topic = unique("retry"),
-        control_topic = unique("control"),
         journal = dir.path().join("journal").display(),
+        open_for = BREAKER_OPEN_FOR.as_millis(),
         file = dir.path().join("r.jsonl").display(),
         redis = redis_via_proxy,
         mysql = mysql_via_proxy,
     );
-    let mut cfg = Config::from_layers(Some(&toml), Vec::<(String, String)>::new()).expect("config");
-    cfg.recent = None;
+    let cfg = Config::from_layers(Some(&toml), Vec::<(String, String)>::new()).expect("config");
     let spec = cfg.spec().expect("spec");
-    let switches = store_switches(&cfg);
-    let metrics = Arc::new(Metrics::new(
-        spec.aggregates.iter().map(|a| a.name.clone()).collect(),
-    ));
-    let healthy = if degraded == "mysql" {
-        "redis"
+    let healthy = if faulty == "mysql" { "redis" } else { "mysql" };
+    let proxy = if faulty == "mysql" {
+        mysql_proxy
     } else {
-        "mysql"
-    };
-
-    // The fault begins a third of the way through and ends at two thirds
-    // (full size: from a tenth to nine tenths).
-    let proxy = if degraded == "mysql" {
-        Arc::new(mysql_proxy)
-    } else {
-        Arc::new(redis_proxy)
+        redis_proxy
     };
     if fault == Fault::DownAtStart {
         proxy.set_down(true);
     }
-    let admin_addr = Arc::new(std::sync::OnceLock::new());
-    let flipper = {
-        let (metrics, proxy, admin_addr) = (
-            Arc::clone(&metrics),
-            Arc::clone(&proxy),
-            Arc::clone(&admin_addr),
-        );
-        let put = move |mode: &str| {
-            let addr = *admin_addr
-                .get()
-                .expect("the admin API is up once events flow");
-            let (status, body) = http(
-                addr,
-                "PUT",
-                &format!("/switches/{degraded}"),
-                &format!(r#"{{"mode":"{mode}"}}"#),
-            )
-            .expect("PUT");
-            assert_eq!(status, 200, "{body}");
-        };
+
+    // Stage 1: the stream before the fault, read by a streaming worker.
+    let mut stream = StagedStream::new(&cfg.kafka(), &topic, &gen_cfg).expect("the topic");
+    stream.produce(before).expect("produce");
+    let process = Process::new(&cfg).expect("process");
+    let control = Arc::new(RunControl::default());
+    let worker = {
+        let (cfg, process, control) = (cfg.clone(), Arc::clone(&process), Arc::clone(&control));
         std::thread::spawn(move || {
-            let wait_for = |n: u64| {
-                while metrics.events_in.load(Ordering::Relaxed) < n {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
+            let opts = RunOptions {
+                threads: Some(2),
+                progress: None,
+                control,
+                ..RunOptions::default()
             };
-            wait_for((events as f64 * fault_from) as u64);
-            match fault {
-                Fault::Degrade => put("degraded"),
-                Fault::Outage => proxy.set_down(true),
-                Fault::DownAtStart => {}
-            }
-            // Batches that were already being written when the fault began land meanwhile.
-            std::thread::sleep(Duration::from_millis(500));
-            let (writes_at_degrade, healthy_at_degrade) = (
-                Metrics::sink_count(&metrics.sink_writes, degraded),
-                Metrics::sink_count(&metrics.sink_writes, healthy),
-            );
-            wait_for((events as f64 * fault_to) as u64);
-            // A fast source may read to `fault_to` while the healthy store
-            // still writes the batch it had when the fault began: keep the
-            // fault on until that store has taken a later write (the last
-            // rows of the run at the latest), or a deadline passes.
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Metrics::sink_count(&metrics.sink_writes, healthy) <= healthy_at_degrade
-                && Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let (writes_at_auto, healthy_at_auto) = (
-                Metrics::sink_count(&metrics.sink_writes, degraded),
-                Metrics::sink_count(&metrics.sink_writes, healthy),
-            );
-            match fault {
-                Fault::Degrade => put("auto"),
-                Fault::Outage | Fault::DownAtStart => proxy.set_down(false),
-            }
-            (
-                writes_at_degrade,
-                writes_at_auto,
-                healthy_at_degrade,
-                healthy_at_auto,
-            )
+            run(&cfg, opts, &process)
         })
     };
-    let opts = RunOptions {
-        serve_admin: true,
-        admin_addr: Some(Arc::clone(&admin_addr)),
-        threads: Some(2),
-        until_end: true,
-        progress: None,
-        switches: Some(Arc::clone(&switches)),
-        ..RunOptions::default()
+    // The admin API over the worker's own switches, served for as long as
+    // the test needs it.
+    let admin = serve(
+        "127.0.0.1:0".parse().expect("addr"),
+        AdminState::new(&cfg, &process, &cfg.kafka(), None, Arc::from([])).expect("admin state"),
+    )
+    .expect("admin API");
+    let put = |mode: &str| {
+        let (status, body) = http(
+            admin.addr,
+            "PUT",
+            &format!("/switches/{faulty}"),
+            &format!(r#"{{"mode":"{mode}"}}"#),
+        )
+        .expect("PUT");
+        assert_eq!(status, 200, "{body}");
     };
-    run(&cfg, opts, Arc::clone(&metrics)).expect("no worker crashes");
-    let (w_deg, w_auto, h_deg, h_auto) = flipper.join().expect("flipper");
-    let diverted = Metrics::sink_count(&metrics.sink_diverted, degraded);
-    let opened = Metrics::sink_count(&metrics.sink_breaker_opened, degraded);
-    let w_end = Metrics::sink_count(&metrics.sink_writes, degraded);
-    println!(
-        "{fault:?} drill ({degraded}): {diverted} rows diverted, breaker opened {opened} times; {degraded} writes {w_deg} → {w_auto} during the fault, {w_end} at the end; {healthy} writes {h_deg} → {h_auto}"
-    );
+    let (dataflow, sinks, flow) = (&process.dataflow, &process.sinks, &process.flow);
+    wait_until(STAGE, "the worker to read the first stage", || {
+        dataflow.events_in() >= before
+    })
+    .expect("stage 1");
+
+    // Stage 2: the fault begins, and the next part of the stream comes.
+    match fault {
+        Fault::Degrade => put("degraded"),
+        Fault::Outage => proxy.set_down(true),
+        Fault::DownAtStart => {}
+    }
+    // What the faulty store may still take: the rows in flight when the
+    // fault began (a flipped switch takes effect at the next chunk).
+    let (written_at_fault, healthy_at_fault) = (sinks.written(faulty), sinks.written(healthy));
+    let in_flight = flow.rows_waiting();
+    stream.produce(during).expect("produce");
+    wait_until(
+        STAGE,
+        "the worker to read and settle the second stage",
+        || dataflow.events_in() >= before + during && flow.rows_waiting() == 0,
+    )
+    .expect("stage 2");
+    let (written_in_fault, healthy_in_fault) = (sinks.written(faulty), sinks.written(healthy));
+    let diverted = sinks.diverted(faulty);
     assert!(
         diverted > 0,
         "writes for the faulty sink go to the retry topic"
     );
-    assert_eq!(
-        w_auto, w_deg,
-        "the faulty store takes no writes once the batches in flight when the fault began have landed"
-    );
-    assert!(h_auto > h_deg, "the healthy store keeps being written");
     assert!(
-        metrics.end_to_end_ms.count(healthy) > 0,
+        written_in_fault - written_at_fault <= in_flight,
+        "the faulty store took {} rows during the fault, more than the {in_flight} in flight when it began",
+        written_in_fault - written_at_fault
+    );
+    assert!(
+        healthy_in_fault > healthy_at_fault,
+        "the healthy store keeps being written"
+    );
+
+    // Stage 3: the fault ends, and the rest of the stream comes.
+    match fault {
+        Fault::Degrade => put("auto"),
+        Fault::Outage | Fault::DownAtStart => {
+            proxy.set_down(false);
+            // An open breaker lets a probe through only after this pause.
+            std::thread::sleep(BREAKER_OPEN_FOR);
+        }
+    }
+    stream.produce(after).expect("produce");
+    wait_until(
+        STAGE,
+        "the worker to read and settle the last stage",
+        || dataflow.events_in() >= events && flow.rows_waiting() == 0,
+    )
+    .expect("stage 3");
+    let written_after = sinks.written(faulty);
+    let opened = sinks.breaker_openings(faulty);
+    println!(
+        "{fault:?} drill ({faulty}): {diverted} rows diverted, breaker opened {opened} times; {faulty} writes {written_at_fault} → {written_in_fault} during the fault ({in_flight} in flight when it began), {written_after} after; {healthy} writes {healthy_at_fault} → {healthy_in_fault}"
+    );
+    assert!(
+        written_after > written_in_fault,
+        "once the store is back, writes to it resume"
+    );
+    assert!(
+        sinks.end_to_end_latency(healthy).count() > 0,
         "end-to-end latency is recorded"
     );
     assert!(
-        metrics.sink_write_us.count(healthy) > 0,
+        sinks.write_latency(healthy).count() > 0,
         "sink write latency is recorded"
     );
     if fault != Fault::Degrade {
         assert!(opened > 0, "the breaker opened by itself");
-        assert!(
-            w_end > w_auto,
-            "once the store is back, the breaker closes and writes resume"
-        );
     }
+    control.request_stop();
+    worker
+        .join()
+        .expect("the worker thread")
+        .expect("no worker crashes");
+    drop(admin);
 
-    // Back in auto: the replay job drains the retry topic.
-    let replay_started = std::time::Instant::now();
+    // A bounded run reads on from the checkpoints and emits the last
+    // windows as final; then the replay job drains the retry topic.
+    run_to_end(&cfg, 2).expect("the bounded run");
+    let replay_started = Instant::now();
     let report = run_replay(
         &cfg,
-        true,
-        Some(switches),
-        &Arc::new(RunControl::default()),
+        &ReplayOptions {
+            once: true,
+            progress: None,
+            ..ReplayOptions::default()
+        },
         None,
+        &Arc::new(RunControl::default()),
     )
     .expect("replay");
     assert!(
@@ -261,10 +287,9 @@ url = "{mysql}/{database}?prefer_socket=false"
         "replayed {} of {diverted}",
         report.applied
     );
-
     let replay_seconds = replay_started.elapsed().as_secs_f64();
-    // The reference reads what the broker holds: the pipeline's input, even
-    // where the broker took a retried batch twice.
+
+    // The reference reads what the broker holds: the pipeline's input.
     let parts =
         held_parts(&cfg.kafka(), &topic, gen_cfg.partitions as usize).expect("read the topic back");
     let held: u64 = parts.iter().map(|p| p.len() as u64).sum();
@@ -272,11 +297,7 @@ url = "{mysql}/{database}?prefer_socket=false"
     let stored = Stores::open(&spec, &prefix, &database)
         .and_then(|s| s.load())
         .expect("load the stores");
-    let store = if degraded == "mysql" {
-        "MySQL"
-    } else {
-        "Redis"
-    };
+    let store = if faulty == "mysql" { "MySQL" } else { "Redis" };
     let name = match fault {
         Fault::Degrade => format!("{store} degraded"),
         Fault::Outage => format!("{store} outage"),

@@ -1,7 +1,8 @@
 //! Switch propagation across processes: two `footprint worker` processes and
 //! a `footprint replay` process all see a toggle made through one worker's
-//! admin API within a second, and after all of them are killed and
-//! restarted, they start in the persisted mode.
+//! admin API, and after all of them are killed and restarted, they start in
+//! the persisted mode. How long the toggle took is printed (`FIGURE …`),
+//! not asserted.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_tests::{
     Running, brokers, delete_redis_prefix, http, preload, redis_url, spawn_footprint, unique,
+    wait_until,
 };
 
 fn free_port() -> u16 {
@@ -38,17 +40,8 @@ fn log_has(log: &Path, needles: &[&str]) -> bool {
         .any(|l| needles.iter().all(|n| l.contains(n)))
 }
 
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    start.elapsed()
-}
-
 #[test]
-fn two_workers_and_the_replay_job_see_a_toggle_within_a_second_and_keep_it_across_restarts() {
+fn two_workers_and_the_replay_job_see_a_toggle_and_keep_it_across_restarts() {
     let topic = unique("procs");
     let prefix = unique("fpprocs");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -122,19 +115,21 @@ prefix = "{prefix}"
                 .push(spawn_footprint(config, &["worker"], &log).expect("start worker"));
         }
         for port in ports {
-            wait_until("the workers' admin APIs", Duration::from_secs(90), || {
+            wait_until(Duration::from_secs(90), "the workers' admin APIs", || {
                 mode_of(port).is_some()
-            });
+            })
+            .expect("the workers serve their admin API");
         }
         let replay_log = dir.path().join(format!("{round}-replay.log"));
         procs
             .0
             .push(spawn_footprint(&configs[2], &["replay"], &replay_log).expect("start replay"));
         wait_until(
-            "the replay job to read the control topic",
             Duration::from_secs(60),
+            "the replay job to read the control topic",
             || log_has(&replay_log, &["switch at start-up", "redis"]),
-        );
+        )
+        .expect("the replay job follows the control topic");
         (procs, replay_log)
     };
 
@@ -145,19 +140,19 @@ prefix = "{prefix}"
         http(addr, "PUT", "/switches/redis", r#"{"mode":"degraded"}"#).expect("PUT");
     assert_eq!(status, 200, "{body}");
     let toggled = Instant::now();
-    wait_until("worker 1", Duration::from_secs(10), || {
+    wait_until(Duration::from_secs(30), "worker 1", || {
         mode_of(ports[1]).as_deref() == Some("degraded")
-    });
-    wait_until("the replay job", Duration::from_secs(10), || {
+    })
+    .expect("worker 1 sees the toggle");
+    wait_until(Duration::from_secs(30), "the replay job", || {
         log_has(&replay_log, &["switch changed", "redis", "degraded"])
-    });
+    })
+    .expect("the replay job sees the toggle");
     assert_eq!(mode_of(ports[0]).as_deref(), Some("degraded"));
-    let took = toggled.elapsed();
     println!(
-        "toggle seen by both workers and the replay job after {} ms",
-        took.as_millis()
+        "FIGURE switch propagation across processes: seen by both workers and the replay job after {} ms",
+        toggled.elapsed().as_millis()
     );
-    assert!(took <= Duration::from_secs(1), "took {took:?}");
 
     // Kill everything (SIGKILL) and start it again: the mode is still degraded.
     drop(procs);

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 
 use footprint_sinks::util::switch::Mode;
 use warp::http::StatusCode;
@@ -30,6 +29,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> reply::Response {
 /// `GET /health`.
 pub fn health(state: AdminState) -> reply::Response {
     let degraded: Vec<String> = state
+        .process
         .switches
         .all()
         .into_iter()
@@ -41,6 +41,7 @@ pub fn health(state: AdminState) -> reply::Response {
 
 fn modes(state: &AdminState) -> BTreeMap<String, String> {
     state
+        .process
         .switches
         .all()
         .into_iter()
@@ -74,8 +75,9 @@ pub async fn put_switch(
         Ok(m) => m,
         Err(e) => return Ok(error(StatusCode::BAD_REQUEST, e.to_string())),
     };
-    if state.switches.get(&sink).is_none() {
-        let known: Vec<String> = state.switches.all().into_iter().map(|(s, _)| s).collect();
+    let switches = &state.process.switches;
+    if switches.get(&sink).is_none() {
+        let known: Vec<String> = switches.all().into_iter().map(|(s, _)| s).collect();
         return Ok(error(
             StatusCode::NOT_FOUND,
             format!("no sink `{sink}`; switchable sinks: {known:?}"),
@@ -89,44 +91,47 @@ pub async fn put_switch(
             format!("the switch was not changed: {e}"),
         ));
     }
-    state.switches.set(&sink, mode);
+    switches.set(&sink, mode);
     tracing::info!(sink = %sink, %mode, "switch set through the admin API");
     Ok(reply::json(&serde_json::json!({ "sink": sink, "mode": mode.as_str() })).into_response())
 }
 
 /// `GET /status`.
 pub fn status(state: AdminState) -> reply::Response {
-    let m = &state.metrics;
-    let wm = m.watermark.load(Ordering::Relaxed);
-    let max_ts = m.max_event_ts.load(Ordering::Relaxed);
-    let diverted = m
-        .sink_diverted
-        .lock()
-        .map(|v| v.iter().cloned().collect())
-        .unwrap_or_default();
+    let m = &state.process.dataflow;
+    let diverted = state
+        .process
+        .switches
+        .all()
+        .into_iter()
+        .map(|(sink, _)| {
+            let n = state.process.sinks.diverted(&sink);
+            (sink, n)
+        })
+        .collect();
     let status = Status {
-        watermark_ms: wm,
-        max_event_ts_ms: max_ts,
+        watermark_ms: m.watermark_ms(),
+        max_event_ts_ms: m.max_event_ms(),
         watermark_delay_ms: m.watermark_delay_ms(),
-        events_in: m.events_in.load(Ordering::Relaxed),
+        events_in: m.events_in(),
         events_bad: m.bad_total(),
         events_late: m.late_total(),
         switches: modes(&state),
         diverted,
         journal_records: state.journal.as_ref().map_or(0, |r| r.journal_len()),
-        skipped: m.skipped.lock().map(|v| v.clone()).unwrap_or_default(),
+        skipped: state.skipped.to_vec(),
     };
     reply::json(&status).into_response()
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`: the process's registry, in the Prometheus text format.
 pub fn metrics(state: AdminState) -> reply::Response {
-    let text = super::prometheus::render(
-        &state.metrics,
-        &state.switches,
-        state.journal.as_ref().map_or(0, |r| r.journal_len()),
-    );
-    reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response()
+    reply::with_header(
+        state.process.encode_metrics(),
+        "content-type",
+        footprint_telemetry::CONTENT_TYPE,
+    )
+    .into_response()
 }
 
 /// Turns rejections into JSON errors with the right status.

@@ -8,7 +8,7 @@
 //! | `GET /switches` | `{"redis":"auto","mysql":"degraded"}` |
 //! | `PUT /switches/{sink}` with `{"mode":"degraded"\|"auto"}` | the new mode; 400 bad mode, 404 unknown sink, 503 control topic unavailable |
 //! | `GET /status` | watermark, its delay, counters, modes, diverted rows, journal size |
-//! | `GET /metrics` | Prometheus text |
+//! | `GET /metrics` | Prometheus text: the process's metrics registry |
 //!
 //! When a token is configured, every request needs `Authorization: Bearer
 //! TOKEN` (401 otherwise); the config refuses a non-loopback address
@@ -17,30 +17,55 @@
 pub mod filters;
 pub mod handlers;
 pub mod models;
-pub mod prometheus;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use footprint_connectors::client::KafkaSettings;
 use footprint_connectors::control::ControlPublisher;
+use footprint_connectors::offsets::Skipped;
 use footprint_connectors::retry::RetryTopic;
-use footprint_dataflows::metrics::Metrics;
-use footprint_sinks::util::switch::Switches;
+
+use crate::config::Config;
+use crate::process::Process;
 
 /// What the handlers need.
 #[derive(Clone)]
 pub struct AdminState {
-    /// The process's switches.
-    pub switches: Arc<Switches>,
-    /// The process's counters.
-    pub metrics: Arc<Metrics>,
+    /// The process's metrics and switches.
+    pub process: Arc<Process>,
     /// Publishes switch changes (`None`: change this process only).
     pub publisher: Option<Arc<ControlPublisher>>,
     /// The retry topic, for the journal size.
     pub journal: Option<Arc<RetryTopic>>,
     /// Required bearer token, if any.
     pub token: Option<Arc<str>>,
+    /// Ranges of source offsets this run does not read.
+    pub skipped: Arc<[Skipped]>,
+}
+
+impl AdminState {
+    /// The state of `process`'s admin API as `cfg` asks: switch changes
+    /// published on the control topic of `settings`' brokers, the token.
+    pub fn new(
+        cfg: &Config,
+        process: &Arc<Process>,
+        settings: &KafkaSettings,
+        journal: Option<Arc<RetryTopic>>,
+        skipped: Arc<[Skipped]>,
+    ) -> Result<Self> {
+        Ok(AdminState {
+            process: Arc::clone(process),
+            publisher: Some(Arc::new(ControlPublisher::new(
+                settings,
+                &cfg.admin.control_topic,
+            )?)),
+            journal,
+            token: cfg.admin.token.as_deref().map(Arc::from),
+            skipped,
+        })
+    }
 }
 
 /// A running admin service; dropping it stops the service.

@@ -42,5 +42,5 @@ pub struct Status {
     pub journal_records: usize,
     /// Ranges of source offsets this run does not read (skip to latest,
     /// out-of-range checkpoints).
-    pub skipped: Vec<footprint_dataflows::metrics::SkippedRange>,
+    pub skipped: Vec<footprint_connectors::offsets::Skipped>,
 }

@@ -18,17 +18,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use footprint_connectors::admin;
+use footprint_connectors::admin::Admin;
 use footprint_connectors::reader::{KafkaReader, PartitionRange};
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::control::RunControl;
-use footprint_dataflows::metrics::{Metrics, Quantiles};
 use footprint_dataflows::pipeline::assigned;
 use footprint_dataflows::source::{PartitionReader, Verdict};
+use footprint_telemetry::Latency;
 
 use crate::config::{Config, Dur, MySqlSinkConfig, RedisSinkConfig, Start};
 use crate::cpu::{CpuClock, CpuUse};
 use crate::generate::{GenPlan, produce};
+use crate::process::Process;
 use crate::run::{RunOptions, run};
 
 /// Partitions of the bench topics.
@@ -39,10 +40,11 @@ pub const PARTITIONS: u32 = 4;
 pub fn preloaded_topic(cfg: &Config, events: u64) -> Result<String> {
     let topic = format!("footprint-bench-{events}");
     let settings = cfg.kafka();
-    if let Some(parts) = admin::partitions(&settings, &topic)? {
+    let admin = Admin::new(&settings)?;
+    if let Some(parts) = admin.partitions(&topic)? {
         let mut total = 0;
         for p in &parts {
-            let (low, high) = admin::watermarks(&settings, &topic, *p)?;
+            let (low, high) = admin.watermarks(&topic, *p)?;
             total += footprint_connectors::positions::true_end(&settings, &topic, *p, high)? - low;
         }
         if total == events as i64 {
@@ -204,7 +206,7 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn start(metrics: Arc<Metrics>) -> Self {
+    fn start(process: Arc<Process>) -> Self {
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = Arc::clone(&done);
         let thread = std::thread::Builder::new()
@@ -213,22 +215,23 @@ impl Sampler {
                 let mut samples = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     if let Some(rss) = super::current_rss() {
+                        let metrics = &process.dataflow;
+                        let (read_ahead_messages, read_ahead_bytes) = metrics.read_ahead();
                         let point = MemoryPoint {
                             percent: 0,
-                            events: metrics.events_in.load(Ordering::Relaxed),
+                            events: metrics.events_in(),
                             rss,
-                            windows_open: metrics.windows_open.load(Ordering::Relaxed),
-                            rows_waiting: metrics.sink_rows_waiting.load(Ordering::Relaxed),
+                            windows_open: metrics.windows_open(),
+                            rows_waiting: process.flow.rows_waiting(),
                             watermark_delay_ms: metrics.watermark_delay_ms(),
-                            read_ahead_bytes: metrics.read_ahead_bytes.load(Ordering::Relaxed),
+                            read_ahead_bytes,
                         };
                         if samples.len() % 10 == 0 {
                             tracing::debug!(
                                 events = point.events,
                                 rss = point.rss,
                                 read_ahead_bytes = point.read_ahead_bytes,
-                                read_ahead_messages =
-                                    metrics.read_ahead_messages.load(Ordering::Relaxed),
+                                read_ahead_messages,
                                 windows_open = point.windows_open,
                                 rows_waiting = point.rows_waiting,
                                 "worker memory"
@@ -278,10 +281,13 @@ fn at_shares(samples: &[MemoryPoint], events: u64) -> Vec<MemoryPoint> {
 /// time and cores of the read.
 pub fn raw_read(cfg: &Config, topic: &str, threads: usize) -> Result<(u64, CpuUse)> {
     let settings = cfg.kafka();
-    let parts = admin::partitions(&settings, topic)?.context("the bench topic is missing")?;
+    let admin = Admin::new(&settings)?;
+    let parts = admin
+        .partitions(topic)?
+        .context("the bench topic is missing")?;
     let mut ranges = Vec::new();
     for (i, p) in parts.iter().enumerate() {
-        let (low, _) = admin::watermarks(&settings, topic, *p)?;
+        let (low, _) = admin.watermarks(topic, *p)?;
         ranges.push(PartitionRange {
             topic: topic.to_owned(),
             partition: *p,
@@ -376,19 +382,16 @@ pub fn worker_run(
     let owned = Owned::new("e2e");
     let mut cfg = owned.config(cfg, topic, stores);
     super::narrow(&mut cfg, pipeline)?;
-    let spec = cfg.spec()?;
-    let metrics = Arc::new(Metrics::new(
-        spec.aggregates.iter().map(|a| a.name.clone()).collect(),
-    ));
+    let process = Process::new(&cfg)?;
     let opts = RunOptions {
         threads: Some(threads),
         until_end: true,
         progress: None,
         ..RunOptions::default()
     };
-    let sampler = Sampler::start(Arc::clone(&metrics));
-    let result = run(&cfg, opts, Arc::clone(&metrics));
-    let memory = sampler.finish(metrics.events_in.load(Ordering::Relaxed));
+    let sampler = Sampler::start(Arc::clone(&process));
+    let result = run(&cfg, opts, &process);
+    let memory = sampler.finish(process.dataflow.events_in());
     // Before the clean-up, whose memory is the bench's, not the worker's.
     let peak_rss = super::peak_rss();
     owned.drop_stores();
@@ -398,15 +401,11 @@ pub fn worker_run(
         seconds: report.elapsed.as_secs_f64(),
         peak_rss,
         rows: Rows {
-            written: Metrics::sink_total(&metrics.sink_writes),
-            diverted: Metrics::sink_total(&metrics.sink_diverted),
-            folded: Metrics::sink_total(&metrics.sink_folded),
-            finals: metrics
-                .windows_emitted
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .sum(),
-            early: metrics.window_updates.load(Ordering::Relaxed),
+            written: process.sinks.written_total(&STORES),
+            diverted: process.sinks.diverted_total(&STORES),
+            folded: process.sinks.folded_total(&STORES),
+            finals: process.dataflow.windows_emitted_total(),
+            early: process.dataflow.window_updates(),
         },
         memory,
         cpu: report.cpu,
@@ -463,14 +462,22 @@ pub struct SinkQuantiles {
     pub p999: u64,
 }
 
-fn quantiles(v: Vec<(String, Quantiles)>) -> Vec<SinkQuantiles> {
-    v.into_iter()
-        .map(|(sink, q)| SinkQuantiles {
-            sink,
-            count: q.count,
-            p50: q.p50,
-            p99: q.p99,
-            p999: q.p999,
+/// The stores a bench run can write to.
+const STORES: [&str; 2] = ["redis", "mysql"];
+
+/// The quantiles of each store that recorded something, ms.
+fn quantiles(latency: impl Fn(&str) -> Latency) -> Vec<SinkQuantiles> {
+    STORES
+        .iter()
+        .filter_map(|sink| {
+            let q = latency(sink).quantiles();
+            (q.count > 0).then(|| SinkQuantiles {
+                sink: (*sink).to_owned(),
+                count: q.count,
+                p50: q.p50.as_millis() as u64,
+                p99: q.p99.as_millis() as u64,
+                p999: q.p999.as_millis() as u64,
+            })
         })
         .collect()
 }
@@ -497,17 +504,11 @@ pub fn latency_run(
         r.updates = Dur(Duration::from_millis(250));
     }
     let settings = cfg.kafka();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(admin::ensure_topic(&settings, &topic, PARTITIONS as i32, 1))?;
-    let spec = cfg.spec()?;
-    let metrics = Arc::new(Metrics::new(
-        spec.aggregates.iter().map(|a| a.name.clone()).collect(),
-    ));
+    Admin::new(&settings)?.ensure_topic(&topic, PARTITIONS as i32, 1)?;
+    let process = Process::new(&cfg)?;
     let control = Arc::new(RunControl::default());
     let worker = {
-        let (cfg, metrics, control) = (cfg.clone(), Arc::clone(&metrics), Arc::clone(&control));
+        let (cfg, process, control) = (cfg.clone(), Arc::clone(&process), Arc::clone(&control));
         std::thread::spawn(move || {
             let opts = RunOptions {
                 threads: Some(threads),
@@ -515,7 +516,7 @@ pub fn latency_run(
                 progress: None,
                 ..RunOptions::default()
             };
-            run(&cfg, opts, metrics)
+            run(&cfg, opts, &process)
         })
     };
     // Let the worker set up (topics, stores, assignment) before producing.
@@ -545,9 +546,9 @@ pub fn latency_run(
     Ok(LatencyRun {
         rate,
         produced,
-        events: metrics.events_in.load(Ordering::Relaxed),
-        append_to_write_ms: quantiles(metrics.end_to_end_ms.snapshot()),
-        window_end_to_final_ms: quantiles(metrics.final_delay_ms.snapshot()),
+        events: process.dataflow.events_in(),
+        append_to_write_ms: quantiles(|s| process.sinks.end_to_end_latency(s)),
+        window_end_to_final_ms: quantiles(|s| process.sinks.final_delay(s)),
         peak_rss,
     })
 }

@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use footprint_dataflows::clickstream::{GenConfig, Generator};
-use footprint_dataflows::control::RunControl;
-use footprint_dataflows::metrics::Metrics;
+use footprint_dataflows::pipeline::Shared;
 use footprint_dataflows::pipeline::{assigned, build};
 use footprint_dataflows::source::{Message, PartitionReader, ReadStatus, SourceSettings, Verdict};
 use footprint_dataflows::{Output, PipelineSpec};
@@ -94,6 +93,8 @@ impl FileReader {
 }
 
 impl PartitionReader for FileReader {
+    type Error = std::convert::Infallible;
+
     fn partitions(&self) -> usize {
         self.files.len()
     }
@@ -170,28 +171,20 @@ pub fn run(spec: PipelineSpec, files: Vec<PathBuf>, workers: usize) -> Result<En
                 return;
             }
         };
-        let metrics = Arc::new(Metrics::new(names.clone()));
-        let m = Arc::clone(&metrics);
+        let shared = Shared::unregistered(names.clone());
+        let m = Arc::clone(&shared.metrics);
         let r = Arc::clone(&r);
         let settings = SourceSettings {
             idle_timeout: Duration::from_secs(3600),
             ..SourceSettings::default()
         };
         worker.dataflow::<u64, _, _>(|scope| {
-            build(
-                scope,
-                reader,
-                Arc::clone(&spec),
-                settings,
-                Arc::new(RunControl::default()),
-                metrics,
-            )
-            .inspect(move |_: &Output| {
+            build(scope, reader, Arc::clone(&spec), settings, shared).inspect(move |_: &Output| {
                 r.fetch_add(1, Ordering::Relaxed);
             });
         });
         while worker.step_or_park(None) {}
-        e.fetch_add(m.events_in.load(Ordering::Relaxed), Ordering::Relaxed);
+        e.fetch_add(m.events_in(), Ordering::Relaxed);
     })
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
     for r in guards.join() {

@@ -6,9 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use footprint_dataflows::control::RunControl;
-use footprint_dataflows::metrics::Metrics;
-use footprint_dataflows::pipeline::build;
+use footprint_dataflows::pipeline::{Shared, build};
 use footprint_dataflows::source::{PartitionReader, SourceSettings};
 use footprint_dataflows::{AggregateSpec, Field, Measure, Output, PipelineSpec, WindowSpec};
 use timely::dataflow::operators::Inspect;
@@ -90,20 +88,12 @@ pub fn build_into(
     reader: impl PartitionReader,
     spec: PipelineSpec,
     settings: SourceSettings,
-    metrics: &Arc<Metrics>,
+    shared: &Shared,
     finals: &Finals,
 ) {
     let sink = Arc::clone(finals);
     worker.dataflow::<u64, _, _>(|scope| {
-        build(
-            scope,
-            reader,
-            Arc::new(spec),
-            settings,
-            Arc::new(RunControl::default()),
-            Arc::clone(metrics),
-        )
-        .inspect(move |row| {
+        build(scope, reader, Arc::new(spec), settings, shared.clone()).inspect(move |row| {
             if let Some(f) = final_row(row) {
                 sink.lock().expect("lock").push(f);
             }

@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use footprint_dataflows::Output;
-use footprint_dataflows::clickstream::SplitMix64;
-use footprint_dataflows::metrics::Metrics;
+use footprint_telemetry::InternalEvent;
 
+use crate::events::{
+    BreakerOpened, BreakerSeen, RowsDiverted, RowsWritten, SinkMetrics, WriteFailed,
+};
 use crate::util::breaker::{Breaker, BreakerConfig, BreakerState};
-use crate::util::retry::RetryPolicy;
+use crate::util::retry::{Jitter, RetryPolicy};
 use crate::util::switch::{Mode, Switches};
 use crate::{Sink, SinkError};
 
@@ -56,13 +58,13 @@ pub struct GuardedSink {
     breaker: Breaker,
     policy: RetryPolicy,
     divert: Arc<dyn Divert>,
-    rng: SplitMix64,
+    rng: Jitter,
     last: Option<Outcome>,
-    metrics: Option<Arc<Metrics>>,
+    metrics: Arc<SinkMetrics>,
 }
 
 impl GuardedSink {
-    /// Guards `inner`.
+    /// Guards `inner`; `seed` sets its retry jitter apart from other sinks'.
     pub fn new(
         inner: Box<dyn Sink>,
         switches: Arc<Switches>,
@@ -77,15 +79,15 @@ impl GuardedSink {
             breaker: Breaker::new(breaker),
             policy,
             divert,
-            rng: SplitMix64::new(seed),
+            rng: Jitter::from_clock(seed),
             last: None,
-            metrics: None,
+            metrics: Arc::new(SinkMetrics::default()),
         }
     }
 
-    /// Counts diverted rows in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = Some(metrics);
+    /// Reports what happens to each batch in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<SinkMetrics>) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -113,19 +115,20 @@ impl GuardedSink {
         first_failure_ms: i64,
     ) -> Result<(), SinkError> {
         let name = self.inner.name().to_owned();
-        self.divert.divert(
-            rows,
-            &Diversion {
-                sink: &name,
-                reason,
-                attempts,
-                first_failure_ms,
-            },
-        )?;
+        let why = Diversion {
+            sink: &name,
+            reason,
+            attempts,
+            first_failure_ms,
+        };
+        self.divert.divert(rows, &why)?;
         self.last = Some(Outcome::Diverted);
-        if let Some(m) = &self.metrics {
-            Metrics::add_sink(&m.sink_diverted, &name, rows.len() as u64);
+        RowsDiverted {
+            sink: &name,
+            rows: rows.len() as u64,
+            reason: &why.reason,
         }
+        .emit(&self.metrics);
         Ok(())
     }
 }
@@ -140,19 +143,16 @@ impl Sink for GuardedSink {
             return Ok(());
         }
         let result = self.guarded_write(rows);
-        if let Some(m) = &self.metrics {
-            let state = match self.breaker.state(Instant::now()) {
-                BreakerState::Closed => 0,
-                BreakerState::HalfOpen => 1,
-                BreakerState::Open => 2,
-            };
-            Metrics::set_sink(&m.sink_breaker_state, self.inner.name(), state);
+        BreakerSeen {
+            sink: self.inner.name(),
+            state: self.breaker.state(Instant::now()),
         }
+        .emit(&self.metrics);
         result
     }
 
     fn counts_itself(&self) -> bool {
-        self.metrics.is_some()
+        true
     }
 
     fn folds(&self) -> bool {
@@ -186,22 +186,12 @@ impl GuardedSink {
                 Ok(()) => {
                     self.breaker.success();
                     self.last = Some(Outcome::Written);
-                    if let Some(m) = &self.metrics {
-                        Metrics::add_sink(&m.sink_writes, &name, rows.len() as u64);
-                        m.sink_write_us
-                            .record(&name, started.elapsed().as_micros() as u64);
-                        let now = Self::now_ms();
-                        for row in rows {
-                            let Output::Window(w) = row else { continue };
-                            if let Some(t) = w.freshest_append_ms {
-                                m.end_to_end_ms.record(&name, (now - t).max(0) as u64);
-                            }
-                            if w.is_final {
-                                m.final_delay_ms
-                                    .record(&name, (now - w.window_end).max(0) as u64);
-                            }
-                        }
+                    RowsWritten {
+                        sink: &name,
+                        rows,
+                        took: Some(started.elapsed()),
                     }
+                    .emit(&self.metrics);
                     return Ok(());
                 }
                 Err(e) => {
@@ -213,20 +203,28 @@ impl GuardedSink {
                         // The store answered; it refused these rows for good.
                         // That says nothing about its health: no breaker count.
                         self.breaker.success();
-                        tracing::warn!(sink = %name, error = %e, "the store refused rows; diverting the batch to the retry topic");
+                        WriteFailed {
+                            sink: &name,
+                            attempts: attempt,
+                            refused: true,
+                            error: &e,
+                        }
+                        .emit(&self.metrics);
                         return self.divert(rows, e.to_string(), attempt, first);
                     }
                     if give_up {
                         let was_open = self.breaker.state(Instant::now()) != BreakerState::Closed;
                         self.breaker.failure(Instant::now());
-                        if !was_open
-                            && self.breaker.state(Instant::now()) == BreakerState::Open
-                            && let Some(m) = &self.metrics
-                        {
-                            Metrics::add_sink(&m.sink_breaker_opened, &name, 1);
-                            tracing::warn!(sink = %name, "circuit breaker opened");
+                        if !was_open && self.breaker.state(Instant::now()) == BreakerState::Open {
+                            BreakerOpened { sink: &name }.emit(&self.metrics);
                         }
-                        tracing::warn!(sink = %name, attempts = attempt, error = %e, "write failed; diverting to the retry topic");
+                        WriteFailed {
+                            sink: &name,
+                            attempts: attempt,
+                            refused: false,
+                            error: &e,
+                        }
+                        .emit(&self.metrics);
                         return self.divert(rows, e.to_string(), attempt, first);
                     }
                     std::thread::sleep(self.policy.delay(attempt, &mut self.rng));

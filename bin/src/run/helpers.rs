@@ -1,0 +1,188 @@
+//! The worker's helper threads: progress logs, the consumer lag and retry
+//! backlog measured into the metrics, the journal resender, and the
+//! control-topic follower. They only read state or talk to Kafka; nothing
+//! here touches the dataflow. All of them stop when [`Helpers`] is dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use footprint_connectors::admin::Admin;
+use footprint_connectors::events::{ConsumerLagMeasured, RetryBacklogMeasured};
+use footprint_connectors::replay::REPLAY_GROUP;
+use footprint_connectors::retry::RetryTopic;
+use footprint_dataflows::events::DataflowMetrics;
+use footprint_telemetry::InternalEvent;
+
+/// The helper threads of one run; dropping this stops and joins them.
+pub(super) struct Helpers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Helpers {
+    /// No helpers yet; `stop` is what they will watch.
+    pub(super) fn new() -> Self {
+        Helpers {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        }
+    }
+
+    /// Follows the control topic into `switches` (read to its end first).
+    pub(super) fn follow_switches(
+        &mut self,
+        cfg: &crate::config::Config,
+        admin: &Admin,
+        switches: &Arc<footprint_sinks::util::switch::Switches>,
+    ) -> anyhow::Result<()> {
+        let follower = crate::stores::follow_switches(cfg, admin, switches, &self.stop)?;
+        self.threads.push(follower);
+        Ok(())
+    }
+
+    /// Starts `f` on a thread of its own, with the stop flag.
+    pub(super) fn spawn(&mut self, f: impl FnOnce(&AtomicBool) + Send + 'static) {
+        let stop = Arc::clone(&self.stop);
+        self.threads.push(std::thread::spawn(move || f(&stop)));
+    }
+
+    /// Stops and joins every helper.
+    pub(super) fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sleeps in short steps until `every` has passed; false once `stop` is set.
+fn wait(stop: &AtomicBool, every: Duration) -> bool {
+    let until = Instant::now() + every;
+    while Instant::now() < until {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    !stop.load(Ordering::SeqCst)
+}
+
+/// Logs events read, rate, bad, late and watermark lag every `every`; for
+/// a backfill of `range_total` messages, also how far it is.
+pub(super) fn report_progress(
+    metrics: &DataflowMetrics,
+    every: Duration,
+    stop: &AtomicBool,
+    range_total: Option<u64>,
+) {
+    let mut last = Instant::now();
+    let mut last_in = 0;
+    while wait(stop, every) {
+        let n = metrics.events_in();
+        let rate = (n - last_in) as f64 / last.elapsed().as_secs_f64();
+        match range_total {
+            Some(total) => tracing::info!(
+                read = n,
+                of = total,
+                percent = (n as f64 * 100.0 / total.max(1) as f64).round(),
+                per_sec = rate.round(),
+                past_range = metrics.backfill_tail(),
+                bad = metrics.bad_total(),
+                late = metrics.late_total(),
+                "backfill progress"
+            ),
+            None => tracing::info!(
+                events_in = n,
+                per_sec = rate.round(),
+                bad = metrics.bad_total(),
+                late = metrics.late_total(),
+                watermark_lag_ms = metrics.watermark_delay_ms(),
+                "progress"
+            ),
+        }
+        last = Instant::now();
+        last_in = n;
+    }
+}
+
+/// Every 5 s, measures the consumer lag of the source partitions (end
+/// offset minus committed offset) and the retry backlog (records the replay
+/// job has not committed past) into the connectors' metrics.
+pub(super) fn report_lag(
+    admin: &Admin,
+    group: &str,
+    sources: &[(String, i32)],
+    retry: Option<(&Admin, &str)>,
+    stop: &AtomicBool,
+) {
+    loop {
+        match admin.lag(group, sources) {
+            Ok(lags) => {
+                let lags: Vec<(String, i32, u64)> = sources
+                    .iter()
+                    .zip(lags)
+                    .map(|((t, p), l)| (t.clone(), *p, l))
+                    .collect();
+                ConsumerLagMeasured { lags: &lags }.emit(&admin.settings().metrics);
+            }
+            Err(e) => tracing::debug!(group, error = %e, "lag not measured"),
+        }
+        if let Some((retry_admin, topic)) = retry
+            && let Ok(Some(parts)) = retry_admin.partitions(topic)
+        {
+            let pairs: Vec<(String, i32)> = parts.iter().map(|p| (topic.to_owned(), *p)).collect();
+            match retry_admin.lag(REPLAY_GROUP, &pairs) {
+                Ok(lags) => RetryBacklogMeasured {
+                    records: lags.iter().sum(),
+                }
+                .emit(&retry_admin.settings().metrics),
+                Err(e) => tracing::debug!(error = %e, "retry backlog not measured"),
+            }
+        }
+        if !wait(stop, Duration::from_secs(5)) {
+            return;
+        }
+    }
+}
+
+/// Every half second, resends what the journal holds.
+pub(super) fn resend_journal(retry: &RetryTopic, stop: &AtomicBool) {
+    while wait(stop, Duration::from_millis(500)) {
+        if retry.journal_len() > 0
+            && let Err(e) = retry.resend_journal()
+        {
+            tracing::debug!(error = %e, "journaled retry records are still waiting for the retry topic");
+        }
+    }
+}
+
+/// Before a clean exit, keeps resending the journal for a while, so that
+/// the exit leaves nothing behind whenever Kafka takes the records (a
+/// just-created retry topic can take a few seconds to accept them).
+pub(super) fn drain_journal(retry: &RetryTopic, journal: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while retry.journal_len() > 0 && Instant::now() < deadline {
+        match retry.resend_journal() {
+            Ok(n) => tracing::info!(records = n, "resent journaled retry records before exiting"),
+            Err(e) => {
+                tracing::warn!(error = %e, "journaled retry records not resent yet; retrying before exit");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+    if retry.journal_len() > 0 {
+        tracing::error!(
+            records = retry.journal_len(),
+            journal,
+            "retry records are still in the journal; the next run resends them"
+        );
+    }
+}
