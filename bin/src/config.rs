@@ -134,6 +134,18 @@ pub struct AdminConfig {
     pub control_topic: String,
 }
 
+/// `[health]`: when a process calls its broker unhealthy (`/health`,
+/// `/status`, an ERROR line).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// No successful request to the broker for this long: unreachable.
+    pub broker_timeout: Dur,
+    /// Messages waiting in the process's partitions, but nothing read for
+    /// this long: stalled.
+    pub stall_timeout: Dur,
+}
+
 /// `[retry]`: what happens to writes a store sink cannot apply.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -283,6 +295,8 @@ pub struct Config {
     pub retry: RetryConfig,
     /// Admin service.
     pub admin: AdminConfig,
+    /// When the broker counts as unhealthy.
+    pub health: HealthConfig,
     /// Windowed aggregates.
     #[serde(default)]
     pub aggregate: Vec<AggregateConfig>,
@@ -403,6 +417,14 @@ impl Config {
         }
         if self.sinks.max_rows_waiting == 0 {
             return Err(err("sinks.max_rows_waiting", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("health.broker_timeout", self.health.broker_timeout),
+            ("health.stall_timeout", self.health.stall_timeout),
+        ] {
+            if d.0 < Duration::from_millis(500) {
+                return Err(err(key, "must be at least 500ms"));
+            }
         }
         if self.retry.attempts == 0 {
             return Err(err("retry.attempts", "must be at least 1"));

@@ -162,7 +162,12 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
             let _ = write!(
                 out,
                 "\x1b[2J\x1b[H{}",
-                table.render(&process.dataflow, &header, &footer)
+                table.render(
+                    &process.dataflow,
+                    &process.health.broker(),
+                    &header,
+                    &footer,
+                )
             );
             let _ = out.flush();
         }
@@ -180,7 +185,15 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
         .map_err(|_| anyhow!("worker thread panicked"))??;
     table.apply(live.take());
     if !opts.live {
-        println!("{}", table.render(&process.dataflow, &header, &footer));
+        println!(
+            "{}",
+            table.render(
+                &process.dataflow,
+                &process.health.broker(),
+                &header,
+                &footer,
+            )
+        );
     }
     println!(
         "\nStopped after {:.0}s: produced {} messages ({} bad, {} late); the worker read {} ({} bad, {} late event×aggregate pairs) and emitted {} final windows.",

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use footprint_connectors::ConnectorError;
 use footprint_connectors::admin::Admin;
 use footprint_connectors::client::KafkaSettings;
 use footprint_connectors::producer::EventProducer;
@@ -112,8 +113,34 @@ pub fn produce(
             last_log = Instant::now();
         }
     }
-    producer
-        .flush(Duration::from_secs(120))
-        .context("waiting for the broker to acknowledge")?;
+    wait_acknowledged(&producer, &plan.topic, control)?;
     Ok(report)
+}
+
+/// Waits until the broker has acknowledged every message: however long it
+/// takes (the producer keeps them; a broker that is down is waited for),
+/// saying so every 10 s, until `control` asks to stop.
+fn wait_acknowledged(
+    producer: &EventProducer,
+    topic: &str,
+    control: &Arc<RunControl>,
+) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        match producer.flush(Duration::from_secs(10)) {
+            Ok(()) => return Ok(()),
+            Err(ConnectorError::Unacknowledged { left, .. }) if !control.stop_requested() => {
+                tracing::warn!(
+                    topic,
+                    waiting = left,
+                    seconds = started.elapsed().as_secs(),
+                    "waiting for the broker to acknowledge"
+                );
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("messages to {topic} were not all written")));
+            }
+        }
+    }
 }

@@ -23,6 +23,7 @@ pub mod config;
 pub mod cpu;
 pub mod demo;
 pub mod generate;
+pub mod health;
 pub mod process;
 pub mod replay;
 pub mod run;

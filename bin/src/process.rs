@@ -6,7 +6,9 @@
 //!   clock, the rows-lost latch;
 //! - the degrade switches of the store sinks, which the control topic
 //!   follower sets and the guarded sinks, the admin API and the replay job
-//!   read.
+//!   read;
+//! - the broker's health, which the lag reporter keeps and the admin API
+//!   and the demo show.
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use footprint_sinks::util::switch::Switches;
 use footprint_telemetry::Registry;
 
 use crate::config::Config;
+use crate::health::{Health, HealthSettings};
 use crate::stores::store_switches;
 
 /// What one process's parts share.
@@ -36,6 +39,8 @@ pub struct Process {
     pub flow: Arc<Flow>,
     /// The store sinks' degrade switches.
     pub switches: Arc<Switches>,
+    /// Whether the broker serves this process.
+    pub health: Arc<Health>,
 }
 
 impl Process {
@@ -50,6 +55,13 @@ impl Process {
         let connectors = ConnectorMetrics::register(&mut registry);
         let switches = store_switches(cfg);
         SinkMetrics::register_switches(&mut registry, Arc::clone(&switches));
+        let health = Arc::new(Health::new(
+            &cfg.source.brokers,
+            HealthSettings {
+                broker_timeout: cfg.health.broker_timeout.0,
+                stall_timeout: cfg.health.stall_timeout.0,
+            },
+        ));
         Ok(Arc::new(Process {
             registry,
             dataflow,
@@ -57,6 +69,7 @@ impl Process {
             connectors,
             flow,
             switches,
+            health,
         }))
     }
 

@@ -29,6 +29,7 @@ use footprint_dataflows::control::RunControl;
 use footprint_sinks::Sink;
 use footprint_sinks::util::retry::{Jitter, RetryPolicy};
 use footprint_sinks::util::switch::{Mode, Switches};
+use footprint_telemetry::{Throttle, log_repeated};
 
 use crate::config::Config;
 use crate::process::Process;
@@ -127,6 +128,7 @@ pub fn run_replay(
             max: Duration::from_secs(10),
         },
         jitter: Jitter::from_clock(0),
+        throttle: Throttle::default(),
         report: ReplayReport::default(),
     };
     let result = job.run(&|| control.stop_requested());
@@ -165,6 +167,8 @@ struct Replay {
     waiting_logged: HashMap<String, bool>,
     policy: RetryPolicy,
     jitter: Jitter,
+    /// Rate-limits the warnings of a store that stays down.
+    throttle: Throttle,
     report: ReplayReport,
 }
 
@@ -304,7 +308,9 @@ impl Replay {
                     Applied::Failed(error) => {
                         let failures = self.unhealthy.get(&sink_name).map_or(0, |u| u.failures) + 1;
                         let wait = self.policy.delay(failures, &mut self.jitter);
-                        tracing::warn!(sink = %sink_name, %error, failures, retry_in_ms = wait.as_millis() as u64, "replay could not apply records; will retry");
+                        log_repeated! { warn, self.throttle, format!("apply/{sink_name}"),
+                        sink = %sink_name, %error, retry_in_ms = wait.as_millis() as u64,
+                        "replay could not apply records; will retry" }
                         self.unhealthy.insert(
                             sink_name,
                             Unhealthy {
@@ -354,6 +360,14 @@ impl Replay {
         };
         match target.write(&run).and_then(|()| target.flush()) {
             Ok(()) => {
+                if let Some(r) = self.throttle.end(&format!("apply/{sink}")) {
+                    tracing::info!(
+                        sink,
+                        failed_tries = r.total,
+                        seconds = r.seconds_since_began(),
+                        "replay applies records again"
+                    );
+                }
                 self.unhealthy.remove(sink);
                 self.waiting_logged.remove(sink);
                 self.one_at_a_time.remove(&partition);

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use footprint_dataflows::events::DataflowMetrics;
+
+use crate::health::{BrokerHealth, BrokerState};
 use footprint_dataflows::reference::WindowId;
 use footprint_dataflows::{MeasureValue, Output, WindowRow};
 
@@ -47,7 +49,13 @@ impl LiveTable {
     }
 
     /// Renders the screen.
-    pub fn render(&self, metrics: &DataflowMetrics, header: &str, footer: &str) -> String {
+    pub fn render(
+        &self,
+        metrics: &DataflowMetrics,
+        broker: &BrokerHealth,
+        header: &str,
+        footer: &str,
+    ) -> String {
         let mut s = String::new();
         let wm = metrics.watermark_ms() as i64;
         let max_ts = metrics.max_event_ms();
@@ -55,6 +63,18 @@ impl LiveTable {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let _ = writeln!(s, "{header}");
+        if broker.state != BrokerState::Ok {
+            let _ = writeln!(
+                s,
+                "!! BROKER {} {}: {}",
+                broker.brokers,
+                match broker.state {
+                    BrokerState::Stalled => "STALLED",
+                    _ => "NOT SERVING",
+                },
+                broker.detail.as_deref().unwrap_or("")
+            );
+        }
         let _ = writeln!(
             s,
             "events in {}   bad {}   late {}   final windows {}   recent-activity updates {}",

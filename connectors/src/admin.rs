@@ -28,6 +28,15 @@ pub struct Committed {
     pub max_ts: Option<i64>,
 }
 
+/// One partition's end offset and how far a group is behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    /// The end offset the broker reports.
+    pub end: i64,
+    /// The end offset minus the group's committed offset.
+    pub behind: u64,
+}
+
 /// Topic administration through one shared set of clients.
 pub struct Admin {
     settings: KafkaSettings,
@@ -159,20 +168,23 @@ impl Admin {
         Ok((consumer, parts))
     }
 
-    /// How far `group_id` is behind the end of each of `partitions`: end
-    /// offset minus committed offset (the first offset where nothing is
-    /// committed), in the same order.
+    /// Each of `partitions`' end offset, and how far `group_id` is behind
+    /// it: end offset minus committed offset (the first offset where
+    /// nothing is committed), in the same order.
     pub fn lag(
         &self,
         group_id: &str,
         partitions: &[(String, i32)],
-    ) -> Result<Vec<u64>, ConnectorError> {
+    ) -> Result<Vec<Lag>, ConnectorError> {
         let committed = self.committed(group_id, partitions)?;
         let mut out = Vec::with_capacity(partitions.len());
         for ((topic, p), c) in partitions.iter().zip(committed) {
             let (low, high) = self.watermarks(topic, *p)?;
             let from = c.map_or(low, |c| c.offset).max(low);
-            out.push(high.saturating_sub(from).max(0) as u64);
+            out.push(Lag {
+                end: high,
+                behind: high.saturating_sub(from).max(0) as u64,
+            });
         }
         Ok(out)
     }

@@ -23,7 +23,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::ConnectorError;
 use crate::admin::Admin;
-use crate::client::{FootprintConsumer, KafkaSettings};
+use crate::client::{Delivery, FootprintConsumer, KafkaSettings};
 use crate::compacted;
 use crate::offsets::{Saved, Skipped, checkpoint_metadata};
 use crate::producer::EventProducer;
@@ -43,7 +43,7 @@ impl CheckpointWriter {
     /// A writer to `topic` for `group`.
     pub fn new(settings: &KafkaSettings, topic: &str, group: &str) -> Result<Self, ConnectorError> {
         Ok(CheckpointWriter {
-            producer: EventProducer::new(settings)?,
+            producer: EventProducer::with_delivery(settings, Delivery::Ordered)?,
             topic: topic.to_owned(),
             group: group.to_owned(),
         })

@@ -13,7 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 
 use crate::ConnectorError;
-use crate::events::{ConnectorMetrics, KafkaClientError};
+use crate::events::{ConnectorMetrics, KafkaClientError, LibrdkafkaLogged};
 
 /// The context of Footprint's clients: librdkafka reports every error
 /// event, partition EOF included, as a "global error"; rdkafka's default
@@ -38,6 +38,11 @@ impl FootprintContext {
             fetch_queues: Arc::default(),
             metrics,
         }
+    }
+
+    /// Where this client reports.
+    pub fn metrics(&self) -> &Arc<ConnectorMetrics> {
+        &self.metrics
     }
 
     /// What the consumer read ahead, as of its last statistics.
@@ -83,6 +88,15 @@ impl FetchQueues {
 }
 
 impl ClientContext for FootprintContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        LibrdkafkaLogged {
+            level,
+            facility: fac,
+            message: log_message,
+        }
+        .emit(&self.metrics);
+    }
+
     fn stats(&self, statistics: Statistics) {
         self.fetch_queues.record(&statistics);
     }
@@ -103,6 +117,36 @@ impl ClientContext for FootprintContext {
 }
 
 impl ConsumerContext for FootprintContext {}
+
+/// What a producer's retries may do to the log, chosen per producer by
+/// what its records need (the README's "Delivery guarantees" table).
+///
+/// librdkafka retries a request whose answer it did not get. Without
+/// idempotence, a retry of a request the broker had written duplicates its
+/// records; with more than one request in flight, a retry can also land
+/// after a later request. An idempotent producer lets the broker drop such
+/// duplicates, but it ties the producer to state the broker keeps: when one
+/// of its messages expires in the queue, librdkafka bumps the producer's
+/// epoch itself, and tansu 0.6's SQLite store cannot serve an epoch it did
+/// not hand out (its storage task panics, and from then on the broker
+/// answers every request with an error). So only the producer whose
+/// duplicates would be counted is idempotent, and its messages never expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Retries never duplicate or reorder a partition's messages while the
+    /// producer lives; a message waits in the producer until the broker
+    /// takes it, however long that is (the caller decides how long to wait
+    /// for acknowledgements). For events, which would be counted twice.
+    Idempotent,
+    /// At least once, in order: a retry can duplicate a message, never put
+    /// it after a later one (one request in flight per broker). For records
+    /// where the last one per key wins: switch changes, checkpoints.
+    Ordered,
+    /// At least once: a retry can duplicate a message or put it after a
+    /// later one. For records that are safe either way: retry-topic rows
+    /// (the version rule), dead letters and late events.
+    AtLeastOnce,
+}
 
 /// The consumers Footprint creates.
 pub type FootprintConsumer = BaseConsumer<FootprintContext>;
@@ -164,6 +208,27 @@ impl KafkaSettings {
         config
             .create_with_context(self.context())
             .map_err(ConnectorError::Config)
+    }
+
+    /// A producer config for `delivery`, with `extra` (batching, timeouts)
+    /// after it and the user's properties last.
+    pub fn producer_config(&self, delivery: Delivery, extra: &[(&str, &str)]) -> ClientConfig {
+        let mut defaults: Vec<(&str, &str)> = match delivery {
+            Delivery::Idempotent => vec![
+                ("enable.idempotence", "true"),
+                // A message never expires in the producer: an expiry would
+                // make librdkafka bump the producer's epoch on its own.
+                ("message.timeout.ms", "0"),
+            ],
+            Delivery::Ordered => vec![
+                ("enable.idempotence", "false"),
+                ("acks", "all"),
+                ("max.in.flight.requests.per.connection", "1"),
+            ],
+            Delivery::AtLeastOnce => vec![("enable.idempotence", "false"), ("acks", "all")],
+        };
+        defaults.extend_from_slice(extra);
+        self.client_config(&defaults)
     }
 
     /// A client config with the bootstrap servers, `defaults`, and then the

@@ -7,12 +7,15 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::Offset;
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 
 use crate::ConnectorError;
 use crate::admin::Admin;
 use crate::client::FootprintConsumer;
+use crate::events::ReadFailed;
+use footprint_telemetry::InternalEvent;
 
 /// Reads every partition of `topic` from its beginning to its end, calling
 /// `apply(key, value)` on each record in order, and returns the consumer
@@ -41,7 +44,11 @@ pub fn read_to_end(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => apply(m.key().unwrap_or_default(), m.payload().unwrap_or_default()),
             Some(Err(KafkaError::PartitionEOF(p))) => open.retain(|x| *x != p),
-            Some(Err(e)) => tracing::warn!(topic, error = %e, "reading a compacted topic"),
+            Some(Err(e)) => ReadFailed {
+                what: topic,
+                error: &e,
+            }
+            .emit(consumer.context().metrics()),
             None => {}
         }
     }

@@ -14,21 +14,24 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use footprint_sinks::util::switch::{Mode, Switches};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::ConnectorError;
 use crate::admin::Admin;
-use crate::client::KafkaSettings;
+use crate::client::{Delivery, FootprintContext, KafkaSettings};
 use crate::compacted;
+use crate::events::ReadFailed;
+use footprint_telemetry::InternalEvent;
 
 /// The default control topic.
 pub const CONTROL_TOPIC: &str = "footprint.control";
 
 /// Publishes switch changes.
 pub struct ControlPublisher {
-    producer: FutureProducer,
+    producer: FutureProducer<FootprintContext>,
     topic: String,
 }
 
@@ -36,12 +39,11 @@ impl ControlPublisher {
     /// A publisher to `topic`.
     pub fn new(settings: &KafkaSettings, topic: &str) -> Result<Self, ConnectorError> {
         let producer = settings
-            .client_config(&[
-                ("enable.idempotence", "true"),
-                ("linger.ms", "0"),
-                ("message.timeout.ms", "10000"),
-            ])
-            .create()
+            .producer_config(
+                Delivery::Ordered,
+                &[("linger.ms", "0"), ("message.timeout.ms", "10000")],
+            )
+            .create_with_context(settings.context())
             .map_err(ConnectorError::Config)?;
         Ok(ControlPublisher {
             producer,
@@ -109,7 +111,11 @@ pub fn follow(
                         m.payload().unwrap_or_default(),
                     ),
                     Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-                    Some(Err(e)) => tracing::warn!(error = %e, "reading the control topic"),
+                    Some(Err(e)) => ReadFailed {
+                        what: "the control topic",
+                        error: &e,
+                    }
+                    .emit(consumer.context().metrics()),
                 }
             }
         })

@@ -60,6 +60,7 @@ pub struct ConnectorMetrics {
     throttle: Throttle,
     side_failures: Counter,
     client_errors: Counter,
+    commit_failures: Counter,
     producers_renewed: Family<ProducerLabels, Counter>,
     consumer_lag: Family<PartitionLabels, Gauge>,
     journal_records: Gauge,
@@ -81,6 +82,11 @@ impl ConnectorMetrics {
             "kafka_client_errors",
             "Errors Kafka clients reported (connections refused, requests failed, …)",
             m.client_errors.clone(),
+        );
+        registry.register(
+            "commit_failures",
+            "Commits of source offsets that failed (the next commit covers them)",
+            m.commit_failures.clone(),
         );
         registry.register(
             "kafka_producers_renewed",
@@ -197,6 +203,67 @@ impl InternalEvent<ConnectorMetrics> for KafkaClientError<'_> {
             warn, m.throttle, format!("client/{kind}"),
             error = %self.error, reason = self.reason, "Kafka client error"
         }
+    }
+}
+
+/// librdkafka logged something (at `log_level`, errors only by default):
+/// its reconnect attempts repeat while a broker is away, so lines are
+/// rate-limited per facility.
+pub struct LibrdkafkaLogged<'a> {
+    /// librdkafka's level.
+    pub level: rdkafka::config::RDKafkaLogLevel,
+    /// Its facility (`FAIL`, `BROKERFAIL`, …).
+    pub facility: &'a str,
+    /// The line.
+    pub message: &'a str,
+}
+
+impl InternalEvent<ConnectorMetrics> for LibrdkafkaLogged<'_> {
+    fn emit(self, m: &ConnectorMetrics) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        let kind = format!("librdkafka/{}", self.facility);
+        let (facility, message) = (self.facility, self.message);
+        match self.level {
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+                log_repeated! { warn, m.throttle, kind, facility, message, "librdkafka" }
+            }
+            L::Notice | L::Info => {
+                log_repeated! { info, m.throttle, kind, facility, message, "librdkafka" }
+            }
+            L::Debug => tracing::debug!(facility, message, "librdkafka"),
+        }
+    }
+}
+
+/// Reading from Kafka failed (librdkafka goes on trying by itself).
+pub struct ReadFailed<'a> {
+    /// What was read (a topic, a partition).
+    pub what: &'a str,
+    /// What librdkafka said.
+    pub error: &'a rdkafka::error::KafkaError,
+}
+
+impl InternalEvent<ConnectorMetrics> for ReadFailed<'_> {
+    fn emit(self, m: &ConnectorMetrics) {
+        KafkaClientError {
+            error: self.error,
+            reason: self.what,
+        }
+        .emit(m);
+    }
+}
+
+/// Source offsets were not committed; the next commit covers them.
+pub struct CommitFailed<'a> {
+    /// What failed.
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl InternalEvent<ConnectorMetrics> for CommitFailed<'_> {
+    fn emit(self, m: &ConnectorMetrics) {
+        m.commit_failures.inc();
+        log_repeated! { warn, m.throttle, "commit", error = %self.error,
+        "source offsets were not committed; the next commit covers them" }
     }
 }
 

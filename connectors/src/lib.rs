@@ -90,6 +90,16 @@ pub enum ConnectorError {
         /// Records left without an acknowledgement.
         left: usize,
     },
+    /// Kafka refused records for good: they were not written.
+    #[error("{what}: Kafka refused {failed} records (the first: {first})")]
+    Undelivered {
+        /// What was produced.
+        what: String,
+        /// Records refused.
+        failed: u64,
+        /// Why the first one was refused.
+        first: String,
+    },
     /// The broker created something, but it did not appear in time.
     #[error("{0}")]
     NotVisible(String),
@@ -130,6 +140,7 @@ impl ConnectorError {
         match self {
             ConnectorError::Unreachable { .. }
             | ConnectorError::Unacknowledged { .. }
+            | ConnectorError::Undelivered { .. }
             | ConnectorError::NotVisible(_) => true,
             ConnectorError::Kafka { source, .. } => !matches!(
                 source.rdkafka_error_code(),

@@ -20,8 +20,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::ConnectorError;
 use crate::checkpoints::{CheckpointWriter, commit_group};
 use crate::client::{FootprintConsumer, FootprintContext, KafkaSettings};
+use crate::events::ReadFailed;
 use crate::offsets::Saved;
 use crate::side::{Forward, SideOutputs};
+use footprint_telemetry::InternalEvent;
 
 /// Where one partition is read from, and where it stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,7 +259,11 @@ impl PartitionReader for KafkaReader {
                     break;
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(topic = %range.topic, partition = range.partition, error = %e, "error reading partition");
+                    ReadFailed {
+                        what: &format!("{}/{}", range.topic, range.partition),
+                        error: &e,
+                    }
+                    .emit(self.consumer.context().metrics());
                     break;
                 }
                 Some(Ok(m)) => {
@@ -407,7 +413,11 @@ impl PartitionReader for KafkaReader {
         // Serve the main queue (errors, statistics); messages arrive on the partition queues.
         match self.consumer.poll(Duration::ZERO) {
             None => {}
-            Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+            Some(Err(e)) => ReadFailed {
+                what: "the source consumer",
+                error: &e,
+            }
+            .emit(self.consumer.context().metrics()),
             Some(Ok(m)) => tracing::error!(
                 topic = m.topic(),
                 partition = m.partition(),

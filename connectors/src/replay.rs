@@ -19,7 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::ConnectorError;
 use crate::admin::Admin;
-use crate::client::{FootprintConsumer, FootprintContext};
+use crate::client::{Delivery, FootprintConsumer, FootprintContext};
 use crate::retry::RetryRecord;
 use crate::side::DLQ_SUFFIX;
 
@@ -77,10 +77,7 @@ impl RetryReader {
         let dlq = format!("{topic}{DLQ_SUFFIX}");
         admin.ensure_topic(&dlq, 1, 1)?;
         let dead_letters = settings
-            .client_config(&[
-                ("enable.idempotence", "true"),
-                ("message.timeout.ms", "30000"),
-            ])
+            .producer_config(Delivery::AtLeastOnce, &[("message.timeout.ms", "30000")])
             .create_with_context(settings.context())
             .map_err(ConnectorError::Config)?;
         Ok(RetryReader {

@@ -23,7 +23,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 
 use crate::ConnectorError;
-use crate::client::{FootprintContext, KafkaSettings};
+use crate::client::{Delivery, FootprintContext, KafkaSettings};
 use crate::events::{
     ConnectorMetrics, JournalResent, ProducerRenewed, RecordsJournaled, RetryTopicRefused,
 };
@@ -131,11 +131,13 @@ impl RetryTopic {
         ack_timeout: Duration,
     ) -> Result<Self, ConnectorError> {
         let timeout_ms = ack_timeout.as_millis().max(1).to_string();
-        let config = settings.client_config(&[
-            ("enable.idempotence", "true"),
-            ("linger.ms", "5"),
-            ("message.timeout.ms", timeout_ms.as_str()),
-        ]);
+        let config = settings.producer_config(
+            Delivery::AtLeastOnce,
+            &[
+                ("linger.ms", "5"),
+                ("message.timeout.ms", timeout_ms.as_str()),
+            ],
+        );
         let producer = config
             .create_with_context(settings.context())
             .map_err(ConnectorError::Config)?;
@@ -173,10 +175,11 @@ impl RetryTopic {
         )
     }
 
-    /// An idempotent producer that hit a fatal error, or that the broker
-    /// fenced (tansu does, after a delivery timed out and librdkafka asked
-    /// for a new epoch), refuses every record from then on: it is replaced
-    /// by a new one. The records it refused stay in the journal and are
+    /// The retry topic's producer is not idempotent ([`Delivery::AtLeastOnce`]),
+    /// but a user's properties can make it so. An idempotent producer that
+    /// hit a fatal error, or that the broker fenced (tansu's memory store
+    /// does when librdkafka bumped the epoch itself after a delivery timed
+    /// out), refuses every record from then on: it is replaced by a new one. The records it refused stay in the journal and are
     /// resent; a record sent twice is harmless, as replay applies the
     /// version rule.
     fn renew_if_failed(&self, producer: &Producer_, fenced: bool) {

@@ -22,7 +22,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::ConnectorError;
-use crate::client::{FootprintContext, KafkaSettings};
+use crate::client::{Delivery, FootprintContext, KafkaSettings};
 use crate::events::{ConnectorMetrics, SideRecordFailed};
 
 /// Suffix of dead-letter topics.
@@ -37,6 +37,10 @@ pub struct SideContext {
 }
 
 impl ClientContext for SideContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.client.log(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         self.client.error(error, reason);
     }
@@ -87,7 +91,10 @@ impl SideOutputs {
     ) -> Result<Self, ConnectorError> {
         let metrics = Arc::clone(&settings.metrics);
         let producer = settings
-            .client_config(&[("linger.ms", "20"), ("message.timeout.ms", "60000")])
+            .producer_config(
+                Delivery::AtLeastOnce,
+                &[("linger.ms", "20"), ("message.timeout.ms", "60000")],
+            )
             .create_with_context(SideContext {
                 client: settings.context(),
                 metrics: Arc::clone(&metrics),

@@ -9,6 +9,7 @@ use warp::reply::{self, Reply};
 
 use super::AdminState;
 use super::models::{ErrorBody, ModeBody, Status};
+use crate::health::BrokerState;
 
 /// A request without the right bearer token.
 #[derive(Debug)]
@@ -26,7 +27,8 @@ fn error(status: StatusCode, message: impl Into<String>) -> reply::Response {
     .into_response()
 }
 
-/// `GET /health`.
+/// `GET /health`: 200 while the broker serves this process, 503 (naming
+/// the broker and what is wrong) when it does not.
 pub fn health(state: AdminState) -> reply::Response {
     let degraded: Vec<String> = state
         .process
@@ -36,7 +38,19 @@ pub fn health(state: AdminState) -> reply::Response {
         .filter(|(_, m)| *m == Mode::Degraded)
         .map(|(s, _)| s)
         .collect();
-    reply::json(&serde_json::json!({ "status": "ok", "degraded_sinks": degraded })).into_response()
+    let broker = state.process.health.broker();
+    let ok = broker.state == BrokerState::Ok;
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "unhealthy" },
+        "degraded_sinks": degraded,
+        "broker": broker,
+    });
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    reply::with_status(reply::json(&body), code).into_response()
 }
 
 fn modes(state: &AdminState) -> BTreeMap<String, String> {
@@ -120,6 +134,7 @@ pub fn status(state: AdminState) -> reply::Response {
         diverted,
         journal_records: state.journal.as_ref().map_or(0, |r| r.journal_len()),
         skipped: state.skipped.to_vec(),
+        broker: state.process.health.broker(),
     };
     reply::json(&status).into_response()
 }

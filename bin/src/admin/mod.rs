@@ -4,7 +4,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /health` | `{"status":"ok","degraded_sinks":[…]}` |
+//! | `GET /health` | `{"status":"ok","degraded_sinks":[…],"broker":{…}}`; 503 with `"status":"unhealthy"` while the broker does not serve this process |
 //! | `GET /switches` | `{"redis":"auto","mysql":"degraded"}` |
 //! | `PUT /switches/{sink}` with `{"mode":"degraded"\|"auto"}` | the new mode; 400 bad mode, 404 unknown sink, 503 control topic unavailable |
 //! | `GET /status` | watermark, its delay, counters, modes, diverted rows, journal size |

@@ -43,4 +43,6 @@ pub struct Status {
     /// Ranges of source offsets this run does not read (skip to latest,
     /// out-of-range checkpoints).
     pub skipped: Vec<footprint_connectors::offsets::Skipped>,
+    /// Whether the broker serves this process.
+    pub broker: crate::health::BrokerHealth,
 }

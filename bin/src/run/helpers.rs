@@ -15,6 +15,8 @@ use footprint_connectors::retry::RetryTopic;
 use footprint_dataflows::events::DataflowMetrics;
 use footprint_telemetry::InternalEvent;
 
+use crate::health::Health;
+
 /// The helper threads of one run; dropping this stops and joins them.
 pub(super) struct Helpers {
     stop: Arc<AtomicBool>,
@@ -113,41 +115,74 @@ pub(super) fn report_progress(
     }
 }
 
-/// Every 5 s, measures the consumer lag of the source partitions (end
-/// offset minus committed offset) and the retry backlog (records the replay
-/// job has not committed past) into the connectors' metrics.
-pub(super) fn report_lag(
-    admin: &Admin,
-    group: &str,
-    sources: &[(String, i32)],
-    retry: Option<(&Admin, &str)>,
-    stop: &AtomicBool,
-) {
+/// What the lag reporter watches.
+pub(super) struct LagWatch {
+    pub admin: Arc<Admin>,
+    pub group: String,
+    /// Every source partition, and whether this process reads it.
+    pub sources: Vec<(String, i32, bool)>,
+    /// The retry topic and its brokers' client, when stores are written.
+    pub retry: Option<(Arc<Admin>, String)>,
+    pub health: Arc<Health>,
+    pub dataflow: Arc<DataflowMetrics>,
+}
+
+/// Measures, every few seconds (often enough for the health timeouts), the
+/// consumer lag of the source partitions (end offset minus committed
+/// offset) and the retry backlog (records the replay job has not committed
+/// past) into the connectors' metrics, and tells the process's health
+/// whether the broker answered and how far this process's sources are from
+/// the end of their partitions.
+pub(super) fn report_lag(w: &LagWatch, stop: &AtomicBool) {
+    let pairs: Vec<(String, i32)> = w.sources.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
     loop {
-        match admin.lag(group, sources) {
+        match w.admin.lag(&w.group, &pairs) {
             Ok(lags) => {
-                let lags: Vec<(String, i32, u64)> = sources
+                let measured: Vec<(String, i32, u64)> = pairs
                     .iter()
-                    .zip(lags)
-                    .map(|((t, p), l)| (t.clone(), *p, l))
+                    .zip(&lags)
+                    .map(|((t, p), l)| (t.clone(), *p, l.behind))
                     .collect();
-                ConsumerLagMeasured { lags: &lags }.emit(&admin.settings().metrics);
+                ConsumerLagMeasured { lags: &measured }.emit(&w.admin.settings().metrics);
+                let end: i64 = w
+                    .sources
+                    .iter()
+                    .zip(&lags)
+                    .filter(|((_, _, mine), _)| *mine)
+                    .map(|(_, l)| l.end)
+                    .sum();
+                w.health.answered(Some(end), w.dataflow.events_in());
             }
-            Err(e) => tracing::debug!(group, error = %e, "lag not measured"),
+            Err(e) => w.health.failed(&e.to_string()),
         }
-        if let Some((retry_admin, topic)) = retry
+        if let Some((retry_admin, topic)) = &w.retry
             && let Ok(Some(parts)) = retry_admin.partitions(topic)
         {
-            let pairs: Vec<(String, i32)> = parts.iter().map(|p| (topic.to_owned(), *p)).collect();
+            let pairs: Vec<(String, i32)> = parts.iter().map(|p| (topic.clone(), *p)).collect();
             match retry_admin.lag(REPLAY_GROUP, &pairs) {
                 Ok(lags) => RetryBacklogMeasured {
-                    records: lags.iter().sum(),
+                    records: lags.iter().map(|l| l.behind).sum(),
                 }
                 .emit(&retry_admin.settings().metrics),
                 Err(e) => tracing::debug!(error = %e, "retry backlog not measured"),
             }
         }
-        if !wait(stop, Duration::from_secs(5)) {
+        if !wait(stop, w.health.check_every()) {
+            return;
+        }
+    }
+}
+
+/// Asks the broker for `topic`'s partitions every few seconds, and tells
+/// `health` whether it answered: for a process that reads no partition
+/// (`footprint admin`).
+pub(super) fn watch_broker(admin: &Admin, topic: &str, health: &Health, stop: &AtomicBool) {
+    loop {
+        match admin.partitions(topic) {
+            Ok(_) => health.answered(None, 0),
+            Err(e) => health.failed(&e.to_string()),
+        }
+        if !wait(stop, health.check_every()) {
             return;
         }
     }

@@ -17,6 +17,7 @@ use footprint_connectors::retry::RetryTopic;
 use footprint_connectors::side::{DLQ_SUFFIX, LATE_SUFFIX};
 use footprint_dataflows::PipelineSpec;
 use footprint_dataflows::control::RunControl;
+use footprint_dataflows::pipeline::assigned;
 use footprint_dataflows::source::SourceSettings;
 use footprint_sinks::SinkFactory;
 use footprint_sinks::util::guard::Divert;
@@ -143,13 +144,14 @@ pub fn run(cfg: &Config, opts: RunOptions, process: &Arc<Process>) -> Result<Run
     } else {
         None
     };
-    start_reporters(
+    start_progress(&mut helpers, &opts, process, &plan.ranges);
+    start_lag_watch(
         &mut helpers,
         cfg,
-        &opts,
         process,
         &admin,
         retry.as_ref().map(|r| &r.1),
+        &layout,
         &plan.ranges,
     );
     let retry = retry.map(|r| r.0);
@@ -187,6 +189,7 @@ pub fn run(cfg: &Config, opts: RunOptions, process: &Arc<Process>) -> Result<Run
             settings: source_settings(cfg),
             shared: process.dataflow_shared(Arc::clone(&opts.control)),
             sink_metrics: Arc::clone(&process.sinks),
+            connector_metrics: Arc::clone(&process.connectors),
             commit_every: cfg.source.commit_interval.0,
         },
     )?;
@@ -269,15 +272,11 @@ fn retry_admin(cfg: &Config, process: &Process, admin: &Arc<Admin>) -> Result<Ar
     }
 }
 
-/// Progress logs, and the reporter of the consumer lag and (with
-/// `retry_admin`) the retry backlog.
-fn start_reporters(
+/// Progress logs, every `opts.progress`.
+fn start_progress(
     helpers: &mut Helpers,
-    cfg: &Config,
     opts: &RunOptions,
     process: &Arc<Process>,
-    admin: &Arc<Admin>,
-    retry_admin: Option<&Arc<Admin>>,
     ranges: &[PartitionRange],
 ) {
     if let Some(every) = opts.progress {
@@ -290,17 +289,39 @@ fn start_reporters(
         let metrics = Arc::clone(&process.dataflow);
         helpers.spawn(move |stop| helpers::report_progress(&metrics, every, stop, range_total));
     }
-    let admin = Arc::clone(admin);
-    let group = cfg.source.group_id.clone();
-    let sources: Vec<(String, i32)> = ranges
-        .iter()
-        .map(|r| (r.topic.clone(), r.partition))
+}
+
+/// The reporter of the consumer lag, the broker's health and (with
+/// `retry_admin`) the retry backlog.
+fn start_lag_watch(
+    helpers: &mut Helpers,
+    cfg: &Config,
+    process: &Arc<Process>,
+    admin: &Arc<Admin>,
+    retry_admin: Option<&Arc<Admin>>,
+    layout: &Layout,
+    ranges: &[PartitionRange],
+) {
+    let mine: Vec<usize> = layout
+        .workers()
+        .flat_map(|w| assigned(ranges.len(), w, layout.peers()))
         .collect();
-    let retry = retry_admin.map(|a| (Arc::clone(a), cfg.retry.topic.clone()));
-    helpers.spawn(move |stop| {
-        let retry = retry.as_ref().map(|(a, t)| (a.as_ref(), t.as_str()));
-        helpers::report_lag(&admin, &group, &sources, retry, stop)
-    });
+    process
+        .health
+        .started_at(mine.iter().map(|i| ranges[*i].from).sum());
+    let watch = helpers::LagWatch {
+        admin: Arc::clone(admin),
+        group: cfg.source.group_id.clone(),
+        sources: ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.topic.clone(), r.partition, mine.contains(&i)))
+            .collect(),
+        retry: retry_admin.map(|a| (Arc::clone(a), cfg.retry.topic.clone())),
+        health: Arc::clone(&process.health),
+        dataflow: Arc::clone(&process.dataflow),
+    };
+    helpers.spawn(move |stop| helpers::report_lag(&watch, stop));
 }
 
 /// Serves the admin API on `admin.listen`, and says where.
@@ -355,6 +376,8 @@ pub fn serve_admin_alone(cfg: &Config, control: &Arc<RunControl>) -> Result<()> 
     let admin = Admin::new(&settings)?;
     let mut helpers = Helpers::new();
     helpers.follow_switches(cfg, &admin, &process.switches)?;
+    let (health, topic) = (Arc::clone(&process.health), cfg.admin.control_topic.clone());
+    helpers.spawn(move |stop| helpers::watch_broker(&admin, &topic, &health, stop));
     let state = AdminState::new(cfg, &process, &settings, None, Arc::from([]))?;
     let server = serve_admin(cfg.admin.listen, state)?;
     eprintln!("admin API: http://{}/switches", server.addr);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use footprint_connectors::checkpoints::CheckpointWriter;
+use footprint_connectors::events::{CommitFailed, ConnectorMetrics};
 use footprint_connectors::reader::{KafkaReader, PartitionRange};
 use footprint_connectors::side::SideOutputs;
 use footprint_dataflows::PipelineSpec;
@@ -14,6 +15,7 @@ use footprint_dataflows::source::SourceSettings;
 use footprint_sinks::Sink;
 use footprint_sinks::events::SinkMetrics;
 use footprint_sinks::operator::{Routing, WriteTo};
+use footprint_telemetry::InternalEvent;
 use timely::dataflow::operators::Probe;
 
 use super::layout::Layout;
@@ -62,6 +64,7 @@ pub(super) struct Dataflow {
     pub routing: Routing,
     pub shared: Shared,
     pub sink_metrics: Arc<SinkMetrics>,
+    pub connector_metrics: Arc<ConnectorMetrics>,
     pub commit_every: Duration,
 }
 
@@ -90,6 +93,7 @@ pub(super) fn execute(
             return Err(format!("no reader prepared for worker {}", worker.index()));
         };
         let shared = dataflow.shared.clone();
+        let connectors = Arc::clone(&dataflow.connector_metrics);
         let flow = Arc::clone(&shared.flow);
         let sink_metrics = Arc::clone(&dataflow.sink_metrics);
         let routing = dataflow.routing.clone();
@@ -104,7 +108,7 @@ pub(super) fn execute(
         let every = dataflow.commit_every;
         let mut commit = |every: Duration| {
             if let Err(e) = checkpoints.poll(every) {
-                tracing::warn!(error = %e, "source offsets were not committed; the next commit covers them");
+                CommitFailed { error: &e }.emit(&connectors);
             }
         };
         while worker.step_or_park(Some(every)) {
