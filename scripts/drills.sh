@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Footprint's failure drills at full size (the test suite runs CI-sized
 # versions of the same drills): kill -9 at 20 points, a 20 s broker restart,
-# store outages over 80% of a 400,000-event run, 500,000 events with 1%
+# a broker crash while every producer is busy, store outages over 80% of a
+# 400,000-event run, 500,000 events with 1%
 # garbage, and a killed cluster. Against the same real services as the
 # tests, which scripts/services.sh installs and starts if they are missing.
 #
@@ -31,7 +32,7 @@ echo "drills: building" >&2
 cargo build --quiet --bin footprint
 cargo test --quiet -p footprint-tests --no-run
 started=$SECONDS
-for t in drill_kill drill_broker store_drills drill_poison cluster; do
+for t in drill_kill drill_broker drill_broker_crash store_drills drill_poison cluster; do
     echo "drills: $t (full size; $((SECONDS - started)) s so far)" >&2
     cargo test --quiet -p footprint-tests --test "$t" -- --test-threads 1 --nocapture "$@"
 done

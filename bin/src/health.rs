@@ -39,7 +39,8 @@ pub struct BrokerHealth {
     pub brokers: String,
     /// How they serve this process.
     pub state: BrokerState,
-    /// When the trouble began, ms since the epoch.
+    /// When the trouble began (the last request that succeeded, or the
+    /// sources' last progress), ms since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since_ms: Option<i64>,
     /// What is wrong, in words.
@@ -67,7 +68,8 @@ struct State {
     progress_at: Instant,
     /// Messages in this process's partitions not read yet, as last measured.
     waiting: i64,
-    /// What was last reported, and since when (wall clock).
+    /// What was last reported, and when the trouble it reports began (the
+    /// last success, or the last progress; wall clock).
     reported: BrokerState,
     since: Option<SystemTime>,
 }
@@ -146,8 +148,8 @@ impl Health {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The state at `now`, with what is wrong.
-    fn assess(&self, s: &State, now: Instant) -> (BrokerState, Option<String>) {
+    /// The state at `now`, with what is wrong and how long it has been so.
+    fn assess(&self, s: &State, now: Instant) -> (BrokerState, Option<String>, Duration) {
         let silent = now.saturating_duration_since(s.last_success);
         if silent >= self.settings.broker_timeout {
             let why = s
@@ -160,6 +162,7 @@ impl Health {
                     "no request to the broker has succeeded for {} s: {why}",
                     silent.as_secs()
                 )),
+                silent,
             );
         }
         let idle = now.saturating_duration_since(s.progress_at);
@@ -171,15 +174,16 @@ impl Health {
                     s.waiting,
                     idle.as_secs()
                 )),
+                idle,
             );
         }
-        (BrokerState::Ok, None)
+        (BrokerState::Ok, None, Duration::ZERO)
     }
 
     /// Logs a change of state, once.
     fn update(&self, now: Instant) {
         let mut s = self.lock();
-        let (state, detail) = self.assess(&s, now);
+        let (state, detail, lasted) = self.assess(&s, now);
         if state == s.reported {
             return;
         }
@@ -195,7 +199,9 @@ impl Health {
                 tracing::info!(brokers = %self.brokers, was = ?was, seconds = lasted, "the broker serves this process again");
             }
             _ => {
-                s.since.get_or_insert_with(SystemTime::now);
+                s.since.get_or_insert_with(|| {
+                    SystemTime::now().checked_sub(lasted).unwrap_or(UNIX_EPOCH)
+                });
                 tracing::error!(brokers = %self.brokers, state = ?state, detail = detail.as_deref().unwrap_or(""), "the broker does not serve this process: the pipeline makes no progress until it does");
             }
         }
@@ -206,7 +212,7 @@ impl Health {
         let now = Instant::now();
         self.update(now);
         let s = self.lock();
-        let (state, detail) = self.assess(&s, now);
+        let (state, detail, _) = self.assess(&s, now);
         BrokerHealth {
             brokers: self.brokers.clone(),
             state,

@@ -354,7 +354,14 @@ fn real_main(cli: Cli) -> Result<()> {
                 once: args.once,
                 ..ReplayOptions::default()
             };
-            let r = footprint::replay::run_replay(&cfg, &opts, None, &control)?;
+            let r =
+                footprint::replay::run_replay(&cfg, &opts, None, &control).with_context(|| {
+                    format!(
+                        "the replay job stopped before the retry topic {} was drained; \
+                         the records it did not apply stay there for the next run",
+                        cfg.retry.topic
+                    )
+                })?;
             println!(
                 "replay: {} records applied, {} undecodable and {} refused sent to the dead-letter topic",
                 r.applied, r.undecodable, r.rejected

@@ -136,7 +136,13 @@ pub fn run_replay(
     if let Some(h) = follower {
         let _ = h.join();
     }
-    let report = result.with_context(|| format!("replaying {}", cfg.retry.topic))?;
+    let applied = job.report.applied;
+    let report = result.with_context(|| {
+        format!(
+            "replaying {} (after applying {applied} records)",
+            cfg.retry.topic
+        )
+    })?;
     tracing::info!(
         applied = report.applied,
         undecodable = report.undecodable,

@@ -43,7 +43,7 @@ impl CheckpointWriter {
     /// A writer to `topic` for `group`.
     pub fn new(settings: &KafkaSettings, topic: &str, group: &str) -> Result<Self, ConnectorError> {
         Ok(CheckpointWriter {
-            producer: EventProducer::with_delivery(settings, Delivery::Ordered)?,
+            producer: EventProducer::with_delivery(settings, Delivery::Ordered, "checkpoints")?,
             topic: topic.to_owned(),
             group: group.to_owned(),
         })

@@ -64,6 +64,7 @@ pub struct ConnectorMetrics {
     producers_renewed: Family<ProducerLabels, Counter>,
     consumer_lag: Family<PartitionLabels, Gauge>,
     journal_records: Gauge,
+    journaled: Counter,
     retry_backlog: Measured,
     offset_resets: Family<ReasonLabels, Counter>,
     offsets_skipped: Family<ReasonLabels, Counter>,
@@ -102,6 +103,11 @@ impl ConnectorMetrics {
             "journal_records",
             "Retry records waiting in the local journal",
             m.journal_records.clone(),
+        );
+        registry.register(
+            "journaled_records",
+            "Retry records written to the local journal because the retry topic did not take them",
+            m.journaled.clone(),
         );
         registry.register(
             "offset_resets",
@@ -299,6 +305,7 @@ pub struct RecordsJournaled<'a> {
 impl InternalEvent<ConnectorMetrics> for RecordsJournaled<'_> {
     fn emit(self, m: &ConnectorMetrics) {
         m.journal_records.set(self.journal as i64);
+        m.journaled.inc_by(self.records as u64);
         log_repeated! {
             warn, m.throttle, "journaled",
             sink = self.sink, records = self.records, journal = self.journal,

@@ -9,25 +9,36 @@
 //!
 //! A message whose delivery failed is never dropped silently: it is counted,
 //! and the next [`EventProducer::flush`] fails with
-//! [`ConnectorError::Undelivered`].
+//! [`ConnectorError::Undelivered`]. A producer that failed for good (an
+//! idempotent one whose state the broker lost, or refused) is replaced by a
+//! new one, so the messages after it go through.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
+use footprint_telemetry::InternalEvent;
 use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::ConnectorError;
 use crate::client::{Delivery, FootprintContext, KafkaSettings};
+use crate::events::ProducerRenewed;
 
-/// Counts deliveries that failed, and keeps the first reason.
-struct Deliveries {
-    client: FootprintContext,
+/// Deliveries that failed since the last flush, and the first reason.
+#[derive(Default)]
+struct Refused {
     failed: AtomicU64,
     first: Mutex<Option<String>>,
+}
+
+/// Reports client errors, and counts the deliveries that failed.
+struct Deliveries {
+    client: FootprintContext,
+    refused: Arc<Refused>,
 }
 
 impl ClientContext for Deliveries {
@@ -45,31 +56,41 @@ impl ProducerContext for Deliveries {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.refused.failed.fetch_add(1, Ordering::Relaxed);
             let mut first = self
+                .refused
                 .first
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                .unwrap_or_else(PoisonError::into_inner);
             first.get_or_insert_with(|| e.to_string());
         }
     }
 }
 
+type Inner = ThreadedProducer<Deliveries>;
+
 /// A producer of raw messages.
 pub struct EventProducer {
-    producer: ThreadedProducer<Deliveries>,
+    /// Replaced when it fails for good (see [`EventProducer::send`]).
+    producer: RwLock<Inner>,
+    config: ClientConfig,
+    settings: KafkaSettings,
+    refused: Arc<Refused>,
+    name: &'static str,
 }
 
 impl EventProducer {
     /// An idempotent producer tuned for throughput: for events.
     pub fn new(settings: &KafkaSettings) -> Result<Self, ConnectorError> {
-        Self::with_delivery(settings, Delivery::Idempotent)
+        Self::with_delivery(settings, Delivery::Idempotent, "events")
     }
 
-    /// A producer tuned for throughput, with `delivery`.
+    /// A producer tuned for throughput, with `delivery`; `name` names it in
+    /// logs and metrics.
     pub fn with_delivery(
         settings: &KafkaSettings,
         delivery: Delivery,
+        name: &'static str,
     ) -> Result<Self, ConnectorError> {
         let mut extra = vec![
             ("linger.ms", "10"),
@@ -80,18 +101,69 @@ impl EventProducer {
         if delivery != Delivery::Idempotent {
             extra.push(("message.timeout.ms", "120000"));
         }
-        let producer = settings
-            .producer_config(delivery, &extra)
-            .create_with_context(Deliveries {
-                client: settings.context(),
-                failed: AtomicU64::new(0),
-                first: Mutex::new(None),
-            })
-            .map_err(ConnectorError::Config)?;
-        Ok(EventProducer { producer })
+        let config = settings.producer_config(delivery, &extra);
+        let refused = Arc::new(Refused::default());
+        let producer = Self::create(&config, settings, &refused)?;
+        Ok(EventProducer {
+            producer: RwLock::new(producer),
+            config,
+            settings: settings.clone(),
+            refused,
+            name,
+        })
     }
 
-    /// Queues one message, waiting while the local queue is full.
+    fn create(
+        config: &ClientConfig,
+        settings: &KafkaSettings,
+        refused: &Arc<Refused>,
+    ) -> Result<Inner, ConnectorError> {
+        config
+            .create_with_context(Deliveries {
+                client: settings.context(),
+                refused: Arc::clone(refused),
+            })
+            .map_err(ConnectorError::Config)
+    }
+
+    fn producer(&self) -> RwLockReadGuard<'_, Inner> {
+        self.producer.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An idempotent producer that hit a fatal error (the broker lost its
+    /// state, or refused it for good) refuses every message from then on:
+    /// it is replaced by a new one. What the old one still held is counted
+    /// as refused, and reported by the next flush.
+    fn renew_if_fatal(&self) -> bool {
+        let Some((code, reason)) = self.producer().client().fatal_error() else {
+            return false;
+        };
+        match Self::create(&self.config, &self.settings, &self.refused) {
+            Ok(fresh) => {
+                let old = std::mem::replace(
+                    &mut *self
+                        .producer
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner),
+                    fresh,
+                );
+                drop(old);
+                ProducerRenewed {
+                    producer: self.name,
+                    reason: &format!("{code:?}: {reason}"),
+                }
+                .emit(&self.settings.metrics);
+                true
+            }
+            Err(e) => {
+                tracing::error!(producer = self.name, error = %e, "a producer failed for good and a new one could not be made");
+                false
+            }
+        }
+    }
+
+    /// Queues one message, waiting while the local queue is full. A
+    /// producer that failed for good is replaced first.
     pub fn send(
         &self,
         topic: &str,
@@ -103,12 +175,18 @@ impl EventProducer {
             .partition(partition)
             .key(key)
             .payload(payload);
+        let mut renewed = false;
         loop {
-            match self.producer.send(record) {
+            let result = self.producer().send(record);
+            match result {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    self.producer.poll(Duration::from_millis(5));
+                    self.producer().poll(Duration::from_millis(5));
+                }
+                Err((_, r)) if !renewed && self.renew_if_fatal() => {
+                    record = r;
+                    renewed = true;
                 }
                 Err((e, _)) => {
                     return Err(ConnectorError::Kafka {
@@ -122,28 +200,33 @@ impl EventProducer {
 
     /// Messages queued or in flight: not yet acknowledged.
     pub fn waiting(&self) -> usize {
-        usize::try_from(self.producer.in_flight_count()).unwrap_or(0)
+        usize::try_from(self.producer().in_flight_count()).unwrap_or(0)
     }
 
     /// Waits until every queued message is acknowledged, at most `timeout`;
     /// fails if some are still waiting then, or if Kafka refused any since
     /// the last flush.
     pub fn flush(&self, timeout: Duration) -> Result<(), ConnectorError> {
-        match self.producer.flush(timeout) {
+        let flushed = self.producer().flush(timeout);
+        match flushed {
             Ok(()) | Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {}
+            Err(e) if self.renew_if_fatal() => {
+                tracing::debug!(producer = self.name, error = %e, "flush of a failed producer");
+            }
             Err(e) => return Err(ConnectorError::kafka("flush")(e)),
         }
-        let context = self.producer.context();
-        let failed = context.failed.swap(0, Ordering::Relaxed);
+        self.renew_if_fatal();
+        let failed = self.refused.failed.swap(0, Ordering::Relaxed);
         if failed > 0 {
-            let first = context
+            let first = self
+                .refused
                 .first
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unwrap_or_else(PoisonError::into_inner)
                 .take()
                 .unwrap_or_default();
             return Err(ConnectorError::Undelivered {
-                what: "produce".into(),
+                what: format!("produce ({})", self.name),
                 failed,
                 first,
             });
@@ -151,7 +234,7 @@ impl EventProducer {
         let left = self.waiting();
         if left > 0 {
             return Err(ConnectorError::Unacknowledged {
-                what: "produce".into(),
+                what: format!("produce ({})", self.name),
                 left,
             });
         }

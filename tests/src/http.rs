@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(15)))
+        .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into()
 }
@@ -58,4 +58,13 @@ pub fn get_text(addr: SocketAddr, path: &str) -> Result<String> {
         bail!("GET {path}: {status} {body}");
     }
     Ok(body)
+}
+
+/// `GET path`, parsed as JSON, with its status: for answers that are JSON
+/// whatever the status (`/health`'s 503).
+pub fn get_json_status(addr: SocketAddr, path: &str) -> Result<(u16, serde_json::Value)> {
+    let (status, body) = http(addr, "GET", path, "")?;
+    let value = serde_json::from_str(&body)
+        .with_context(|| format!("GET {path}: {status}, not JSON: {body}"))?;
+    Ok((status, value))
 }

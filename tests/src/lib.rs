@@ -29,7 +29,7 @@ pub mod stores;
 pub mod topics;
 
 pub use broker::OwnBroker;
-pub use http::{get_json, get_text, http};
+pub use http::{get_json, get_json_status, get_text, http};
 pub use processes::{
     Running, admin_addr_from_log, footprint_bin, free_addresses, run_to_end, spawn_footprint,
     spawn_footprint_env, wait_exit, wait_until,

@@ -125,11 +125,17 @@ url = "{mysql}/{database}"
         Stores::open(spec, &self.prefix, &self.database)?.load()
     }
 
-    /// Drops the database and the Redis keys, and removes the directory.
+    /// Drops the database and the Redis keys, and removes the directory
+    /// (kept when `FOOTPRINT_KEEP_DIRS` is set, for a look at the logs of a
+    /// run that passed).
     pub fn clean(&self) {
         drop_database(&self.database);
         delete_redis_prefix(&self.prefix);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("FOOTPRINT_KEEP_DIRS").is_some() {
+            eprintln!("kept {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -102,7 +102,10 @@ pub async fn put_switch(
     {
         return Ok(error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the switch was not changed: {e}"),
+            format!(
+                "the control topic did not acknowledge the change, so this process did not apply it: {e}. \
+                 GET /switches shows the mode in force (a change the broker wrote without acknowledging it still takes effect)"
+            ),
         ));
     }
     switches.set(&sink, mode);
