@@ -146,6 +146,81 @@ pub struct HealthConfig {
     pub stall_timeout: Dur,
 }
 
+/// A token-bucket rate in the config: `{ per_second = 100, burst = 200 }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// Requests per second on average.
+    pub per_second: u32,
+    /// The bucket's size (default: one second's worth).
+    pub burst: Option<u32>,
+}
+
+/// `[serve.apps.APP]`: one app's token and rate limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeAppConfig {
+    /// Bearer token that reads this app's data.
+    pub token: Option<String>,
+    /// The app's rate limit, if not `serve.app_rate`.
+    pub rate: Option<RateConfig>,
+}
+
+/// `[serve.cache]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeCacheConfig {
+    /// Whether answers are cached.
+    pub enabled: bool,
+    /// Answers kept at most.
+    pub capacity: u64,
+    /// How long answers with open windows or recent activity are kept.
+    pub open_ttl: Dur,
+    /// How long answers of final windows only are kept.
+    pub final_ttl: Dur,
+}
+
+/// `[serve]`: the query service (`footprint serve`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: std::net::SocketAddr,
+    /// Threads of its runtime.
+    pub threads: usize,
+    /// A Redis read slower than this falls back to MySQL.
+    pub redis_timeout: Dur,
+    /// A MySQL read slower than this fails.
+    pub mysql_timeout: Dur,
+    /// Consecutive failed reads that open a store's read breaker.
+    pub breaker_failures: u32,
+    /// How long an open read breaker waits before one probe.
+    pub breaker_open_for: Dur,
+    /// Concurrent Redis reads at most.
+    pub redis_concurrency: usize,
+    /// Concurrent MySQL reads at most (and its connections).
+    pub mysql_concurrency: usize,
+    /// Requests in flight at most; more get a fast 503.
+    pub max_in_flight: usize,
+    /// Windows one series may span.
+    pub max_windows: usize,
+    /// Groups one top-N may return.
+    pub max_top: usize,
+    /// Users one batch lookup may name.
+    pub max_batch: usize,
+    /// Token that reads every app's data (`FOOTPRINT_SERVE_TOKEN` sets it too).
+    pub admin_token: Option<String>,
+    /// Rate of an app without a rate of its own.
+    pub app_rate: Option<RateConfig>,
+    /// Rate of one client address.
+    pub ip_rate: Option<RateConfig>,
+    /// The cache.
+    pub cache: ServeCacheConfig,
+    /// Apps by id.
+    #[serde(default)]
+    pub apps: BTreeMap<String, ServeAppConfig>,
+}
+
 /// `[retry]`: what happens to writes a store sink cannot apply.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -297,6 +372,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// When the broker counts as unhealthy.
     pub health: HealthConfig,
+    /// The query service.
+    pub serve: ServeConfig,
     /// Windowed aggregates.
     #[serde(default)]
     pub aggregate: Vec<AggregateConfig>,
@@ -338,6 +415,8 @@ impl Config {
                 vec!["source".into(), "brokers".into()]
             } else if k == "FOOTPRINT_ADMIN_TOKEN" {
                 vec!["admin".into(), "token".into()]
+            } else if k == "FOOTPRINT_SERVE_TOKEN" {
+                vec!["serve".into(), "admin_token".into()]
             } else if let Some(rest) = k.strip_prefix("FOOTPRINT__") {
                 rest.split("__").map(|s| s.to_ascii_lowercase()).collect()
             } else {
@@ -381,6 +460,101 @@ impl Config {
         let mut k = KafkaSettings::new(self.source.brokers.clone());
         k.properties = self.source.properties.clone();
         k
+    }
+
+    /// Validates `[serve]` and turns it into the query service's settings.
+    pub fn serve_settings(&self) -> Result<footprint_query::ServeSettings, ConfigError> {
+        use footprint_query::settings::{AppAccess, CacheSettings, Rate};
+        let s = &self.serve;
+        let rate = |key: String, r: Option<RateConfig>| -> Result<Option<Rate>, ConfigError> {
+            match r {
+                None => Ok(None),
+                Some(r) if r.per_second == 0 || r.burst == Some(0) => {
+                    Err(err(key, "per_second and burst must be at least 1"))
+                }
+                Some(r) => Ok(Some(Rate {
+                    per_second: r.per_second,
+                    burst: r.burst.unwrap_or(r.per_second),
+                })),
+            }
+        };
+        for (key, v) in [
+            ("serve.threads", s.threads),
+            ("serve.redis_concurrency", s.redis_concurrency),
+            ("serve.mysql_concurrency", s.mysql_concurrency),
+            ("serve.max_in_flight", s.max_in_flight),
+            ("serve.max_windows", s.max_windows),
+            ("serve.max_top", s.max_top),
+            ("serve.max_batch", s.max_batch),
+        ] {
+            if v == 0 {
+                return Err(err(key, "must be at least 1"));
+            }
+        }
+        if s.breaker_failures == 0 {
+            return Err(err("serve.breaker_failures", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("serve.redis_timeout", s.redis_timeout),
+            ("serve.mysql_timeout", s.mysql_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(err(key, "must be more than 0"));
+            }
+        }
+        let mut apps = std::collections::HashMap::new();
+        for (app, a) in &s.apps {
+            if a.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(err(format!("serve.apps.{app}.token"), "must not be empty"));
+            }
+            apps.insert(
+                app.clone(),
+                AppAccess {
+                    token: a.token.clone(),
+                    rate: rate(format!("serve.apps.{app}.rate"), a.rate)?,
+                },
+            );
+        }
+        let settings = footprint_query::ServeSettings {
+            redis_timeout: s.redis_timeout.0,
+            mysql_timeout: s.mysql_timeout.0,
+            breaker: footprint_sinks::util::breaker::BreakerConfig {
+                failures_to_open: s.breaker_failures,
+                open_for: s.breaker_open_for.0,
+            },
+            redis_concurrency: s.redis_concurrency,
+            mysql_concurrency: s.mysql_concurrency,
+            max_in_flight: s.max_in_flight,
+            cache: CacheSettings {
+                enabled: s.cache.enabled,
+                capacity: s.cache.capacity,
+                open_ttl: s.cache.open_ttl.0,
+                final_ttl: s.cache.final_ttl.0,
+            },
+            max_windows: s.max_windows,
+            max_top: s.max_top,
+            max_batch: s.max_batch,
+            admin_token: s.admin_token.clone().filter(|t| !t.trim().is_empty()),
+            apps,
+            app_rate: rate("serve.app_rate".into(), s.app_rate)?,
+            ip_rate: rate("serve.ip_rate".into(), s.ip_rate)?,
+        };
+        if !s.listen.ip().is_loopback() && !settings.needs_tokens() {
+            return Err(err(
+                "serve.listen",
+                format!(
+                    "the query service listens on {}, which is not loopback: set serve.admin_token or a token per app in [serve.apps.APP]",
+                    s.listen
+                ),
+            ));
+        }
+        if self.sinks.redis.is_none() && self.sinks.mysql.is_none() {
+            return Err(err(
+                "sinks",
+                "the query service reads [sinks.redis] and [sinks.mysql]; neither is configured",
+            ));
+        }
+        Ok(settings)
     }
 
     /// Validates everything and compiles the pipeline spec.

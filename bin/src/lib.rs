@@ -1,6 +1,6 @@
 //! The `footprint` program: configuration, and the commands that wire the
 //! dataflow, connectors and sinks together (`worker`, `replay`, `admin`,
-//! `gen`, `demo`, `bench`, `check-config`).
+//! `serve`, `gen`, `demo`, `bench`, `check-config`).
 //!
 //! - [`config`]: the TOML config, its layers and its validation;
 //! - [`process`]: what a process's parts share (the metrics registry, flow
@@ -12,7 +12,7 @@
 //! - [`cluster`]: this process's place in a timely cluster (hosts file);
 //! - [`admin`]: the HTTP admin service; [`replay`]: the retry replay job;
 //!   [`generate`]: the load generator; [`demo`] and [`view`]: the demo;
-//!   [`bench`]: the benchmarks.
+//!   [`bench`]: the benchmarks; [`serve`]: the query service.
 //!
 //! This is the only crate that knows about all the others.
 
@@ -27,6 +27,7 @@ pub mod health;
 pub mod process;
 pub mod replay;
 pub mod run;
+pub mod serve;
 pub mod stores;
 pub mod view;
 

@@ -41,6 +41,9 @@ enum Command {
     Demo(DemoArgs),
     /// Serve the admin API alone: switches (through the control topic) and health.
     Admin,
+    /// Serve results to apps over HTTP: recent activity, window series and
+    /// top N, from Redis with MySQL fallback.
+    Serve,
     /// Validate the config and print the effective pipeline.
     CheckConfig,
     /// Measure throughput, latency and memory: the engine alone, end to end
@@ -347,6 +350,10 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Admin => {
             stop_on_signal(Arc::clone(&control));
             footprint::run::serve_admin_alone(&cfg, &control)
+        }
+        Command::Serve => {
+            stop_on_signal(Arc::clone(&control));
+            footprint::serve::run(&cfg, &control)
         }
         Command::Replay(args) => {
             stop_on_signal(Arc::clone(&control));

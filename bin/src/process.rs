@@ -41,6 +41,11 @@ pub struct Process {
     pub switches: Arc<Switches>,
     /// Whether the broker serves this process.
     pub health: Arc<Health>,
+    /// Final rows diverted and not yet applied: they hold the stores'
+    /// completeness marks.
+    pub holds: Arc<footprint_sinks::marks::Holds>,
+    /// When this process started, ms since the epoch.
+    pub started_ms: i64,
 }
 
 impl Process {
@@ -70,6 +75,10 @@ impl Process {
             flow,
             switches,
             health,
+            holds: Arc::default(),
+            started_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
         }))
     }
 

@@ -84,7 +84,7 @@ pub fn run_replay(
 ) -> Result<ReplayReport> {
     let spec = Arc::new(cfg.spec()?);
     let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
-    for (name, f) in sink_factories(cfg, &spec)? {
+    for (name, f) in sink_factories(cfg, &spec)?.sinks {
         if STORE_SINKS.contains(&name.as_str()) {
             sinks.insert(name, f.build(0, 1)?);
         }

@@ -15,6 +15,7 @@ use footprint_connectors::retry::RetryTopic;
 use footprint_dataflows::PipelineSpec;
 use footprint_sinks::events::SinkMetrics;
 use footprint_sinks::file::FileSinkFactory;
+use footprint_sinks::marks::{Holds, MarkWriter};
 use footprint_sinks::mysql::MySqlSinkFactory;
 use footprint_sinks::redis::RedisSinkFactory;
 use footprint_sinks::util::breaker::BreakerConfig;
@@ -28,12 +29,19 @@ use crate::config::Config;
 /// Names of the sinks that write to stores and run behind the guard.
 pub const STORE_SINKS: [&str; 2] = ["redis", "mysql"];
 
+/// The sinks the config declares, and the completeness-mark writers of its
+/// stores.
+pub struct Configured {
+    /// The sinks, by name, built once per process.
+    pub sinks: Vec<(String, Arc<dyn SinkFactory>)>,
+    /// One mark writer per store ([`footprint_sinks::marks`]).
+    pub marks: Vec<Box<dyn MarkWriter>>,
+}
+
 /// The sinks the config declares, by name, built once per process.
-pub fn sink_factories(
-    cfg: &Config,
-    spec: &Arc<PipelineSpec>,
-) -> Result<Vec<(String, Arc<dyn SinkFactory>)>> {
+pub fn sink_factories(cfg: &Config, spec: &Arc<PipelineSpec>) -> Result<Configured> {
     let mut out: Vec<(String, Arc<dyn SinkFactory>)> = Vec::new();
+    let mut marks: Vec<Box<dyn MarkWriter>> = Vec::new();
     if let Some(f) = &cfg.sinks.file {
         out.push(("file".into(), Arc::new(FileSinkFactory::new(&f.path))));
     }
@@ -45,14 +53,16 @@ pub fn sink_factories(
         let keep = spec.recent.as_ref().map_or(0, |r| r.keep);
         let f = RedisSinkFactory::new(&r.url, &r.prefix, r.ttl.0, recent_ttl, keep)
             .context("sinks.redis")?;
+        marks.push(Box::new(f.marks()));
         out.push(("redis".into(), Arc::new(f)));
     }
     if let Some(m) = &cfg.sinks.mysql {
         let f = MySqlSinkFactory::new(&m.url, Arc::clone(spec), &m.table_prefix)
             .context("sinks.mysql: preparing tables")?;
+        marks.push(Box::new(f.marks()));
         out.push(("mysql".into(), Arc::new(f)));
     }
-    Ok(out)
+    Ok(Configured { sinks: out, marks })
 }
 
 /// The switches of the store sinks the config declares.
@@ -129,15 +139,18 @@ pub struct Guard {
     policy: RetryPolicy,
     divert: Arc<dyn Divert>,
     metrics: Arc<SinkMetrics>,
+    holds: Option<Arc<Holds>>,
 }
 
 impl Guard {
-    /// The guard `cfg` asks for, diverting to `divert`.
+    /// The guard `cfg` asks for, diverting to `divert`; with `holds`, the
+    /// final rows it diverts hold their store's completeness marks.
     pub fn new(
         cfg: &Config,
         switches: Arc<Switches>,
         divert: Arc<dyn Divert>,
         metrics: Arc<SinkMetrics>,
+        holds: Option<Arc<Holds>>,
     ) -> Self {
         Guard {
             switches,
@@ -151,22 +164,25 @@ impl Guard {
             },
             divert,
             metrics,
+            holds,
         }
     }
 
     /// `inner` behind its switch, breaker and retries; `salt` keeps the
     /// retry jitter of parallel sinks apart.
     pub fn wrap(&self, inner: Box<dyn Sink>, salt: u64) -> Box<dyn Sink> {
-        Box::new(
-            GuardedSink::new(
-                inner,
-                Arc::clone(&self.switches),
-                self.breaker,
-                self.policy,
-                Arc::clone(&self.divert),
-                salt,
-            )
-            .with_metrics(Arc::clone(&self.metrics)),
+        let mut guarded = GuardedSink::new(
+            inner,
+            Arc::clone(&self.switches),
+            self.breaker,
+            self.policy,
+            Arc::clone(&self.divert),
+            salt,
         )
+        .with_metrics(Arc::clone(&self.metrics));
+        if let Some(holds) = &self.holds {
+            guarded = guarded.with_holds(Arc::clone(holds));
+        }
+        Box::new(guarded)
     }
 }

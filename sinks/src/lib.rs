@@ -18,6 +18,7 @@ use footprint_dataflows::Output;
 mod decimal;
 pub mod events;
 pub mod file;
+pub mod marks;
 pub mod memory;
 pub mod mysql;
 pub mod operator;

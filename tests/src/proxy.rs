@@ -13,6 +13,17 @@ pub struct TcpProxy {
     down: Arc<std::sync::atomic::AtomicBool>,
     generation: Arc<std::sync::atomic::AtomicU64>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Pumps running, of any generation.
+    live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a pump as live while it runs.
+struct Live(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn pump(
@@ -21,6 +32,7 @@ fn pump(
     generation: Arc<std::sync::atomic::AtomicU64>,
     mine: u64,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    _live: Live,
 ) {
     use std::io::{Read, Write};
     use std::sync::atomic::Ordering;
@@ -65,10 +77,12 @@ impl TcpProxy {
         let down = Arc::new(AtomicBool::new(false));
         let generation = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (d, g, st) = (
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (d, g, st, lv) = (
             Arc::clone(&down),
             Arc::clone(&generation),
             Arc::clone(&stop),
+            Arc::clone(&live),
         );
         std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
@@ -90,8 +104,10 @@ impl TcpProxy {
                                 Arc::clone(&g),
                                 Arc::clone(&st),
                             );
-                            std::thread::spawn(move || pump(client, s2, g1, mine, st1));
-                            std::thread::spawn(move || pump(server, c2, g2, mine, st2));
+                            lv.fetch_add(2, Ordering::SeqCst);
+                            let (l1, l2) = (Live(Arc::clone(&lv)), Live(Arc::clone(&lv)));
+                            std::thread::spawn(move || pump(client, s2, g1, mine, st1, l1));
+                            std::thread::spawn(move || pump(server, c2, g2, mine, st2, l2));
                         }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -103,15 +119,23 @@ impl TcpProxy {
             down,
             generation,
             stop,
+            live,
         })
     }
 
-    /// Cuts every connection and refuses new ones (`true`), or lets them through again.
+    /// Cuts every connection and refuses new ones (`true`), or lets them
+    /// through again. Going down returns once every connection is closed,
+    /// so nothing the test does after it goes through.
     pub fn set_down(&self, down: bool) {
         use std::sync::atomic::Ordering;
         self.down.store(down, Ordering::SeqCst);
         if down {
             self.generation.fetch_add(1, Ordering::SeqCst);
+            // Each pump sees the new generation within its 50 ms read timeout.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while self.live.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 }

@@ -7,29 +7,12 @@ use warp::Filter;
 
 use super::AdminState;
 use super::handlers::{self, Unauthorized};
+use footprint_query::limits::{bearer, same};
 
 fn with_state(
     state: AdminState,
 ) -> impl Filter<Extract = (AdminState,), Error = Infallible> + Clone {
     warp::any().map(move || state.clone())
-}
-
-/// The credentials of an `Authorization: Bearer …` header (scheme
-/// case-insensitive).
-fn bearer(header: &str) -> Option<&str> {
-    let (scheme, rest) = header.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-}
-
-/// Compares in time that depends only on the lengths, not on where the
-/// strings differ.
-fn same(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    let mut diff = u8::from(a.len() != b.len());
-    for (i, x) in b.iter().enumerate() {
-        diff |= x ^ a.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
 }
 
 /// Passes requests that carry `Authorization: Bearer TOKEN` (every request

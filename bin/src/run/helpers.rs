@@ -66,7 +66,7 @@ impl Drop for Helpers {
 }
 
 /// Sleeps in short steps until `every` has passed; false once `stop` is set.
-fn wait(stop: &AtomicBool, every: Duration) -> bool {
+pub(super) fn wait(stop: &AtomicBool, every: Duration) -> bool {
     let until = Instant::now() + every;
     while Instant::now() < until {
         if stop.load(Ordering::SeqCst) {
@@ -121,9 +121,12 @@ pub(super) struct LagWatch {
     pub group: String,
     /// Every source partition, and whether this process reads it.
     pub sources: Vec<(String, i32, bool)>,
-    /// The retry topic and its brokers' client, when stores are written.
-    pub retry: Option<(Arc<Admin>, String)>,
+    /// The retry topic's brokers' client, its name and its producer, when
+    /// stores are written.
+    pub retry: Option<(Arc<Admin>, String, Arc<RetryTopic>)>,
     pub health: Arc<Health>,
+    /// Released once the retry topic is seen drained.
+    pub holds: Arc<footprint_sinks::marks::Holds>,
     pub dataflow: Arc<DataflowMetrics>,
 }
 
@@ -155,17 +158,24 @@ pub(super) fn report_lag(w: &LagWatch, stop: &AtomicBool) {
             }
             Err(e) => w.health.failed(&e.to_string()),
         }
-        if let Some((retry_admin, topic)) = &w.retry
-            && let Ok(Some(parts)) = retry_admin.partitions(topic)
-        {
-            let pairs: Vec<(String, i32)> = parts.iter().map(|p| (topic.clone(), *p)).collect();
-            match retry_admin.lag(REPLAY_GROUP, &pairs) {
-                Ok(lags) => RetryBacklogMeasured {
-                    records: lags.iter().map(|l| l.behind).sum(),
+        match &w.retry {
+            Some((retry_admin, topic, journal)) => {
+                if let Ok(Some(parts)) = retry_admin.partitions(topic) {
+                    let pairs: Vec<(String, i32)> =
+                        parts.iter().map(|p| (topic.clone(), *p)).collect();
+                    match retry_admin.lag(REPLAY_GROUP, &pairs) {
+                        Ok(lags) => {
+                            let records: u64 = lags.iter().map(|l| l.behind).sum();
+                            RetryBacklogMeasured { records }.emit(&retry_admin.settings().metrics);
+                            if records == 0 && journal.journal_len() == 0 {
+                                w.holds.retry_drained();
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "retry backlog not measured"),
+                    }
                 }
-                .emit(&retry_admin.settings().metrics),
-                Err(e) => tracing::debug!(error = %e, "retry backlog not measured"),
             }
+            None => w.holds.retry_drained(),
         }
         if !wait(stop, w.health.check_every()) {
             return;

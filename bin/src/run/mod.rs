@@ -30,6 +30,7 @@ use crate::stores::{Guard, retry_topic};
 
 mod helpers;
 mod layout;
+pub mod marks;
 mod sinks;
 mod start;
 mod workers;
@@ -136,6 +137,7 @@ pub fn run(cfg: &Config, opts: RunOptions, process: &Arc<Process>) -> Result<Run
             Arc::clone(&process.switches),
             Arc::clone(&retry) as Arc<dyn Divert>,
             Arc::clone(&process.sinks),
+            Some(Arc::clone(&process.holds)),
         ));
         helpers.follow_switches(cfg, &admin, &process.switches)?;
         let resent = Arc::clone(&retry);
@@ -150,10 +152,21 @@ pub fn run(cfg: &Config, opts: RunOptions, process: &Arc<Process>) -> Result<Run
         cfg,
         process,
         &admin,
-        retry.as_ref().map(|r| &r.1),
+        retry.as_ref(),
         &layout,
         &plan.ranges,
     );
+    let frontiers = Arc::new(marks::Frontiers::new(layout.threads));
+    if !backfill {
+        start_marks(
+            &mut helpers,
+            &mut sinks,
+            process,
+            &spec,
+            &frontiers,
+            &layout,
+        );
+    }
     let retry = retry.map(|r| r.0);
     let admin_server = if opts.serve_admin {
         Some(serve_admin_api(
@@ -191,6 +204,7 @@ pub fn run(cfg: &Config, opts: RunOptions, process: &Arc<Process>) -> Result<Run
             sink_metrics: Arc::clone(&process.sinks),
             connector_metrics: Arc::clone(&process.connectors),
             commit_every: cfg.source.commit_interval.0,
+            frontiers,
         },
     )?;
     let elapsed = started.elapsed();
@@ -291,14 +305,42 @@ fn start_progress(
     }
 }
 
-/// The reporter of the consumer lag, the broker's health and (with
-/// `retry_admin`) the retry backlog.
+/// The publisher of the stores' completeness marks, when the run writes
+/// to a store.
+fn start_marks(
+    helpers: &mut Helpers,
+    sinks: &mut Sinks,
+    process: &Arc<Process>,
+    spec: &Arc<PipelineSpec>,
+    frontiers: &Arc<marks::Frontiers>,
+    layout: &Layout,
+) {
+    let writers = sinks.take_marks();
+    if writers.is_empty() {
+        return;
+    }
+    let publisher = marks::Publisher {
+        writers,
+        holds: Arc::clone(&process.holds),
+        frontiers: Arc::clone(frontiers),
+        spec: Arc::clone(spec),
+        switches: Arc::clone(&process.switches),
+        flow: Arc::clone(&process.flow),
+        writer: u32::try_from(layout.process).unwrap_or(u32::MAX),
+        writers_total: u32::try_from(layout.processes).unwrap_or(u32::MAX),
+        run: process.started_ms,
+    };
+    helpers.spawn(move |stop| marks::publish_marks(publisher, stop));
+}
+
+/// The reporter of the consumer lag, the broker's health and (with the
+/// retry topic) the retry backlog.
 fn start_lag_watch(
     helpers: &mut Helpers,
     cfg: &Config,
     process: &Arc<Process>,
     admin: &Arc<Admin>,
-    retry_admin: Option<&Arc<Admin>>,
+    retry: Option<&(Arc<RetryTopic>, Arc<Admin>)>,
     layout: &Layout,
     ranges: &[PartitionRange],
 ) {
@@ -317,8 +359,9 @@ fn start_lag_watch(
             .enumerate()
             .map(|(i, r)| (r.topic.clone(), r.partition, mine.contains(&i)))
             .collect(),
-        retry: retry_admin.map(|a| (Arc::clone(a), cfg.retry.topic.clone())),
+        retry: retry.map(|(r, a)| (Arc::clone(a), cfg.retry.topic.clone(), Arc::clone(r))),
         health: Arc::clone(&process.health),
+        holds: Arc::clone(&process.holds),
         dataflow: Arc::clone(&process.dataflow),
     };
     helpers.spawn(move |stop| helpers::report_lag(&watch, stop));

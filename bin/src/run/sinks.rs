@@ -10,11 +10,14 @@ use footprint_sinks::operator::Routing;
 use footprint_sinks::{Sink, SinkFactory};
 
 use crate::config::Config;
-use crate::stores::{Guard, STORE_SINKS, sink_factories};
+use crate::stores::{Configured, Guard, STORE_SINKS, sink_factories};
+use footprint_sinks::marks::MarkWriter;
 
 /// The sinks of a run.
 pub(super) struct Sinks {
     factories: Vec<(String, Arc<dyn SinkFactory>)>,
+    /// The stores' completeness-mark writers, until taken.
+    marks: Vec<Box<dyn MarkWriter>>,
     /// How many of `factories` the config declares (the rest are extra).
     configured: usize,
     guard: Option<Guard>,
@@ -27,13 +30,17 @@ impl Sinks {
         spec: &Arc<PipelineSpec>,
         extra: &[Arc<dyn SinkFactory>],
     ) -> Result<Self> {
-        let mut factories = sink_factories(cfg, spec)?;
+        let Configured {
+            sinks: mut factories,
+            marks,
+        } = sink_factories(cfg, spec)?;
         let configured = factories.len();
         for f in extra {
             factories.push((f.name().to_owned(), Arc::clone(f)));
         }
         Ok(Sinks {
             factories,
+            marks,
             configured,
             guard: None,
         })
@@ -44,6 +51,11 @@ impl Sinks {
         self.factories[..self.configured]
             .iter()
             .any(|(n, _)| STORE_SINKS.contains(&n.as_str()))
+    }
+
+    /// The stores' completeness-mark writers (once).
+    pub(super) fn take_marks(&mut self) -> Vec<Box<dyn MarkWriter>> {
+        std::mem::take(&mut self.marks)
     }
 
     /// Store sinks run behind `guard`.

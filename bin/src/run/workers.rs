@@ -66,6 +66,8 @@ pub(super) struct Dataflow {
     pub sink_metrics: Arc<SinkMetrics>,
     pub connector_metrics: Arc<ConnectorMetrics>,
     pub commit_every: Duration,
+    /// Where each local worker posts the sinks' output frontier.
+    pub frontiers: Arc<super::marks::Frontiers>,
 }
 
 /// Runs the dataflow on timely: every worker takes its own reader and sinks
@@ -106,10 +108,15 @@ pub(super) fn execute(
             checkpoints
         });
         let every = dataflow.commit_every;
+        let frontiers = Arc::clone(&dataflow.frontiers);
         let mut commit = |every: Duration| {
             if let Err(e) = checkpoints.poll(every) {
                 CommitFailed { error: &e }.emit(&connectors);
             }
+            frontiers.set(
+                local,
+                checkpoints.probe().with_frontier(|f| f.first().copied()),
+            );
         };
         while worker.step_or_park(Some(every)) {
             commit(every);

@@ -47,7 +47,11 @@ pub(crate) fn windows(
     Ok(out)
 }
 
-fn window_row(table: &AggregateTable, agg: u16, mut row: Row) -> Result<WindowRow, LoadError> {
+pub(crate) fn window_row(
+    table: &AggregateTable,
+    agg: u16,
+    mut row: Row,
+) -> Result<WindowRow, LoadError> {
     let mut next = 0;
     let mut take = |what: &str| {
         let i = next;
@@ -135,7 +139,11 @@ pub(crate) fn recent(
     Ok(out)
 }
 
-fn column<T: FromValue>(row: &mut Row, index: usize, what: &str) -> Result<T, LoadError> {
+pub(crate) fn column<T: FromValue>(
+    row: &mut Row,
+    index: usize,
+    what: &str,
+) -> Result<T, LoadError> {
     match row.take_opt::<Value, _>(index) {
         None => Err(LoadError::Bad(format!("{what}: missing from the result"))),
         Some(Ok(Value::NULL)) => Err(LoadError::Bad(format!("{what}: NULL"))),

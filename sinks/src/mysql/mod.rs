@@ -59,6 +59,7 @@
 //! value out of range, reject the whole batch, and nothing of it is written.
 
 mod load;
+pub mod read;
 mod schema;
 mod upsert;
 
@@ -256,6 +257,108 @@ impl MySqlSinkFactory {
                 detail: format!("{}: {detail}", self.target),
             },
         }
+    }
+}
+
+/// Writes completeness marks to MySQL ([`crate::marks`]), and reads back
+/// diverted rows.
+pub struct MySqlMarks {
+    shared: Arc<Shared>,
+    schema: Arc<Schema>,
+    target: Arc<str>,
+    conn: Option<PooledConn>,
+}
+
+impl MySqlSinkFactory {
+    /// A mark writer on this sink's database.
+    pub fn marks(&self) -> MySqlMarks {
+        MySqlMarks {
+            shared: Arc::clone(&self.shared),
+            schema: Arc::clone(&self.schema),
+            target: Arc::clone(&self.target),
+            conn: None,
+        }
+    }
+}
+
+impl MySqlMarks {
+    fn with_conn<T>(
+        &mut self,
+        f: impl FnOnce(&mut PooledConn, &Schema) -> Result<T, mysql::Error>,
+    ) -> Result<T, SinkError> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self
+                .shared
+                .pool()?
+                .try_get_conn(POOL_WAIT)
+                .map_err(|e| write_error(e, &self.target))?,
+        };
+        match f(&mut conn, &self.schema) {
+            Ok(v) => {
+                self.conn = Some(conn);
+                Ok(v)
+            }
+            Err(e) => Err(write_error(e, &self.target)),
+        }
+    }
+}
+
+impl crate::marks::MarkWriter for MySqlMarks {
+    fn store(&self) -> &str {
+        SINK
+    }
+
+    fn write(&mut self, aggregate: &str, mark: &crate::marks::Mark) -> Result<(), SinkError> {
+        self.with_conn(|conn, schema| {
+            conn.exec_drop(
+                schema::marks_upsert_sql(&schema.marks),
+                (
+                    aggregate,
+                    mark.writer,
+                    mark.writers,
+                    mark.complete_up_to,
+                    mark.run,
+                ),
+            )
+        })
+    }
+
+    fn applied(&mut self, rows: &[crate::marks::HeldRow]) -> Result<Vec<bool>, SinkError> {
+        let mut applied = vec![false; rows.len()];
+        for (agg, table) in self.schema.aggregates.clone().iter().enumerate() {
+            let mine: Vec<usize> = (0..rows.len())
+                .filter(|i| usize::from(rows[*i].agg) == agg)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let sql = format!(
+                "SELECT `window_start`, `group_key`, `version`, `is_final` FROM {} WHERE {}",
+                schema::quote(&table.table),
+                vec!["(`window_start` = ? AND `group_key` = ?)"; mine.len()].join(" OR ")
+            );
+            let params: Vec<Value> = mine
+                .iter()
+                .flat_map(|i| {
+                    [
+                        Value::from(rows[*i].window_start),
+                        Value::from(rows[*i].key.as_str().as_bytes()),
+                    ]
+                })
+                .collect();
+            let stored: Vec<(i64, Vec<u8>, u64, bool)> =
+                self.with_conn(|conn, _| conn.exec(&sql, params))?;
+            for i in mine {
+                let r = &rows[i];
+                applied[i] = stored.iter().any(|(ws, k, v, f)| {
+                    *ws == r.window_start
+                        && k.as_slice() == r.key.as_str().as_bytes()
+                        && (*v > r.version || (*v == r.version && *f))
+                });
+            }
+        }
+        Ok(applied)
     }
 }
 

@@ -22,6 +22,8 @@ const MAX_IDENTIFIER: usize = 64;
 
 /// The name of the recent-activity table, after the prefix.
 const RECENT_TABLE: &str = "recent_activity";
+/// The name of the completeness marks' table, after the prefix.
+pub(crate) const MARKS_TABLE_SUFFIX: &str = "marks";
 
 /// How a measure is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,8 @@ pub(crate) struct Schema {
     pub recent: Option<String>,
     /// How many entries a user's recent activity keeps.
     pub recent_keep: usize,
+    /// The completeness marks' table ([`crate::marks`]).
+    pub marks: String,
 }
 
 impl Schema {
@@ -105,10 +109,17 @@ impl Schema {
             }
             None => None,
         };
+        let marks = table_name(table_prefix, MARKS_TABLE_SUFFIX)?;
+        if tables.contains(&marks.to_ascii_lowercase()) {
+            return Err(config(format!(
+                "aggregate table `{marks}` would be the completeness marks' table; rename the aggregate or change the table prefix"
+            )));
+        }
         Ok(Schema {
             aggregates,
             recent,
             recent_keep: spec.recent.as_ref().map_or(0, |r| r.keep),
+            marks,
         })
     }
 
@@ -131,6 +142,7 @@ impl Schema {
         if let Some(recent) = &self.recent {
             out.push(recent_create_sql(recent));
         }
+        out.push(marks_create_sql(&self.marks));
         out
     }
 }
@@ -271,6 +283,23 @@ pub(crate) fn recent_columns() -> Vec<String> {
 fn recent_create_sql(table: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {} (\n  `app_id` VARBINARY({MAX_RECENT_ID}) NOT NULL,\n  `user_id` VARBINARY({MAX_RECENT_ID}) NOT NULL,\n  `events` LONGTEXT NOT NULL,\n  `updated_at` TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),\n  PRIMARY KEY (`app_id`, `user_id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        quote(table)
+    )
+}
+
+fn marks_create_sql(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n  `aggregate` VARCHAR(64) NOT NULL,\n  `writer` INT UNSIGNED NOT NULL,\n  `writers` INT UNSIGNED NOT NULL,\n  `complete_up_to` BIGINT NOT NULL,\n  `run` BIGINT NOT NULL,\n  `updated_at` TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),\n  PRIMARY KEY (`aggregate`, `writer`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        quote(table)
+    )
+}
+
+/// The upsert of one writer's mark: the greater `complete_up_to` stays.
+pub(crate) fn marks_upsert_sql(table: &str) -> String {
+    format!(
+        "INSERT INTO {} (`aggregate`, `writer`, `writers`, `complete_up_to`, `run`) VALUES (?, ?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE `complete_up_to` = GREATEST(`complete_up_to`, VALUES(`complete_up_to`)), \
+         `writers` = VALUES(`writers`), `run` = VALUES(`run`)",
         quote(table)
     )
 }

@@ -179,7 +179,7 @@ impl RedisSinkFactory {
                 .arg(&k)
                 .query(&mut conn)
                 .map_err(|e| classify(&self.url, e))?;
-            let row = parse_window(spec, &fields).ok_or_else(|| SinkError::Rejected {
+            let row = decode_window(spec, &fields).ok_or_else(|| SinkError::Rejected {
                 sink: NAME.into(),
                 detail: format!("unreadable hash {k}"),
             })?;
@@ -382,12 +382,120 @@ fn order(e: &RecentEntry) -> (i64, u32, i64) {
 /// The hash key of a window row.
 pub fn window_key(prefix: &str, w: &WindowRow) -> String {
     let key = GroupKey::from_parts(w.key.iter().map(|(_, v)| v.as_str()));
-    format!(
-        "{prefix}:w:{}:{}:{}",
-        w.aggregate,
-        w.window_start,
-        key.as_str()
-    )
+    window_hash(prefix, &w.aggregate, w.window_start, &key)
+}
+
+/// The hash key of the window of `aggregate` starting at `window_start`
+/// for the group `key`.
+pub fn window_hash(prefix: &str, aggregate: &str, window_start: i64, key: &GroupKey) -> String {
+    format!("{prefix}:w:{aggregate}:{window_start}:{}", key.as_str())
+}
+
+/// The list key of a user's recent activity.
+pub fn recent_list(prefix: &str, app_id: &str, user_id: &str) -> String {
+    let tag = GroupKey::from_parts([app_id, user_id]);
+    format!("{prefix}:r:{{{}}}", tag.as_str())
+}
+
+/// The hash key of an aggregate's completeness marks ([`crate::marks`]).
+pub fn marks_hash(prefix: &str, aggregate: &str) -> String {
+    format!("{prefix}:m:{aggregate}")
+}
+
+/// One recent-activity entry as the list holds it.
+pub fn decode_recent_entry(text: &str) -> Option<RecentEntry> {
+    serde_json::from_str(text).ok()
+}
+
+/// Keeps the greater `complete_up_to` of a writer's mark. KEYS[1] the
+/// marks hash; ARGV writer, writers, complete_up_to, run.
+const MARK_MAX: &str = r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local c = tonumber(ARGV[3])
+if cur then
+  local old = tonumber(string.match(cur, '^%d+:(%-?%d+):'))
+  if old and old > c then c = old end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. string.format('%d', c) .. ':' .. ARGV[4])
+return c
+"#;
+
+/// Writes completeness marks to Redis, and reads back diverted rows.
+pub struct RedisMarks {
+    factory: RedisSinkFactory,
+    conn: Option<Connection>,
+    script: Script,
+}
+
+impl RedisSinkFactory {
+    /// A mark writer on this sink's server and prefix.
+    pub fn marks(&self) -> RedisMarks {
+        RedisMarks {
+            factory: self.clone(),
+            conn: None,
+            script: Script::new(MARK_MAX),
+        }
+    }
+}
+
+impl RedisMarks {
+    fn with_conn<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection, &Script) -> redis::RedisResult<T>,
+    ) -> Result<T, SinkError> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.factory.connect()?,
+        };
+        match f(&mut conn, &self.script) {
+            Ok(v) => {
+                self.conn = Some(conn);
+                Ok(v)
+            }
+            Err(e) => Err(classify(&self.factory.url, e)),
+        }
+    }
+}
+
+impl crate::marks::MarkWriter for RedisMarks {
+    fn store(&self) -> &str {
+        NAME
+    }
+
+    fn write(&mut self, aggregate: &str, mark: &crate::marks::Mark) -> Result<(), SinkError> {
+        let key = marks_hash(&self.factory.prefix, aggregate);
+        self.with_conn(|conn, script| {
+            script
+                .key(&key)
+                .arg(mark.writer)
+                .arg(mark.writers)
+                .arg(mark.complete_up_to)
+                .arg(mark.run)
+                .invoke::<i64>(conn)
+                .map(|_| ())
+        })
+    }
+
+    fn applied(&mut self, rows: &[crate::marks::HeldRow]) -> Result<Vec<bool>, SinkError> {
+        let prefix = self.factory.prefix.clone();
+        self.with_conn(|conn, _| {
+            let mut pipe = redis::pipe();
+            for r in rows {
+                pipe.cmd("HMGET")
+                    .arg(window_hash(&prefix, &r.aggregate, r.window_start, &r.key))
+                    .arg("version")
+                    .arg("final");
+            }
+            let stored: Vec<(Option<u64>, Option<u8>)> = pipe.query(conn)?;
+            Ok(rows
+                .iter()
+                .zip(stored)
+                .map(|(r, (v, f))| {
+                    v.is_some_and(|v| v > r.version || (v == r.version && f == Some(1)))
+                })
+                .collect())
+        })
+    }
 }
 
 fn measure_text(v: MeasureValue) -> String {
@@ -397,7 +505,10 @@ fn measure_text(v: MeasureValue) -> String {
     }
 }
 
-fn parse_window(spec: &PipelineSpec, fields: &[(String, String)]) -> Option<WindowRow> {
+/// A window row from its hash's fields (as `HGETALL` returns them), with
+/// measures in `spec` order; `None` if the hash is not a whole row of an
+/// aggregate of `spec`.
+pub fn decode_window(spec: &PipelineSpec, fields: &[(String, String)]) -> Option<WindowRow> {
     let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
     let aggregate = get("aggregate")?;
     let agg = spec.aggregates.iter().position(|a| a.name == aggregate)?;

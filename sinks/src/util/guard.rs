@@ -61,6 +61,7 @@ pub struct GuardedSink {
     rng: Jitter,
     last: Option<Outcome>,
     metrics: Arc<SinkMetrics>,
+    holds: Option<Arc<crate::marks::Holds>>,
 }
 
 impl GuardedSink {
@@ -82,7 +83,17 @@ impl GuardedSink {
             rng: Jitter::from_clock(seed),
             last: None,
             metrics: Arc::new(SinkMetrics::default()),
+            holds: None,
         }
+    }
+
+    /// Records the final rows it diverts in `holds`, which hold the store's
+    /// completeness marks until the rows are applied ([`crate::marks`]).
+    /// Rows the store refused for good hold nothing: no replay will ever
+    /// make them final there.
+    pub fn with_holds(mut self, holds: Arc<crate::marks::Holds>) -> Self {
+        self.holds = Some(holds);
+        self
     }
 
     /// Reports what happens to each batch in `metrics`.
@@ -113,6 +124,7 @@ impl GuardedSink {
         reason: String,
         attempts: u32,
         first_failure_ms: i64,
+        refused: bool,
     ) -> Result<(), SinkError> {
         let name = self.inner.name().to_owned();
         let why = Diversion {
@@ -122,6 +134,11 @@ impl GuardedSink {
             first_failure_ms,
         };
         self.divert.divert(rows, &why)?;
+        if let Some(holds) = &self.holds
+            && !refused
+        {
+            holds.diverted(&name, rows);
+        }
         self.last = Some(Outcome::Diverted);
         RowsDiverted {
             sink: &name,
@@ -172,10 +189,16 @@ impl GuardedSink {
     fn guarded_write(&mut self, rows: &[Output]) -> Result<(), SinkError> {
         let name = self.inner.name().to_owned();
         if self.switches.get(&name) == Some(Mode::Degraded) {
-            return self.divert(rows, "switch degraded".into(), 0, Self::now_ms());
+            return self.divert(rows, "switch degraded".into(), 0, Self::now_ms(), false);
         }
         if !self.breaker.allow(Instant::now()) {
-            return self.divert(rows, "circuit breaker open".into(), 0, Self::now_ms());
+            return self.divert(
+                rows,
+                "circuit breaker open".into(),
+                0,
+                Self::now_ms(),
+                false,
+            );
         }
         let mut first_failure = None;
         let mut attempt = 0;
@@ -210,7 +233,7 @@ impl GuardedSink {
                             error: &e,
                         }
                         .emit(&self.metrics);
-                        return self.divert(rows, e.to_string(), attempt, first);
+                        return self.divert(rows, e.to_string(), attempt, first, true);
                     }
                     if give_up {
                         let was_open = self.breaker.state(Instant::now()) != BreakerState::Closed;
@@ -225,7 +248,7 @@ impl GuardedSink {
                             error: &e,
                         }
                         .emit(&self.metrics);
-                        return self.divert(rows, e.to_string(), attempt, first);
+                        return self.divert(rows, e.to_string(), attempt, first, false);
                     }
                     std::thread::sleep(self.policy.delay(attempt, &mut self.rng));
                 }

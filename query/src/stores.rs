@@ -1,0 +1,262 @@
+//! One read of one store.
+//!
+//! [`RedisStore`] reads over one multiplexed connection: concurrent requests
+//! share it, and the reads of one request (a batch of users, the windows of
+//! a series) go out as one pipeline, one round trip. [`MySqlStore`] reads
+//! through the sinks' [`MySqlReader`] on tokio's blocking pool. Neither
+//! decides anything: a miss is `None`, a failure an error, and
+//! [`crate::service`] chooses what to do next.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use footprint_dataflows::key::GroupKey;
+use footprint_dataflows::{PipelineSpec, RecentEntry, WindowRow};
+use footprint_sinks::SinkError;
+use footprint_sinks::marks::{Mark, parse_redis_mark};
+use footprint_sinks::mysql::read::MySqlReader;
+use footprint_sinks::redis::{
+    decode_recent_entry, decode_window, marks_hash, recent_list, window_hash,
+};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client};
+use tokio::sync::Mutex;
+
+const REDIS: &str = "redis";
+
+/// Reads the Redis sink's keys.
+pub struct RedisStore {
+    client: Client,
+    url: String,
+    prefix: String,
+    spec: Arc<PipelineSpec>,
+    timeout: Duration,
+    /// The shared connection, made at the first read and after a failure.
+    conn: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl RedisStore {
+    /// A reader of `url` under `prefix`; connects at the first read.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        spec: Arc<PipelineSpec>,
+        timeout: Duration,
+    ) -> Result<Self, SinkError> {
+        let client = Client::open(url).map_err(|e| SinkError::Config {
+            sink: REDIS.into(),
+            detail: format!("invalid url `{url}`: {e}"),
+        })?;
+        Ok(RedisStore {
+            client,
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+            spec,
+            timeout,
+            conn: Mutex::new(None),
+        })
+    }
+
+    async fn conn(&self) -> Result<MultiplexedConnection, SinkError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(200))))
+            .set_response_timeout(Some(self.timeout.max(Duration::from_millis(200))));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| self.error(&e))?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    fn error(&self, e: &redis::RedisError) -> SinkError {
+        SinkError::Unavailable {
+            sink: REDIS.into(),
+            detail: format!("{}: {e}", self.url),
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, SinkError> {
+        let mut conn = self.conn().await?;
+        match pipe.query_async::<T>(&mut conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    *self.conn.lock().await = None;
+                }
+                Err(self.error(&e))
+            }
+        }
+    }
+
+    /// The recent activity of `users` of `app`; `None` where Redis holds none.
+    pub async fn recent(
+        &self,
+        app: &str,
+        users: &[String],
+    ) -> Result<Vec<Option<Vec<RecentEntry>>>, SinkError> {
+        let mut pipe = redis::pipe();
+        for u in users {
+            pipe.cmd("LRANGE")
+                .arg(recent_list(&self.prefix, app, u))
+                .arg(0)
+                .arg(-1);
+        }
+        let lists: Vec<Vec<String>> = self.query(&pipe).await?;
+        lists
+            .into_iter()
+            .map(|l| {
+                if l.is_empty() {
+                    return Ok(None);
+                }
+                l.iter()
+                    .map(|e| {
+                        decode_recent_entry(e).ok_or_else(|| SinkError::Rejected {
+                            sink: REDIS.into(),
+                            detail: format!("an unreadable recent-activity entry: {e}"),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Some)
+            })
+            .collect()
+    }
+
+    /// The windows of aggregate `agg` for the group `key` starting at
+    /// `starts`; `None` where Redis holds none.
+    pub async fn windows(
+        &self,
+        agg: usize,
+        key: &GroupKey,
+        starts: &[i64],
+    ) -> Result<Vec<Option<WindowRow>>, SinkError> {
+        let name = &self.spec.aggregates[agg].name;
+        let mut pipe = redis::pipe();
+        for s in starts {
+            pipe.cmd("HGETALL")
+                .arg(window_hash(&self.prefix, name, *s, key));
+        }
+        let hashes: Vec<Vec<(String, String)>> = self.query(&pipe).await?;
+        hashes
+            .into_iter()
+            .map(|h| {
+                if h.is_empty() {
+                    return Ok(None);
+                }
+                decode_window(&self.spec, &h)
+                    .map(Some)
+                    .ok_or_else(|| SinkError::Rejected {
+                        sink: REDIS.into(),
+                        detail: format!("an unreadable window hash of {name}"),
+                    })
+            })
+            .collect()
+    }
+
+    /// The completeness marks of aggregate `agg`.
+    pub async fn marks(&self, agg: usize) -> Result<Vec<Mark>, SinkError> {
+        let name = &self.spec.aggregates[agg].name;
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL").arg(marks_hash(&self.prefix, name));
+        let (fields,): (Vec<(String, String)>,) = self.query(&pipe).await?;
+        Ok(fields
+            .iter()
+            .filter_map(|(w, v)| parse_redis_mark(w, v))
+            .collect())
+    }
+}
+
+/// Reads the MySQL sink's tables on tokio's blocking pool.
+pub struct MySqlStore {
+    reader: Arc<MySqlReader>,
+}
+
+impl MySqlStore {
+    /// A reader of `url`'s tables for `spec` under `table_prefix`, with at
+    /// most `connections` connections, each read bounded by `timeout`.
+    pub fn new(
+        url: &str,
+        spec: &Arc<PipelineSpec>,
+        table_prefix: &str,
+        connections: usize,
+        timeout: Duration,
+    ) -> Result<Self, SinkError> {
+        Ok(MySqlStore {
+            reader: Arc::new(MySqlReader::new(
+                url,
+                spec,
+                table_prefix,
+                connections,
+                timeout,
+            )?),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&MySqlReader) -> Result<T, SinkError> + Send + 'static,
+    ) -> Result<T, SinkError> {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || f(&reader))
+            .await
+            .unwrap_or_else(|e| {
+                Err(SinkError::Unavailable {
+                    sink: "mysql".into(),
+                    detail: format!("the read did not finish: {e}"),
+                })
+            })
+    }
+
+    /// The recent activity of `users` of `app`; `None` where MySQL holds none.
+    pub async fn recent(
+        &self,
+        app: &str,
+        users: &[String],
+    ) -> Result<Vec<Option<Vec<RecentEntry>>>, SinkError> {
+        let (app, users) = (app.to_owned(), users.to_vec());
+        self.blocking(move |r| {
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            r.recent(&app, &users)
+        })
+        .await
+    }
+
+    /// The windows of aggregate `agg` for the group `key` starting at `starts`.
+    pub async fn windows(
+        &self,
+        agg: usize,
+        key: &GroupKey,
+        starts: &[i64],
+    ) -> Result<Vec<WindowRow>, SinkError> {
+        let (key, starts) = (key.clone(), starts.to_vec());
+        self.blocking(move |r| r.windows(agg, &key, &starts)).await
+    }
+
+    /// The top `n` groups of a window by measure `by`.
+    pub async fn top(
+        &self,
+        agg: usize,
+        window_start: i64,
+        prefix: &GroupKey,
+        by: usize,
+        n: usize,
+    ) -> Result<Vec<WindowRow>, SinkError> {
+        let prefix = prefix.clone();
+        self.blocking(move |r| r.top(agg, window_start, &prefix, by, n))
+            .await
+    }
+
+    /// The completeness marks of `aggregate`.
+    pub async fn marks(&self, aggregate: &str) -> Result<Vec<Mark>, SinkError> {
+        let aggregate = aggregate.to_owned();
+        self.blocking(move |r| r.marks(&aggregate)).await
+    }
+}

@@ -1,0 +1,818 @@
+//! The query service (`footprint serve`) against the real Redis and MariaDB,
+//! after a run through the real broker.
+//!
+//! - Every route answers what the sequential reference computes: each
+//!   user's recent activity (one by one and in batches), each group's
+//!   window series, the top N of windows within key prefixes; from Redis,
+//!   and from MySQL when Redis is degraded.
+//! - A Redis outage under a steady load: every request is answered 200,
+//!   from MySQL, and from Redis again once it is back.
+//! - Both stores down: every request gets 503 with `Retry-After`.
+//! - With Redis down, 1,000 concurrent requests for one key make one MySQL
+//!   read.
+//! - Tokens and rate limits: 401, 403, 429 with `Retry-After`, and one app
+//!   over its limit leaves the others alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use footprint::config::Config;
+use footprint_dataflows::clickstream::GenConfig;
+use footprint_dataflows::key::GroupKey;
+use footprint_dataflows::reference::{Reference, compute};
+use footprint_dataflows::{MeasureValue, WindowRow};
+use footprint_sinks::util::switch::{Mode, Switches};
+use footprint_tests::{
+    Scenario, TcpProxy, get_json_status, http, mysql_url, preload, redis_url, run_to_end,
+    wait_until,
+};
+use serde_json::Value;
+
+const EVENTS: u64 = 12_000;
+
+fn gen_cfg(seed: u64) -> GenConfig {
+    GenConfig {
+        seed,
+        partitions: 4,
+        users: 150,
+        items: 12,
+        apps: 2,
+        events_per_sec: 40,
+        disorder: 0.05,
+        max_disorder_ms: 2_000,
+        ..GenConfig::default()
+    }
+}
+
+/// A scenario's stores loaded by a bounded run, and its reference.
+struct Loaded {
+    s: Scenario,
+    cfg: Config,
+    expected: Reference,
+}
+
+fn loaded(name: &str, seed: u64, serve: &str) -> Loaded {
+    let s = Scenario::new(name).expect("scenario");
+    let (parts, _) = preload(&s.topic, &gen_cfg(seed), EVENTS).expect("preload");
+    let toml = s.toml("", &format!("[serve]\nlisten = \"127.0.0.1:0\"\n{serve}"));
+    let (_, cfg) = s.write_config("footprint.toml", &toml).expect("config");
+    run_to_end(&cfg, 2).expect("the bounded run");
+    let expected = compute(&cfg.spec().expect("spec"), &parts);
+    Loaded { s, cfg, expected }
+}
+
+/// The same config reading the stores through proxies the test controls.
+fn through(cfg: &Config, redis: &TcpProxy, mysql: &TcpProxy) -> Config {
+    let mut cfg = cfg.clone();
+    if let Some(r) = cfg.sinks.redis.as_mut() {
+        r.url = r.url.replace(
+            redis_url().trim_start_matches("redis://"),
+            &redis.addr.to_string(),
+        );
+    }
+    if let Some(m) = cfg.sinks.mysql.as_mut() {
+        let host = mysql_url()
+            .trim_start_matches("mysql://")
+            .split('@')
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        // The driver would switch to the server's Unix socket, around the proxy.
+        m.url = format!(
+            "{}?prefer_socket=false",
+            m.url.replace(&host, &mysql.addr.to_string())
+        );
+    }
+    cfg
+}
+
+fn host_port(url: &str) -> SocketAddr {
+    let rest = url.split("://").nth(1).expect("scheme");
+    let rest = rest.rsplit('@').next().expect("host");
+    let hp = rest.split('/').next().expect("host:port");
+    hp.parse().expect("a host:port")
+}
+
+fn switches() -> Arc<Switches> {
+    Arc::new(Switches::new(["redis", "mysql"]))
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    get_json_status(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
+}
+
+fn entries_json(events: &[footprint_dataflows::RecentEntry]) -> Value {
+    Value::Array(
+        events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "ts": e.ts, "event": e.event.as_str(), "item_id": e.item_id.as_deref(),
+                    "partition": e.partition, "offset": e.offset,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn measure_json(v: MeasureValue) -> Value {
+    v.to_json()
+}
+
+/// A window row as the API shows it.
+fn row_json(w: &WindowRow, with_key: bool) -> Value {
+    let mut m = serde_json::Map::new();
+    if with_key {
+        m.insert(
+            "key".into(),
+            Value::Object(
+                w.key
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Value::from(v.as_str())))
+                    .collect(),
+            ),
+        );
+    }
+    m.insert("window_start".into(), w.window_start.into());
+    m.insert("window_end".into(), w.window_end.into());
+    m.insert("final".into(), w.is_final.into());
+    m.insert("version".into(), w.version.into());
+    for (name, v) in &w.measures {
+        m.insert(name.to_string(), measure_json(*v));
+    }
+    Value::Object(m)
+}
+
+/// Every window with an end at or before `complete_up_to` is final.
+fn assert_fresh(body: &Value, rows: &str) {
+    let Some(complete) = body["complete_up_to"].as_i64() else {
+        return;
+    };
+    for w in body[rows].as_array().expect("rows") {
+        if w["window_end"].as_i64().expect("end") <= complete {
+            assert_eq!(w["final"], true, "complete_up_to {complete} passes {w}");
+        }
+    }
+}
+
+fn query(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[test]
+fn every_route_answers_the_reference_from_redis_and_from_mysql() {
+    let l = loaded("serve-ref", 71, "");
+    let spec = l.cfg.spec().expect("spec");
+    let sw = switches();
+    let serving = footprint::serve::start(&l.cfg, Some(Arc::clone(&sw))).expect("serve");
+    let addr = serving.server.addr;
+
+    for (store, mode) in [("redis", Mode::Auto), ("mysql", Mode::Degraded)] {
+        sw.set("redis", mode);
+        let want_source = store;
+        let fresh = |v: &Value| v["source"] == want_source || v["source"] == "cache";
+
+        // Recent activity, one by one and in batches of the same app.
+        let mut by_app: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for ((app, user), row) in &l.expected.recent {
+            let (code, body) = get(addr, &format!("/v1/apps/{app}/users/{user}/recent"));
+            assert_eq!(code, 200, "{body}");
+            assert_eq!(body["found"], true);
+            assert_eq!(body["events"], entries_json(&row.events), "{app}/{user}");
+            assert!(fresh(&body), "{store}: {body}");
+            by_app.entry(app).or_default().push(user);
+        }
+        for (app, users) in &by_app {
+            for chunk in users.chunks(99) {
+                let mut asked: Vec<&str> = chunk.to_vec();
+                asked.push("nobody-at-all");
+                let (code, text) = http(
+                    addr,
+                    "POST",
+                    &format!("/v1/apps/{app}/users/recent"),
+                    &serde_json::json!({ "users": asked }).to_string(),
+                )
+                .expect("POST");
+                assert_eq!(code, 200, "{text}");
+                let body: Value = serde_json::from_str(&text).expect("json");
+                let got = body["users"].as_array().expect("users");
+                assert_eq!(got.len(), asked.len());
+                for (u, g) in asked.iter().zip(got) {
+                    assert_eq!(g["user_id"], *u);
+                    match l.expected.recent.get(&(app.to_string(), u.to_string())) {
+                        Some(row) => assert_eq!(g["events"], entries_json(&row.events)),
+                        None => assert_eq!(g["found"], false, "{g}"),
+                    }
+                }
+            }
+        }
+        let (code, body) = get(addr, "/v1/apps/app01/users/nobody-at-all/recent");
+        assert_eq!((code, &body["found"]), (200, &Value::Bool(false)), "{body}");
+
+        // Window series of every group of each aggregate.
+        for (agg_index, agg) in spec.aggregates.iter().enumerate() {
+            let all: Vec<&WindowRow> = l
+                .expected
+                .windows
+                .values()
+                .filter(|r| usize::from(r.agg) == agg_index)
+                .collect();
+            let from = all.iter().map(|r| r.window_start).min().expect("windows");
+            let to = all.iter().map(|r| r.window_start).max().expect("windows") + 1;
+            let keys: BTreeSet<Vec<(String, String)>> = all
+                .iter()
+                .map(|r| {
+                    r.key
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                })
+                .collect();
+            for key in &keys {
+                let mut want: Vec<&&WindowRow> = all
+                    .iter()
+                    .filter(|r| {
+                        r.key
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect::<Vec<_>>()
+                            == *key
+                    })
+                    .collect();
+                want.sort_by_key(|r| r.window_start);
+                let mut params = key.clone();
+                params.push(("from".into(), from.to_string()));
+                params.push(("to".into(), to.to_string()));
+                let (code, body) = get(
+                    addr,
+                    &format!("/v1/aggregates/{}/windows?{}", agg.name, query(&params)),
+                );
+                assert_eq!(code, 200, "{body}");
+                let expected: Vec<Value> = want.iter().map(|r| row_json(r, false)).collect();
+                assert_eq!(
+                    body["windows"],
+                    Value::Array(expected),
+                    "{} {key:?}",
+                    agg.name
+                );
+                assert_fresh(&body, "windows");
+                assert!(
+                    body["source"] == store
+                        || body["source"] == "cache"
+                        || body["source"] == "mysql",
+                    "{body}"
+                );
+            }
+
+            // The top 3 of every window, whole and per app.
+            let starts: BTreeSet<i64> = all.iter().map(|r| r.window_start).collect();
+            for start in starts {
+                let in_window: Vec<&&WindowRow> =
+                    all.iter().filter(|r| r.window_start == start).collect();
+                let apps: BTreeSet<String> =
+                    in_window.iter().map(|r| r.key[0].1.to_string()).collect();
+                let mut prefixes: Vec<Option<String>> = vec![None];
+                prefixes.extend(apps.into_iter().map(Some));
+                for prefix in prefixes {
+                    let mut want: Vec<&&WindowRow> = in_window
+                        .iter()
+                        .filter(|r| prefix.as_deref().is_none_or(|p| r.key[0].1 == p))
+                        .copied()
+                        .collect();
+                    let key_of =
+                        |r: &WindowRow| GroupKey::from_parts(r.key.iter().map(|(_, v)| v.as_str()));
+                    want.sort_by(|a, b| {
+                        let (ca, cb) = (&a.measures[0].1, &b.measures[0].1);
+                        let n = |m: &MeasureValue| match m {
+                            MeasureValue::Count(n) | MeasureValue::Distinct(n) => *n as i128,
+                            MeasureValue::Sum(s) => *s,
+                        };
+                        n(cb).cmp(&n(ca)).then(key_of(a).cmp(&key_of(b)))
+                    });
+                    want.truncate(3);
+                    let mut params = vec![
+                        ("window_start".to_owned(), start.to_string()),
+                        ("n".to_owned(), "3".to_owned()),
+                    ];
+                    if let Some(p) = &prefix {
+                        params.push(("app_id".into(), p.clone()));
+                    }
+                    let (code, body) = get(
+                        addr,
+                        &format!("/v1/aggregates/{}/top?{}", agg.name, query(&params)),
+                    );
+                    assert_eq!(code, 200, "{body}");
+                    let expected: Vec<Value> = want.iter().map(|r| row_json(r, true)).collect();
+                    assert_eq!(
+                        body["groups"],
+                        Value::Array(expected),
+                        "{} {start} {prefix:?}",
+                        agg.name
+                    );
+                    assert_fresh(&body, "groups");
+                }
+            }
+        }
+    }
+    drop(serving);
+    l.s.clean();
+}
+
+#[test]
+fn a_redis_outage_under_load_is_answered_from_mysql_and_redis_again_after() {
+    let l = loaded(
+        "serve-outage",
+        72,
+        "redis_timeout = \"50ms\"\nbreaker_open_for = \"300ms\"\n[serve.cache]\nenabled = false\n",
+    );
+    let redis_proxy = TcpProxy::start(host_port(&redis_url())).expect("redis proxy");
+    let mysql_proxy = TcpProxy::start(host_port(&mysql_url())).expect("mysql proxy");
+    let cfg = through(&l.cfg, &redis_proxy, &mysql_proxy);
+    let serving = footprint::serve::start(&cfg, Some(switches())).expect("serve");
+    let addr = serving.server.addr;
+    let users: Vec<(String, String)> = l.expected.recent.keys().take(50).cloned().collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, from_mysql) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load: Vec<_> = (0..4)
+        .map(|t| {
+            let (users, stop, answered, from_mysql) = (
+                users.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&answered),
+                Arc::clone(&from_mysql),
+            );
+            std::thread::spawn(move || {
+                let mut i = t;
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let (app, user) = &users[i % users.len()];
+                    let (code, body) = get(addr, &format!("/v1/apps/{app}/users/{user}/recent"));
+                    if code != 200 || body["found"] != true {
+                        failures.push(format!("{code} {body}"));
+                    }
+                    if body["source"] == "mysql" {
+                        from_mysql.fetch_add(1, Ordering::SeqCst);
+                    }
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    i += 4;
+                }
+                failures
+            })
+        })
+        .collect();
+    let redis_answers = || {
+        let (_, body) = get(
+            addr,
+            &format!("/v1/apps/{}/users/{}/recent", users[0].0, users[0].1),
+        );
+        body["source"] == "redis"
+    };
+    wait_until(Duration::from_secs(30), "answers from Redis", redis_answers).expect("redis first");
+    let before = answered.load(Ordering::SeqCst);
+    redis_proxy.set_down(true);
+    let down_at = Instant::now();
+    wait_until(
+        Duration::from_secs(60),
+        "requests answered during the outage",
+        || {
+            answered.load(Ordering::SeqCst) >= before + 500
+                && from_mysql.load(Ordering::SeqCst) >= 400
+        },
+    )
+    .expect("load during the outage");
+    let during = answered.load(Ordering::SeqCst) - before;
+    redis_proxy.set_down(false);
+    let up_at = Instant::now();
+    wait_until(
+        Duration::from_secs(60),
+        "answers from Redis again",
+        redis_answers,
+    )
+    .expect("redis again");
+    let back_after = up_at.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let failures: Vec<String> = load
+        .into_iter()
+        .flat_map(|h| h.join().expect("load thread"))
+        .collect();
+    println!(
+        "FIGURE redis outage under load: {during} requests answered in {:.1} s of outage, {} from MySQL; Redis answered again {:.2} s after it returned",
+        (up_at - down_at).as_secs_f64(),
+        from_mysql.load(Ordering::SeqCst),
+        back_after.as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "every request answered 200: {:?}",
+        &failures[..failures.len().min(5)]
+    );
+    drop(serving);
+    l.s.clean();
+}
+
+#[test]
+fn both_stores_down_answer_503_with_retry_after() {
+    let l = loaded(
+        "serve-down",
+        73,
+        "redis_timeout = \"50ms\"\nmysql_timeout = \"300ms\"\n[serve.cache]\nenabled = false\n",
+    );
+    let redis_proxy = TcpProxy::start(host_port(&redis_url())).expect("redis proxy");
+    let mysql_proxy = TcpProxy::start(host_port(&mysql_url())).expect("mysql proxy");
+    let cfg = through(&l.cfg, &redis_proxy, &mysql_proxy);
+    let serving = footprint::serve::start(&cfg, Some(switches())).expect("serve");
+    let addr = serving.server.addr;
+    let ((app, user), _) = l.expected.recent.iter().next().expect("a user");
+    let windows = l.expected.windows.values().next().expect("a window");
+    let mut params: Vec<(String, String)> = windows
+        .key
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    params.push(("from".into(), windows.window_start.to_string()));
+    params.push(("to".into(), (windows.window_start + 1).to_string()));
+    let paths = [
+        format!("/v1/apps/{app}/users/{user}/recent"),
+        format!(
+            "/v1/aggregates/{}/windows?{}",
+            windows.aggregate,
+            query(&params)
+        ),
+        format!("/v1/aggregates/{}/top?n=3", windows.aggregate),
+    ];
+    for p in &paths {
+        assert_eq!(get(addr, p).0, 200, "{p} before the outage");
+    }
+    redis_proxy.set_down(true);
+    mysql_proxy.set_down(true);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        for p in &paths {
+            let t = Instant::now();
+            let url = format!("http://{addr}{p}");
+            let response = ureq::get(&url)
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .call()
+                .expect("an answer");
+            slowest = slowest.max(t.elapsed());
+            assert_eq!(response.status().as_u16(), 503, "{p}");
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            assert!(retry.is_some_and(|s| s >= 1), "{p}: Retry-After {retry:?}");
+        }
+    }
+    println!(
+        "FIGURE both stores down: the slowest 503 took {:.0} ms (timeouts: redis 50 ms, mysql 300 ms)",
+        slowest.as_secs_f64() * 1e3
+    );
+    let (code, health) = get(addr, "/health");
+    assert_eq!(code, 503, "{health}");
+    drop(serving);
+    l.s.clean();
+}
+
+#[test]
+fn with_redis_down_a_thousand_requests_for_one_key_make_one_mysql_read() {
+    let l = loaded("serve-stampede", 74, "[serve.cache]\nopen_ttl = \"60s\"\n");
+    let redis_proxy = TcpProxy::start(host_port(&redis_url())).expect("redis proxy");
+    let mysql_proxy = TcpProxy::start(host_port(&mysql_url())).expect("mysql proxy");
+    let cfg = through(&l.cfg, &redis_proxy, &mysql_proxy);
+    let serving = footprint::serve::start(&cfg, Some(switches())).expect("serve");
+    let addr = serving.server.addr;
+    redis_proxy.set_down(true);
+    let ((app, user), row) = l.expected.recent.iter().next().expect("a user");
+    let path = format!("/v1/apps/{app}/users/{user}/recent");
+    let metrics = serving.service.metrics();
+    let before = metrics.store_reads("mysql");
+    let threads = 100;
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (barrier, path) = (Arc::clone(&barrier), path.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..10).map(|_| get(addr, &path)).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, Value)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("client thread"))
+        .collect();
+    assert_eq!(answers.len(), 1_000);
+    for (code, body) in &answers {
+        assert_eq!(*code, 200, "{body}");
+        assert_eq!(body["events"], entries_json(&row.events));
+    }
+    let reads = metrics.store_reads("mysql") - before;
+    println!(
+        "FIGURE stampede: 1000 concurrent requests for one key, Redis down: {reads} MySQL read(s)"
+    );
+    assert_eq!(reads, 1, "one MySQL read for the whole burst");
+    drop(serving);
+    l.s.clean();
+}
+
+#[test]
+fn tokens_and_rate_limits_refuse_with_the_right_status() {
+    let l = loaded(
+        "serve-limits",
+        75,
+        "admin_token = \"root-token\"\n[serve.apps.app01]\ntoken = \"t1\"\nrate = { per_second = 1, burst = 5 }\n[serve.apps.app02]\ntoken = \"t2\"\n",
+    );
+    let serving = footprint::serve::start(&l.cfg, Some(switches())).expect("serve");
+    let addr = serving.server.addr;
+    let with = |token: Option<&str>, path: &str| -> (u16, Option<u64>) {
+        let url = format!("http://{addr}{path}");
+        let mut req = ureq::get(&url).config().http_status_as_error(false).build();
+        if let Some(t) = token {
+            req = req.header("authorization", &format!("Bearer {t}"));
+        }
+        let r = req.call().expect("an answer");
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        (r.status().as_u16(), retry)
+    };
+    let recent = |app: &str| format!("/v1/apps/{app}/users/u0001/recent");
+    assert_eq!(with(None, &recent("app01")).0, 401, "no token");
+    assert_eq!(
+        with(Some("nope"), &recent("app01")).0,
+        401,
+        "an unknown token"
+    );
+    assert_eq!(
+        with(Some("t2"), &recent("app01")).0,
+        403,
+        "another app's token"
+    );
+    assert_eq!(
+        with(Some("t1"), "/v1/aggregates/app_events_10m/top?n=3").0,
+        403,
+        "an app token reading every app"
+    );
+    assert_eq!(
+        with(Some("t1"), "/status").0,
+        401,
+        "operators' routes need the admin token"
+    );
+    assert_eq!(with(Some("root-token"), "/status").0, 200);
+    // app01: a burst of 5, then 429 with Retry-After.
+    for i in 0..5 {
+        assert_eq!(with(Some("t1"), &recent("app01")).0, 200, "request {i}");
+    }
+    let (code, retry) = with(Some("t1"), &recent("app01"));
+    assert_eq!(code, 429);
+    assert!(retry.is_some_and(|s| s >= 1), "Retry-After {retry:?}");
+    // app02 has no limit of its own and is not affected.
+    for _ in 0..50 {
+        assert_eq!(with(Some("t2"), &recent("app02")).0, 200);
+    }
+    assert_eq!(with(Some("root-token"), &recent("app02")).0, 200);
+    let metrics = footprint_tests::get_text(addr, "/metrics");
+    assert!(metrics.is_err(), "metrics need the admin token");
+    drop(serving);
+    l.s.clean();
+}
+
+/// A window a series may hold: its start, its end, and its reference row.
+type Expected = (i64, i64, Option<Value>);
+
+/// The generated stream's reference over its first `count` messages.
+fn reference_of(cfg: &Config, generator: &GenConfig, count: u64) -> Reference {
+    compute(
+        &cfg.spec().expect("spec"),
+        &footprint_tests::generated(generator, count),
+    )
+}
+
+#[test]
+fn complete_up_to_never_passes_a_window_that_is_not_final_where_it_was_read() {
+    use footprint::process::Process;
+    use footprint::replay::{ReplayOptions, run_replay};
+    use footprint::run::{RunOptions, run};
+    use footprint_dataflows::control::RunControl;
+
+    let stage: u64 = 6_000;
+    let s = Scenario::new("serve-fresh").expect("scenario");
+    // 40 events a second of event time: each stage closes a few windows.
+    let stream_cfg = gen_cfg(76);
+    let toml = s.toml(
+        "batch = 50",
+        "[serve]\nlisten = \"127.0.0.1:0\"\n[serve.cache]\nenabled = false\n",
+    );
+    let (_, mut cfg) = s.write_config("footprint.toml", &toml).expect("config");
+    // The worker waits for each stage at the end of its partitions: they
+    // must not go idle meanwhile (an idle partition's next events could turn
+    // late, which the reference, reading the whole stream, would not have).
+    cfg.watermark.idle_timeout = footprint::config::Dur(Duration::from_secs(3_600));
+    let spec = cfg.spec().expect("spec");
+    let expected = reference_of(&cfg, &stream_cfg, 3 * stage);
+    let mut stream =
+        footprint_tests::StagedStream::new(&cfg.kafka(), &s.topic, &stream_cfg).expect("the topic");
+    stream.produce(stage).expect("stage 1");
+
+    let process = Process::new(&cfg).expect("process");
+    let control = Arc::new(RunControl::default());
+    let worker = {
+        let (cfg, process, control) = (cfg.clone(), Arc::clone(&process), Arc::clone(&control));
+        std::thread::spawn(move || {
+            let opts = RunOptions {
+                threads: Some(2),
+                progress: None,
+                control,
+                ..RunOptions::default()
+            };
+            run(&cfg, opts, &process)
+        })
+    };
+    let serving =
+        footprint::serve::start(&cfg, Some(Arc::clone(&process.switches))).expect("serve");
+    let addr = serving.server.addr;
+
+    // The series the checker reads: a few groups of each aggregate.
+    let mut asked: Vec<String> = Vec::new();
+    for (i, agg) in spec.aggregates.iter().enumerate() {
+        let rows: Vec<&WindowRow> = expected
+            .windows
+            .values()
+            .filter(|r| usize::from(r.agg) == i)
+            .collect();
+        let from = rows.iter().map(|r| r.window_start).min().expect("windows");
+        let to = rows.iter().map(|r| r.window_start).max().expect("windows") + 1;
+        let keys: BTreeSet<String> = rows
+            .iter()
+            .map(|r| {
+                r.key
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            })
+            .collect();
+        for k in keys.into_iter().take(6) {
+            asked.push(format!(
+                "/v1/aggregates/{}/windows?{k}&from={from}&to={to}",
+                agg.name
+            ));
+        }
+    }
+    // Every reference window by (aggregate, key query, start), as the API shows it.
+    let want = |path: &str, start: i64| -> Option<Value> {
+        expected
+            .windows
+            .values()
+            .find(|r| {
+                path.contains(&format!("/{}/", r.aggregate))
+                    && r.window_start == start
+                    && path.contains(&format!(
+                        "?{}&from=",
+                        r.key
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join("&")
+                    ))
+            })
+            .map(|r| row_json(r, false))
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let checker = {
+        let (stop, asked, spec) = (Arc::clone(&stop), asked.clone(), spec.clone());
+        let expected_starts: Vec<(String, Vec<Expected>)> = asked
+            .iter()
+            .map(|p| {
+                let agg = spec
+                    .aggregates
+                    .iter()
+                    .find(|a| p.contains(&format!("/{}/", a.name)))
+                    .expect("aggregate");
+                let every = agg.window.every() as i64;
+                let from: i64 = p
+                    .split("from=")
+                    .nth(1)
+                    .and_then(|v| v.split('&').next())
+                    .and_then(|v| v.parse().ok())
+                    .expect("from");
+                let to: i64 = p
+                    .split("to=")
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .expect("to");
+                let starts = (0..)
+                    .map(|k| from + k * every)
+                    .take_while(|s| *s < to)
+                    .map(|s| (s, agg.window.end(s), want(p, s)))
+                    .collect();
+                (p.clone(), starts)
+            })
+            .collect();
+        std::thread::spawn(move || {
+            let (mut checks, mut windows_vouched, mut best) = (0u64, 0u64, i64::MIN);
+            let mut sources: BTreeMap<String, u64> = BTreeMap::new();
+            while !stop.load(Ordering::SeqCst) {
+                for (path, starts) in &expected_starts {
+                    let (code, body) = get(addr, path);
+                    assert_eq!(code, 200, "{path}: {body}");
+                    *sources.entry(body["source"].to_string()).or_default() += 1;
+                    checks += 1;
+                    let Some(complete) = body["complete_up_to"].as_i64() else {
+                        continue;
+                    };
+                    best = best.max(complete);
+                    let got: BTreeMap<i64, &Value> = body["windows"]
+                        .as_array()
+                        .expect("windows")
+                        .iter()
+                        .map(|w| (w["window_start"].as_i64().expect("start"), w))
+                        .collect();
+                    for (start, end, reference) in starts {
+                        if *end > complete {
+                            continue;
+                        }
+                        windows_vouched += 1;
+                        assert_eq!(
+                            got.get(start).copied(),
+                            reference.as_ref(),
+                            "complete_up_to {complete} (from {}) vouches for the window at {start} of {path}",
+                            body["source"]
+                        );
+                    }
+                }
+            }
+            (checks, windows_vouched, best, sources)
+        })
+    };
+    let (dataflow, flow) = (&process.dataflow, &process.flow);
+    let settled = |n: u64| dataflow.events_in() >= n && flow.rows_waiting() == 0;
+    wait_until(Duration::from_secs(180), "stage 1 read", || settled(stage)).expect("stage 1");
+
+    // Redis degraded: its rows, finals among them, wait in the retry topic.
+    process.switches.set("redis", Mode::Degraded);
+    stream.produce(stage).expect("stage 2");
+    wait_until(Duration::from_secs(180), "stage 2 read", || {
+        settled(2 * stage)
+    })
+    .expect("stage 2");
+    let held = process.holds.len("redis");
+    assert!(held > 0, "final rows for Redis were diverted");
+    process.switches.set("redis", Mode::Auto);
+    stream.produce(stage).expect("stage 3");
+    wait_until(Duration::from_secs(180), "stage 3 read", || {
+        settled(3 * stage)
+    })
+    .expect("stage 3");
+    // The checker reads Redis while its diverted finals still wait; then
+    // replay applies them.
+    std::thread::sleep(Duration::from_secs(2));
+    let replayed = run_replay(
+        &cfg,
+        &ReplayOptions {
+            once: true,
+            ..ReplayOptions::default()
+        },
+        Some(Arc::clone(&process.switches)),
+        &Arc::new(RunControl::default()),
+    )
+    .expect("replay");
+    wait_until(Duration::from_secs(60), "the held rows read back", || {
+        process.holds.len("redis") == 0
+    })
+    .expect("holds released after replay");
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    let (checks, vouched, best, sources) = checker.join().expect("the checker");
+    control.request_stop();
+    worker.join().expect("worker thread").expect("the worker");
+    println!(
+        "FIGURE freshness: {checks} answers checked, {vouched} windows vouched for by complete_up_to, every one final and equal to the reference; {held} Redis finals held until {} replayed; sources {sources:?}; newest complete_up_to {best}",
+        replayed.applied
+    );
+    assert!(vouched > 0, "complete_up_to vouched for windows");
+    let first_end = expected
+        .windows
+        .values()
+        .map(|r| r.window_end)
+        .min()
+        .expect("windows");
+    assert!(
+        best >= first_end,
+        "complete_up_to moved past the first window ({best} < {first_end})"
+    );
+    drop(serving);
+    s.clean();
+}
