@@ -68,6 +68,8 @@ struct State {
     progress_at: Instant,
     /// Messages in this process's partitions not read yet, as last measured.
     waiting: i64,
+    /// Whether `waiting` was measured.
+    measured: bool,
     /// What was last reported, and when the trouble it reports began (the
     /// last success, or the last progress; wall clock).
     reported: BrokerState,
@@ -96,6 +98,7 @@ impl Health {
                 read: 0,
                 progress_at: now,
                 waiting: 0,
+                measured: false,
                 reported: BrokerState::Ok,
                 since: None,
             }),
@@ -128,6 +131,7 @@ impl Health {
         s.last_error = None;
         if let Some(e) = end {
             s.waiting = e - s.start - i64::try_from(read).unwrap_or(i64::MAX);
+            s.measured = true;
         }
         if read > s.read || s.waiting <= 0 {
             // Progress, or nothing to read: not stalled.
@@ -136,6 +140,13 @@ impl Health {
         }
         drop(s);
         self.update(now);
+    }
+
+    /// Messages in this process's source partitions that its sources had
+    /// not read when last measured; `None` before the first measurement.
+    pub fn behind(&self) -> Option<i64> {
+        let s = self.lock();
+        (s.measured).then_some(s.waiting)
     }
 
     /// A request to the broker failed.

@@ -84,6 +84,13 @@ struct BenchArgs {
     /// Seconds the latency run produces.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
+    /// Seconds of each query-service loop (`--mode serve`).
+    #[arg(long, default_value_t = 10)]
+    serve_seconds: u64,
+    /// Only the query-service scenarios whose name contains this
+    /// (`Redis`, `MySQL`, `cache`, `series`, `top`).
+    #[arg(long)]
+    serve_only: Option<String>,
     /// Where the JSON report goes.
     #[arg(long, default_value = "footprint-bench.json")]
     json: PathBuf,
@@ -434,6 +441,8 @@ fn real_main(cli: Cli) -> Result<()> {
                 stores: b.stores.into_iter().filter(|s| s != "none").collect(),
                 rate: b.rate,
                 seconds: b.seconds,
+                serve_seconds: b.serve_seconds,
+                serve_only: b.serve_only,
                 json: b.json,
                 dir: b.dir,
             };

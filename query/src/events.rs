@@ -15,7 +15,7 @@ use footprint_telemetry::{InternalEvent, Latency, Registry, Throttle, log_repeat
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteStatus {
     /// `recent`, `recent_batch`, `windows`, `top`, …
-    pub route: String,
+    pub route: &'static str,
     /// The HTTP status.
     pub status: u16,
 }
@@ -24,23 +24,23 @@ pub struct RouteStatus {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteSource {
     /// The route.
-    pub route: String,
+    pub route: &'static str,
     /// `redis`, `mysql` or `cache`.
-    pub source: String,
+    pub source: &'static str,
 }
 
 /// One label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Store {
     /// `redis` or `mysql`.
-    pub store: String,
+    pub store: &'static str,
 }
 
 /// Why.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
     /// The reason.
-    pub reason: String,
+    pub reason: &'static str,
 }
 
 /// The query service's metrics in one process.
@@ -105,42 +105,35 @@ impl QueryMetrics {
     }
 
     /// Reads sent to `store` so far.
-    pub fn store_reads(&self, store: &str) -> u64 {
-        self.store_reads
-            .get_or_create(&Store {
-                store: store.to_owned(),
-            })
-            .get()
+    pub fn store_reads(&self, store: &'static str) -> u64 {
+        self.store_reads.get_or_create(&Store { store }).get()
     }
 
     /// The latency of `route` answered from `source`.
-    pub fn latency(&self, route: &str, source: &str) -> Latency {
+    pub fn latency(&self, route: &'static str, source: &'static str) -> Latency {
         self.latency
-            .get_or_create(&RouteSource {
-                route: route.to_owned(),
-                source: source.to_owned(),
-            })
+            .get_or_create(&RouteSource { route, source })
             .clone()
     }
 }
 
 /// A request was answered.
-pub struct RequestAnswered<'a> {
+pub struct RequestAnswered {
     /// Its route.
-    pub route: &'a str,
+    pub route: &'static str,
     /// The status.
     pub status: u16,
     /// Where the answer came from, for a 200.
-    pub source: Option<&'a str>,
+    pub source: Option<&'static str>,
     /// How long it took.
     pub took: Duration,
 }
 
-impl InternalEvent<QueryMetrics> for RequestAnswered<'_> {
+impl InternalEvent<QueryMetrics> for RequestAnswered {
     fn emit(self, m: &QueryMetrics) {
         m.requests
             .get_or_create(&RouteStatus {
-                route: self.route.to_owned(),
+                route: self.route,
                 status: self.status,
             })
             .inc();
@@ -151,32 +144,32 @@ impl InternalEvent<QueryMetrics> for RequestAnswered<'_> {
 }
 
 /// A read went to MySQL because Redis could not answer.
-pub struct FellBack<'a> {
+pub struct FellBack {
     /// `miss`, `timeout`, `breaker_open`, `degraded`, `busy` or `error`.
-    pub reason: &'a str,
+    pub reason: &'static str,
 }
 
-impl InternalEvent<QueryMetrics> for FellBack<'_> {
+impl InternalEvent<QueryMetrics> for FellBack {
     fn emit(self, m: &QueryMetrics) {
         m.fallbacks
             .get_or_create(&Reason {
-                reason: self.reason.to_owned(),
+                reason: self.reason,
             })
             .inc();
     }
 }
 
 /// A request was refused before any store was read.
-pub struct RequestRefused<'a> {
+pub struct RequestRefused {
     /// `rate_app`, `rate_ip`, `overload`, `token` or `forbidden`.
-    pub reason: &'a str,
+    pub reason: &'static str,
 }
 
-impl InternalEvent<QueryMetrics> for RequestRefused<'_> {
+impl InternalEvent<QueryMetrics> for RequestRefused {
     fn emit(self, m: &QueryMetrics) {
         m.refused
             .get_or_create(&Reason {
-                reason: self.reason.to_owned(),
+                reason: self.reason,
             })
             .inc();
         log_repeated! { info, m.throttle, format!("refused/{}", self.reason),
@@ -201,17 +194,15 @@ impl InternalEvent<QueryMetrics> for CacheLooked {
 }
 
 /// A read was sent to a store.
-pub struct StoreRead<'a> {
+pub struct StoreRead {
     /// The store.
-    pub store: &'a str,
+    pub store: &'static str,
 }
 
-impl InternalEvent<QueryMetrics> for StoreRead<'_> {
+impl InternalEvent<QueryMetrics> for StoreRead {
     fn emit(self, m: &QueryMetrics) {
         m.store_reads
-            .get_or_create(&Store {
-                store: self.store.to_owned(),
-            })
+            .get_or_create(&Store { store: self.store })
             .inc();
     }
 }
@@ -251,14 +242,14 @@ impl InternalEvent<QueryMetrics> for StoreReadSucceeded<'_> {
 }
 
 /// A store's breaker was looked at.
-pub struct BreakerSeen<'a> {
+pub struct BreakerSeen {
     /// The store.
-    pub store: &'a str,
+    pub store: &'static str,
     /// Its state.
     pub state: BreakerState,
 }
 
-impl InternalEvent<QueryMetrics> for BreakerSeen<'_> {
+impl InternalEvent<QueryMetrics> for BreakerSeen {
     fn emit(self, m: &QueryMetrics) {
         let v = match self.state {
             BreakerState::Closed => 0,
@@ -266,9 +257,7 @@ impl InternalEvent<QueryMetrics> for BreakerSeen<'_> {
             BreakerState::Open => 2,
         };
         m.breaker_state
-            .get_or_create(&Store {
-                store: self.store.to_owned(),
-            })
+            .get_or_create(&Store { store: self.store })
             .set(v);
     }
 }

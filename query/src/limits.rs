@@ -73,6 +73,8 @@ pub struct Limits {
     default_app: Option<DefaultKeyedRateLimiter<String>>,
     ips: Option<DefaultKeyedRateLimiter<IpAddr>>,
     in_flight: Arc<Semaphore>,
+    /// Made once: making one reads the CPU's features, which is slow.
+    clock: DefaultClock,
 }
 
 fn quota(rate: Rate) -> Quota {
@@ -99,6 +101,7 @@ impl Limits {
             default_app: settings.app_rate.map(|r| RateLimiter::keyed(quota(r))),
             ips: settings.ip_rate.map(|r| RateLimiter::keyed(quota(r))),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+            clock: DefaultClock::default(),
         }
     }
 
@@ -140,7 +143,7 @@ impl Limits {
     /// Takes a token from `app`'s bucket (if the request concerns one) and
     /// from `ip`'s.
     pub fn admit(&self, app: Option<&str>, ip: Option<IpAddr>) -> Result<(), Refusal> {
-        let clock = DefaultClock::default();
+        let clock = &self.clock;
         if let Some(app) = app {
             let checked = match self.apps.get(app) {
                 Some(limiter) => limiter.check(),

@@ -174,9 +174,14 @@ fn param_i64(params: &HashMap<String, String>, name: &str) -> Result<i64, ServeE
     let v = params.get(name).ok_or_else(|| {
         ServeError::BadRequest(format!("`{name}` is required (ms since the epoch)"))
     })?;
-    v.parse::<i64>().map_err(|_| {
-        ServeError::BadRequest(format!("`{name}` must be ms since the epoch, not `{v}`"))
-    })
+    // Far enough for any date, and far from overflowing window arithmetic.
+    const BOUND: i64 = 1 << 53;
+    v.parse::<i64>()
+        .ok()
+        .filter(|t| t.abs() <= BOUND)
+        .ok_or_else(|| {
+            ServeError::BadRequest(format!("`{name}` must be ms since the epoch, not `{v}`"))
+        })
 }
 
 fn entries(
@@ -220,7 +225,7 @@ async fn recent(
         };
         Ok((reply::json(&body).into_response(), source))
     };
-    Ok(guarded(&state, ask, Some(&app), answer).await)
+    Ok(guarded(&state, ask, Some(&app), Box::pin(answer)).await)
 }
 
 /// The body of a batch lookup.
@@ -285,7 +290,7 @@ async fn recent_batch(
         };
         Ok((reply::json(&body).into_response(), source))
     };
-    Ok(guarded(&state, ask, Some(&app), answer).await)
+    Ok(guarded(&state, ask, Some(&app), Box::pin(answer)).await)
 }
 
 /// The aggregate called `name`, by index.
@@ -384,7 +389,7 @@ async fn windows(
         };
         Ok((reply::json(&body).into_response(), source))
     };
-    Ok(guarded(&state, ask, app.as_deref(), answer).await)
+    Ok(guarded(&state, ask, app.as_deref(), Box::pin(answer)).await)
 }
 
 async fn top(
@@ -447,7 +452,7 @@ async fn top(
         };
         Ok((reply::json(&body).into_response(), source))
     };
-    Ok(guarded(&state, ask, app.as_deref(), answer).await)
+    Ok(guarded(&state, ask, app.as_deref(), Box::pin(answer)).await)
 }
 
 fn health(state: &ServeState) -> Response {
@@ -490,6 +495,8 @@ fn status(state: &ServeState) -> Response {
 }
 
 fn metrics(state: &ServeState) -> Response {
+    // Moves the breaker gauges to the states now.
+    state.service.stores();
     match footprint_telemetry::encode(&state.registry) {
         Ok(text) => reply::with_header(text, "content-type", footprint_telemetry::CONTENT_TYPE)
             .into_response(),

@@ -278,24 +278,24 @@ impl QueryService {
     /// Whether a switch is degraded or a breaker not closed now.
     pub fn degraded(&self) -> bool {
         let now = Instant::now();
-        let mut any = false;
-        for (name, breaker) in self.breakers() {
-            let state = breaker
+        self.breakers().any(|(name, breaker)| {
+            breaker
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .state(now);
-            BreakerSeen { store: name, state }.emit(&self.metrics);
-            any |= state != BreakerState::Closed || self.switches.get(name) == Some(Mode::Degraded);
-        }
-        any
+                .state(now)
+                != BreakerState::Closed
+                || self.switches.get(name) == Some(Mode::Degraded)
+        })
     }
 
-    /// Each store's breaker state and switch, for `/status` and `/health`.
+    /// Each store's breaker state and switch, for `/status`, `/health` and
+    /// the breaker gauge.
     pub fn stores(&self) -> Vec<(&'static str, BreakerState, Option<Mode>)> {
         let now = Instant::now();
         self.breakers()
             .map(|(name, b)| {
                 let state = b.lock().unwrap_or_else(PoisonError::into_inner).state(now);
+                BreakerSeen { store: name, state }.emit(&self.metrics);
                 (name, state, self.switches.get(name))
             })
             .collect()
@@ -323,9 +323,26 @@ impl QueryService {
         if self.switches.get(g.name) == Some(Mode::Degraded) {
             return Tried::Skipped("degraded");
         }
-        let Ok(_permit) = g.bulkhead.try_acquire() else {
-            return Tried::Skipped("busy");
+        // An open breaker is known at once: nobody waits for a store that
+        // is down. A healthy store's bulkhead is waited for, within the
+        // read's own timeout.
+        if g.breaker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .state(Instant::now())
+            == BreakerState::Open
+        {
+            return Tried::Skipped("breaker_open");
+        }
+        let started = Instant::now();
+        let _permit = match g.bulkhead.try_acquire() {
+            Ok(p) => p,
+            Err(_) => match tokio::time::timeout(g.timeout, g.bulkhead.acquire()).await {
+                Ok(Ok(p)) => p,
+                _ => return Tried::Skipped("busy"),
+            },
         };
+        let left = g.timeout.saturating_sub(started.elapsed());
         if !g
             .breaker
             .lock()
@@ -339,7 +356,7 @@ impl QueryService {
             recorded: false,
         };
         StoreRead { store: g.name }.emit(&self.metrics);
-        match tokio::time::timeout(g.timeout, read).await {
+        match tokio::time::timeout(left, read).await {
             Ok(Ok(v)) => {
                 outcome.record(true);
                 StoreReadSucceeded { store: g.name }.emit(&self.metrics);
@@ -378,6 +395,10 @@ impl QueryService {
         let Some(cache) = &self.cache else {
             return read.await.map(|(s, _)| s);
         };
+        if let Some(hit) = cache.get(&key).await {
+            CacheLooked { hit: true }.emit(&self.metrics);
+            return Ok(cache_answer(hit.value));
+        }
         let fresh_source = Arc::new(Mutex::new(None::<(Source, Vec<Source>)>));
         let slot = Arc::clone(&fresh_source);
         let entry = cache
@@ -406,17 +427,7 @@ impl QueryService {
                 source,
                 sources,
             },
-            _ => {
-                let n = match answer.as_ref() {
-                    Answer::Recent(users) => users.len(),
-                    _ => 0,
-                };
-                Sourced {
-                    answer,
-                    source: Source::Cache,
-                    sources: vec![Source::Cache; n],
-                }
-            }
+            _ => cache_answer(answer),
         })
     }
 
@@ -425,18 +436,21 @@ impl QueryService {
         let key = format!("r|{}", GroupKey::from_parts([app, user]).as_str());
         let ttl = self.settings.cache.open_ttl;
         let users = vec![user.to_owned()];
-        self.cached(key, async move {
-            let (lists, sources) = self.read_recent(app, &users).await?;
-            let source = sources.first().copied().unwrap_or(Source::Redis);
-            Ok((
-                Sourced {
-                    answer: Arc::new(Answer::Recent(lists)),
-                    source,
-                    sources,
-                },
-                ttl,
-            ))
-        })
+        self.cached(
+            key,
+            Box::pin(async move {
+                let (lists, sources) = self.read_recent(app, &users).await?;
+                let source = sources.first().copied().unwrap_or(Source::Redis);
+                Ok((
+                    Sourced {
+                        answer: Arc::new(Answer::Recent(lists)),
+                        source,
+                        sources,
+                    },
+                    ttl,
+                ))
+            }),
+        )
         .await
     }
 
@@ -564,16 +578,20 @@ impl QueryService {
                 q.to, q.from
             )));
         }
-        let first = q.from.div_euclid(every) * every;
-        let first = if first < q.from { first + every } else { first };
-        let n = (q.to - first + every - 1).div_euclid(every).max(0) as u64;
-        if n > self.settings.max_windows as u64 {
+        // In i128: any two i64 bounds, however far apart, fit.
+        let (from, to, every) = (i128::from(q.from), i128::from(q.to), i128::from(every));
+        let first = from.div_euclid(every) * every;
+        let first = if first < from { first + every } else { first };
+        let n = (to - first + every - 1).div_euclid(every).max(0);
+        if n > self.settings.max_windows as i128 {
             return Err(ServeError::BadRequest(format!(
                 "the range spans {n} windows; at most {} may be asked at once",
                 self.settings.max_windows
             )));
         }
-        Ok((0..n as i64).map(|k| first + k * every).collect())
+        Ok((0..n)
+            .filter_map(|k| i64::try_from(first + k * every).ok())
+            .collect())
     }
 
     /// A window series.
@@ -583,23 +601,26 @@ impl QueryService {
         let agg = self.aggregate(q.agg);
         let end = |s: i64| agg.window.end(s);
         let (open_ttl, final_ttl) = (self.settings.cache.open_ttl, self.settings.cache.final_ttl);
-        self.cached(key, async move {
-            let (rows, complete, source) = self.read_series(&q, &starts).await?;
-            let last_end = starts.last().map_or(i64::MIN, |s| end(*s));
-            let ttl = if complete.is_some_and(|c| c >= last_end) {
-                final_ttl
-            } else {
-                open_ttl
-            };
-            Ok((
-                Sourced {
-                    answer: Arc::new(Answer::Series(rows, complete)),
-                    source,
-                    sources: Vec::new(),
-                },
-                ttl,
-            ))
-        })
+        self.cached(
+            key,
+            Box::pin(async move {
+                let (rows, complete, source) = self.read_series(&q, &starts).await?;
+                let last_end = starts.last().map_or(i64::MIN, |s| end(*s));
+                let ttl = if complete.is_some_and(|c| c >= last_end) {
+                    final_ttl
+                } else {
+                    open_ttl
+                };
+                Ok((
+                    Sourced {
+                        answer: Arc::new(Answer::Series(rows, complete)),
+                        source,
+                        sources: Vec::new(),
+                    },
+                    ttl,
+                ))
+            }),
+        )
         .await
     }
 
@@ -701,55 +722,72 @@ impl QueryService {
             q.n
         );
         let (open_ttl, final_ttl) = (self.settings.cache.open_ttl, self.settings.cache.final_ttl);
-        self.cached(key, async move {
-            let Some(g) = &self.mysql else {
-                return Err(self
-                    .unavailable("the top N is read from MySQL, which is not configured".into()));
-            };
-            let agg = self.aggregate(q.agg);
-            let read = async {
-                let marks = g.store.marks(&agg.name).await?;
-                let complete = combine(&marks);
-                let start = match q.window_start {
-                    Some(s) => Some(s),
-                    None => complete.map(|c| newest_final_start(agg, c)),
+        self.cached(
+            key,
+            Box::pin(async move {
+                let Some(g) = &self.mysql else {
+                    return Err(self.unavailable(
+                        "the top N is read from MySQL, which is not configured".into(),
+                    ));
                 };
-                let rows = match start {
-                    Some(s) => g.store.top(q.agg, s, &q.prefix, q.by, q.n).await?,
-                    None => Vec::new(),
-                };
-                Ok::<_, SinkError>((rows, start, complete))
-            };
-            match self.attempt(g, read).await {
-                Tried::Answered((_, None, _)) => Err(ServeError::NotFound(format!(
-                    "{} has no final window yet",
-                    agg.name
-                ))),
-                Tried::Answered((rows, Some(start), complete)) => {
-                    let ttl = if complete.is_some_and(|c| c >= agg.window.end(start)) {
-                        final_ttl
-                    } else {
-                        open_ttl
+                let agg = self.aggregate(q.agg);
+                let read = async {
+                    let marks = g.store.marks(&agg.name).await?;
+                    let complete = combine(&marks);
+                    let start = match q.window_start {
+                        Some(s) => Some(s),
+                        None => complete.map(|c| newest_final_start(agg, c)),
                     };
-                    Ok((
-                        Sourced {
-                            answer: Arc::new(Answer::Top(rows, start, complete)),
-                            source: Source::Mysql,
-                            sources: Vec::new(),
-                        },
-                        ttl,
-                    ))
+                    let rows = match start {
+                        Some(s) => g.store.top(q.agg, s, &q.prefix, q.by, q.n).await?,
+                        None => Vec::new(),
+                    };
+                    Ok::<_, SinkError>((rows, start, complete))
+                };
+                match self.attempt(g, read).await {
+                    Tried::Answered((_, None, _)) => Err(ServeError::NotFound(format!(
+                        "{} has no final window yet",
+                        agg.name
+                    ))),
+                    Tried::Answered((rows, Some(start), complete)) => {
+                        let ttl = if complete.is_some_and(|c| c >= agg.window.end(start)) {
+                            final_ttl
+                        } else {
+                            open_ttl
+                        };
+                        Ok((
+                            Sourced {
+                                answer: Arc::new(Answer::Top(rows, start, complete)),
+                                source: Source::Mysql,
+                                sources: Vec::new(),
+                            },
+                            ttl,
+                        ))
+                    }
+                    Tried::Skipped(why) => Err(self.unavailable(format!("mysql: {why}"))),
+                    Tried::Failed(_, e) => Err(self.unavailable(format!("mysql: {e}"))),
                 }
-                Tried::Skipped(why) => Err(self.unavailable(format!("mysql: {why}"))),
-                Tried::Failed(_, e) => Err(self.unavailable(format!("mysql: {e}"))),
-            }
-        })
+            }),
+        )
         .await
     }
 
     /// Reads every cached answer's count, for `/status`.
     pub fn cache_entries(&self) -> u64 {
         self.cache.as_ref().map_or(0, Cache::entry_count)
+    }
+}
+
+/// An answer the cache gave.
+fn cache_answer(answer: Arc<Answer>) -> Sourced {
+    let n = match answer.as_ref() {
+        Answer::Recent(users) => users.len(),
+        _ => 0,
+    };
+    Sourced {
+        answer,
+        source: Source::Cache,
+        sources: vec![Source::Cache; n],
     }
 }
 

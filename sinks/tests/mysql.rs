@@ -195,7 +195,12 @@ fn creates_tables_on_start_up_and_writes_rows() {
         .expect("tables");
     assert_eq!(
         tables,
-        ["fp_country_1m", "fp_marks", "fp_recent_activity", "fp_value_10m"]
+        [
+            "fp_country_1m",
+            "fp_marks",
+            "fp_recent_activity",
+            "fp_value_10m"
+        ]
     );
 
     let mut sink = factory.build(0, 1).expect("sink");

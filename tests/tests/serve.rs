@@ -620,8 +620,15 @@ fn complete_up_to_never_passes_a_window_that_is_not_final_where_it_was_read() {
     // must not go idle meanwhile (an idle partition's next events could turn
     // late, which the reference, reading the whole stream, would not have).
     cfg.watermark.idle_timeout = footprint::config::Dur(Duration::from_secs(3_600));
+    // The new worker's lag is measured every second or so.
+    cfg.health.broker_timeout = footprint::config::Dur(Duration::from_secs(3));
+    // Only the 1-minute windows: checkpoints then trail the watermark by
+    // about a minute, so a restarted worker does not emit again the final
+    // rows diverted long before it started (a 10-minute window would hold
+    // the checkpoints back over all of them).
+    cfg.aggregate.retain(|a| a.name == "item_activity_1m");
     let spec = cfg.spec().expect("spec");
-    let expected = reference_of(&cfg, &stream_cfg, 3 * stage);
+    let expected = reference_of(&cfg, &stream_cfg, 5 * stage);
     let mut stream =
         footprint_tests::StagedStream::new(&cfg.kafka(), &s.topic, &stream_cfg).expect("the topic");
     stream.produce(stage).expect("stage 1");
@@ -664,7 +671,7 @@ fn complete_up_to_never_passes_a_window_that_is_not_final_where_it_was_read() {
                     .join("&")
             })
             .collect();
-        for k in keys.into_iter().take(6) {
+        for k in keys.into_iter().take(12) {
             asked.push(format!(
                 "/v1/aggregates/{}/windows?{k}&from={from}&to={to}",
                 agg.name
@@ -779,28 +786,84 @@ fn complete_up_to_never_passes_a_window_that_is_not_final_where_it_was_read() {
     // The checker reads Redis while its diverted finals still wait; then
     // replay applies them.
     std::thread::sleep(Duration::from_secs(2));
-    let replayed = run_replay(
-        &cfg,
-        &ReplayOptions {
-            once: true,
-            ..ReplayOptions::default()
-        },
-        Some(Arc::clone(&process.switches)),
-        &Arc::new(RunControl::default()),
-    )
-    .expect("replay");
+    let replay = || {
+        run_replay(
+            &cfg,
+            &ReplayOptions {
+                once: true,
+                ..ReplayOptions::default()
+            },
+            Some(Arc::new(Switches::new(["redis", "mysql"]))),
+            &Arc::new(RunControl::default()),
+        )
+        .expect("replay")
+    };
+    let replayed = replay();
     wait_until(Duration::from_secs(60), "the held rows read back", || {
         process.holds.len("redis") == 0
     })
     .expect("holds released after replay");
+
+    // Redis degraded again, and the worker stops with finals waiting in the
+    // retry topic: a new worker does not know them, and must not vouch for
+    // their windows in Redis until replay has applied them.
+    process.switches.set("redis", Mode::Degraded);
+    stream.produce(stage).expect("stage 4");
+    wait_until(Duration::from_secs(180), "stage 4 read", || {
+        settled(4 * stage)
+    })
+    .expect("stage 4");
+    let held_again = process.holds.len("redis");
+    assert!(held_again > 0, "final rows for Redis were diverted again");
+    control.request_stop();
+    worker
+        .join()
+        .expect("worker thread")
+        .expect("the first worker");
+    process.switches.set("redis", Mode::Auto);
+    let second = Process::new(&cfg).expect("process");
+    let control = Arc::new(RunControl::default());
+    let worker = {
+        let (cfg, second, control) = (cfg.clone(), Arc::clone(&second), Arc::clone(&control));
+        std::thread::spawn(move || {
+            let opts = RunOptions {
+                threads: Some(2),
+                progress: None,
+                control,
+                ..RunOptions::default()
+            };
+            run(&cfg, opts, &second)
+        })
+    };
+    stream.produce(stage).expect("stage 5");
+    wait_until(Duration::from_secs(180), "stage 5 read", || {
+        second.health.behind().is_some_and(|b| b <= 0) && second.flow.rows_waiting() == 0
+    })
+    .expect("stage 5");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        second.holds.starting(),
+        "the new worker waits for the retry topic to be drained"
+    );
+    let replayed_again = replay();
+    wait_until(
+        Duration::from_secs(60),
+        "the retry topic seen drained",
+        || !second.holds.starting(),
+    )
+    .expect("marks released once replay drained the retry topic");
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::SeqCst);
     let (checks, vouched, best, sources) = checker.join().expect("the checker");
     control.request_stop();
-    worker.join().expect("worker thread").expect("the worker");
+    worker
+        .join()
+        .expect("worker thread")
+        .expect("the second worker");
+    let held = format!("{held} then {held_again}");
+    let replayed = format!("{} then {}", replayed.applied, replayed_again.applied);
     println!(
-        "FIGURE freshness: {checks} answers checked, {vouched} windows vouched for by complete_up_to, every one final and equal to the reference; {held} Redis finals held until {} replayed; sources {sources:?}; newest complete_up_to {best}",
-        replayed.applied
+        "FIGURE freshness: {checks} answers checked, {vouched} windows vouched for by complete_up_to, every one final and equal to the reference; {held} Redis finals held until {replayed} records replayed; sources {sources:?}; newest complete_up_to {best}"
     );
     assert!(vouched > 0, "complete_up_to vouched for windows");
     let first_end = expected
@@ -813,6 +876,130 @@ fn complete_up_to_never_passes_a_window_that_is_not_final_where_it_was_read() {
         best >= first_end,
         "complete_up_to moved past the first window ({best} < {first_end})"
     );
+    drop(serving);
+    s.clean();
+}
+
+#[test]
+fn malformed_requests_get_a_4xx_and_never_a_500() {
+    let s = Scenario::new("serve-bad").expect("scenario");
+    let toml = s.toml("", "[serve]\nlisten = \"127.0.0.1:0\"\n");
+    let (_, cfg) = s.write_config("footprint.toml", &toml).expect("config");
+    let serving = footprint::serve::start(&cfg, Some(switches())).expect("serve");
+    let addr = serving.server.addr;
+    let w = "/v1/aggregates/item_activity_1m/windows";
+    let huge = "x".repeat(70_000);
+    let cases: Vec<(&str, String, &str, u16)> = vec![
+        ("GET", "/nowhere".into(), "", 404),
+        (
+            "GET",
+            "/v1/aggregates/nope/windows?from=0&to=1".into(),
+            "",
+            404,
+        ),
+        (
+            "GET",
+            format!("{w}?app_id=a&event=v&item_id=i&from=x&to=1"),
+            "",
+            400,
+        ),
+        (
+            "GET",
+            format!("{w}?app_id=a&event=v&item_id=i&from=0"),
+            "",
+            400,
+        ),
+        (
+            "GET",
+            format!("{w}?app_id=a&event=v&item_id=i&from=0&to=9223372036854775807"),
+            "",
+            400,
+        ),
+        (
+            "GET",
+            format!("{w}?app_id=a&event=v&item_id=i&from=10&to=5"),
+            "",
+            400,
+        ),
+        ("GET", format!("{w}?app_id=a&from=0&to=60000"), "", 400),
+        (
+            "GET",
+            format!("{w}?app_id=a&event=v&item_id=i&from=0&to=6000000000"),
+            "",
+            400,
+        ),
+        (
+            "GET",
+            format!("{w}?app_id=a&event=v&item_id=i&from=0&to=60000&color=red"),
+            "",
+            400,
+        ),
+        (
+            "GET",
+            "/v1/aggregates/item_activity_1m/top?event=v".into(),
+            "",
+            400,
+        ),
+        (
+            "GET",
+            "/v1/aggregates/item_activity_1m/top?by=median".into(),
+            "",
+            404,
+        ),
+        (
+            "GET",
+            "/v1/aggregates/item_activity_1m/top?n=0".into(),
+            "",
+            400,
+        ),
+        (
+            "GET",
+            "/v1/aggregates/item_activity_1m/top?n=-1".into(),
+            "",
+            400,
+        ),
+        (
+            "GET",
+            "/v1/aggregates/item_activity_1m/top?window_start=9223372036854775807".into(),
+            "",
+            400,
+        ),
+        (
+            "GET",
+            "/v1/apps/a/users/u/recent?limit=lots".into(),
+            "",
+            400,
+        ),
+        ("POST", "/v1/apps/a/users/recent".into(), "{not json", 400),
+        (
+            "POST",
+            "/v1/apps/a/users/recent".into(),
+            r#"{"users":[]}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/v1/apps/a/users/recent".into(),
+            r#"{"users":["u"],"extra":1}"#,
+            400,
+        ),
+        ("POST", "/v1/apps/a/users/recent".into(), huge.as_str(), 413),
+        ("DELETE", "/v1/apps/a/users/u/recent".into(), "", 405),
+        ("PUT", "/health".into(), "{}", 405),
+    ];
+    for (method, path, body, want) in &cases {
+        let (code, text) = http(addr, method, path, body).expect("an answer");
+        assert_eq!(code, *want, "{method} {path}: {text}");
+        let parsed: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        assert!(parsed["error"].is_string(), "{method} {path}: {text}");
+    }
+    let big = serde_json::json!({ "users": (0..101).map(|i| format!("u{i}")).collect::<Vec<_>>() });
+    let (code, _) =
+        http(addr, "POST", "/v1/apps/a/users/recent", &big.to_string()).expect("answer");
+    assert_eq!(code, 400, "101 users");
+    let (code, body) = get(addr, "/v1/apps/a/users/nobody/recent");
+    assert_eq!((code, &body["found"]), (200, &Value::Bool(false)), "{body}");
     drop(serving);
     s.clean();
 }

@@ -71,14 +71,14 @@ pub fn preloaded_topic(cfg: &Config, events: u64) -> Result<String> {
 }
 
 /// Names a run owns, and the stores' addresses.
-struct Owned {
+pub(super) struct Owned {
     id: String,
     redis: String,
     mysql: String,
 }
 
 impl Owned {
-    fn new(what: &str) -> Self {
+    pub(super) fn new(what: &str) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -95,7 +95,7 @@ impl Owned {
 
     /// `cfg` reading `topic` into this run's stores, with every aggregate and
     /// recent activity written to `stores` (`redis`, `mysql`).
-    fn config(&self, base: &Config, topic: &str, stores: &[String]) -> Config {
+    pub(super) fn config(&self, base: &Config, topic: &str, stores: &[String]) -> Config {
         let mut cfg = base.clone();
         cfg.source.topics = vec![topic.to_owned()];
         cfg.source.group_id = self.id.clone();
@@ -128,7 +128,7 @@ impl Owned {
     }
 
     /// Drops the database and the Redis keys (best effort).
-    fn drop_stores(&self) {
+    pub(super) fn drop_stores(&self) {
         use mysql::prelude::Queryable;
         if let Ok(opts) = mysql::Opts::from_url(&self.mysql)
             && let Ok(mut c) = mysql::Conn::new(opts)

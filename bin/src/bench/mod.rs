@@ -33,6 +33,7 @@ use footprint_dataflows::PipelineSpec;
 
 pub mod e2e;
 pub mod engine;
+pub mod serve;
 
 /// Which measurements to take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -45,6 +46,8 @@ pub enum Mode {
     E2e,
     /// End-to-end latency at a fixed rate.
     Latency,
+    /// The query service over stores a run loaded (not part of `all`).
+    Serve,
 }
 
 /// `footprint bench` settings.
@@ -69,6 +72,10 @@ pub struct BenchOptions {
     pub rate: Option<u64>,
     /// How long the latency run produces.
     pub seconds: u64,
+    /// How long each query-service loop runs.
+    pub serve_seconds: u64,
+    /// Only the query-service scenarios whose name contains this.
+    pub serve_only: Option<String>,
     /// Where the JSON report goes.
     pub json: PathBuf,
     /// Where the engine's clickstream files go.
@@ -332,6 +339,7 @@ struct Report {
     engine: Vec<EngineRow>,
     end_to_end: Option<EndToEndRow>,
     latency: Option<LatencyRow>,
+    serve: Vec<serve::ServeRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -534,7 +542,17 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
             runs,
         });
     }
-    print_table(&report);
+    if o.mode == Mode::Serve {
+        report.serve = serve::bench_serve(
+            cfg,
+            o.events,
+            o.runs,
+            o.serve_seconds,
+            o.serve_only.as_deref(),
+        )?;
+    } else {
+        print_table(&report);
+    }
     std::fs::write(&o.json, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", o.json.display()))?;
     println!("\nEvery run is in {}.", o.json.display());

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use footprint_connectors::admin::Admin;
+use footprint_connectors::admin::{Admin, Lag};
 use footprint_connectors::events::{ConsumerLagMeasured, RetryBacklogMeasured};
+use footprint_connectors::positions::true_end;
 use footprint_connectors::replay::REPLAY_GROUP;
 use footprint_connectors::retry::RetryTopic;
 use footprint_dataflows::events::DataflowMetrics;
@@ -167,7 +168,11 @@ pub(super) fn report_lag(w: &LagWatch, stop: &AtomicBool) {
                         Ok(lags) => {
                             let records: u64 = lags.iter().map(|l| l.behind).sum();
                             RetryBacklogMeasured { records }.emit(&retry_admin.settings().metrics);
-                            if records == 0 && journal.journal_len() == 0 {
+                            if records == 0
+                                && journal.journal_len() == 0
+                                && w.holds.starting()
+                                && drained(retry_admin, &pairs, &lags)
+                            {
                                 w.holds.retry_drained();
                             }
                         }
@@ -181,6 +186,28 @@ pub(super) fn report_lag(w: &LagWatch, stop: &AtomicBool) {
             return;
         }
     }
+}
+
+/// Whether the replay job's group has committed past the true end of
+/// every retry-topic partition: the end the broker reports may stop short
+/// of its last record batch (tansu 0.6), so a lag of 0 is checked against
+/// the log itself.
+fn drained(admin: &Admin, pairs: &[(String, i32)], lags: &[Lag]) -> bool {
+    let Ok(committed) = admin.committed(REPLAY_GROUP, pairs) else {
+        return false;
+    };
+    pairs
+        .iter()
+        .zip(lags)
+        .zip(committed)
+        .all(|(((topic, p), lag), c)| {
+            let at = c.map_or(0, |c| c.offset);
+            // An empty partition has nothing to wait for; any other is read
+            // to its true end.
+            lag.end <= 0
+                || (at >= lag.end
+                    && true_end(admin.settings(), topic, *p, lag.end).is_ok_and(|end| at >= end))
+        })
 }
 
 /// Asks the broker for `topic`'s partitions every few seconds, and tells

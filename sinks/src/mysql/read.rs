@@ -25,6 +25,8 @@ use crate::marks::Mark;
 
 /// MySQL's "table does not exist".
 const ER_NO_SUCH_TABLE: u16 = 1146;
+/// MySQL's "unknown database".
+const ER_BAD_DB_ERROR: u16 = 1049;
 
 /// Reads the sink's tables through a pool of its own.
 pub struct MySqlReader {
@@ -87,7 +89,9 @@ impl MySqlReader {
         &self.target
     }
 
-    fn conn(&self) -> Result<PooledConn, SinkError> {
+    /// A connection; `None` while the database does not exist (nothing was
+    /// written yet).
+    fn conn(&self) -> Result<Option<PooledConn>, SinkError> {
         let pool = {
             let mut guard = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
             match guard.as_ref() {
@@ -105,8 +109,11 @@ impl MySqlReader {
             .get_read_timeout()
             .copied()
             .unwrap_or(Duration::from_secs(1));
-        pool.try_get_conn(wait)
-            .map_err(|e| write_error(e, &self.target))
+        match pool.try_get_conn(wait) {
+            Ok(c) => Ok(Some(c)),
+            Err(mysql::Error::MySqlError(e)) if e.code == ER_BAD_DB_ERROR => Ok(None),
+            Err(e) => Err(write_error(e, &self.target)),
+        }
     }
 
     fn table(&self, agg: usize) -> Result<&AggregateTable, SinkError> {
@@ -127,7 +134,9 @@ impl MySqlReader {
     }
 
     fn rows(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, SinkError> {
-        let mut conn = self.conn()?;
+        let Some(mut conn) = self.conn()? else {
+            return Ok(Vec::new());
+        };
         match conn.exec::<Row, _, _>(sql, params) {
             Ok(rows) => Ok(rows),
             Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_TABLE => Ok(Vec::new()),

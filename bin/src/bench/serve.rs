@@ -1,0 +1,403 @@
+//! `footprint bench --mode serve`: the query service under load.
+//!
+//! The stores are loaded by a real run: the worker reads the bench topic
+//! (the default pipeline, recent activity included) to its end into Redis
+//! and MySQL. Then `footprint serve` runs in this process, and a load
+//! generator of its own (keep-alive HTTP/1.1 over `connections`
+//! connections, on one thread of its own) drives it on the same machine.
+//! Each scenario is measured twice per run:
+//! - **most**: closed loop, every connection sending its next request as
+//!   soon as the last is answered; the rate answered is the most the
+//!   service gives with the generator beside it;
+//! - **at half**: open loop at half that rate, each request sent at its
+//!   scheduled time; its latency counts from that time (so a stall delays
+//!   every request behind it instead of hiding them), and p50, p99, p999
+//!   are quoted.
+//!
+//! Scenarios: one user's recent activity from Redis (the cache off), the
+//! same from MySQL (Redis's switch degraded, the cache off), cache hits (a
+//! hundred users, the cache on), window series of 10 windows, and the top
+//! 10 of a window within an app (both from the stores, the cache off).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use footprint_dataflows::key::GroupKey;
+use footprint_sinks::util::switch::{Mode, Switches};
+use footprint_telemetry::Latency;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use super::e2e::Owned;
+use crate::config::Config;
+use crate::process::Process;
+use crate::run::{RunOptions, run};
+
+/// Keep-alive connections of the load generator.
+const CONNECTIONS: usize = 64;
+
+/// One scenario's figures in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServeRun {
+    /// Requests answered per second, closed loop.
+    pub most_per_sec: f64,
+    /// The rate of the open-loop run.
+    pub half_rate: f64,
+    /// Its latencies, ms.
+    pub p50_ms: f64,
+    /// See `p50_ms`.
+    pub p99_ms: f64,
+    /// See `p50_ms`.
+    pub p999_ms: f64,
+    /// Answers other than 200, over both loops.
+    pub errors: u64,
+}
+
+/// One scenario over every run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServeRow {
+    /// What was asked.
+    pub scenario: String,
+    /// Every run.
+    pub runs: Vec<ServeRun>,
+}
+
+/// The requests of each scenario, from what the stores hold.
+struct Targets {
+    users: Vec<(String, String)>,
+    series: Vec<String>,
+    tops: Vec<String>,
+}
+
+/// Loads the stores, then measures each scenario `runs` times for
+/// `seconds` each; prints the table and returns the rows.
+pub fn bench_serve(
+    cfg: &Config,
+    events: u64,
+    runs: usize,
+    seconds: u64,
+    only: Option<&str>,
+) -> Result<Vec<ServeRow>> {
+    let topic = super::e2e::preloaded_topic(cfg, events)?;
+    let owned = Owned::new("serve");
+    let mut cfg = owned.config(cfg, &topic, &["redis".into(), "mysql".into()]);
+    super::narrow(&mut cfg, "default")?;
+    cfg.serve.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.serve.max_in_flight = 100_000;
+    eprintln!("bench: serve: loading the stores from {events} events");
+    let process = Process::new(&cfg)?;
+    run(
+        &cfg,
+        RunOptions {
+            threads: Some(2),
+            until_end: true,
+            progress: None,
+            ..RunOptions::default()
+        },
+        &process,
+    )
+    .context("loading the stores")?;
+    let targets = targets(&cfg)?;
+    let result = measure(&cfg, &targets, runs, seconds, only);
+    owned.drop_stores();
+    let rows = result?;
+    print_table(&rows, seconds);
+    Ok(rows)
+}
+
+fn targets(cfg: &Config) -> Result<Targets> {
+    let redis = cfg.sinks.redis.as_ref().context("no redis")?;
+    let mut conn = redis::Client::open(redis.url.as_str())?.get_connection()?;
+    let mut users = Vec::new();
+    let mut windows = Vec::new();
+    footprint_sinks::redis::scan_pages(&mut conn, &format!("{}:r:*", redis.prefix), |_, keys| {
+        for k in keys {
+            let tag = k.rsplit(":r:").next().unwrap_or_default();
+            let parts =
+                GroupKey::from_encoded(tag.trim_start_matches('{').trim_end_matches('}')).parts();
+            if let [app, user] = parts.as_slice()
+                && users.len() < 5_000
+            {
+                users.push((app.clone(), user.clone()));
+            }
+        }
+        Ok(())
+    })?;
+    let prefix = format!("{}:w:item_activity_1m:", redis.prefix);
+    footprint_sinks::redis::scan_pages(&mut conn, &format!("{prefix}*"), |_, keys| {
+        for k in keys {
+            let rest = k.strip_prefix(&prefix).unwrap_or_default();
+            if let Some((start, key)) = rest.split_once(':')
+                && let Ok(start) = start.parse::<i64>()
+                && windows.len() < 5_000
+            {
+                windows.push((start, GroupKey::from_encoded(key).parts()));
+            }
+        }
+        Ok(())
+    })?;
+    if users.is_empty() || windows.is_empty() {
+        bail!("the stores hold nothing to ask for");
+    }
+    let series = windows
+        .iter()
+        .filter_map(|(start, parts)| match parts.as_slice() {
+            [app, event, item] => Some(format!(
+                "/v1/aggregates/item_activity_1m/windows?app_id={app}&event={event}&item_id={item}&from={}&to={}",
+                start - 5 * 60_000,
+                start + 5 * 60_000
+            )),
+            _ => None,
+        })
+        .collect();
+    let tops = windows
+        .iter()
+        .filter_map(|(start, parts)| {
+            parts.first().map(|app| {
+                format!(
+                    "/v1/aggregates/item_activity_1m/top?window_start={start}&app_id={app}&n=10"
+                )
+            })
+        })
+        .collect();
+    Ok(Targets {
+        users,
+        series,
+        tops,
+    })
+}
+
+fn measure(
+    cfg: &Config,
+    t: &Targets,
+    runs: usize,
+    seconds: u64,
+    only: Option<&str>,
+) -> Result<Vec<ServeRow>> {
+    let recent: Vec<String> = t
+        .users
+        .iter()
+        .map(|(a, u)| format!("/v1/apps/{a}/users/{u}/recent"))
+        .collect();
+    let hot: Vec<String> = recent.iter().take(100).cloned().collect();
+    let scenarios: [(&str, &[String], bool, bool); 5] = [
+        ("recent activity, Redis", &recent, false, false),
+        (
+            "recent activity, MySQL (Redis degraded)",
+            &recent,
+            false,
+            true,
+        ),
+        ("recent activity, cache hits", &hot, true, false),
+        ("window series (10 windows), Redis", &t.series, false, false),
+        ("top 10 of a window in an app, MySQL", &t.tops, false, false),
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    for (name, paths, cache, degrade_redis) in scenarios {
+        if only.is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        let mut cfg = cfg.clone();
+        cfg.serve.cache.enabled = cache;
+        let switches = Arc::new(Switches::new(["redis", "mysql"]));
+        if degrade_redis {
+            switches.set("redis", Mode::Degraded);
+        }
+        let serving = crate::serve::start(&cfg, Some(switches))?;
+        let addr = serving.server.addr;
+        let mut row = ServeRow {
+            scenario: name.to_owned(),
+            runs: Vec::new(),
+        };
+        for i in 0..runs {
+            eprintln!("bench: serve: {name}, run {}/{runs}", i + 1);
+            // A second of warm-up (connections, caches, prepared statements).
+            runtime.block_on(closed_loop(addr, paths, Duration::from_secs(1)))?;
+            let (answered, errors, took) =
+                runtime.block_on(closed_loop(addr, paths, Duration::from_secs(seconds)))?;
+            let most = answered as f64 / took.as_secs_f64();
+            let half = (most / 2.0).max(1.0);
+            let (latency, open_errors) =
+                runtime.block_on(open_loop(addr, paths, half, Duration::from_secs(seconds)))?;
+            let q = latency.quantiles();
+            row.runs.push(ServeRun {
+                most_per_sec: most,
+                half_rate: half,
+                p50_ms: q.p50.as_secs_f64() * 1e3,
+                p99_ms: q.p99.as_secs_f64() * 1e3,
+                p999_ms: q.p999.as_secs_f64() * 1e3,
+                errors: errors + open_errors,
+            });
+        }
+        drop(serving);
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// One keep-alive connection: sends `GET path` and reads the answer.
+struct Conn {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    line: String,
+    body: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: std::net::SocketAddr) -> Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        Ok(Conn {
+            reader: BufReader::new(r),
+            writer: w,
+            line: String::new(),
+            body: Vec::new(),
+        })
+    }
+
+    /// The status of `GET path`.
+    async fn get(&mut self, path: &str) -> Result<u16> {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n");
+        self.writer.write_all(request.as_bytes()).await?;
+        self.line.clear();
+        self.reader.read_line(&mut self.line).await?;
+        let status: u16 = self
+            .line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("no status line")?;
+        let mut length = 0usize;
+        loop {
+            self.line.clear();
+            if self.reader.read_line(&mut self.line).await? == 0 {
+                bail!("the connection closed");
+            }
+            let header = self.line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        self.body.resize(length, 0);
+        self.reader.read_exact(&mut self.body).await?;
+        Ok(status)
+    }
+}
+
+/// Every connection asks its next path as soon as the last is answered,
+/// for `how_long`: the answers that were 200, the others, and the time
+/// taken.
+async fn closed_loop(
+    addr: std::net::SocketAddr,
+    paths: &[String],
+    how_long: Duration,
+) -> Result<(u64, u64, Duration)> {
+    let paths: Arc<[String]> = paths.into();
+    let started = Instant::now();
+    let end = started + how_long;
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let paths = Arc::clone(&paths);
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await?;
+            let (mut answered, mut errors, mut i) = (0u64, 0u64, c * 7919);
+            while Instant::now() < end {
+                let status = conn.get(&paths[i % paths.len()]).await?;
+                if status == 200 {
+                    answered += 1;
+                } else {
+                    errors += 1;
+                }
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>((answered, errors))
+        }));
+    }
+    let (mut answered, mut errors) = (0, 0);
+    for t in tasks {
+        let (a, e) = t.await??;
+        answered += a;
+        errors += e;
+    }
+    Ok((answered, errors, started.elapsed()))
+}
+
+/// Requests at `rate` a second for `how_long`, each sent at its scheduled
+/// time on the next free connection; latency counts from that time.
+async fn open_loop(
+    addr: std::net::SocketAddr,
+    paths: &[String],
+    rate: f64,
+    how_long: Duration,
+) -> Result<(Latency, u64)> {
+    let paths: Arc<[String]> = paths.into();
+    let latency = Latency::default();
+    let total = (rate * how_long.as_secs_f64()) as u64;
+    let started = tokio::time::Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (paths, latency, next) = (Arc::clone(&paths), latency.clone(), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await?;
+            let mut errors = 0u64;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(errors);
+                }
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due).await;
+                let status = conn.get(&paths[(i as usize * 7919) % paths.len()]).await?;
+                latency.record(due.elapsed());
+                errors += u64::from(status != 200);
+            }
+        }));
+    }
+    let mut errors = 0;
+    for t in tasks {
+        errors += t.await??;
+    }
+    Ok((latency, errors))
+}
+
+fn median(v: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = v.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn print_table(rows: &[ServeRow], seconds: u64) {
+    println!();
+    println!(
+        "query service: medians of {} runs, {seconds} s each, {CONNECTIONS} keep-alive connections, load generator on this machine",
+        rows.first().map_or(0, |r| r.runs.len())
+    );
+    println!("| scenario | most req/s | at half: p50 | p99 | p999 | errors |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {} |",
+            r.scenario,
+            median(r.runs.iter().map(|x| x.most_per_sec)),
+            median(r.runs.iter().map(|x| x.p50_ms)),
+            median(r.runs.iter().map(|x| x.p99_ms)),
+            median(r.runs.iter().map(|x| x.p999_ms)),
+            r.runs.iter().map(|x| x.errors).sum::<u64>()
+        );
+    }
+}
