@@ -17,6 +17,7 @@ use footprint_dataflows::events::DataflowMetrics;
 use footprint_telemetry::InternalEvent;
 
 use crate::health::Health;
+use footprint_sinks::marks::Holds;
 
 /// The helper threads of one run; dropping this stops and joins them.
 pub(super) struct Helpers {
@@ -161,30 +162,37 @@ pub(super) fn report_lag(w: &LagWatch, stop: &AtomicBool) {
         }
         match &w.retry {
             Some((retry_admin, topic, journal)) => {
-                if let Ok(Some(parts)) = retry_admin.partitions(topic) {
-                    let pairs: Vec<(String, i32)> =
-                        parts.iter().map(|p| (topic.clone(), *p)).collect();
-                    match retry_admin.lag(REPLAY_GROUP, &pairs) {
-                        Ok(lags) => {
-                            let records: u64 = lags.iter().map(|l| l.behind).sum();
-                            RetryBacklogMeasured { records }.emit(&retry_admin.settings().metrics);
-                            if records == 0
-                                && journal.journal_len() == 0
-                                && w.holds.starting()
-                                && drained(retry_admin, &pairs, &lags)
-                            {
-                                w.holds.retry_drained();
-                            }
-                        }
-                        Err(e) => tracing::debug!(error = %e, "retry backlog not measured"),
-                    }
-                }
+                measure_retry(retry_admin, topic, journal, &w.holds);
             }
             None => w.holds.retry_drained(),
         }
         if !wait(stop, w.health.check_every()) {
             return;
         }
+    }
+}
+
+/// Measures the retry backlog (records the replay job's group has not
+/// committed past) into the metrics, and releases `holds` once the retry
+/// topic is drained and `journal` empty.
+pub(super) fn measure_retry(admin: &Admin, topic: &str, journal: &RetryTopic, holds: &Holds) {
+    let Ok(Some(parts)) = admin.partitions(topic) else {
+        return;
+    };
+    let pairs: Vec<(String, i32)> = parts.iter().map(|p| (topic.to_owned(), *p)).collect();
+    match admin.lag(REPLAY_GROUP, &pairs) {
+        Ok(lags) => {
+            let records: u64 = lags.iter().map(|l| l.behind).sum();
+            RetryBacklogMeasured { records }.emit(&admin.settings().metrics);
+            if records == 0
+                && journal.journal_len() == 0
+                && holds.starting()
+                && drained(admin, &pairs, &lags)
+            {
+                holds.retry_drained();
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "retry backlog not measured"),
     }
 }
 

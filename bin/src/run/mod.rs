@@ -140,6 +140,9 @@ pub fn run(cfg: &Config, opts: RunOptions, process: &Arc<Process>) -> Result<Run
             Some(Arc::clone(&process.holds)),
         ));
         helpers.follow_switches(cfg, &admin, &process.switches)?;
+        // Before the first rows: a run whose retry topic is drained may
+        // publish completeness marks from its first round.
+        helpers::measure_retry(&retry_admin, &cfg.retry.topic, &retry, &process.holds);
         let resent = Arc::clone(&retry);
         helpers.spawn(move |stop| helpers::resend_journal(&resent, stop));
         Some((retry, retry_admin))
