@@ -9,6 +9,7 @@ use std::time::Duration;
 use footprint_connectors::client::KafkaSettings;
 use footprint_dataflows::spec::{AggregateSpec, Field, Measure, PipelineSpec, RecentSpec};
 use footprint_dataflows::window::WindowSpec;
+use footprint_sinks::redis::TopIndex;
 use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("default.toml");
@@ -312,6 +313,24 @@ pub struct RedisSinkConfig {
     /// How long a window row lives after its last write.
     #[serde(default = "default_redis_ttl")]
     pub ttl: Dur,
+    /// Top-N indexes kept in sorted sets, for the query service.
+    #[serde(default)]
+    pub top: Vec<TopIndexConfig>,
+}
+
+/// One `[[sinks.redis.top]]`: keep the groups of each window of
+/// `aggregate`, within a prefix of its key, ordered by `by`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopIndexConfig {
+    /// The aggregate's name.
+    pub aggregate: String,
+    /// The leading group-by fields that make the prefix (default: none,
+    /// the whole window).
+    #[serde(default)]
+    pub within: Vec<String>,
+    /// The measure, as written in the aggregate's `measures`.
+    pub by: String,
 }
 
 fn enabled() -> bool {
@@ -726,11 +745,69 @@ impl Config {
             }
             Some(_) | None => None,
         };
-        Ok(PipelineSpec {
+        let spec = PipelineSpec {
             aggregates,
             recent,
             max_out_of_order: self.watermark.max_out_of_order.ms(),
-        })
+        };
+        self.top_indexes(&spec)?;
+        Ok(spec)
+    }
+
+    /// The Redis sink's top-N indexes, checked against `spec`: each names
+    /// an aggregate that writes to Redis, a prefix of its group-by fields
+    /// and one of its measures.
+    pub fn top_indexes(&self, spec: &PipelineSpec) -> Result<Vec<TopIndex>, ConfigError> {
+        let Some(r) = &self.sinks.redis else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<TopIndex> = Vec::with_capacity(r.top.len());
+        for (i, t) in r.top.iter().enumerate() {
+            let at = |k: &str| format!("sinks.redis.top[{i}].{k}");
+            let Some(agg) = spec.aggregates.iter().find(|a| a.name == t.aggregate) else {
+                return Err(err(
+                    at("aggregate"),
+                    format!("no aggregate is named `{}`", t.aggregate),
+                ));
+            };
+            if !agg.sinks.iter().any(|s| s == "redis") {
+                return Err(err(
+                    at("aggregate"),
+                    format!("`{}` does not write to redis (its sinks)", agg.name),
+                ));
+            }
+            let fields: Vec<String> = agg.group_by.iter().map(ToString::to_string).collect();
+            if t.within.len() >= fields.len().max(1) || fields[..t.within.len()] != t.within[..] {
+                return Err(err(
+                    at("within"),
+                    format!(
+                        "must be a proper prefix of {}'s group_by {fields:?}",
+                        agg.name
+                    ),
+                ));
+            }
+            let Some(by) = agg
+                .measures
+                .iter()
+                .map(ToString::to_string)
+                .find(|m| *m == t.by)
+            else {
+                return Err(err(
+                    at("by"),
+                    format!("`{}` is not a measure of {}", t.by, agg.name),
+                ));
+            };
+            let index = TopIndex {
+                aggregate: agg.name.clone(),
+                within: t.within.len(),
+                by,
+            };
+            if out.contains(&index) {
+                return Err(err(at("within"), "the same index is listed twice"));
+            }
+            out.push(index);
+        }
+        Ok(out)
     }
 
     /// Names of the configured sinks.
@@ -843,6 +920,51 @@ mod tests {
             .replace("\"file\"", "\"redis\"")
             .replace("every = \"3m\"", "every = \"1m\"");
         assert_eq!(load(&s).expect_err("bad sink").key, "aggregate[0].sinks[0]");
+    }
+
+    #[test]
+    fn top_indexes_must_name_a_redis_aggregate_a_key_prefix_and_a_measure() {
+        let base = "[sinks.redis]\nurl = \"redis://127.0.0.1:6379\"\n[[aggregate]]\nname = \"a\"\ngroup_by = [\"app_id\", \"event\"]\nwindow = { tumbling = \"1m\" }\nmeasures = [\"count\", \"distinct(user_id)\"]\nsinks = [\"redis\"]\n";
+        let with = |top: &str| format!("{base}[[sinks.redis.top]]\n{top}\n");
+        let cfg = load(&with(
+            "aggregate = \"a\"\nwithin = [\"app_id\"]\nby = \"distinct(user_id)\"",
+        ))
+        .expect("valid");
+        let spec = cfg.spec().expect("spec");
+        assert_eq!(
+            cfg.top_indexes(&spec).expect("indexes"),
+            vec![TopIndex {
+                aggregate: "a".into(),
+                within: 1,
+                by: "distinct(user_id)".into()
+            }]
+        );
+        for (top, key) in [
+            (
+                "aggregate = \"b\"\nby = \"count\"",
+                "sinks.redis.top[0].aggregate",
+            ),
+            (
+                "aggregate = \"a\"\nwithin = [\"event\"]\nby = \"count\"",
+                "sinks.redis.top[0].within",
+            ),
+            (
+                "aggregate = \"a\"\nwithin = [\"app_id\", \"event\"]\nby = \"count\"",
+                "sinks.redis.top[0].within",
+            ),
+            (
+                "aggregate = \"a\"\nby = \"sum(value)\"",
+                "sinks.redis.top[0].by",
+            ),
+        ] {
+            assert_eq!(load(&with(top)).expect_err(top).key, key, "{top}");
+        }
+        let file_only = with("aggregate = \"a\"\nby = \"count\"")
+            .replace("sinks = [\"redis\"]", "sinks = [\"file\"]");
+        assert_eq!(
+            load(&file_only).expect_err("not redis").key,
+            "sinks.redis.top[0].aggregate"
+        );
     }
 
     #[test]

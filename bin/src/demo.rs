@@ -46,6 +46,7 @@ fn with_stores(cfg: &mut Config) {
             url,
             prefix: "fp".into(),
             ttl: Dur(Duration::from_secs(7 * 86_400)),
+            top: Vec::new(),
         });
     }
     if cfg.sinks.mysql.is_none() {

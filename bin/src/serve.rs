@@ -46,6 +46,7 @@ impl Drop for Serving {
 pub fn start(cfg: &Config, switches: Option<Arc<Switches>>) -> Result<Serving> {
     let settings = cfg.serve_settings()?;
     let spec = Arc::new(cfg.spec()?);
+    let top = cfg.top_indexes(&spec)?;
     let mut registry = footprint_telemetry::registry();
     let metrics = QueryMetrics::register(&mut registry);
     let connectors = ConnectorMetrics::register(&mut registry);
@@ -53,7 +54,10 @@ pub fn start(cfg: &Config, switches: Option<Arc<Switches>>) -> Result<Serving> {
         .sinks
         .redis
         .as_ref()
-        .map(|r| RedisStore::new(&r.url, &r.prefix, Arc::clone(&spec), settings.redis_timeout))
+        .map(|r| {
+            RedisStore::new(&r.url, &r.prefix, Arc::clone(&spec), settings.redis_timeout)
+                .map(|s| s.with_top(top.clone()))
+        })
         .transpose()
         .context("sinks.redis")?;
     let mysql = cfg

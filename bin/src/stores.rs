@@ -52,7 +52,8 @@ pub fn sink_factories(cfg: &Config, spec: &Arc<PipelineSpec>) -> Result<Configur
             .map_or(Duration::ZERO, |r| Duration::from_millis(r.ttl));
         let keep = spec.recent.as_ref().map_or(0, |r| r.keep);
         let f = RedisSinkFactory::new(&r.url, &r.prefix, r.ttl.0, recent_ttl, keep)
-            .context("sinks.redis")?;
+            .context("sinks.redis")?
+            .with_top(cfg.top_indexes(spec)?);
         marks.push(Box::new(f.marks()));
         out.push(("redis".into(), Arc::new(f)));
     }

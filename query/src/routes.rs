@@ -431,6 +431,7 @@ async fn top(
                 agg,
                 window_start,
                 prefix,
+                within: shown.len(),
                 by,
                 n,
             })

@@ -18,8 +18,11 @@
 //! `"cache"`, and one given while a switch is degraded or a breaker open
 //! says `"degraded":true`. When neither store can answer, the request fails
 //! with [`ServeError::Unavailable`] (a 503 with `Retry-After`) within the
-//! two timeouts. The top N of a window are read from MySQL, whose primary
-//! key orders one window's groups by key (Redis keeps no such index).
+//! two timeouts. The top N of a window are read from Redis when its sink
+//! keeps a top-N index for that prefix and measure (`[[sinks.redis.top]]`,
+//! sorted sets kept under the version rule) and the window is final in
+//! Redis; otherwise from MySQL, whose primary key orders one window's
+//! groups by key.
 //!
 //! # Breakers and bulkheads
 //! Each store has a breaker (the sinks' [`Breaker`]: it opens after
@@ -186,6 +189,8 @@ pub struct TopQuery {
     pub window_start: Option<i64>,
     /// The key prefix (encoded).
     pub prefix: GroupKey,
+    /// How many leading group-by fields the prefix holds.
+    pub within: usize,
     /// The measure's index.
     pub by: usize,
     /// How many groups.
@@ -711,7 +716,8 @@ impl QueryService {
         }
     }
 
-    /// The top N groups of a window.
+    /// The top N groups of a window: from Redis when it keeps an index
+    /// for it and vouches for the window (final there), else from MySQL.
     pub async fn top(&self, q: TopQuery) -> Result<Sourced, ServeError> {
         let key = format!(
             "t|{}|{:?}|{}|{}|{}",
@@ -725,19 +731,67 @@ impl QueryService {
         self.cached(
             key,
             Box::pin(async move {
-                let Some(g) = &self.mysql else {
-                    return Err(self.unavailable(
-                        "the top N is read from MySQL, which is not configured".into(),
-                    ));
-                };
                 let agg = self.aggregate(q.agg);
-                let read = async {
-                    let marks = g.store.marks(&agg.name).await?;
-                    let complete = combine(&marks);
-                    let start = match q.window_start {
-                        Some(s) => Some(s),
-                        None => complete.map(|c| newest_final_start(agg, c)),
+                let ttl = |start: i64, complete: Option<i64>| {
+                    if complete.is_some_and(|c| c >= agg.window.end(start)) {
+                        final_ttl
+                    } else {
+                        open_ttl
+                    }
+                };
+                let answer = |rows, start, complete, source| Sourced {
+                    answer: Arc::new(Answer::Top(rows, start, complete)),
+                    source,
+                    sources: Vec::new(),
+                };
+                let mut redis_failed = None;
+                if let Some(g) = &self.redis
+                    && g.store.has_top(q.agg, q.within, q.by)
+                {
+                    let read = async {
+                        let complete = combine(&g.store.marks(q.agg).await?);
+                        let start = q
+                            .window_start
+                            .or_else(|| complete.map(|c| newest_final_start(agg, c)));
+                        // Redis vouches only for windows final in it.
+                        match start {
+                            Some(s) if complete.is_some_and(|c| agg.window.end(s) <= c) => Ok(g
+                                .store
+                                .top(q.agg, s, &q.prefix, q.by, q.n)
+                                .await?
+                                .map(|rows| (rows, s, complete))),
+                            _ => Ok::<_, SinkError>(None),
+                        }
                     };
+                    match self.attempt(g, read).await {
+                        Tried::Answered(Some((rows, start, complete))) => {
+                            return Ok((
+                                answer(rows, start, complete, Source::Redis),
+                                ttl(start, complete),
+                            ));
+                        }
+                        Tried::Answered(None) => FellBack { reason: "miss" }.emit(&self.metrics),
+                        Tried::Skipped(why) => {
+                            FellBack { reason: why }.emit(&self.metrics);
+                            redis_failed = Some(why.to_owned());
+                        }
+                        Tried::Failed(why, e) => {
+                            FellBack { reason: why }.emit(&self.metrics);
+                            redis_failed = Some(e);
+                        }
+                    }
+                }
+                let redis_said = redis_failed.as_deref().unwrap_or("no index for it");
+                let Some(g) = &self.mysql else {
+                    return Err(
+                        self.unavailable(format!("redis: {redis_said}; mysql: not configured"))
+                    );
+                };
+                let read = async {
+                    let complete = combine(&g.store.marks(&agg.name).await?);
+                    let start = q
+                        .window_start
+                        .or_else(|| complete.map(|c| newest_final_start(agg, c)));
                     let rows = match start {
                         Some(s) => g.store.top(q.agg, s, &q.prefix, q.by, q.n).await?,
                         None => Vec::new(),
@@ -749,23 +803,16 @@ impl QueryService {
                         "{} has no final window yet",
                         agg.name
                     ))),
-                    Tried::Answered((rows, Some(start), complete)) => {
-                        let ttl = if complete.is_some_and(|c| c >= agg.window.end(start)) {
-                            final_ttl
-                        } else {
-                            open_ttl
-                        };
-                        Ok((
-                            Sourced {
-                                answer: Arc::new(Answer::Top(rows, start, complete)),
-                                source: Source::Mysql,
-                                sources: Vec::new(),
-                            },
-                            ttl,
-                        ))
+                    Tried::Answered((rows, Some(start), complete)) => Ok((
+                        answer(rows, start, complete, Source::Mysql),
+                        ttl(start, complete),
+                    )),
+                    Tried::Skipped(why) => {
+                        Err(self.unavailable(format!("redis: {redis_said}; mysql: {why}")))
                     }
-                    Tried::Skipped(why) => Err(self.unavailable(format!("mysql: {why}"))),
-                    Tried::Failed(_, e) => Err(self.unavailable(format!("mysql: {e}"))),
+                    Tried::Failed(_, e) => {
+                        Err(self.unavailable(format!("redis: {redis_said}; mysql: {e}")))
+                    }
                 }
             }),
         )

@@ -16,7 +16,8 @@ use footprint_sinks::SinkError;
 use footprint_sinks::marks::{Mark, parse_redis_mark};
 use footprint_sinks::mysql::read::MySqlReader;
 use footprint_sinks::redis::{
-    decode_recent_entry, decode_window, marks_hash, recent_list, window_hash,
+    TopIndex, decode_recent_entry, decode_window, marks_hash, recent_list, score, top_key,
+    window_hash,
 };
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
@@ -31,9 +32,32 @@ pub struct RedisStore {
     prefix: String,
     spec: Arc<PipelineSpec>,
     timeout: Duration,
+    /// The top-N indexes the Redis sink keeps.
+    top: Vec<TopIndex>,
+    top_script: redis::Script,
     /// The shared connection, made at the first read and after a failure.
     conn: Mutex<Option<MultiplexedConnection>>,
 }
+
+/// Reads the top `ARGV[1]` members of the sorted set KEYS[1] and returns
+/// their rows' hashes (`ARGV[2]` + member): first those scored above the
+/// `n`th, then those tied with it, in key order, as many as fit in `n`.
+/// Returns false when the set does not exist, and an empty hash for a
+/// member whose row is gone.
+const TOP_READ: &str = r#"
+local n = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local top = redis.call('ZREVRANGE', KEYS[1], 0, n - 1, 'WITHSCORES')
+local out = {}
+if #top == 0 then return out end
+local last = tonumber(top[#top])
+for i = 1, #top, 2 do
+  if tonumber(top[i + 1]) > last then out[#out + 1] = redis.call('HGETALL', ARGV[2] .. top[i]) end
+end
+local ties = redis.call('ZRANGEBYSCORE', KEYS[1], top[#top], top[#top], 'LIMIT', 0, n - #out)
+for _, m in ipairs(ties) do out[#out + 1] = redis.call('HGETALL', ARGV[2] .. m) end
+return out
+"#;
 
 impl RedisStore {
     /// A reader of `url` under `prefix`; connects at the first read.
@@ -53,8 +77,94 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             spec,
             timeout,
+            top: Vec::new(),
+            top_script: redis::Script::new(TOP_READ),
             conn: Mutex::new(None),
         })
+    }
+
+    /// The same reader, knowing the top-N indexes the sink keeps.
+    #[must_use]
+    pub fn with_top(mut self, top: Vec<TopIndex>) -> Self {
+        self.top = top;
+        self
+    }
+
+    /// Whether the sink keeps the top-N index of aggregate `agg` within
+    /// `within` leading fields by measure `by`.
+    pub fn has_top(&self, agg: usize, within: usize, by: usize) -> bool {
+        let a = &self.spec.aggregates[agg];
+        let Some(by) = a.measures.get(by) else {
+            return false;
+        };
+        let by = by.to_string();
+        self.top
+            .iter()
+            .any(|t| t.aggregate == a.name && t.within == within && t.by == by)
+    }
+
+    /// The top `n` groups of the window of `agg` starting at `window_start`
+    /// within `prefix` (of `within` fields) by measure `by`, highest first
+    /// and ties in key order; `None` when Redis holds no index of that
+    /// window or a row it names is gone.
+    pub async fn top(
+        &self,
+        agg: usize,
+        window_start: i64,
+        prefix: &GroupKey,
+        by: usize,
+        n: usize,
+    ) -> Result<Option<Vec<WindowRow>>, SinkError> {
+        let a = &self.spec.aggregates[agg];
+        let by_name = a.measures[by].to_string();
+        if n == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let key = top_key(&self.prefix, &a.name, window_start, &by_name, prefix);
+        let rows_at = window_hash(
+            &self.prefix,
+            &a.name,
+            window_start,
+            &GroupKey::from_parts(std::iter::empty::<&str>()),
+        );
+        let mut conn = self.conn().await?;
+        let mut invocation = self.top_script.key(&key);
+        invocation.arg(n).arg(&rows_at);
+        let hashes: Option<Vec<Vec<(String, String)>>> =
+            match invocation.invoke_async(&mut conn).await {
+                Ok(v) => v,
+                Err(e) => {
+                    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                        *self.conn.lock().await = None;
+                    }
+                    return Err(self.error(&e));
+                }
+            };
+        let Some(hashes) = hashes else {
+            return Ok(None);
+        };
+        let mut rows = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            if h.is_empty() {
+                return Ok(None);
+            }
+            let row = decode_window(&self.spec, &h).ok_or_else(|| SinkError::Rejected {
+                sink: REDIS.into(),
+                detail: format!("an unreadable window hash of {}", a.name),
+            })?;
+            rows.push(row);
+        }
+        let order = |r: &WindowRow| {
+            (
+                r.measures.get(by).map_or(f64::MIN, |(_, v)| score(*v)),
+                GroupKey::from_parts(r.key.iter().map(|(_, v)| v.as_str())),
+            )
+        };
+        rows.sort_by(|x, y| {
+            let ((sx, kx), (sy, ky)) = (order(x), order(y));
+            sy.total_cmp(&sx).then_with(|| kx.as_str().cmp(ky.as_str()))
+        });
+        Ok(Some(rows))
     }
 
     async fn conn(&self) -> Result<MultiplexedConnection, SinkError> {

@@ -4,11 +4,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use footprint_dataflows::key::GroupKey;
 use footprint_dataflows::{
     AggregateSpec, Field, Measure, MeasureValue, Output, PipelineSpec, RecentEntry, RecentRow,
     WindowRow, WindowSpec,
 };
-use footprint_sinks::redis::RedisSinkFactory;
+use footprint_sinks::redis::{RedisSinkFactory, TopIndex, top_key};
 use footprint_sinks::{Sink, SinkFactory};
 
 fn url() -> String {
@@ -133,6 +134,93 @@ fn keeps_the_higher_version() {
         f.load_windows(&spec()).expect("load"),
         vec![row(5, true, 500)]
     );
+}
+
+#[test]
+fn keeps_top_indexes_under_the_version_rule() {
+    let p = Prefix::new();
+    let f = RedisSinkFactory::new(
+        &url(),
+        &p.0,
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+        3,
+    )
+    .expect("factory")
+    .with_top(vec![
+        TopIndex {
+            aggregate: "item_1m".into(),
+            within: 1,
+            by: "count".into(),
+        },
+        TopIndex {
+            aggregate: "item_1m".into(),
+            within: 0,
+            by: "sum(value)".into(),
+        },
+    ]);
+    let mut s = f.build(0, 1).expect("sink");
+    let mut other = row(4, true, 250_000);
+    other.key[1].1 = "de".into();
+    // A newer row, then an older one in a later write, then the other group.
+    s.write(&[Output::Window(row(6, false, 600_000))])
+        .expect("v6");
+    s.write(&[Output::Window(row(5, true, 500_000))])
+        .expect("v5");
+    s.write(&[Output::Window(other.clone())]).expect("de");
+    let mut c = redis::Client::open(url())
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let start = row(1, false, 0).window_start;
+    let member = |r: &WindowRow| GroupKey::from_parts(r.key.iter().map(|(_, v)| v.as_str()));
+    let by_count = top_key(
+        &p.0,
+        "item_1m",
+        start,
+        "count",
+        &GroupKey::from_parts(["shop:1"]),
+    );
+    let got: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
+        .arg(&by_count)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut c)
+        .expect("zrevrange");
+    assert_eq!(
+        got,
+        vec![
+            (member(&row(6, false, 0)).as_str().to_owned(), 6.0),
+            (member(&other).as_str().to_owned(), 4.0),
+        ]
+    );
+    let by_sum = top_key(
+        &p.0,
+        "item_1m",
+        start,
+        "sum(value)",
+        &GroupKey::from_parts(std::iter::empty::<&str>()),
+    );
+    let got: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(&by_sum)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut c)
+        .expect("zrange");
+    assert_eq!(
+        got,
+        vec![
+            (member(&other).as_str().to_owned(), 250_000.0),
+            (member(&row(6, false, 0)).as_str().to_owned(), 600_000.0),
+        ]
+    );
+    // Expires with the rows.
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&by_count)
+        .query(&mut c)
+        .expect("pttl");
+    assert!(ttl > 0 && ttl <= 3_600_000, "{ttl}");
 }
 
 #[test]

@@ -168,14 +168,47 @@ fn query(pairs: &[(String, String)]) -> String {
 
 #[test]
 fn every_route_answers_the_reference_from_redis_and_from_mysql() {
-    let l = loaded("serve-ref", 71, "");
+    // Redis keeps top-N indexes of both aggregates, whole and per app, by
+    // their first two measures; no cache, so each pass reads its store.
+    let mut indexes = String::from("[serve.cache]\nenabled = false\n");
+    for agg in ["item_activity_1m", "app_events_10m"] {
+        for within in ["[]", "[\"app_id\"]"] {
+            for by in ["count", "distinct(user_id)"] {
+                indexes.push_str(&format!(
+                    "[[sinks.redis.top]]\naggregate = \"{agg}\"\nwithin = {within}\nby = \"{by}\"\n"
+                ));
+            }
+        }
+    }
+    let l = loaded("serve-ref", 71, &indexes);
     let spec = l.cfg.spec().expect("spec");
+    // What Redis vouches for, per aggregate: its own marks (MySQL's may
+    // differ; each store has its own).
+    let mut conn = redis::Client::open(redis_url())
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let redis_complete: Vec<Option<i64>> = spec
+        .aggregates
+        .iter()
+        .map(|a| {
+            let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(footprint_sinks::redis::marks_hash(&l.s.prefix, &a.name))
+                .query(&mut conn)
+                .expect("marks");
+            let marks: Vec<_> = fields
+                .iter()
+                .filter_map(|(w, v)| footprint_sinks::marks::parse_redis_mark(w, v))
+                .collect();
+            footprint_sinks::marks::combine(&marks)
+        })
+        .collect();
     let sw = switches();
     let serving = footprint::serve::start(&l.cfg, Some(Arc::clone(&sw))).expect("serve");
     let addr = serving.server.addr;
 
     for (store, mode) in [("redis", Mode::Auto), ("mysql", Mode::Degraded)] {
         sw.set("redis", mode);
+        let mut tops_from_redis = 0;
         let want_source = store;
         let fresh = |v: &Value| v["source"] == want_source || v["source"] == "cache";
 
@@ -271,9 +304,10 @@ fn every_route_answers_the_reference_from_redis_and_from_mysql() {
                 );
             }
 
-            // The top 3 of every window, whole and per app.
+            // The top 3 of every window, whole and per app, by the first
+            // two measures (distinct users tie often).
             let starts: BTreeSet<i64> = all.iter().map(|r| r.window_start).collect();
-            for start in starts {
+            for (start, by) in starts.into_iter().flat_map(|s| [(s, 0), (s, 1)]) {
                 let in_window: Vec<&&WindowRow> =
                     all.iter().filter(|r| r.window_start == start).collect();
                 let apps: BTreeSet<String> =
@@ -289,7 +323,7 @@ fn every_route_answers_the_reference_from_redis_and_from_mysql() {
                     let key_of =
                         |r: &WindowRow| GroupKey::from_parts(r.key.iter().map(|(_, v)| v.as_str()));
                     want.sort_by(|a, b| {
-                        let (ca, cb) = (&a.measures[0].1, &b.measures[0].1);
+                        let (ca, cb) = (&a.measures[by].1, &b.measures[by].1);
                         let n = |m: &MeasureValue| match m {
                             MeasureValue::Count(n) | MeasureValue::Distinct(n) => *n as i128,
                             MeasureValue::Sum(s) => *s,
@@ -300,6 +334,7 @@ fn every_route_answers_the_reference_from_redis_and_from_mysql() {
                     let mut params = vec![
                         ("window_start".to_owned(), start.to_string()),
                         ("n".to_owned(), "3".to_owned()),
+                        ("by".to_owned(), agg.measures[by].to_string()),
                     ];
                     if let Some(p) = &prefix {
                         params.push(("app_id".into(), p.clone()));
@@ -313,12 +348,28 @@ fn every_route_answers_the_reference_from_redis_and_from_mysql() {
                     assert_eq!(
                         body["groups"],
                         Value::Array(expected),
-                        "{} {start} {prefix:?}",
+                        "{} {start} {prefix:?} by {by}",
                         agg.name
                     );
                     assert_fresh(&body, "groups");
+                    // Redis answers every window final in it; MySQL the
+                    // others, and all of them while Redis is degraded.
+                    let vouched =
+                        redis_complete[agg_index].is_some_and(|c| c >= agg.window.end(start));
+                    let want_source = if store == "redis" && vouched {
+                        "redis"
+                    } else {
+                        "mysql"
+                    };
+                    assert_eq!(body["source"], want_source, "{body}");
+                    tops_from_redis += usize::from(body["source"] == "redis");
                 }
             }
+        }
+        if store == "redis" {
+            assert!(tops_from_redis > 0, "no top N came from Redis");
+        } else {
+            assert_eq!(tops_from_redis, 0);
         }
     }
     drop(serving);

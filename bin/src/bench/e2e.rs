@@ -113,6 +113,7 @@ impl Owned {
             url: self.redis.clone(),
             prefix: self.id.clone(),
             ttl: Dur(Duration::from_secs(3_600)),
+            top: Vec::new(),
         });
         cfg.sinks.mysql = wants("mysql").then(|| MySqlSinkConfig {
             url: format!("{}/{}", self.mysql, self.id),

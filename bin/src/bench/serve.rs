@@ -17,7 +17,10 @@
 //! Scenarios: one user's recent activity from Redis (the cache off), the
 //! same from MySQL (Redis's switch degraded, the cache off), cache hits (a
 //! hundred users, the cache on), window series of 10 windows, and the top
-//! 10 of a window within an app (both from the stores, the cache off).
+//! 10 of a window within an app: from Redis's top-N index (windows final
+//! in Redis), and from MySQL (Redis degraded); all from the stores, the
+//! cache off. The load keeps one top-N index in Redis,
+//! `item_activity_1m` within `app_id` by `count`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,6 +71,8 @@ struct Targets {
     users: Vec<(String, String)>,
     series: Vec<String>,
     tops: Vec<String>,
+    /// The tops of windows final in Redis.
+    tops_redis: Vec<String>,
 }
 
 /// Loads the stores, then measures each scenario `runs` times for
@@ -85,6 +90,13 @@ pub fn bench_serve(
     super::narrow(&mut cfg, "default")?;
     cfg.serve.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.serve.max_in_flight = 100_000;
+    if let Some(r) = cfg.sinks.redis.as_mut() {
+        r.top = vec![crate::config::TopIndexConfig {
+            aggregate: "item_activity_1m".into(),
+            within: vec!["app_id".into()],
+            by: "count".into(),
+        }];
+    }
     eprintln!("bench: serve: loading the stores from {events} events");
     let process = Process::new(&cfg)?;
     run(
@@ -151,20 +163,42 @@ fn targets(cfg: &Config) -> Result<Targets> {
             _ => None,
         })
         .collect();
-    let tops = windows
-        .iter()
-        .filter_map(|(start, parts)| {
-            parts.first().map(|app| {
-                format!(
-                    "/v1/aggregates/item_activity_1m/top?window_start={start}&app_id={app}&n=10"
-                )
-            })
+    let top = |(start, parts): &(i64, Vec<String>)| {
+        parts.first().map(|app| {
+            format!("/v1/aggregates/item_activity_1m/top?window_start={start}&app_id={app}&n=10")
         })
+    };
+    let tops = windows.iter().filter_map(top).collect();
+    let marks: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(footprint_sinks::redis::marks_hash(
+            &redis.prefix,
+            "item_activity_1m",
+        ))
+        .query(&mut conn)?;
+    let marks: Vec<_> = marks
+        .iter()
+        .filter_map(|(w, v)| footprint_sinks::marks::parse_redis_mark(w, v))
         .collect();
+    let complete = footprint_sinks::marks::combine(&marks).unwrap_or(i64::MIN);
+    let spec = cfg.spec()?;
+    let agg = spec
+        .aggregates
+        .iter()
+        .find(|a| a.name == "item_activity_1m")
+        .context("no item_activity_1m")?;
+    let tops_redis: Vec<String> = windows
+        .iter()
+        .filter(|(start, _)| agg.window.end(*start) <= complete)
+        .filter_map(top)
+        .collect();
+    if tops_redis.is_empty() {
+        bail!("no window is final in Redis (its mark: {complete})");
+    }
     Ok(Targets {
         users,
         series,
         tops,
+        tops_redis,
     })
 }
 
@@ -181,7 +215,7 @@ fn measure(
         .map(|(a, u)| format!("/v1/apps/{a}/users/{u}/recent"))
         .collect();
     let hot: Vec<String> = recent.iter().take(100).cloned().collect();
-    let scenarios: [(&str, &[String], bool, bool); 5] = [
+    let scenarios: [(&str, &[String], bool, bool); 6] = [
         ("recent activity, Redis", &recent, false, false),
         (
             "recent activity, MySQL (Redis degraded)",
@@ -191,7 +225,18 @@ fn measure(
         ),
         ("recent activity, cache hits", &hot, true, false),
         ("window series (10 windows), Redis", &t.series, false, false),
-        ("top 10 of a window in an app, MySQL", &t.tops, false, false),
+        (
+            "top 10 of a window in an app, Redis",
+            &t.tops_redis,
+            false,
+            false,
+        ),
+        (
+            "top 10 of a window in an app, MySQL (Redis degraded)",
+            &t.tops,
+            false,
+            true,
+        ),
     ];
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

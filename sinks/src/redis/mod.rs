@@ -12,6 +12,12 @@
 //! - A user's recent activity is a list, `PREFIX:r:{APPUSER}`, of JSON
 //!   entries `{"event","item_id","offset","partition","ts"}`, newest first,
 //!   at most `keep` long. It expires after the recent-activity TTL.
+//! - A top-N index ([`TopIndex`], `[[sinks.redis.top]]`) is a sorted set per
+//!   window and key prefix, `PREFIX:t:AGGREGATE:WINDOW_START:MEASURE:PREFIXKEY`
+//!   (`PREFIXKEY` encoded like `GROUPKEY`, from the leading `within` fields),
+//!   whose members are the encoded group keys of the window's rows, scored
+//!   by the measure (a sum in micro-units, exact up to 2^53). It expires
+//!   with the rows, `ttl` after its last write.
 //!
 //! # Version rule
 //! Window rows are applied by a Lua script, up to [`WINDOWS_PER_CALL`] per
@@ -38,26 +44,39 @@ use crate::{Sink, SinkError, SinkFactory};
 const NAME: &str = "redis";
 
 /// Applies window rows, each only when its `(version, final)` is not lower
-/// than the stored pair. KEYS[1..n] the rows' hashes; ARGV[1] ttl ms, then
-/// per row, in KEYS order: version, final, the number of field/value
-/// arguments that follow, and those fields and values.
+/// than the stored pair, and keeps the top-N indexes of the rows applied.
+/// KEYS[1..n] the rows' hashes; ARGV[1] ttl ms, then per row, in KEYS
+/// order: version, final, the number of field/value arguments that follow,
+/// those fields and values, the number `m` of indexes the row is in, and,
+/// when `m > 0`, the row's member (its encoded group key) and `m` pairs of
+/// index key and score.
 ///
 /// One call carries up to [`WINDOWS_PER_CALL`] rows: each row is still its
 /// own compare-and-set, but the cost of invoking a script is paid once per
-/// call instead of once per row.
+/// call instead of once per row. An index entry is written only with its
+/// row, so it follows the same version rule. (The index keys travel in
+/// ARGV: like the rows of one call, they need not share a cluster slot, so
+/// the sink speaks to one Redis server, not to a Redis Cluster.)
 const WINDOW_CAS: &str = r#"
 local ttl = tonumber(ARGV[1])
 local i, applied = 2, 0
 for k = 1, #KEYS do
   local nv, nf, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local m = tonumber(ARGV[i + 3 + n])
   local cur = redis.call('HMGET', KEYS[k], 'version', 'final')
   local cv, cf = tonumber(cur[1]), tonumber(cur[2]) or 0
   if not (cv and (cv > nv or (cv == nv and cf > nf))) then
     redis.call('HSET', KEYS[k], 'version', ARGV[i], 'final', ARGV[i + 1], unpack(ARGV, i + 3, i + 2 + n))
     if ttl > 0 then redis.call('PEXPIRE', KEYS[k], ttl) end
+    for j = 1, m do
+      local at = i + 4 + n + 2 * j - 1
+      redis.call('ZADD', ARGV[at], ARGV[at + 1], ARGV[i + 4 + n])
+      if ttl > 0 then redis.call('PEXPIRE', ARGV[at], ttl) end
+    end
     applied = applied + 1
   end
-  i = i + 3 + n
+  i = i + 4 + n
+  if m > 0 then i = i + 1 + 2 * m end
 end
 return applied
 "#;
@@ -126,6 +145,19 @@ pub struct RedisSinkFactory {
     ttl: Duration,
     recent_ttl: Duration,
     recent_keep: usize,
+    top: Arc<Vec<TopIndex>>,
+}
+
+/// A top-N index the sink keeps: the groups of each window of `aggregate`
+/// within a prefix of its `within` leading group-by fields, by measure `by`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopIndex {
+    /// The aggregate's name.
+    pub aggregate: String,
+    /// How many leading group-by fields make the prefix (0: the whole window).
+    pub within: usize,
+    /// The measure, named as in the config (`count`, `distinct(user_id)`, …).
+    pub by: String,
 }
 
 impl RedisSinkFactory {
@@ -152,7 +184,20 @@ impl RedisSinkFactory {
             ttl,
             recent_ttl,
             recent_keep,
+            top: Arc::new(Vec::new()),
         })
+    }
+
+    /// The same factory, keeping the top-N indexes `top` too.
+    #[must_use]
+    pub fn with_top(mut self, top: Vec<TopIndex>) -> Self {
+        self.top = Arc::new(top);
+        self
+    }
+
+    /// The top-N indexes it keeps.
+    pub fn top(&self) -> &[TopIndex] {
+        &self.top
     }
 
     fn connect(&self) -> Result<Connection, SinkError> {
@@ -300,6 +345,27 @@ impl RedisSink {
                 for (name, v) in &w.measures {
                     c.arg(&**name).arg(measure_text(*v));
                 }
+                let indexes: Vec<(String, f64)> = f
+                    .top
+                    .iter()
+                    .filter(|t| *t.aggregate == *w.aggregate && t.within <= w.key.len())
+                    .filter_map(|t| {
+                        let (_, v) = w.measures.iter().find(|(name, _)| **name == *t.by)?;
+                        let within =
+                            GroupKey::from_parts(w.key[..t.within].iter().map(|(_, v)| v.as_str()));
+                        Some((
+                            top_key(&f.prefix, &w.aggregate, w.window_start, &t.by, &within),
+                            score(*v),
+                        ))
+                    })
+                    .collect();
+                c.arg(indexes.len());
+                if !indexes.is_empty() {
+                    c.arg(GroupKey::from_parts(w.key.iter().map(|(_, v)| v.as_str())).as_str());
+                    for (key, score) in indexes {
+                        c.arg(key).arg(score);
+                    }
+                }
             }
             pipe.add_command(c).ignore();
         }
@@ -389,6 +455,30 @@ pub fn window_key(prefix: &str, w: &WindowRow) -> String {
 /// for the group `key`.
 pub fn window_hash(prefix: &str, aggregate: &str, window_start: i64, key: &GroupKey) -> String {
     format!("{prefix}:w:{aggregate}:{window_start}:{}", key.as_str())
+}
+
+/// The sorted set of the top-N index of the windows of `aggregate` starting
+/// at `window_start`, by measure `by`, within the key prefix `within`.
+pub fn top_key(
+    prefix: &str,
+    aggregate: &str,
+    window_start: i64,
+    by: &str,
+    within: &GroupKey,
+) -> String {
+    format!(
+        "{prefix}:t:{aggregate}:{window_start}:{by}:{}",
+        within.as_str()
+    )
+}
+
+/// A measure as a sorted-set score: exact for counts up to 2^53, and for
+/// sums up to 2^53 micro-units.
+pub fn score(v: MeasureValue) -> f64 {
+    match v {
+        MeasureValue::Count(n) | MeasureValue::Distinct(n) => n as f64,
+        MeasureValue::Sum(micros) => micros as f64,
+    }
 }
 
 /// The list key of a user's recent activity.
