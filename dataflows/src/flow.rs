@@ -32,6 +32,7 @@ pub struct Flow {
     rows_waiting: AtomicU64,
     held: HeldClock,
     rows_lost: AtomicBool,
+    input_end: AtomicU64,
 }
 
 impl Default for Flow {
@@ -49,6 +50,7 @@ impl Flow {
             rows_waiting: AtomicU64::new(0),
             held: HeldClock::default(),
             rows_lost: AtomicBool::new(false),
+            input_end: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -95,6 +97,21 @@ impl Flow {
     /// Whether rows were lost in this process.
     pub fn rows_lost(&self) -> bool {
         self.rows_lost.load(Ordering::SeqCst)
+    }
+
+    /// A source reached the end of its input (a bounded run) with its
+    /// watermark at `watermark`: the windows that closed by then were
+    /// emitted as truly final; those emitted at the end of the input were
+    /// not (more events may still come for them).
+    pub fn input_ended(&self, watermark: u64) {
+        self.input_end.fetch_min(watermark, Ordering::SeqCst);
+    }
+
+    /// The least watermark at which this process's sources reached the end
+    /// of their input, once one has.
+    pub fn input_end(&self) -> Option<u64> {
+        let w = self.input_end.load(Ordering::SeqCst);
+        (w != u64::MAX).then_some(w)
     }
 }
 

@@ -461,6 +461,13 @@ pub fn partition_source<'s, R: PartitionReader>(
                 }
             }
             let Some(mut w) = tracker.advance(now) else {
+                // What this worker's partitions closed by the end of its
+                // input, at least the watermark it had reached.
+                // A worker without partitions constrains nothing.
+                let reached = *c[0].time();
+                if n > 0 {
+                    flow.input_ended(tracker.closed_by_all().map_or(reached, |w| w.max(reached)));
+                }
                 reader.close();
                 cap = None;
                 board.publish(None, 0, true, tracker.floor(now), None);

@@ -182,6 +182,17 @@ impl WatermarkTracker {
             .min()
     }
 
+    /// The watermark every partition's own events have closed, once each
+    /// partition has had one: at the end of a bounded input, the windows
+    /// that close by then are final for good (a later event for them is
+    /// late in every partition). `None` while a partition has had none.
+    pub fn closed_by_all(&self) -> Option<Time> {
+        if self.partitions.iter().any(|p| p.max_ts.is_none()) {
+            return None;
+        }
+        (0..self.partitions.len()).map(|i| self.partition(i)).min()
+    }
+
     /// Raises the worker's watermark to at least `floor` (never lowers it).
     pub fn raise(&mut self, floor: Time) -> Time {
         self.last = self.last.max(floor);
@@ -206,6 +217,19 @@ mod tests {
         assert_eq!(t.advance(now), Some(0));
         t.observe(1, 50_000, now);
         assert_eq!(t.advance(now), Some(49_000));
+    }
+
+    #[test]
+    fn what_every_partition_closed_needs_an_event_in_each() {
+        let now = Instant::now();
+        let mut t = WatermarkTracker::new(2, 1_000, Duration::from_secs(10), now);
+        t.observe(0, 100_000, now);
+        assert_eq!(t.closed_by_all(), None, "partition 1 has had no event");
+        t.observe(1, 60_000, now);
+        t.finish(0);
+        t.finish(1);
+        assert_eq!(t.advance(now), None);
+        assert_eq!(t.closed_by_all(), Some(59_000));
     }
 
     #[test]

@@ -1054,3 +1054,140 @@ fn malformed_requests_get_a_4xx_and_never_a_500() {
     drop(serving);
     s.clean();
 }
+
+/// Each store's completeness per aggregate: (Redis, MySQL).
+fn store_marks(s: &Scenario, cfg: &Config) -> Vec<(Option<i64>, Option<i64>)> {
+    let spec = Arc::new(cfg.spec().expect("spec"));
+    let mut conn = redis::Client::open(redis_url())
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let mysql = footprint_sinks::mysql::read::MySqlReader::new(
+        &format!("{}/{}", mysql_url(), s.database),
+        &spec,
+        "fp_",
+        1,
+        Duration::from_secs(5),
+    )
+    .expect("mysql");
+    spec.aggregates
+        .iter()
+        .map(|a| {
+            let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(footprint_sinks::redis::marks_hash(&s.prefix, &a.name))
+                .query(&mut conn)
+                .expect("redis marks");
+            let redis: Vec<_> = fields
+                .iter()
+                .filter_map(|(w, v)| footprint_sinks::marks::parse_redis_mark(w, v))
+                .collect();
+            let mysql = mysql.marks(&a.name).expect("mysql marks");
+            (
+                footprint_sinks::marks::combine(&redis),
+                footprint_sinks::marks::combine(&mysql),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_bounded_run_vouches_only_for_windows_that_later_input_cannot_change() {
+    let stage: u64 = 6_000;
+    let s = Scenario::new("serve-bounded").expect("scenario");
+    let stream_cfg = gen_cfg(78);
+    let toml = s.toml("", "");
+    let (_, mut cfg) = s.write_config("footprint.toml", &toml).expect("config");
+    cfg.aggregate.retain(|a| a.name == "item_activity_1m");
+    let spec = cfg.spec().expect("spec");
+    let expected = reference_of(&cfg, &stream_cfg, 2 * stage);
+    let mut stream =
+        footprint_tests::StagedStream::new(&cfg.kafka(), &s.topic, &stream_cfg).expect("the topic");
+    stream.produce(stage).expect("stage 1");
+    run_to_end(&cfg, 2).expect("the first bounded run");
+
+    // The first run ends with every window emitted as final, yet each
+    // store vouches only for those every partition's events had closed:
+    // the least partition's largest event time, less the bounded disorder
+    // (3 s) and the allowed lateness (5 s).
+    let first = s.stored(&spec).expect("stores");
+    let marks = store_marks(&s, &cfg);
+    let (redis_mark, mysql_mark) = marks[0];
+    let closed = footprint_tests::generated(&stream_cfg, stage)
+        .iter()
+        .map(|part| {
+            part.iter()
+                .filter_map(|m| serde_json::from_slice::<Value>(m).ok()?["ts"].as_i64())
+                .max()
+                .expect("every partition has events")
+        })
+        .min()
+        .expect("partitions")
+        - 3_000;
+    assert_eq!(
+        marks[0],
+        (Some(closed - 5_000 - 1), Some(closed - 5_000 - 1))
+    );
+    for (store, mark, rows) in [
+        ("redis", redis_mark, &first.redis_windows),
+        ("mysql", mysql_mark, &first.mysql_windows),
+    ] {
+        let mark = mark.unwrap_or_else(|| panic!("{store}: a bounded run published no mark"));
+        let vouched: Vec<&WindowRow> = rows.values().filter(|r| r.window_end <= mark).collect();
+        assert!(
+            !vouched.is_empty(),
+            "{store}: the mark {mark} vouches for nothing"
+        );
+        for r in &vouched {
+            let id = (r.aggregate.clone(), r.key.clone(), r.window_start);
+            assert_eq!(
+                Some(*r),
+                expected.windows.get(&id),
+                "{store}: vouched for at {mark}, yet the whole stream ends it otherwise"
+            );
+        }
+        let missing = expected
+            .windows
+            .values()
+            .filter(|r| r.window_end <= mark)
+            .filter(|r| !rows.contains_key(&(r.aggregate.clone(), r.key.clone(), r.window_start)))
+            .count();
+        assert_eq!(
+            missing, 0,
+            "{store}: windows before its mark {mark} are missing"
+        );
+        // The windows past the mark were emitted as final by the end of the
+        // input; the second stage changes some of them, so a mark past them
+        // would have been wrong.
+        let changed = rows
+            .values()
+            .filter(|r| r.window_end > mark)
+            .filter(|r| {
+                expected
+                    .windows
+                    .get(&(r.aggregate.clone(), r.key.clone(), r.window_start))
+                    != Some(*r)
+            })
+            .count();
+        assert!(
+            changed > 0,
+            "{store}: no window past the mark {mark} changes later"
+        );
+    }
+
+    stream.produce(stage).expect("stage 2");
+    run_to_end(&cfg, 2).expect("the second bounded run");
+    let second = s.stored(&spec).expect("stores");
+    assert_eq!(
+        footprint_tests::differences(&expected.windows, &second.redis_windows),
+        0
+    );
+    assert_eq!(
+        footprint_tests::differences(&expected.windows, &second.mysql_windows),
+        0
+    );
+    let after = store_marks(&s, &cfg);
+    assert!(
+        after[0].0 > marks[0].0 && after[0].1 > marks[0].1,
+        "the marks move on: {marks:?} then {after:?}"
+    );
+    s.clean();
+}

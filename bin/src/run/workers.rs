@@ -97,6 +97,7 @@ pub(super) fn execute(
         let shared = dataflow.shared.clone();
         let connectors = Arc::clone(&dataflow.connector_metrics);
         let flow = Arc::clone(&shared.flow);
+        let input_end = Arc::clone(&shared.flow);
         let sink_metrics = Arc::clone(&dataflow.sink_metrics);
         let routing = dataflow.routing.clone();
         let spec = Arc::clone(&dataflow.spec);
@@ -122,6 +123,12 @@ pub(super) fn execute(
             commit(every);
         }
         commit(Duration::ZERO);
+        // The dataflow is done, every row written or diverted: what is
+        // complete is what the sources' own watermarks closed before the
+        // end of their input (not the windows the end itself emitted).
+        if let Some(end) = input_end.input_end() {
+            frontiers.set(local, Some(end));
+        }
         Ok(())
     })
     .map_err(|e| anyhow!("starting timely ({}): {e}", layout.describe()))?;
