@@ -390,6 +390,17 @@ impl QueryService {
         }
     }
 
+    /// Redis did not answer: counts the fallback to MySQL and says why.
+    fn fell_back<T>(&self, tried: Tried<T>) -> String {
+        let (reason, detail) = match tried {
+            Tried::Answered(_) => ("miss", "missed".to_owned()),
+            Tried::Skipped(why) => (why, why.to_owned()),
+            Tried::Failed(why, e) => (why, e),
+        };
+        FellBack { reason }.emit(&self.metrics);
+        detail
+    }
+
     /// Looks `key` up in the cache, or reads it with `read`; concurrent
     /// misses of one key share one read. Returns where the answer came
     /// from: the cache, unless this call read it.
@@ -529,14 +540,7 @@ impl QueryService {
                         FellBack { reason: "miss" }.emit(&self.metrics);
                     }
                 }
-                Tried::Skipped(why) => {
-                    FellBack { reason: why }.emit(&self.metrics);
-                    redis_failed = Some(why.to_owned());
-                }
-                Tried::Failed(why, e) => {
-                    FellBack { reason: why }.emit(&self.metrics);
-                    redis_failed = Some(e);
-                }
+                other => redis_failed = Some(self.fell_back(other)),
             }
         }
         if need.is_empty() {
@@ -661,14 +665,7 @@ impl QueryService {
                         FellBack { reason: "miss" }.emit(&self.metrics);
                     }
                 }
-                Tried::Skipped(why) => {
-                    FellBack { reason: why }.emit(&self.metrics);
-                    redis_failed = Some(why.to_owned());
-                }
-                Tried::Failed(why, e) => {
-                    FellBack { reason: why }.emit(&self.metrics);
-                    redis_failed = Some(e);
-                }
+                other => redis_failed = Some(self.fell_back(other)),
             }
         }
         if need.is_empty() {
@@ -771,14 +768,7 @@ impl QueryService {
                             ));
                         }
                         Tried::Answered(None) => FellBack { reason: "miss" }.emit(&self.metrics),
-                        Tried::Skipped(why) => {
-                            FellBack { reason: why }.emit(&self.metrics);
-                            redis_failed = Some(why.to_owned());
-                        }
-                        Tried::Failed(why, e) => {
-                            FellBack { reason: why }.emit(&self.metrics);
-                            redis_failed = Some(e);
-                        }
+                        other => redis_failed = Some(self.fell_back(other)),
                     }
                 }
                 let redis_said = redis_failed.as_deref().unwrap_or("no index for it");

@@ -89,6 +89,16 @@ fn through(cfg: &Config, redis: &TcpProxy, mysql: &TcpProxy) -> Config {
     cfg
 }
 
+/// `footprint serve` over `l`'s stores, read through proxies the test
+/// controls: (Redis's proxy, MySQL's proxy, the service).
+fn serve_through_proxies(l: &Loaded) -> (TcpProxy, TcpProxy, footprint::serve::Serving) {
+    let redis_proxy = TcpProxy::start(host_port(&redis_url())).expect("redis proxy");
+    let mysql_proxy = TcpProxy::start(host_port(&mysql_url())).expect("mysql proxy");
+    let cfg = through(&l.cfg, &redis_proxy, &mysql_proxy);
+    let serving = footprint::serve::start(&cfg, Some(switches())).expect("serve");
+    (redis_proxy, mysql_proxy, serving)
+}
+
 fn host_port(url: &str) -> SocketAddr {
     let rest = url.split("://").nth(1).expect("scheme");
     let rest = rest.rsplit('@').next().expect("host");
@@ -383,10 +393,7 @@ fn a_redis_outage_under_load_is_answered_from_mysql_and_redis_again_after() {
         72,
         "redis_timeout = \"50ms\"\nbreaker_open_for = \"300ms\"\n[serve.cache]\nenabled = false\n",
     );
-    let redis_proxy = TcpProxy::start(host_port(&redis_url())).expect("redis proxy");
-    let mysql_proxy = TcpProxy::start(host_port(&mysql_url())).expect("mysql proxy");
-    let cfg = through(&l.cfg, &redis_proxy, &mysql_proxy);
-    let serving = footprint::serve::start(&cfg, Some(switches())).expect("serve");
+    let (redis_proxy, _mysql_proxy, serving) = serve_through_proxies(&l);
     let addr = serving.server.addr;
     let users: Vec<(String, String)> = l.expected.recent.keys().take(50).cloned().collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -475,10 +482,7 @@ fn both_stores_down_answer_503_with_retry_after() {
         73,
         "redis_timeout = \"50ms\"\nmysql_timeout = \"300ms\"\n[serve.cache]\nenabled = false\n",
     );
-    let redis_proxy = TcpProxy::start(host_port(&redis_url())).expect("redis proxy");
-    let mysql_proxy = TcpProxy::start(host_port(&mysql_url())).expect("mysql proxy");
-    let cfg = through(&l.cfg, &redis_proxy, &mysql_proxy);
-    let serving = footprint::serve::start(&cfg, Some(switches())).expect("serve");
+    let (redis_proxy, mysql_proxy, serving) = serve_through_proxies(&l);
     let addr = serving.server.addr;
     let ((app, user), _) = l.expected.recent.iter().next().expect("a user");
     let windows = l.expected.windows.values().next().expect("a window");
@@ -537,10 +541,7 @@ fn both_stores_down_answer_503_with_retry_after() {
 #[test]
 fn with_redis_down_a_thousand_requests_for_one_key_make_one_mysql_read() {
     let l = loaded("serve-stampede", 74, "[serve.cache]\nopen_ttl = \"60s\"\n");
-    let redis_proxy = TcpProxy::start(host_port(&redis_url())).expect("redis proxy");
-    let mysql_proxy = TcpProxy::start(host_port(&mysql_url())).expect("mysql proxy");
-    let cfg = through(&l.cfg, &redis_proxy, &mysql_proxy);
-    let serving = footprint::serve::start(&cfg, Some(switches())).expect("serve");
+    let (redis_proxy, _mysql_proxy, serving) = serve_through_proxies(&l);
     let addr = serving.server.addr;
     redis_proxy.set_down(true);
     let ((app, user), row) = l.expected.recent.iter().next().expect("a user");
