@@ -310,6 +310,25 @@ fn real_main(cli: Cli) -> Result<()> {
                     a.sinks
                 );
             }
+            for t in cfg.top_indexes(&spec)? {
+                let group: Vec<String> = spec
+                    .aggregates
+                    .iter()
+                    .find(|a| a.name == t.aggregate)
+                    .map(|a| {
+                        a.group_by[..t.within]
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "  redis top-N index: {} within [{}] by {}",
+                    t.aggregate,
+                    group.join(", "),
+                    t.by
+                );
+            }
             Ok(())
         }
         Command::Worker(args) => {
