@@ -99,9 +99,9 @@ impl Flow {
         self.rows_lost.load(Ordering::SeqCst)
     }
 
-    /// A source reached the end of its input (a bounded run) with its
-    /// watermark at `watermark`: the windows that closed by then were
-    /// emitted as truly final; those emitted at the end of the input were
+    /// A source reached the end of its input (a bounded run), where every
+    /// one of its partitions had closed the windows up to `watermark`: those
+    /// are final for good; the windows emitted at the end of the input are
     /// not (more events may still come for them).
     pub fn input_ended(&self, watermark: u64) {
         self.input_end.fetch_min(watermark, Ordering::SeqCst);

@@ -461,12 +461,13 @@ pub fn partition_source<'s, R: PartitionReader>(
                 }
             }
             let Some(mut w) = tracker.advance(now) else {
-                // What this worker's partitions closed by the end of its
-                // input, at least the watermark it had reached.
-                // A worker without partitions constrains nothing.
-                let reached = *c[0].time();
+                // What every one of this worker's partitions closed by the
+                // end of its input (not the watermark reached, which a
+                // partition stops holding back once it is finished); one
+                // without events vouches for nothing. A worker without
+                // partitions constrains nothing.
                 if n > 0 {
-                    flow.input_ended(tracker.closed_by_all().map_or(reached, |w| w.max(reached)));
+                    flow.input_ended(tracker.closed_by_all().unwrap_or(0));
                 }
                 reader.close();
                 cap = None;

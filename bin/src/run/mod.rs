@@ -208,6 +208,7 @@ pub fn run(cfg: &Config, opts: RunOptions, process: &Arc<Process>) -> Result<Run
             connector_metrics: Arc::clone(&process.connectors),
             commit_every: cfg.source.commit_interval.0,
             frontiers,
+            until_end: opts.until_end,
         },
     )?;
     let elapsed = started.elapsed();

@@ -68,6 +68,8 @@ pub(super) struct Dataflow {
     pub commit_every: Duration,
     /// Where each local worker posts the sinks' output frontier.
     pub frontiers: Arc<super::marks::Frontiers>,
+    /// A bounded run: its frontier is posted only at the end (see below).
+    pub until_end: bool,
 }
 
 /// Runs the dataflow on timely: every worker takes its own reader and sinks
@@ -109,15 +111,21 @@ pub(super) fn execute(
             checkpoints
         });
         let every = dataflow.commit_every;
+        let until_end = dataflow.until_end;
         let frontiers = Arc::clone(&dataflow.frontiers);
         let mut commit = |every: Duration| {
             if let Err(e) = checkpoints.poll(every) {
                 CommitFailed { error: &e }.emit(&connectors);
             }
-            frontiers.set(
-                local,
-                checkpoints.probe().with_frontier(|f| f.first().copied()),
-            );
+            // A bounded run's frontier passes partitions once they are
+            // finished, which a later run may still extend: it is posted
+            // at the end only.
+            if !until_end {
+                frontiers.set(
+                    local,
+                    checkpoints.probe().with_frontier(|f| f.first().copied()),
+                );
+            }
         };
         while worker.step_or_park(Some(every)) {
             commit(every);
