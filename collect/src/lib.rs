@@ -2,11 +2,19 @@
 //! the parts that take events over HTTP into Kafka and acknowledge an event
 //! only once it is durable, in Kafka or in a local spill.
 //!
-//! This first part is the spill ([`spill`]): append-only segment files,
-//! each record checksummed, fsync'd before an append returns, drained in
-//! order behind a durable cursor. The HTTP service, the producer that
-//! drains the spill, quotas and shedding come next and will use it.
+//! Its first parts:
+//! - [`body`]: a request body into events, decompressed (gzip, zstd)
+//!   within caps that a decompression bomb cannot pass, split by its form
+//!   (one JSON event, an array, NDJSON), each checked by the worker's own
+//!   decoder;
+//! - [`spill`]: append-only segment files, each record checksummed,
+//!   fsync'd before an append returns, drained in order behind a durable
+//!   cursor.
+//!
+//! The HTTP service, the producer that drains the spill, deduplication,
+//! quotas and shedding come next and will use them.
 
+pub mod body;
 pub mod spill;
 
 pub use spill::{Position, Record, Recovered, Spill, SpillError};
