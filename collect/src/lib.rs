@@ -7,6 +7,9 @@
 //!   within caps that a decompression bomb cannot pass, split by its form
 //!   (one JSON event, an array, NDJSON), each checked by the worker's own
 //!   decoder;
+//! - [`dedup`]: the event ids each app sent recently, so that a client's
+//!   retry of a durable event is answered `duplicate` and never produced
+//!   twice, in bounded memory;
 //! - [`spill`]: append-only segment files, each record checksummed,
 //!   fsync'd before an append returns, drained in order behind a durable
 //!   cursor.
@@ -15,6 +18,7 @@
 //! quotas and shedding come next and will use them.
 
 pub mod body;
+pub mod dedup;
 pub mod spill;
 
 pub use spill::{Position, Record, Recovered, Spill, SpillError};
