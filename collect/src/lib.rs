@@ -10,15 +10,18 @@
 //! - [`dedup`]: the event ids each app sent recently, so that a client's
 //!   retry of a durable event is answered `duplicate` and never produced
 //!   twice, in bounded memory;
+//! - [`shed`]: which apps are refused under pressure, lowest priority
+//!   first, taken back in reverse order;
 //! - [`spill`]: append-only segment files, each record checksummed,
 //!   fsync'd before an append returns, drained in order behind a durable
 //!   cursor.
 //!
-//! The HTTP service, the producer that drains the spill, deduplication,
-//! quotas and shedding come next and will use them.
+//! The HTTP service, the producer that drains the spill, quotas and the
+//! wiring of these parts come next.
 
 pub mod body;
 pub mod dedup;
+pub mod shed;
 pub mod spill;
 
 pub use spill::{Position, Record, Recovered, Spill, SpillError};
