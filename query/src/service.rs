@@ -86,6 +86,26 @@ struct Guarded<S> {
     timeout: Duration,
 }
 
+impl<S> Guarded<S> {
+    /// `store` behind a breaker of `settings` and at most `cap` reads in
+    /// flight, each given `timeout`.
+    fn new(
+        store: S,
+        name: &'static str,
+        settings: &ServeSettings,
+        timeout: Duration,
+        cap: usize,
+    ) -> Self {
+        Guarded {
+            store,
+            name,
+            breaker: Mutex::new(Breaker::new(settings.breaker)),
+            bulkhead: Semaphore::new(cap.max(1)),
+            timeout,
+        }
+    }
+}
+
 /// What came of trying a store.
 enum Tried<T> {
     Answered(T),
@@ -218,35 +238,23 @@ impl QueryService {
         settings: ServeSettings,
         metrics: Arc<QueryMetrics>,
     ) -> Self {
-        let guard = |name, timeout, cap: usize| {
-            (
-                name,
-                Mutex::new(Breaker::new(settings.breaker)),
-                Semaphore::new(cap.max(1)),
-                timeout,
-            )
-        };
         let redis = redis.map(|store| {
-            let (name, breaker, bulkhead, timeout) =
-                guard("redis", settings.redis_timeout, settings.redis_concurrency);
-            Guarded {
+            Guarded::new(
                 store,
-                name,
-                breaker,
-                bulkhead,
-                timeout,
-            }
+                "redis",
+                &settings,
+                settings.redis_timeout,
+                settings.redis_concurrency,
+            )
         });
         let mysql = mysql.map(|store| {
-            let (name, breaker, bulkhead, timeout) =
-                guard("mysql", settings.mysql_timeout, settings.mysql_concurrency);
-            Guarded {
+            Guarded::new(
                 store,
-                name,
-                breaker,
-                bulkhead,
-                timeout,
-            }
+                "mysql",
+                &settings,
+                settings.mysql_timeout,
+                settings.mysql_concurrency,
+            )
         });
         let cache = settings.cache.enabled.then(|| {
             Cache::builder()

@@ -114,6 +114,13 @@ fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
     get_json_status(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
 }
 
+/// `GET path`, which must answer 200: its body.
+fn get_ok(addr: SocketAddr, path: &str) -> Value {
+    let (code, body) = get(addr, path);
+    assert_eq!(code, 200, "{path}: {body}");
+    body
+}
+
 fn entries_json(events: &[footprint_dataflows::RecentEntry]) -> Value {
     Value::Array(
         events
@@ -194,23 +201,9 @@ fn every_route_answers_the_reference_from_redis_and_from_mysql() {
     let spec = l.cfg.spec().expect("spec");
     // What Redis vouches for, per aggregate: its own marks (MySQL's may
     // differ; each store has its own).
-    let mut conn = redis::Client::open(redis_url())
-        .and_then(|c| c.get_connection())
-        .expect("redis");
-    let redis_complete: Vec<Option<i64>> = spec
-        .aggregates
-        .iter()
-        .map(|a| {
-            let fields: Vec<(String, String)> = redis::cmd("HGETALL")
-                .arg(footprint_sinks::redis::marks_hash(&l.s.prefix, &a.name))
-                .query(&mut conn)
-                .expect("marks");
-            let marks: Vec<_> = fields
-                .iter()
-                .filter_map(|(w, v)| footprint_sinks::marks::parse_redis_mark(w, v))
-                .collect();
-            footprint_sinks::marks::combine(&marks)
-        })
+    let redis_complete: Vec<Option<i64>> = store_marks(&l.s, &l.cfg)
+        .into_iter()
+        .map(|(redis, _)| redis)
         .collect();
     let sw = switches();
     let serving = footprint::serve::start(&l.cfg, Some(Arc::clone(&sw))).expect("serve");
@@ -225,8 +218,7 @@ fn every_route_answers_the_reference_from_redis_and_from_mysql() {
         // Recent activity, one by one and in batches of the same app.
         let mut by_app: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for ((app, user), row) in &l.expected.recent {
-            let (code, body) = get(addr, &format!("/v1/apps/{app}/users/{user}/recent"));
-            assert_eq!(code, 200, "{body}");
+            let body = get_ok(addr, &format!("/v1/apps/{app}/users/{user}/recent"));
             assert_eq!(body["found"], true);
             assert_eq!(body["events"], entries_json(&row.events), "{app}/{user}");
             assert!(fresh(&body), "{store}: {body}");
@@ -293,11 +285,10 @@ fn every_route_answers_the_reference_from_redis_and_from_mysql() {
                 let mut params = key.clone();
                 params.push(("from".into(), from.to_string()));
                 params.push(("to".into(), to.to_string()));
-                let (code, body) = get(
+                let body = get_ok(
                     addr,
                     &format!("/v1/aggregates/{}/windows?{}", agg.name, query(&params)),
                 );
-                assert_eq!(code, 200, "{body}");
                 let expected: Vec<Value> = want.iter().map(|r| row_json(r, false)).collect();
                 assert_eq!(
                     body["windows"],
@@ -349,11 +340,10 @@ fn every_route_answers_the_reference_from_redis_and_from_mysql() {
                     if let Some(p) = &prefix {
                         params.push(("app_id".into(), p.clone()));
                     }
-                    let (code, body) = get(
+                    let body = get_ok(
                         addr,
                         &format!("/v1/aggregates/{}/top?{}", agg.name, query(&params)),
                     );
-                    assert_eq!(code, 200, "{body}");
                     let expected: Vec<Value> = want.iter().map(|r| row_json(r, true)).collect();
                     assert_eq!(
                         body["groups"],
@@ -785,8 +775,7 @@ fn complete_up_to_never_passes_a_window_that_is_not_final_where_it_was_read() {
             let mut sources: BTreeMap<String, u64> = BTreeMap::new();
             while !stop.load(Ordering::SeqCst) {
                 for (path, starts) in &expected_starts {
-                    let (code, body) = get(addr, path);
-                    assert_eq!(code, 200, "{path}: {body}");
+                    let body = get_ok(addr, path);
                     *sources.entry(body["source"].to_string()).or_default() += 1;
                     checks += 1;
                     let Some(complete) = body["complete_up_to"].as_i64() else {
@@ -1059,9 +1048,6 @@ fn malformed_requests_get_a_4xx_and_never_a_500() {
 /// Each store's completeness per aggregate: (Redis, MySQL).
 fn store_marks(s: &Scenario, cfg: &Config) -> Vec<(Option<i64>, Option<i64>)> {
     let spec = Arc::new(cfg.spec().expect("spec"));
-    let mut conn = redis::Client::open(redis_url())
-        .and_then(|c| c.get_connection())
-        .expect("redis");
     let mysql = footprint_sinks::mysql::read::MySqlReader::new(
         &format!("{}/{}", mysql_url(), s.database),
         &spec,
@@ -1070,17 +1056,18 @@ fn store_marks(s: &Scenario, cfg: &Config) -> Vec<(Option<i64>, Option<i64>)> {
         Duration::from_secs(5),
     )
     .expect("mysql");
+    let redis = footprint_sinks::redis::RedisSinkFactory::new(
+        &redis_url(),
+        &s.prefix,
+        Duration::ZERO,
+        Duration::ZERO,
+        0,
+    )
+    .expect("redis");
     spec.aggregates
         .iter()
         .map(|a| {
-            let fields: Vec<(String, String)> = redis::cmd("HGETALL")
-                .arg(footprint_sinks::redis::marks_hash(&s.prefix, &a.name))
-                .query(&mut conn)
-                .expect("redis marks");
-            let redis: Vec<_> = fields
-                .iter()
-                .filter_map(|(w, v)| footprint_sinks::marks::parse_redis_mark(w, v))
-                .collect();
+            let redis = redis.load_marks(&a.name).expect("redis marks");
             let mysql = mysql.marks(&a.name).expect("mysql marks");
             (
                 footprint_sinks::marks::combine(&redis),

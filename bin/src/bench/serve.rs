@@ -169,16 +169,14 @@ fn targets(cfg: &Config) -> Result<Targets> {
         })
     };
     let tops = windows.iter().filter_map(top).collect();
-    let marks: Vec<(String, String)> = redis::cmd("HGETALL")
-        .arg(footprint_sinks::redis::marks_hash(
-            &redis.prefix,
-            "item_activity_1m",
-        ))
-        .query(&mut conn)?;
-    let marks: Vec<_> = marks
-        .iter()
-        .filter_map(|(w, v)| footprint_sinks::marks::parse_redis_mark(w, v))
-        .collect();
+    let marks = footprint_sinks::redis::RedisSinkFactory::new(
+        &redis.url,
+        &redis.prefix,
+        Duration::ZERO,
+        Duration::ZERO,
+        0,
+    )?
+    .load_marks("item_activity_1m")?;
     let complete = footprint_sinks::marks::combine(&marks).unwrap_or(i64::MIN);
     let spec = cfg.spec()?;
     let agg = spec

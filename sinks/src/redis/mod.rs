@@ -195,9 +195,17 @@ impl RedisSinkFactory {
         self
     }
 
-    /// The top-N indexes it keeps.
-    pub fn top(&self) -> &[TopIndex] {
-        &self.top
+    /// The completeness marks of `aggregate` ([`crate::marks`]).
+    pub fn load_marks(&self, aggregate: &str) -> Result<Vec<crate::marks::Mark>, SinkError> {
+        let mut conn = self.connect()?;
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(marks_hash(&self.prefix, aggregate))
+            .query(&mut conn)
+            .map_err(|e| classify(&self.url, e))?;
+        Ok(fields
+            .iter()
+            .filter_map(|(w, v)| crate::marks::parse_redis_mark(w, v))
+            .collect())
     }
 
     fn connect(&self) -> Result<Connection, SinkError> {
