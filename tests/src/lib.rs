@@ -31,8 +31,8 @@ pub mod topics;
 pub use broker::OwnBroker;
 pub use http::{get_json, get_json_status, get_text, http};
 pub use processes::{
-    Running, admin_addr_from_log, footprint_bin, free_addresses, run_to_end, spawn_footprint,
-    spawn_footprint_env, wait_exit, wait_until,
+    Running, admin_addr_from_log, footprint_bin, free_addresses, run_footprint_ok, run_to_end,
+    spawn_footprint, spawn_footprint_env, spawn_worker, wait_exit, wait_until,
 };
 pub use proxy::TcpProxy;
 pub use scenario::Scenario;

@@ -14,6 +14,27 @@ use footprint_dataflows::control::RunControl;
 use footprint_sinks::SinkFactory;
 use footprint_sinks::memory::MemorySinkFactory;
 
+/// A streaming worker of `process` on `threads` threads, running in a
+/// thread of its own: ask it to stop through the control, then join it.
+pub fn spawn_worker(
+    cfg: &Config,
+    process: &Arc<Process>,
+    threads: usize,
+) -> (Arc<RunControl>, std::thread::JoinHandle<Result<RunReport>>) {
+    let control = Arc::new(RunControl::default());
+    let (cfg, process, stop) = (cfg.clone(), Arc::clone(process), Arc::clone(&control));
+    let worker = std::thread::spawn(move || {
+        let opts = RunOptions {
+            threads: Some(threads),
+            progress: None,
+            control: stop,
+            ..RunOptions::default()
+        };
+        run(&cfg, opts, &process)
+    });
+    (control, worker)
+}
+
 /// Runs the worker over `cfg` until every partition is caught up, with
 /// `threads` workers, and returns its report and every row it emitted.
 pub fn run_to_end(cfg: &Config, threads: usize) -> Result<(RunReport, Vec<Output>)> {
@@ -147,6 +168,28 @@ pub fn spawn_footprint_env(
         .spawn()
         .context("start footprint")?;
     Ok(Running(child))
+}
+
+/// Runs `footprint --config CONFIG ARGS…` (its log in `log`, `env` set)
+/// to its exit within `timeout`, and fails unless it succeeded, naming the
+/// log to read.
+pub fn run_footprint_ok(
+    config: &std::path::Path,
+    args: &[&str],
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<()> {
+    let what = args.join(" ");
+    let mut child = spawn_footprint_env(config, args, log, env)?;
+    let status = wait_exit(&mut child, timeout, &what)?;
+    if !status.success() {
+        bail!(
+            "`footprint {what}` exited with {status}; see {}",
+            log.display()
+        );
+    }
+    Ok(())
 }
 
 /// Waits (bounded) for `child` to exit and returns its status.

@@ -15,8 +15,8 @@ use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::reference::compute;
 use footprint_tests::drill::{Figures, Size};
 use footprint_tests::{
-    OwnBroker, Scenario, committed_total_at, held_parts, produce_live, spawn_footprint_env,
-    wait_exit, wait_until,
+    OwnBroker, Scenario, committed_total_at, held_parts, produce_live, run_footprint_ok,
+    spawn_footprint_env, wait_until,
 };
 
 const PARTITIONS: i32 = 4;
@@ -115,10 +115,14 @@ fn a_broker_restart_mid_run_loses_nothing_and_counts_nothing_twice() {
     worker.kill().expect("stop the streaming worker");
     let _ = worker.wait();
     let last_log = s.dir.join("last.log");
-    let mut last = spawn_footprint_env(&config, &["worker", "--until-end"], &last_log, &env)
-        .expect("start the last run");
-    let status = wait_exit(&mut last, Duration::from_secs(600), "the last run").expect("exit");
-    assert!(status.success(), "see {}", last_log.display());
+    run_footprint_ok(
+        &config,
+        &["worker", "--until-end"],
+        &last_log,
+        &env,
+        Duration::from_secs(600),
+    )
+    .expect("the last run");
 
     // The reference reads what the broker holds.
     let parts = held_parts(&settings, &s.topic, PARTITIONS as usize).expect("read the topic back");

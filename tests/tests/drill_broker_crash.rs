@@ -35,8 +35,8 @@ use footprint_dataflows::reference::compute;
 use footprint_tests::drill::{Figures, Size};
 use footprint_tests::{
     OwnBroker, Scenario, admin_addr_from_log, committed_total_at, get_json, get_json_status,
-    get_text, held_parts, http, produce_live, read_all_from, spawn_footprint_env, wait_exit,
-    wait_until,
+    get_text, held_parts, http, produce_live, read_all_from, run_footprint_ok, spawn_footprint_env,
+    wait_exit, wait_until,
 };
 
 const PARTITIONS: i32 = 4;
@@ -231,15 +231,24 @@ fn a_broker_crash_while_every_producer_is_busy_loses_nothing() {
 
     // A bounded run emits the last windows; the replay job drains the retry topic.
     let last_log = s.dir.join("last.log");
-    let mut last = spawn_footprint_env(&config, &["worker", "--until-end"], &last_log, &env)
-        .expect("start the last run");
-    let status = wait_exit(&mut last, Duration::from_secs(600), "the last run").expect("exit");
-    assert!(status.success(), "see {}", last_log.display());
+    let ten_minutes = Duration::from_secs(600);
+    run_footprint_ok(
+        &config,
+        &["worker", "--until-end"],
+        &last_log,
+        &env,
+        ten_minutes,
+    )
+    .expect("the last run");
     let replay_log = s.dir.join("replay.log");
-    let mut replay = spawn_footprint_env(&config, &["replay", "--once"], &replay_log, &env)
-        .expect("start the replay job");
-    let status = wait_exit(&mut replay, Duration::from_secs(600), "replay").expect("exit");
-    assert!(status.success(), "see {}", replay_log.display());
+    run_footprint_ok(
+        &config,
+        &["replay", "--once"],
+        &replay_log,
+        &env,
+        ten_minutes,
+    )
+    .expect("the replay job");
 
     // The comparison, over what the broker holds.
     let parts = held_parts(&settings, &s.topic, PARTITIONS as usize).expect("read the topic back");

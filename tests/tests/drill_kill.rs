@@ -24,7 +24,7 @@ use footprint_dataflows::crashpoint;
 use footprint_dataflows::reference::compute;
 use footprint_tests::drill::{Figures, Size};
 use footprint_tests::{
-    Scenario, committed_total, generated, produce_live, spawn_footprint_env, wait_exit,
+    Scenario, committed_total, generated, produce_live, run_footprint_ok, spawn_footprint_env,
 };
 
 const PARTITIONS: i32 = 4;
@@ -143,10 +143,14 @@ fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
         .expect("the stream was produced");
     let log = s.dir.join("last.log");
     let env = [("FOOTPRINT_BROKERS", brokers.as_str())];
-    let mut last = spawn_footprint_env(&config, &["worker", "--until-end"], &log, &env)
-        .expect("start the last run");
-    let status = wait_exit(&mut last, Duration::from_secs(600), "the last run").expect("exit");
-    assert!(status.success(), "see {}", log.display());
+    run_footprint_ok(
+        &config,
+        &["worker", "--until-end"],
+        &log,
+        &env,
+        Duration::from_secs(600),
+    )
+    .expect("the last run");
 
     let spec = cfg.spec().expect("spec");
     let expected = compute(&spec, &generated(&gen_cfg, events));

@@ -646,7 +646,6 @@ fn reference_of(cfg: &Config, generator: &GenConfig, count: u64) -> Reference {
 fn complete_up_to_never_passes_a_window_that_is_not_final_where_it_was_read() {
     use footprint::process::Process;
     use footprint::replay::{ReplayOptions, run_replay};
-    use footprint::run::{RunOptions, run};
     use footprint_dataflows::control::RunControl;
 
     let stage: u64 = 6_000;
@@ -676,19 +675,7 @@ fn complete_up_to_never_passes_a_window_that_is_not_final_where_it_was_read() {
     stream.produce(stage).expect("stage 1");
 
     let process = Process::new(&cfg).expect("process");
-    let control = Arc::new(RunControl::default());
-    let worker = {
-        let (cfg, process, control) = (cfg.clone(), Arc::clone(&process), Arc::clone(&control));
-        std::thread::spawn(move || {
-            let opts = RunOptions {
-                threads: Some(2),
-                progress: None,
-                control,
-                ..RunOptions::default()
-            };
-            run(&cfg, opts, &process)
-        })
-    };
+    let (control, worker) = footprint_tests::spawn_worker(&cfg, &process, 2);
     let serving =
         footprint::serve::start(&cfg, Some(Arc::clone(&process.switches))).expect("serve");
     let addr = serving.server.addr;
@@ -863,19 +850,7 @@ fn complete_up_to_never_passes_a_window_that_is_not_final_where_it_was_read() {
         .expect("the first worker");
     process.switches.set("redis", Mode::Auto);
     let second = Process::new(&cfg).expect("process");
-    let control = Arc::new(RunControl::default());
-    let worker = {
-        let (cfg, second, control) = (cfg.clone(), Arc::clone(&second), Arc::clone(&control));
-        std::thread::spawn(move || {
-            let opts = RunOptions {
-                threads: Some(2),
-                progress: None,
-                control,
-                ..RunOptions::default()
-            };
-            run(&cfg, opts, &second)
-        })
-    };
+    let (control, worker) = footprint_tests::spawn_worker(&cfg, &second, 2);
     stream.produce(stage).expect("stage 5");
     wait_until(Duration::from_secs(180), "stage 5 read", || {
         second.health.behind().is_some_and(|b| b <= 0) && second.flow.rows_waiting() == 0

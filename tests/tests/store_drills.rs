@@ -32,7 +32,6 @@ use footprint::admin::{AdminState, serve};
 use footprint::config::Config;
 use footprint::process::Process;
 use footprint::replay::{ReplayOptions, run_replay};
-use footprint::run::{RunOptions, run};
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::control::RunControl;
 use footprint_dataflows::reference::compute;
@@ -155,19 +154,7 @@ url = "{mysql}/{database}?prefer_socket=false"
     let mut stream = StagedStream::new(&cfg.kafka(), &topic, &gen_cfg).expect("the topic");
     stream.produce(before).expect("produce");
     let process = Process::new(&cfg).expect("process");
-    let control = Arc::new(RunControl::default());
-    let worker = {
-        let (cfg, process, control) = (cfg.clone(), Arc::clone(&process), Arc::clone(&control));
-        std::thread::spawn(move || {
-            let opts = RunOptions {
-                threads: Some(2),
-                progress: None,
-                control,
-                ..RunOptions::default()
-            };
-            run(&cfg, opts, &process)
-        })
-    };
+    let (control, worker) = footprint_tests::spawn_worker(&cfg, &process, 2);
     // The admin API over the worker's own switches, served for as long as
     // the test needs it.
     let admin = serve(

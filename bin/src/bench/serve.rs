@@ -190,7 +190,7 @@ fn targets(cfg: &Config) -> Result<Targets> {
         .filter_map(top)
         .collect();
     if tops_redis.is_empty() {
-        bail!("no window is final in Redis (its mark: {complete})");
+        bail!("no window is final in Redis (its mark: {complete}); load more events with --events");
     }
     Ok(Targets {
         users,
