@@ -222,6 +222,70 @@ pub struct ServeConfig {
     pub apps: BTreeMap<String, ServeAppConfig>,
 }
 
+/// `[collect.apps.APP]`: one app's token, quota and priority.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectAppConfig {
+    /// Bearer token that sends this app's events.
+    pub token: Option<String>,
+    /// The app's quota in events per second, if not `collect.default_rate`.
+    pub rate: Option<RateConfig>,
+    /// Higher is shed later under pressure; the highest is never shed.
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// `[collect.spill]`: where accepted events wait while Kafka cannot take them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpillConfig {
+    /// Its directory (one per collector process).
+    pub dir: String,
+    /// Bytes waiting at most; past it requests get 503.
+    pub max_bytes: u64,
+    /// The size of one segment file.
+    pub segment_bytes: u64,
+}
+
+/// `[collect]`: the event collector (`footprint collect`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: std::net::SocketAddr,
+    /// Threads of its runtime.
+    pub threads: usize,
+    /// Partitions of the source topic, when the collector creates it.
+    pub partitions: i32,
+    /// How long a request waits for Kafka before its events go to the spill.
+    pub ack_timeout: Dur,
+    /// The largest body as sent.
+    pub max_body_bytes: u64,
+    /// The largest body once decompressed.
+    pub max_decompressed_bytes: u64,
+    /// How long an event id is remembered to answer retries `duplicate`.
+    pub dedup_window: Dur,
+    /// Event ids remembered at most, over all apps.
+    pub dedup_max_ids: usize,
+    /// Pressure (spill fill or memory over budget) at which apps are shed.
+    pub shed_high: f64,
+    /// Pressure under which shed apps are taken back.
+    pub shed_low: f64,
+    /// Time between two shedding steps.
+    pub shed_step: Dur,
+    /// The process's memory budget in bytes, counted in the pressure.
+    pub memory_budget_bytes: Option<u64>,
+    /// The quota of an app without one of its own (events per second).
+    pub default_rate: Option<RateConfig>,
+    /// The priority of an app that is not listed.
+    pub default_priority: i32,
+    /// The spill.
+    pub spill: SpillConfig,
+    /// Apps by id.
+    #[serde(default)]
+    pub apps: BTreeMap<String, CollectAppConfig>,
+}
+
 /// `[retry]`: what happens to writes a store sink cannot apply.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -393,6 +457,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// The query service.
     pub serve: ServeConfig,
+    /// The event collector.
+    pub collect: CollectConfig,
     /// Windowed aggregates.
     #[serde(default)]
     pub aggregate: Vec<AggregateConfig>,
@@ -574,6 +640,107 @@ impl Config {
             ));
         }
         Ok(settings)
+    }
+
+    /// Validates `[collect]` and turns it into the collector's settings.
+    pub fn collect_settings(&self) -> Result<footprint_collect::CollectSettings, ConfigError> {
+        use footprint_collect::{AppSettings, Rate};
+        let c = &self.collect;
+        let rate = |key: String, r: Option<RateConfig>| -> Result<Option<Rate>, ConfigError> {
+            match r {
+                None => Ok(None),
+                Some(r) if r.per_second == 0 || r.burst == Some(0) => {
+                    Err(err(key, "per_second and burst must be at least 1"))
+                }
+                Some(r) => Ok(Some(Rate {
+                    per_second: r.per_second,
+                    burst: r.burst.unwrap_or(r.per_second),
+                })),
+            }
+        };
+        if c.threads == 0 {
+            return Err(err("collect.threads", "must be at least 1"));
+        }
+        if c.partitions < 1 {
+            return Err(err("collect.partitions", "must be at least 1"));
+        }
+        if c.ack_timeout.0.is_zero() {
+            return Err(err("collect.ack_timeout", "must be more than 0"));
+        }
+        for (key, v) in [
+            ("collect.max_body_bytes", c.max_body_bytes),
+            ("collect.max_decompressed_bytes", c.max_decompressed_bytes),
+            ("collect.spill.max_bytes", c.spill.max_bytes),
+            ("collect.spill.segment_bytes", c.spill.segment_bytes),
+            ("collect.dedup_max_ids", c.dedup_max_ids as u64),
+        ] {
+            if v == 0 {
+                return Err(err(key, "must be at least 1"));
+            }
+        }
+        if c.max_decompressed_bytes < c.max_body_bytes {
+            return Err(err(
+                "collect.max_decompressed_bytes",
+                "must be at least collect.max_body_bytes",
+            ));
+        }
+        if !(c.shed_low > 0.0 && c.shed_low <= c.shed_high && c.shed_high <= 1.0) {
+            return Err(err(
+                "collect.shed_high",
+                "needs 0 < shed_low <= shed_high <= 1",
+            ));
+        }
+        let mut apps = BTreeMap::new();
+        let mut tokens = std::collections::HashSet::new();
+        for (app, a) in &c.apps {
+            if let Some(t) = &a.token {
+                if t.trim().is_empty() {
+                    return Err(err(
+                        format!("collect.apps.{app}.token"),
+                        "must not be empty",
+                    ));
+                }
+                if !tokens.insert(t.clone()) {
+                    return Err(err(
+                        format!("collect.apps.{app}.token"),
+                        "is the token of another app too",
+                    ));
+                }
+            }
+            apps.insert(
+                app.clone(),
+                AppSettings {
+                    token: a.token.clone(),
+                    rate: rate(format!("collect.apps.{app}.rate"), a.rate)?,
+                    priority: a.priority,
+                },
+            );
+        }
+        let mut s = footprint_collect::CollectSettings::new(c.spill.dir.clone().into());
+        s.ack_timeout = c.ack_timeout.0;
+        s.max_body = usize::try_from(c.max_body_bytes).unwrap_or(usize::MAX);
+        s.max_decompressed = usize::try_from(c.max_decompressed_bytes).unwrap_or(usize::MAX);
+        s.dedup_window = c.dedup_window.0;
+        s.dedup_max_ids = c.dedup_max_ids;
+        s.spill_max_bytes = c.spill.max_bytes;
+        s.spill_segment_bytes = c.spill.segment_bytes;
+        s.shed_high = c.shed_high;
+        s.shed_low = c.shed_low;
+        s.shed_step = c.shed_step.0;
+        s.memory_budget = c.memory_budget_bytes;
+        s.default_rate = rate("collect.default_rate".into(), c.default_rate)?;
+        s.default_priority = c.default_priority;
+        s.apps = apps;
+        if !c.listen.ip().is_loopback() && !s.needs_tokens() {
+            return Err(err(
+                "collect.listen",
+                format!(
+                    "the collector listens on {}, which is not loopback: give each app a token in [collect.apps.APP]",
+                    c.listen
+                ),
+            ));
+        }
+        Ok(s)
     }
 
     /// Validates everything and compiles the pipeline spec.

@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod bench;
 pub mod cluster;
+pub mod collect;
 pub mod config;
 pub mod cpu;
 pub mod demo;

@@ -11,7 +11,7 @@ use footprint::UsageError;
 use footprint::cluster::Cluster;
 use footprint::config::{Config, ConfigError};
 use footprint::demo::{DemoOptions, demo};
-use footprint::generate::{GenPlan, produce};
+use footprint::generate::{GenPlan, HttpPlan, post, produce};
 use footprint::process::Process;
 use footprint::replay::ReplayOptions;
 use footprint::run::{RunOptions, parse_backfill, run};
@@ -44,6 +44,9 @@ enum Command {
     /// Serve results to apps over HTTP: recent activity, window series and
     /// top N, from Redis with MySQL fallback.
     Serve,
+    /// Take behaviour events over HTTP into Kafka: each acknowledged only
+    /// once it is durable, in Kafka or in a local spill.
+    Collect,
     /// Validate the config and print the effective pipeline.
     CheckConfig,
     /// Measure throughput, latency and memory: the engine alone, end to end
@@ -196,6 +199,19 @@ struct GenArgs {
     /// Event time of the first event, ms since the epoch (without --rate).
     #[arg(long, default_value_t = 1_767_225_600_000)]
     start_ts: i64,
+    /// Send the events to a collector at this URL (`http://HOST:PORT`)
+    /// instead of producing them to Kafka.
+    #[arg(long)]
+    http: Option<String>,
+    /// Events per request, with --http.
+    #[arg(long, default_value_t = 100, requires = "http")]
+    batch: usize,
+    /// gzip the requests, with --http.
+    #[arg(long, requires = "http")]
+    gzip: bool,
+    /// The app's bearer token, with --http (or FOOTPRINT_COLLECT_TOKEN).
+    #[arg(long, env = "FOOTPRINT_COLLECT_TOKEN", requires = "http")]
+    token: Option<String>,
 }
 
 #[derive(Args)]
@@ -381,6 +397,10 @@ fn real_main(cli: Cli) -> Result<()> {
             stop_on_signal(Arc::clone(&control));
             footprint::serve::run(&cfg, &control)
         }
+        Command::Collect => {
+            stop_on_signal(Arc::clone(&control));
+            footprint::collect::run(&cfg, &control)
+        }
         Command::Replay(args) => {
             stop_on_signal(Arc::clone(&control));
             let opts = ReplayOptions {
@@ -434,6 +454,25 @@ fn real_main(cli: Cli) -> Result<()> {
                 duration: a.duration,
                 progress: Some(Duration::from_secs(5)),
             };
+            if let Some(url) = &a.http {
+                let http = HttpPlan {
+                    url: url.clone(),
+                    batch: a.batch,
+                    gzip: a.gzip,
+                    token: a.token.clone(),
+                };
+                let r = post(gen_cfg, &plan, &http, &control)?;
+                println!(
+                    "sent {} events to {url} in {} requests ({} retried): {} accepted, {} duplicate, {} rejected",
+                    r.generated.messages,
+                    r.requests,
+                    r.retries,
+                    r.accepted,
+                    r.duplicate,
+                    r.rejected
+                );
+                return Ok(());
+            }
             let r = produce(&cfg.kafka(), gen_cfg, &plan, &control)?;
             println!(
                 "produced {} messages to {topic}: {} good ({} late), {} bad, {} garbage",

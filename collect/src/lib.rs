@@ -1,27 +1,35 @@
-//! Footprint's event collector (`footprint collect`, not yet a command):
-//! the parts that take events over HTTP into Kafka and acknowledge an event
-//! only once it is durable, in Kafka or in a local spill.
+//! Footprint's event collector (`footprint collect`): an HTTP service that
+//! takes behaviour events, checks them with the worker's own decoder, and
+//! acknowledges each only once it is durable, in Kafka or in a local spill.
 //!
-//! Its first parts:
-//! - [`body`]: a request body into events, decompressed (gzip, zstd)
-//!   within caps that a decompression bomb cannot pass, split by its form
-//!   (one JSON event, an array, NDJSON), each checked by the worker's own
-//!   decoder;
-//! - [`dedup`]: the event ids each app sent recently, so that a client's
-//!   retry of a durable event is answered `duplicate` and never produced
-//!   twice, in bounded memory;
-//! - [`shed`]: which apps are refused under pressure, lowest priority
-//!   first, taken back in reverse order;
-//! - [`spill`]: append-only segment files, each record checksummed,
-//!   fsync'd before an append returns, drained in order behind a durable
-//!   cursor.
+//! | module | job |
+//! |---|---|
+//! | [`body`] | a request body into events: decompressed (gzip, zstd) within caps a decompression bomb cannot pass, split by its form (one JSON event, an array, NDJSON) |
+//! | [`collector`] | the write path (straight to Kafka, or to the spill while Kafka does not answer), the drainer, shedding |
+//! | [`dedup`] | the event ids each app sent recently, so a client's retry is answered `duplicate` and never produced twice |
+//! | [`shed`] | which apps are refused under pressure, lowest priority first |
+//! | [`spill`] | append-only segment files, each record checksummed, fsync'd before an append returns |
+//! | [`limits`] | tokens and per-app quotas |
+//! | [`outlet`] | the producer the collector writes through (the connectors crate implements it for Kafka) |
+//! | [`routes`] | the HTTP API |
+//! | [`events`] | metrics and logs |
 //!
-//! The HTTP service, the producer that drains the spill, quotas and the
-//! wiring of these parts come next.
+//! The crate knows nothing of Kafka clients: `bin` wires it to the
+//! connectors' producer and to the config.
 
 pub mod body;
+pub mod collector;
 pub mod dedup;
+pub mod events;
+pub mod limits;
+pub mod outlet;
+pub mod routes;
+pub mod settings;
 pub mod shed;
 pub mod spill;
 
+pub use collector::{Answer, CollectError, Collector, Outcome};
+pub use outlet::{Delivery, Outlet, OutletError};
+pub use routes::{CollectServer, serve};
+pub use settings::{AppSettings, CollectSettings, Rate};
 pub use spill::{Position, Record, Recovered, Spill, SpillError};

@@ -424,6 +424,12 @@ impl Spill {
     }
 }
 
+/// The bytes `record` takes in a segment: an append of a batch ends this
+/// much after where its first record begins, summed over the batch.
+pub fn stored_len(record: &Record) -> u64 {
+    HEADER + 2 + record.key.len() as u64 + record.value.len() as u64
+}
+
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}.seg"))
 }

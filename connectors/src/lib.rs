@@ -17,6 +17,8 @@
 //! - reading the retry topic back and committing past what was applied
 //!   ([`replay`]); *applying* the records to the stores is the replay job's
 //!   business, wired in the binary;
+//! - the collector's producer ([`outlet::KafkaOutlet`], which implements
+//!   the collector's `Outlet`);
 //! - producing generated clickstreams ([`producer::EventProducer`]) and
 //!   topic administration through one shared client per process
 //!   ([`admin::Admin`]).
@@ -37,6 +39,7 @@ pub mod control;
 pub mod events;
 pub mod journal;
 pub mod offsets;
+pub mod outlet;
 pub mod positions;
 pub mod producer;
 pub mod reader;

@@ -23,23 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::settings::{Rate, ServeSettings};
 
-/// The credentials of an `Authorization: Bearer …` header (scheme
-/// case-insensitive).
-pub fn bearer(header: &str) -> Option<&str> {
-    let (scheme, rest) = header.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-}
-
-/// Compares in time that depends only on the lengths, not on where the
-/// strings differ.
-pub fn same(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    let mut diff = u8::from(a.len() != b.len());
-    for (i, x) in b.iter().enumerate() {
-        diff |= x ^ a.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
-}
+pub use footprint_telemetry::access::{bearer, same};
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]

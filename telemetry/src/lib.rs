@@ -15,8 +15,10 @@
 //! This crate owns only the machinery: the latency histogram ([`Latency`],
 //! on hdrhistogram), an operator's share of a process-wide gauge
 //! ([`GaugeShare`]), and rate-limited logging of repeated failures
-//! ([`Throttle`]). It knows nothing of events, windows, stores or Kafka.
+//! ([`Throttle`]), and the bearer tokens every HTTP service reads
+//! ([`access`]). It knows nothing of events, windows, stores or Kafka.
 
+pub mod access;
 pub mod latency;
 pub mod share;
 pub mod throttle;

@@ -10,6 +10,8 @@
 //! - [`stores`]: what the stores hold, by identity and as dumps;
 //! - [`scenario`]: the names, config and files of one store scenario;
 //! - [`broker`]: a broker of a test's own, for broker drills;
+//! - [`collector`]: the collector as a process, a steady client, and the
+//!   check of a topic against what was acknowledged;
 //! - [`drill`]: the failure-drill harness;
 //! - [`promtool`]: Prometheus' linter on `/metrics`.
 //!
@@ -18,6 +20,7 @@
 //! tests. A test that needs a broker fails with a clear message without one.
 
 pub mod broker;
+pub mod collector;
 pub mod drill;
 pub mod http;
 pub mod processes;

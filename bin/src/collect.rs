@@ -1,0 +1,69 @@
+//! `footprint collect`: the event collector, wired to the config and to
+//! the connectors' Kafka producer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use footprint_collect::events::CollectMetrics;
+use footprint_collect::{CollectServer, Collector};
+use footprint_connectors::admin::Admin;
+use footprint_connectors::events::ConnectorMetrics;
+use footprint_connectors::outlet::KafkaOutlet;
+use footprint_dataflows::control::RunControl;
+
+use crate::config::Config;
+
+/// Starts the collector `cfg` describes: opens its spill (and says what a
+/// crash left in it), makes the producer, and listens.
+pub fn start(cfg: &Config) -> Result<CollectServer> {
+    let settings = cfg.collect_settings()?;
+    let topic = cfg
+        .source
+        .topics
+        .first()
+        .cloned()
+        .context("source.topics names no topic")?;
+    let mut registry = footprint_telemetry::registry();
+    let metrics = CollectMetrics::register(&mut registry);
+    let connectors = ConnectorMetrics::register(&mut registry);
+    let kafka = cfg.kafka().with_metrics(connectors);
+    let created =
+        Admin::new(&kafka).and_then(|admin| admin.ensure_topic(&topic, cfg.collect.partitions, 1));
+    match created {
+        Ok(true) => tracing::info!(topic, partitions = cfg.collect.partitions, "created topic"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, topic,
+            "the topic cannot be checked now (is the broker down?): accepted events go to the spill until Kafka takes them"),
+    }
+    let outlet = KafkaOutlet::new(&kafka, &topic).context("the collector's Kafka producer")?;
+    let (collector, recovered) = Collector::open(settings, Arc::new(outlet), metrics)?;
+    if recovered.torn_bytes > 0 || recovered.corrupt_bytes > 0 {
+        tracing::warn!(
+            torn_bytes = recovered.torn_bytes,
+            corrupt_bytes = recovered.corrupt_bytes,
+            "the spill held damaged records; see the .corrupt files in its directory"
+        );
+    }
+    let listener = std::net::TcpListener::bind(cfg.collect.listen)
+        .with_context(|| format!("collector: cannot listen on {}", cfg.collect.listen))?;
+    let server =
+        footprint_collect::serve(listener, cfg.collect.threads, collector, Arc::new(registry))
+            .context("starting the collector")?;
+    tracing::info!(addr = %server.addr, topic, spilled = recovered.records, "collector listening");
+    Ok(server)
+}
+
+/// Runs the collector until `control` asks to stop.
+pub fn run(cfg: &Config, control: &Arc<RunControl>) -> Result<()> {
+    let server = start(cfg)?;
+    eprintln!(
+        "collector: POST http://{}/v1/events  (health: /health, ready: /ready, metrics: /metrics; spill: {})",
+        server.addr, cfg.collect.spill.dir
+    );
+    while !control.stop_requested() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(server);
+    Ok(())
+}
