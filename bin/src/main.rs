@@ -87,7 +87,7 @@ struct BenchArgs {
     /// Seconds the latency run produces.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
-    /// Seconds of each query-service loop (`--mode serve`).
+    /// Seconds of each timed HTTP loop (`--mode serve`, `--mode collect`).
     #[arg(long, default_value_t = 10)]
     serve_seconds: u64,
     /// Only the query-service scenarios whose name contains this

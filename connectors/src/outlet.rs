@@ -50,9 +50,17 @@ impl KafkaOutlet {
                 ("compression.type", "none"),
             ],
         );
-        let producer = config
+        let producer: Inner = config
             .create_with_context(settings.context())
             .map_err(ConnectorError::Config)?;
+        // Learn the topic's partitions now, so that the first requests do
+        // not wait for it; a broker that is down is found out later.
+        if let Err(e) = producer
+            .client()
+            .fetch_metadata(Some(topic), std::time::Duration::from_secs(2))
+        {
+            tracing::debug!(error = %e, topic, "the topic's metadata is not known yet");
+        }
         Ok(KafkaOutlet {
             producer: RwLock::new(producer),
             config,

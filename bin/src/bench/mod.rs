@@ -31,9 +31,11 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use footprint_dataflows::PipelineSpec;
 
+mod collect;
 pub mod e2e;
 pub mod engine;
-pub mod serve;
+mod load;
+mod serve;
 
 /// Which measurements to take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,6 +50,9 @@ pub enum Mode {
     Latency,
     /// The query service over stores a run loaded (not part of `all`).
     Serve,
+    /// The event collector beside `footprint gen` straight to Kafka (not
+    /// part of `all`).
+    Collect,
 }
 
 /// `footprint bench` settings.
@@ -340,6 +345,7 @@ struct Report {
     end_to_end: Option<EndToEndRow>,
     latency: Option<LatencyRow>,
     serve: Vec<serve::ServeRow>,
+    collect: Vec<collect::CollectRun>,
 }
 
 #[derive(Debug, Serialize)]
@@ -550,6 +556,8 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
             o.serve_seconds,
             o.serve_only.as_deref(),
         )?;
+    } else if o.mode == Mode::Collect {
+        report.collect = collect::bench_collect(cfg, o.events, o.runs, o.serve_seconds)?;
     } else {
         print_table(&report);
     }

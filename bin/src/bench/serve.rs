@@ -23,22 +23,18 @@
 //! `item_activity_1m` within `app_id` by `count`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use footprint_dataflows::key::GroupKey;
 use footprint_sinks::util::switch::{Mode, Switches};
-use footprint_telemetry::Latency;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::e2e::Owned;
+use super::load::{CONNECTIONS, Requests, Use, closed_loop, get, median, open_loop};
 use crate::config::Config;
 use crate::process::Process;
 use crate::run::{RunOptions, run};
-
-/// Keep-alive connections of the load generator.
-const CONNECTIONS: usize = 64;
 
 /// One scenario's figures in one run.
 #[derive(Debug, Clone, Serialize)]
@@ -256,16 +252,21 @@ fn measure(
             scenario: name.to_owned(),
             runs: Vec::new(),
         };
+        let requests = Requests::new(paths.iter().map(|p| get(p)).collect(), Use::Wrap);
         for i in 0..runs {
             eprintln!("bench: serve: {name}, run {}/{runs}", i + 1);
             // A second of warm-up (connections, caches, prepared statements).
-            runtime.block_on(closed_loop(addr, paths, Duration::from_secs(1)))?;
+            runtime.block_on(closed_loop(addr, &requests, Duration::from_secs(1)))?;
             let (answered, errors, took) =
-                runtime.block_on(closed_loop(addr, paths, Duration::from_secs(seconds)))?;
+                runtime.block_on(closed_loop(addr, &requests, Duration::from_secs(seconds)))?;
             let most = answered as f64 / took.as_secs_f64();
             let half = (most / 2.0).max(1.0);
-            let (latency, open_errors) =
-                runtime.block_on(open_loop(addr, paths, half, Duration::from_secs(seconds)))?;
+            let (latency, open_errors) = runtime.block_on(open_loop(
+                addr,
+                &requests,
+                half,
+                Duration::from_secs(seconds),
+            ))?;
             let q = latency.quantiles();
             row.runs.push(ServeRun {
                 most_per_sec: most,
@@ -280,148 +281,6 @@ fn measure(
         rows.push(row);
     }
     Ok(rows)
-}
-
-/// One keep-alive connection: sends `GET path` and reads the answer.
-struct Conn {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
-    line: String,
-    body: Vec<u8>,
-}
-
-impl Conn {
-    async fn open(addr: std::net::SocketAddr) -> Result<Self> {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (r, w) = stream.into_split();
-        Ok(Conn {
-            reader: BufReader::new(r),
-            writer: w,
-            line: String::new(),
-            body: Vec::new(),
-        })
-    }
-
-    /// The status of `GET path`.
-    async fn get(&mut self, path: &str) -> Result<u16> {
-        let request = format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n");
-        self.writer.write_all(request.as_bytes()).await?;
-        self.line.clear();
-        self.reader.read_line(&mut self.line).await?;
-        let status: u16 = self
-            .line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("no status line")?;
-        let mut length = 0usize;
-        loop {
-            self.line.clear();
-            if self.reader.read_line(&mut self.line).await? == 0 {
-                bail!("the connection closed");
-            }
-            let header = self.line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = header.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        self.body.resize(length, 0);
-        self.reader.read_exact(&mut self.body).await?;
-        Ok(status)
-    }
-}
-
-/// Every connection asks its next path as soon as the last is answered,
-/// for `how_long`: the answers that were 200, the others, and the time
-/// taken.
-async fn closed_loop(
-    addr: std::net::SocketAddr,
-    paths: &[String],
-    how_long: Duration,
-) -> Result<(u64, u64, Duration)> {
-    let paths: Arc<[String]> = paths.into();
-    let started = Instant::now();
-    let end = started + how_long;
-    let mut tasks = Vec::new();
-    for c in 0..CONNECTIONS {
-        let paths = Arc::clone(&paths);
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(addr).await?;
-            let (mut answered, mut errors, mut i) = (0u64, 0u64, c * 7919);
-            while Instant::now() < end {
-                let status = conn.get(&paths[i % paths.len()]).await?;
-                if status == 200 {
-                    answered += 1;
-                } else {
-                    errors += 1;
-                }
-                i += 1;
-            }
-            Ok::<_, anyhow::Error>((answered, errors))
-        }));
-    }
-    let (mut answered, mut errors) = (0, 0);
-    for t in tasks {
-        let (a, e) = t.await??;
-        answered += a;
-        errors += e;
-    }
-    Ok((answered, errors, started.elapsed()))
-}
-
-/// Requests at `rate` a second for `how_long`, each sent at its scheduled
-/// time on the next free connection; latency counts from that time.
-async fn open_loop(
-    addr: std::net::SocketAddr,
-    paths: &[String],
-    rate: f64,
-    how_long: Duration,
-) -> Result<(Latency, u64)> {
-    let paths: Arc<[String]> = paths.into();
-    let latency = Latency::default();
-    let total = (rate * how_long.as_secs_f64()) as u64;
-    let started = tokio::time::Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let (paths, latency, next) = (Arc::clone(&paths), latency.clone(), Arc::clone(&next));
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(addr).await?;
-            let mut errors = 0u64;
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<_, anyhow::Error>(errors);
-                }
-                let due = started + Duration::from_secs_f64(i as f64 / rate);
-                tokio::time::sleep_until(due).await;
-                let status = conn.get(&paths[(i as usize * 7919) % paths.len()]).await?;
-                latency.record(due.elapsed());
-                errors += u64::from(status != 200);
-            }
-        }));
-    }
-    let mut errors = 0;
-    for t in tasks {
-        errors += t.await??;
-    }
-    Ok((latency, errors))
-}
-
-fn median(v: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = v.collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 fn print_table(rows: &[ServeRow], seconds: u64) {
