@@ -157,6 +157,20 @@ pub struct RateConfig {
     pub burst: Option<u32>,
 }
 
+impl RateConfig {
+    /// The rate and burst of `r` (the burst defaults to one second's
+    /// worth), or an error at `key` if either is 0.
+    fn checked(key: String, r: Option<RateConfig>) -> Result<Option<(u32, u32)>, ConfigError> {
+        match r {
+            None => Ok(None),
+            Some(r) if r.per_second == 0 || r.burst == Some(0) => {
+                Err(err(key, "per_second and burst must be at least 1"))
+            }
+            Some(r) => Ok(Some((r.per_second, r.burst.unwrap_or(r.per_second)))),
+        }
+    }
+}
+
 /// `[serve.apps.APP]`: one app's token and rate limit.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -552,16 +566,7 @@ impl Config {
         use footprint_query::settings::{AppAccess, CacheSettings, Rate};
         let s = &self.serve;
         let rate = |key: String, r: Option<RateConfig>| -> Result<Option<Rate>, ConfigError> {
-            match r {
-                None => Ok(None),
-                Some(r) if r.per_second == 0 || r.burst == Some(0) => {
-                    Err(err(key, "per_second and burst must be at least 1"))
-                }
-                Some(r) => Ok(Some(Rate {
-                    per_second: r.per_second,
-                    burst: r.burst.unwrap_or(r.per_second),
-                })),
-            }
+            Ok(RateConfig::checked(key, r)?.map(|(per_second, burst)| Rate { per_second, burst }))
         };
         for (key, v) in [
             ("serve.threads", s.threads),
@@ -647,16 +652,7 @@ impl Config {
         use footprint_collect::{AppSettings, Rate};
         let c = &self.collect;
         let rate = |key: String, r: Option<RateConfig>| -> Result<Option<Rate>, ConfigError> {
-            match r {
-                None => Ok(None),
-                Some(r) if r.per_second == 0 || r.burst == Some(0) => {
-                    Err(err(key, "per_second and burst must be at least 1"))
-                }
-                Some(r) => Ok(Some(Rate {
-                    per_second: r.per_second,
-                    burst: r.burst.unwrap_or(r.per_second),
-                })),
-            }
+            Ok(RateConfig::checked(key, r)?.map(|(per_second, burst)| Rate { per_second, burst }))
         };
         if c.threads == 0 {
             return Err(err("collect.threads", "must be at least 1"));

@@ -8,7 +8,7 @@ use footprint_connectors::ConnectorError;
 use footprint_connectors::admin::Admin;
 use footprint_connectors::client::KafkaSettings;
 use footprint_connectors::producer::EventProducer;
-use footprint_dataflows::clickstream::{GenConfig, Generator, Kind};
+use footprint_dataflows::clickstream::{GenConfig, GenEvent, Generator, Kind};
 use footprint_dataflows::control::RunControl;
 
 /// How much to produce, and how fast.
@@ -43,6 +43,46 @@ pub struct GenReport {
     pub garbage: u64,
 }
 
+impl GenReport {
+    /// Counts one message of `kind`.
+    fn count(&mut self, kind: Kind) {
+        self.messages += 1;
+        match kind {
+            Kind::Good => self.good += 1,
+            Kind::Late => {
+                self.good += 1;
+                self.late += 1;
+            }
+            Kind::Bad(_) => self.bad += 1,
+            Kind::Garbage => self.garbage += 1,
+        }
+    }
+}
+
+/// The next event, as `plan` paces it: `None` while its rate says to wait
+/// (`sent` were sent since `started`). With a rate, event time follows the
+/// wall clock.
+fn paced(
+    generator: &mut Generator,
+    plan: &GenPlan,
+    started: Instant,
+    sent: u64,
+) -> Option<GenEvent> {
+    match plan.rate {
+        Some(rate) => {
+            let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+            if sent >= due {
+                return None;
+            }
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            Some(generator.next_at(now_ms))
+        }
+        None => Some(generator.next_event()),
+    }
+}
+
 /// Produces a clickstream; returns once `plan` is done or `control` asks to stop.
 pub fn produce(
     settings: &KafkaSettings,
@@ -74,19 +114,9 @@ pub fn produce(
         {
             break;
         }
-        let event = match plan.rate {
-            Some(rate) => {
-                let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
-                if report.messages >= due {
-                    std::thread::sleep(Duration::from_millis(2));
-                    continue;
-                }
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                generator.next_at(now_ms)
-            }
-            None => generator.next_event(),
+        let Some(event) = paced(&mut generator, plan, started, report.messages) else {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
         };
         producer
             .send(
@@ -96,16 +126,7 @@ pub fn produce(
                 &event.payload,
             )
             .with_context(|| format!("producing to {}", plan.topic))?;
-        report.messages += 1;
-        match event.kind {
-            Kind::Good => report.good += 1,
-            Kind::Late => {
-                report.good += 1;
-                report.late += 1;
-            }
-            Kind::Bad(_) => report.bad += 1,
-            Kind::Garbage => report.garbage += 1,
-        }
+        report.count(event.kind);
         if let Some(every) = plan.progress
             && last_log.elapsed() >= every
         {
@@ -211,24 +232,15 @@ pub fn post(
         if done {
             break;
         }
-        let event = match plan.rate {
-            Some(rate) => {
-                let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
-                if report.generated.messages >= due {
-                    if in_body > 0 {
-                        send_batch(&agent, &url, http, &body, &mut report, control)?;
-                        body.clear();
-                        in_body = 0;
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                    continue;
-                }
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                generator.next_at(now_ms)
+        let Some(event) = paced(&mut generator, plan, started, report.generated.messages) else {
+            // Waiting for the rate: what is gathered goes now.
+            if in_body > 0 {
+                send_batch(&agent, &url, http, &body, &mut report, control)?;
+                body.clear();
+                in_body = 0;
             }
-            None => generator.next_event(),
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
         };
         // NDJSON: a payload with a newline of its own (garbage) would be
         // split in two; it is sent as one line with the newline escaped
@@ -241,17 +253,7 @@ pub fn post(
         );
         body.push(b'\n');
         in_body += 1;
-        let g = &mut report.generated;
-        g.messages += 1;
-        match event.kind {
-            Kind::Good => g.good += 1,
-            Kind::Late => {
-                g.good += 1;
-                g.late += 1;
-            }
-            Kind::Bad(_) => g.bad += 1,
-            Kind::Garbage => g.garbage += 1,
-        }
+        report.generated.count(event.kind);
         if let Some(every) = plan.progress
             && last_log.elapsed() >= every
         {

@@ -66,6 +66,29 @@ segment_bytes = 262144
     )
 }
 
+/// A broker of the test's own (SQLite store) and a collector on it, with
+/// a topic named after `name`.
+fn own_collector(
+    dir: &std::path::Path,
+    name: &str,
+    max_bytes: u64,
+    keys: &str,
+    tables: &str,
+) -> (OwnBroker, CollectorProcess, String) {
+    let broker = OwnBroker::start(dir).expect("broker");
+    let topic = unique(name);
+    let toml = collect_toml(
+        &broker.addr,
+        &topic,
+        &dir.join("spill"),
+        max_bytes,
+        keys,
+        tables,
+    );
+    let collector = CollectorProcess::start(dir, &broker.addr, &toml).expect("collector");
+    (broker, collector, topic)
+}
+
 fn ndjson(range: std::ops::Range<u64>, apps: u64) -> String {
     range
         .map(|n| drill_event(n, apps, 200, BASE_TS) + "\n")
@@ -79,17 +102,8 @@ fn a_broker_outage_loses_no_acknowledged_event_and_keeps_each_users_order() {
     let size = Size::from_env();
     let (rate, down) = size.pick((2_000, 6), (5_000, 20));
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut broker = OwnBroker::start(dir.path()).expect("broker");
-    let topic = unique("collect-outage");
-    let toml = collect_toml(
-        &broker.addr,
-        &topic,
-        &dir.path().join("spill"),
-        1 << 30,
-        "",
-        "",
-    );
-    let collector = CollectorProcess::start(dir.path(), &broker.addr, &toml).expect("collector");
+    let (mut broker, collector, topic) =
+        own_collector(dir.path(), "collect-outage", 1 << 30, "", "");
     let addr = Arc::new(Mutex::new(collector.addr));
     let client = SteadyClient::start(Arc::clone(&addr), rate, 100, BASE_TS);
 
@@ -143,18 +157,8 @@ fn a_broker_outage_loses_no_acknowledged_event_and_keeps_each_users_order() {
 #[test]
 fn a_collector_killed_while_events_are_spilled_drains_them_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut broker = OwnBroker::start(dir.path()).expect("broker");
-    let topic = unique("collect-crash");
-    let toml = collect_toml(
-        &broker.addr,
-        &topic,
-        &dir.path().join("spill"),
-        1 << 30,
-        "",
-        "",
-    );
-    let mut collector =
-        CollectorProcess::start(dir.path(), &broker.addr, &toml).expect("collector");
+    let (mut broker, mut collector, topic) =
+        own_collector(dir.path(), "collect-crash", 1 << 30, "", "");
     let mut acknowledged = BTreeSet::new();
     let mut take = |addr: SocketAddr, range: std::ops::Range<u64>| {
         let p = post_events(addr, ndjson(range.clone(), 3).as_bytes(), &[NDJSON]).expect("post");
@@ -199,17 +203,8 @@ fn a_collector_killed_while_events_are_spilled_drains_them_after_a_restart() {
 #[test]
 fn a_full_spill_answers_503_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut broker = OwnBroker::start(dir.path()).expect("broker");
-    let topic = unique("collect-full");
-    let toml = collect_toml(
-        &broker.addr,
-        &topic,
-        &dir.path().join("spill"),
-        64 * 1024,
-        "",
-        "",
-    );
-    let collector = CollectorProcess::start(dir.path(), &broker.addr, &toml).expect("collector");
+    let (mut broker, collector, topic) =
+        own_collector(dir.path(), "collect-full", 64 * 1024, "", "");
     broker.kill().expect("kill the broker");
     let mut acknowledged = BTreeSet::new();
     let mut refused = 0u64;
@@ -268,17 +263,13 @@ fn a_full_spill_answers_503_and_loses_nothing_acknowledged() {
 #[test]
 fn shedding_refuses_the_lowest_priority_app_first_and_keeps_the_highest() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut broker = OwnBroker::start(dir.path()).expect("broker");
-    let topic = unique("collect-shed");
-    let toml = collect_toml(
-        &broker.addr,
-        &topic,
-        &dir.path().join("spill"),
+    let (mut broker, collector, topic) = own_collector(
+        dir.path(),
+        "collect-shed",
         256 * 1024,
         "shed_high = 0.3\nshed_low = 0.1\nshed_step = \"200ms\"",
         "[collect.apps.app0]\npriority = 0\n[collect.apps.app1]\npriority = 1\n[collect.apps.app2]\npriority = 2",
     );
-    let collector = CollectorProcess::start(dir.path(), &broker.addr, &toml).expect("collector");
     broker.kill().expect("kill the broker");
 
     let mut acknowledged = BTreeSet::new();
