@@ -90,6 +90,9 @@ struct BenchArgs {
     /// Seconds of each timed HTTP loop (`--mode serve`, `--mode collect`).
     #[arg(long, default_value_t = 10)]
     serve_seconds: u64,
+    /// Keep-alive connections of the collector's load generator (`--mode collect`).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
     /// Only the query-service scenarios whose name contains this
     /// (`Redis`, `MySQL`, `cache`, `series`, `top`).
     #[arg(long)]
@@ -500,6 +503,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 rate: b.rate,
                 seconds: b.seconds,
                 serve_seconds: b.serve_seconds,
+                connections: b.connections.max(1),
                 serve_only: b.serve_only,
                 json: b.json,
                 dir: b.dir,

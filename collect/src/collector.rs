@@ -140,14 +140,19 @@ pub enum CollectError {
     },
 }
 
-/// An event that passed the checks, on its way to be written.
+/// An event that passed the checks.
+struct Checked {
+    index: usize,
+    app: String,
+    id: String,
+    record: Record,
+}
+
+/// An event being written: where it was in the body, and its id.
 struct Taken {
     index: usize,
     app: String,
     id: String,
-    /// Reserved in the dedup window (false: a repeat within this request).
-    reserved: bool,
-    record: Record,
 }
 
 /// The collector.
@@ -198,6 +203,16 @@ pub fn with_event_id(event: &[u8], id: &str) -> Vec<u8> {
     out.extend_from_slice(if empty { b"\"" } else { b"\"," });
     out.extend_from_slice(rest);
     out
+}
+
+/// The delivery's result if it has one already, without waiting.
+fn futures_now(d: &mut Delivery) -> Option<Result<(), OutletError>> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match d.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(r) => Some(r),
+        std::task::Poll::Pending => None,
+    }
 }
 
 /// The process's resident memory, in bytes (Linux; `None` elsewhere).
@@ -315,7 +330,7 @@ impl Collector {
     pub async fn take(self: &Arc<Self>, sender: &Sender, events: &[&[u8]]) -> Answer {
         let now = Instant::now();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
-        let mut checked: Vec<Taken> = Vec::with_capacity(events.len());
+        let mut checked: Vec<Checked> = Vec::with_capacity(events.len());
         for (index, raw) in events.iter().enumerate() {
             let event = match body::check(raw) {
                 Ok(e) => e,
@@ -359,7 +374,7 @@ impl Collector {
                     (id, value)
                 }
             };
-            checked.push(Taken {
+            checked.push(Checked {
                 index,
                 app: event.app_id.to_string(),
                 record: Record {
@@ -367,7 +382,6 @@ impl Collector {
                     value,
                 },
                 id,
-                reserved: false,
             });
         }
 
@@ -401,16 +415,12 @@ impl Collector {
         }
 
         // Event ids: retries of durable events are duplicates.
-        let mut taken: Vec<Taken> = Vec::with_capacity(checked.len());
+        let mut write = vec![false; checked.len()];
         let mut repeats: Vec<(usize, usize)> = Vec::new();
-        // Apps of the events that are not written (shed, over quota,
-        // duplicates, repeats), for the counts.
-        let mut refused_apps: Vec<(usize, String)> = Vec::new();
         {
             let mut dedup = lock(&self.dedup);
             let mut in_request: HashMap<(&str, &str), usize> = HashMap::new();
-            for t in &checked {
-                refused_apps.push((t.index, t.app.clone()));
+            for (k, t) in checked.iter().enumerate() {
                 if let Some(outcome) = refused.get(&t.app) {
                     outcomes[t.index] = Some(Outcome::of(outcome, Some(t.id.clone())));
                     continue;
@@ -421,13 +431,7 @@ impl Collector {
                 }
                 in_request.insert((t.app.as_str(), t.id.as_str()), t.index);
                 match dedup.reserve(&t.app, &t.id, now) {
-                    Seen::New => taken.push(Taken {
-                        index: t.index,
-                        app: t.app.clone(),
-                        id: t.id.clone(),
-                        reserved: true,
-                        record: t.record.clone(),
-                    }),
+                    Seen::New => write[k] = true,
                     Seen::Duplicate => {
                         outcomes[t.index] = Some(Outcome::of("duplicate", Some(t.id.clone())));
                     }
@@ -437,9 +441,23 @@ impl Collector {
                 }
             }
         }
-        drop(checked);
+        // The apps of the events, for the counts.
+        let mut apps: Vec<Option<String>> = vec![None; events.len()];
+        let mut taken: Vec<Taken> = Vec::with_capacity(checked.len());
+        let mut records: Vec<Record> = Vec::with_capacity(checked.len());
+        for (t, w) in checked.into_iter().zip(write) {
+            if w {
+                records.push(t.record);
+                taken.push(Taken {
+                    index: t.index,
+                    app: t.app,
+                    id: t.id,
+                });
+            } else {
+                apps[t.index] = Some(t.app);
+            }
+        }
 
-        let records: Vec<Record> = taken.iter().map(|t| t.record.clone()).collect();
         let durable = if records.is_empty() {
             Vec::new()
         } else {
@@ -467,7 +485,7 @@ impl Collector {
                         "unavailable"
                     }
                 };
-                if outcome == "accepted" && t.reserved {
+                if outcome == "accepted" {
                     dedup.confirm(&t.app, &t.id, done);
                 }
                 outcomes[t.index] = Some(Outcome::of(outcome, Some(t.id.clone())));
@@ -475,6 +493,9 @@ impl Collector {
         }
         for (app, count) in spilled {
             EventsSpilled { app, count }.emit(&self.metrics);
+        }
+        for t in taken {
+            apps[t.index] = Some(t.app);
         }
         for (index, first) in repeats {
             let outcome = match outcomes[first].as_ref().map(|o| o.outcome) {
@@ -490,13 +511,6 @@ impl Collector {
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::of("in_flight", None)))
             .collect();
-        let mut apps: Vec<Option<String>> = vec![None; events.len()];
-        for t in &taken {
-            apps[t.index] = Some(t.app.clone());
-        }
-        for (index, app) in refused_apps {
-            apps[index] = Some(app);
-        }
         self.count(&apps, &outcomes);
         let has = |name: &str| outcomes.iter().any(|o| o.outcome == name);
         let (status, retry_after) = if has("accepted") || has("duplicate") {
@@ -573,19 +587,34 @@ impl Collector {
             return self.to_spill(firsts, "spilling").await;
         }
         // Wait for Kafka, up to the timeout.
-        let deadline = tokio::time::Instant::now() + self.settings.ack_timeout;
+        // One timer for the whole request.
+        let deadline = tokio::time::sleep(self.settings.ack_timeout);
+        tokio::pin!(deadline);
+        let mut timed_out = false;
         let mut durable: Vec<Option<Durable>> = Vec::with_capacity(n);
         let mut late: Vec<(Record, Option<Delivery>)> = Vec::new();
         let mut records = records.into_iter();
         for mut d in sent {
             let Some(r) = records.next() else { break };
-            match tokio::time::timeout_at(deadline, &mut d).await {
-                Ok(Ok(())) => durable.push(Some(Durable::Kafka)),
-                Ok(Err(_)) => {
+            let answered = if timed_out {
+                futures_now(&mut d)
+            } else {
+                tokio::select! {
+                    biased;
+                    a = &mut d => Some(a),
+                    () = &mut deadline => {
+                        timed_out = true;
+                        futures_now(&mut d)
+                    }
+                }
+            };
+            match answered {
+                Some(Ok(())) => durable.push(Some(Durable::Kafka)),
+                Some(Err(_)) => {
                     durable.push(None);
                     late.push((r, None));
                 }
-                Err(_) => {
+                None => {
                     durable.push(None);
                     late.push((r, Some(d)));
                 }

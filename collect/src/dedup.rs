@@ -13,8 +13,11 @@
 //! at most `max_ids` over all apps: past that the oldest go first, and
 //! [`Dedup::evicted`] counts them, so memory stays bounded under any load.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
 
 /// What an event id was, when its event came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,14 +36,15 @@ enum State {
     Confirmed(Instant),
 }
 
-/// The recent event ids of every app.
+/// The recent event ids of every app. Each app and id is stored once and
+/// shared with the expiry queue.
 #[derive(Debug)]
 pub struct Dedup {
     window: Duration,
     max_ids: usize,
-    apps: HashMap<String, HashMap<String, State>>,
+    apps: HashMap<Arc<str>, HashMap<Arc<str>, State>>,
     /// Confirmed ids, oldest first.
-    order: VecDeque<(Instant, String, String)>,
+    order: VecDeque<(Instant, Arc<str>, Arc<str>)>,
     evicted: u64,
 }
 
@@ -59,12 +63,15 @@ impl Dedup {
     /// Looks `id` of `app` up, and reserves it when it is new.
     pub fn reserve(&mut self, app: &str, id: &str, now: Instant) -> Seen {
         self.expire(now);
-        let ids = self.apps.entry(app.to_owned()).or_default();
+        let ids = match self.apps.get_mut(app) {
+            Some(ids) => ids,
+            None => self.apps.entry(Arc::from(app)).or_default(),
+        };
         match ids.get(id) {
             Some(State::InFlight) => Seen::InFlight,
             Some(State::Confirmed(_)) => Seen::Duplicate,
             None => {
-                ids.insert(id.to_owned(), State::InFlight);
+                ids.insert(Arc::from(id), State::InFlight);
                 Seen::New
             }
         }
@@ -73,14 +80,17 @@ impl Dedup {
     /// The event of a reserved `id` is durable: retries are duplicates for
     /// the window from `now`.
     pub fn confirm(&mut self, app: &str, id: &str, now: Instant) {
-        let Some(state) = self.apps.get_mut(app).and_then(|ids| ids.get_mut(id)) else {
+        let Some((app, ids)) = self.apps.get_key_value_mut(app) else {
+            return;
+        };
+        let Some((id, state)) = ids.get_key_value_mut(id) else {
             return;
         };
         if *state != State::InFlight {
             return;
         }
         *state = State::Confirmed(now);
-        self.order.push_back((now, app.to_owned(), id.to_owned()));
+        self.order.push_back((now, Arc::clone(app), Arc::clone(id)));
         while self.order.len() > self.max_ids {
             if let Some((at, app, id)) = self.order.pop_front() {
                 self.forget(&app, &id, at);

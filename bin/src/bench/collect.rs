@@ -8,8 +8,8 @@
 //!   the last one;
 //! - **NDJSON batches of 100, gzip**: a fresh collector in this process
 //!   takes the same events, each request answered once Kafka acknowledged
-//!   its events; closed loop over 64 keep-alive connections, each batch
-//!   sent once;
+//!   its events; closed loop over `--connections` keep-alive connections
+//!   (64 by default), each batch sent once;
 //! - **single-event requests**: one event per request, uncompressed, for
 //!   `--serve-seconds`;
 //! - **latency at half the batch rate**: open loop of gzip'd batches at
@@ -29,7 +29,7 @@ use footprint_dataflows::control::RunControl;
 use serde::Serialize;
 
 use super::e2e::PARTITIONS;
-use super::load::{CONNECTIONS, Requests, Use, closed_loop, median, open_loop, post};
+use super::load::{Requests, Use, closed_loop, median, open_loop, post};
 use crate::config::Config;
 use crate::generate::{GenPlan, produce};
 
@@ -123,6 +123,7 @@ pub fn bench_collect(
     events: u64,
     runs: usize,
     seconds: u64,
+    connections: usize,
 ) -> Result<Vec<CollectRun>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -181,6 +182,7 @@ pub fn bench_collect(
         let (ok, errors_batch, took) = runtime.block_on(closed_loop(
             server.addr,
             &requests,
+            connections,
             Duration::from_secs(3600),
         ))?;
         if ok as usize != requests.len() {
@@ -196,7 +198,7 @@ pub fn bench_collect(
         let (server, _spill) = collector(cfg, "single")?;
         let requests = Requests::new(singles.clone(), Use::Once);
         let (ok, errors_single, took) =
-            runtime.block_on(closed_loop(server.addr, &requests, how_long))?;
+            runtime.block_on(closed_loop(server.addr, &requests, connections, how_long))?;
         let single = ok as f64 / took.as_secs_f64();
         drop(server);
 
@@ -207,8 +209,13 @@ pub fn bench_collect(
         );
         let (server, _spill) = collector(cfg, "latency")?;
         let requests = Requests::new(latency_requests.clone(), Use::Once);
-        let (latency, errors_latency) =
-            runtime.block_on(open_loop(server.addr, &requests, half, how_long))?;
+        let (latency, errors_latency) = runtime.block_on(open_loop(
+            server.addr,
+            &requests,
+            connections,
+            half,
+            how_long,
+        ))?;
         drop(server);
         let q = latency.quantiles();
         let r = CollectRun {
@@ -224,16 +231,16 @@ pub fn bench_collect(
         eprintln!("bench: collect: {r:?}");
         out.push(r);
     }
-    print_table(&out, seconds);
+    print_table(&out, seconds, connections);
     Ok(out)
 }
 
-fn print_table(runs: &[CollectRun], seconds: u64) {
+fn print_table(runs: &[CollectRun], seconds: u64, connections: usize) {
     let m = |f: fn(&CollectRun) -> f64| median(runs.iter().map(f));
     let ratios = median(runs.iter().map(|r| r.batch_per_sec / r.straight_per_sec));
     println!();
     println!(
-        "collector: medians of {} runs; {CONNECTIONS} keep-alive connections, load generator on this machine; timed loops {seconds} s",
+        "collector: medians of {} runs; {connections} keep-alive connections, load generator on this machine; timed loops {seconds} s",
         runs.len()
     );
     println!("| scenario | median |");

@@ -13,7 +13,8 @@ use anyhow::{Context, Result, bail};
 use footprint_telemetry::Latency;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-/// Keep-alive connections of the load generator.
+/// Keep-alive connections of the load generator, unless `--connections`
+/// says otherwise.
 pub const CONNECTIONS: usize = 64;
 
 /// How the prepared requests are used.
@@ -137,13 +138,14 @@ impl Conn {
 pub async fn closed_loop(
     addr: std::net::SocketAddr,
     requests: &Requests,
+    connections: usize,
     how_long: Duration,
 ) -> Result<(u64, u64, Duration)> {
     let started = Instant::now();
     let end = started + how_long;
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..CONNECTIONS {
+    for _ in 0..connections.max(1) {
         let (requests, next) = (requests.clone(), Arc::clone(&next));
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(addr).await?;
@@ -175,6 +177,7 @@ pub async fn closed_loop(
 pub async fn open_loop(
     addr: std::net::SocketAddr,
     requests: &Requests,
+    connections: usize,
     rate: f64,
     how_long: Duration,
 ) -> Result<(Latency, u64)> {
@@ -183,7 +186,7 @@ pub async fn open_loop(
     let started = tokio::time::Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..CONNECTIONS {
+    for _ in 0..connections.max(1) {
         let (requests, latency, next) = (requests.clone(), latency.clone(), Arc::clone(&next));
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(addr).await?;

@@ -79,6 +79,8 @@ pub struct BenchOptions {
     pub seconds: u64,
     /// How long each query-service loop runs.
     pub serve_seconds: u64,
+    /// Keep-alive connections of the collector's load generator.
+    pub connections: usize,
     /// Only the query-service scenarios whose name contains this.
     pub serve_only: Option<String>,
     /// Where the JSON report goes.
@@ -557,7 +559,8 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
             o.serve_only.as_deref(),
         )?;
     } else if o.mode == Mode::Collect {
-        report.collect = collect::bench_collect(cfg, o.events, o.runs, o.serve_seconds)?;
+        report.collect =
+            collect::bench_collect(cfg, o.events, o.runs, o.serve_seconds, o.connections)?;
     } else {
         print_table(&report);
     }

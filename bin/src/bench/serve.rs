@@ -256,14 +256,24 @@ fn measure(
         for i in 0..runs {
             eprintln!("bench: serve: {name}, run {}/{runs}", i + 1);
             // A second of warm-up (connections, caches, prepared statements).
-            runtime.block_on(closed_loop(addr, &requests, Duration::from_secs(1)))?;
-            let (answered, errors, took) =
-                runtime.block_on(closed_loop(addr, &requests, Duration::from_secs(seconds)))?;
+            runtime.block_on(closed_loop(
+                addr,
+                &requests,
+                CONNECTIONS,
+                Duration::from_secs(1),
+            ))?;
+            let (answered, errors, took) = runtime.block_on(closed_loop(
+                addr,
+                &requests,
+                CONNECTIONS,
+                Duration::from_secs(seconds),
+            ))?;
             let most = answered as f64 / took.as_secs_f64();
             let half = (most / 2.0).max(1.0);
             let (latency, open_errors) = runtime.block_on(open_loop(
                 addr,
                 &requests,
+                CONNECTIONS,
                 half,
                 Duration::from_secs(seconds),
             ))?;
