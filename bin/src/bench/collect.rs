@@ -17,7 +17,8 @@
 //!   p99 and p999 from each request's scheduled time.
 //!
 //! Every scenario gets a collector, a topic and a spill of its own, so no
-//! event id repeats within a collector. The load generator shares the
+//! event id repeats within a collector, warmed up by 20,000 events of ids
+//! of their own before it is measured. The load generator shares the
 //! machine with the collector and the broker.
 
 use std::sync::Arc;
@@ -64,10 +65,13 @@ fn unique(what: &str) -> String {
     format!("fpbench-collect-{what}-{}-{nanos}", std::process::id())
 }
 
-/// A collector of its own (topic, spill, port) for one scenario.
+/// A collector of its own (topic, spill, port) for one scenario, warmed
+/// up by `warm_up` (batches of ids no measured request has).
 fn collector(
     cfg: &Config,
     what: &str,
+    runtime: &tokio::runtime::Runtime,
+    warm_up: &[Vec<u8>],
 ) -> Result<(footprint_collect::CollectServer, tempfile::TempDir)> {
     let spill = tempfile::tempdir()?;
     let mut cfg = cfg.clone();
@@ -76,7 +80,15 @@ fn collector(
     cfg.collect.partitions = PARTITIONS as i32;
     cfg.collect.spill.dir = spill.path().display().to_string();
     cfg.collect.dedup_max_ids = 10_000_000;
-    Ok((crate::collect::start(&cfg)?, spill))
+    let server = crate::collect::start(&cfg)?;
+    let requests = Requests::new(warm_up.to_vec(), Use::Once);
+    runtime.block_on(closed_loop(
+        server.addr,
+        &requests,
+        8,
+        Duration::from_secs(60),
+    ))?;
+    Ok((server, spill))
 }
 
 fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
@@ -94,6 +106,19 @@ fn payloads(events: u64, start_ts: i64) -> Vec<Vec<u8>> {
         ..GenConfig::default()
     });
     (0..events).map(|_| g.next_event().payload).collect()
+}
+
+/// `payloads` with `"event_id":"e…"` turned into `"event_id":"{first}…"`.
+fn renamed(payloads: Vec<Vec<u8>>, first: u8) -> Vec<Vec<u8>> {
+    payloads
+        .into_iter()
+        .map(|mut v| {
+            if let Some(at) = v.windows(12).position(|w| w == b"\"event_id\":\"") {
+                v[at + 12] = first;
+            }
+            v
+        })
+        .collect()
 }
 
 fn batches(payloads: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
@@ -136,19 +161,17 @@ pub fn bench_collect(
         .iter()
         .map(|p| post("/v1/events", &[("content-type", "application/json")], p))
         .collect();
-    // A second stream (ids of their own) for the latency loop.
-    let later = payloads(events, GenConfig::default().start_ts + 86_400_000)
-        .into_iter()
-        .map(|p| {
-            let mut v = p;
-            // `"event_id":"e…"` → `"event_id":"l…"`: ids of their own.
-            if let Some(at) = v.windows(12).position(|w| w == b"\"event_id\":\"") {
-                v[at + 12] = b'l';
-            }
-            v
-        })
-        .collect::<Vec<_>>();
-    let latency_requests = batches(&later)?;
+    // More streams with ids of their own: for the latency loop, and to
+    // warm each collector up (its producer's id, the connections) before
+    // it is measured.
+    let latency_requests = batches(&renamed(
+        payloads(events, GenConfig::default().start_ts + 86_400_000),
+        b'l',
+    ))?;
+    let warm_up = batches(&renamed(
+        payloads(20_000, GenConfig::default().start_ts),
+        b'w',
+    ))?;
     let mut out = Vec::new();
     for run in 0..runs {
         eprintln!("bench: collect: run {}/{runs}: straight to Kafka", run + 1);
@@ -177,7 +200,7 @@ pub fn bench_collect(
             "bench: collect: run {}/{runs}: batches of {BATCH}, gzip",
             run + 1
         );
-        let (server, _spill) = collector(cfg, "batch")?;
+        let (server, _spill) = collector(cfg, "batch", &runtime, &warm_up)?;
         let requests = Requests::new(batch_requests.clone(), Use::Once);
         let (ok, errors_batch, took) = runtime.block_on(closed_loop(
             server.addr,
@@ -195,7 +218,7 @@ pub fn bench_collect(
             "bench: collect: run {}/{runs}: single-event requests",
             run + 1
         );
-        let (server, _spill) = collector(cfg, "single")?;
+        let (server, _spill) = collector(cfg, "single", &runtime, &warm_up)?;
         let requests = Requests::new(singles.clone(), Use::Once);
         let (ok, errors_single, took) =
             runtime.block_on(closed_loop(server.addr, &requests, connections, how_long))?;
@@ -207,7 +230,7 @@ pub fn bench_collect(
             "bench: collect: run {}/{runs}: latency at {half:.0} batches/s",
             run + 1
         );
-        let (server, _spill) = collector(cfg, "latency")?;
+        let (server, _spill) = collector(cfg, "latency", &runtime, &warm_up)?;
         let requests = Requests::new(latency_requests.clone(), Use::Once);
         let (latency, errors_latency) = runtime.block_on(open_loop(
             server.addr,
