@@ -40,7 +40,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use crate::body;
-use crate::dedup::{Dedup, Seen};
+use crate::dedup::{Seen, Shards};
 use crate::events::{
     AppShed, CollectMetrics, EventRejected, EventsAnswered, EventsSpilled, SpillDrained,
     SpillingChanged,
@@ -161,7 +161,7 @@ pub struct Collector {
     outlet: Arc<dyn Outlet>,
     gate: Mutex<Gate>,
     spilling: AtomicBool,
-    dedup: Mutex<Dedup>,
+    dedup: Shards,
     shedder: Mutex<Shedder>,
     limits: Limits,
     metrics: Arc<CollectMetrics>,
@@ -255,7 +255,7 @@ impl Collector {
         );
         let collector = Collector {
             limits: Limits::new(&settings),
-            dedup: Mutex::new(Dedup::new(settings.dedup_window, settings.dedup_max_ids)),
+            dedup: Shards::new(settings.dedup_window, settings.dedup_max_ids),
             shedder: Mutex::new(shedder),
             spill_bytes: AtomicU64::new(spill.bytes()),
             gate: Mutex::new(Gate {
@@ -418,7 +418,7 @@ impl Collector {
         let mut write = vec![false; checked.len()];
         let mut repeats: Vec<(usize, usize)> = Vec::new();
         {
-            let mut dedup = lock(&self.dedup);
+            let dedup = &self.dedup;
             let mut in_request: HashMap<(&str, &str), usize> = HashMap::new();
             for (k, t) in checked.iter().enumerate() {
                 if let Some(outcome) = refused.get(&t.app) {
@@ -466,7 +466,7 @@ impl Collector {
         let done = Instant::now();
         let mut spilled: BTreeMap<&str, u64> = BTreeMap::new();
         {
-            let mut dedup = lock(&self.dedup);
+            let dedup = &self.dedup;
             for (t, d) in taken.iter().zip(durable) {
                 let outcome = match d {
                     Durable::Kafka => "accepted",
@@ -557,7 +557,7 @@ impl Collector {
                 fate.wait_for(Option::is_some).await.as_deref(),
                 Ok(Some(true))
             );
-            let mut dedup = lock(&this.dedup);
+            let dedup = &this.dedup;
             if delivered {
                 dedup.confirm(&app, &id, Instant::now());
             } else {

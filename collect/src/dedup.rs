@@ -12,6 +12,8 @@
 //! Confirmed ids are kept per app for `window` after their confirmation,
 //! at most `max_ids` over all apps: past that the oldest go first, and
 //! [`Dedup::evicted`] counts them, so memory stays bounded under any load.
+//! The collector holds them in [`Shards`]: 64 of these, by the hash of app
+//! and id, so that no request waits for one large map to grow.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -148,6 +150,56 @@ impl Dedup {
     }
 }
 
+/// [`Dedup`] split into shards by the hash of app and id, each behind its
+/// own lock: a request locks only the shards of its ids, and a shard's map
+/// grows (and rehashes) a fraction of the whole at a time, so no request
+/// waits for one large rehash.
+#[derive(Debug)]
+pub struct Shards {
+    shards: Box<[std::sync::Mutex<Dedup>]>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+/// Shards of a [`Shards`].
+const SHARDS: usize = 64;
+
+impl Shards {
+    /// Ids kept for `window` after their confirmation, about `max_ids` in
+    /// all (each shard keeps its share).
+    pub fn new(window: Duration, max_ids: usize) -> Self {
+        let each = max_ids.div_ceil(SHARDS).max(1);
+        Shards {
+            shards: (0..SHARDS)
+                .map(|_| std::sync::Mutex::new(Dedup::new(window, each)))
+                .collect(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
+        }
+    }
+
+    fn shard(&self, app: &str, id: &str) -> std::sync::MutexGuard<'_, Dedup> {
+        use std::hash::BuildHasher;
+        let i = (self.hasher.hash_one((app, id)) % SHARDS as u64) as usize;
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`Dedup::reserve`] in the id's shard.
+    pub fn reserve(&self, app: &str, id: &str, now: Instant) -> Seen {
+        self.shard(app, id).reserve(app, id, now)
+    }
+
+    /// [`Dedup::confirm`] in the id's shard.
+    pub fn confirm(&self, app: &str, id: &str, now: Instant) {
+        self.shard(app, id).confirm(app, id, now);
+    }
+
+    /// [`Dedup::release`] in the id's shard.
+    pub fn release(&self, app: &str, id: &str) {
+        self.shard(app, id).release(app, id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +255,30 @@ mod tests {
         assert_eq!(d.evicted(), 2);
         assert_eq!(d.reserve("a", "e4", t0), Seen::Duplicate);
         assert_eq!(d.reserve("a", "e0", t0), Seen::New, "evicted");
+    }
+
+    #[test]
+    fn shards_answer_as_one_dedup() {
+        let t0 = Instant::now();
+        let d = Shards::new(10 * MIN, 1_000_000);
+        for i in 0..1000 {
+            let id = format!("e{i}");
+            assert_eq!(d.reserve("a", &id, t0), Seen::New);
+            if i % 2 == 0 {
+                d.confirm("a", &id, t0);
+            } else {
+                d.release("a", &id);
+            }
+        }
+        for i in 0..1000 {
+            let id = format!("e{i}");
+            let expected = if i % 2 == 0 {
+                Seen::Duplicate
+            } else {
+                Seen::New
+            };
+            assert_eq!(d.reserve("a", &id, t0), expected, "{id}");
+        }
     }
 
     #[test]
