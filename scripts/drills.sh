@@ -3,7 +3,8 @@
 # versions of the same drills): kill -9 at 20 points, a 20 s broker restart,
 # a broker crash while every producer is busy, store outages over 80% of a
 # 400,000-event run, 500,000 events with 1%
-# garbage, and a killed cluster. Against the same real services as the
+# garbage, a killed cluster, and the collector's drills (a 20 s broker outage
+# under 5,000 events/s of HTTP ingest). Against the same real services as the
 # tests, which scripts/services.sh installs and starts if they are missing.
 #
 #   scripts/drills.sh          # every drill
@@ -32,7 +33,7 @@ echo "drills: building" >&2
 cargo build --quiet --bin footprint
 cargo test --quiet -p footprint-tests --no-run
 started=$SECONDS
-for t in drill_kill drill_broker drill_broker_crash store_drills drill_poison cluster; do
+for t in drill_kill drill_broker drill_broker_crash store_drills drill_poison cluster collect; do
     echo "drills: $t (full size; $((SECONDS - started)) s so far)" >&2
     cargo test --quiet -p footprint-tests --test "$t" -- --test-threads 1 --nocapture "$@"
 done

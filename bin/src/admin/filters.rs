@@ -7,7 +7,7 @@ use warp::Filter;
 
 use super::AdminState;
 use super::handlers::{self, Unauthorized};
-use footprint_query::limits::{bearer, same};
+use footprint_telemetry::access::{bearer, same};
 
 fn with_state(
     state: AdminState,
