@@ -663,3 +663,58 @@ path = "{path}"
         .count();
     assert_eq!(differing, 0, "users whose recent activity differs");
 }
+
+#[test]
+fn an_app_over_its_quota_gets_429_with_retry_after_and_others_are_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique("collect-quota");
+    let toml = collect_toml(
+        &brokers(),
+        &topic,
+        &dir.path().join("spill"),
+        1 << 30,
+        "",
+        "[collect.apps.slow]\nrate = { per_second = 1, burst = 20 }\n[collect.apps.fast]\npriority = 1",
+    );
+    let collector = CollectorProcess::start(dir.path(), &brokers(), &toml).expect("collector");
+    let batch = |app: &str, from: u64, n: u64| -> String {
+        (from..from + n)
+            .map(|i| {
+                format!(
+                    r#"{{"event_id":"{app}{i}","app_id":"{app}","user_id":"u{i}","event":"view","ts":{}}}"#,
+                    BASE_TS + i as i64
+                ) + "\n"
+            })
+            .collect()
+    };
+    // More events in one request than the bucket holds: never within.
+    let p = post_events(collector.addr, batch("slow", 0, 21).as_bytes(), &[NDJSON]).expect("post");
+    assert_eq!(p.status, 429);
+    assert!(p.retry_after.is_some_and(|s| s >= 1));
+    assert!(p.outcomes().iter().all(|o| o == "over_quota"));
+    // The burst, then one more: that one waits for the bucket.
+    let p = post_events(collector.addr, batch("slow", 0, 20).as_bytes(), &[NDJSON]).expect("post");
+    assert_eq!(p.status, 200, "{:?}", p.body);
+    let p = post_events(collector.addr, batch("slow", 20, 1).as_bytes(), &[NDJSON]).expect("post");
+    assert_eq!(p.status, 429);
+    assert_eq!(
+        p.retry_after,
+        Some(1),
+        "1 event/s: the next token within a second"
+    );
+    // Another app is not held back by it.
+    let p = post_events(collector.addr, batch("fast", 0, 100).as_bytes(), &[NDJSON]).expect("post");
+    assert_eq!(p.status, 200);
+    assert_eq!(p.body["accepted"], 100);
+    assert_eq!(
+        collector.metric("footprint_collect_events_total{app=\"slow\",outcome=\"over_quota\"}"),
+        22.0
+    );
+    let acknowledged: BTreeSet<String> = (0..20)
+        .map(|i| format!("slow{i}"))
+        .chain((0..100).map(|i| format!("fast{i}")))
+        .collect();
+    let held = check_held(&kafka(), &topic, &acknowledged).expect("read back");
+    assert!(held.lost.is_empty());
+    assert_eq!(held.messages, 120, "nothing over the quota was written");
+}
