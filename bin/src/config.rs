@@ -277,6 +277,8 @@ pub struct CollectConfig {
     pub max_body_bytes: u64,
     /// The largest body once decompressed.
     pub max_decompressed_bytes: u64,
+    /// The largest event.
+    pub max_event_bytes: u64,
     /// How long an event id is remembered to answer retries `duplicate`.
     pub dedup_window: Dur,
     /// Event ids remembered at most, over all apps.
@@ -666,6 +668,7 @@ impl Config {
         for (key, v) in [
             ("collect.max_body_bytes", c.max_body_bytes),
             ("collect.max_decompressed_bytes", c.max_decompressed_bytes),
+            ("collect.max_event_bytes", c.max_event_bytes),
             ("collect.spill.max_bytes", c.spill.max_bytes),
             ("collect.spill.segment_bytes", c.spill.segment_bytes),
             ("collect.dedup_max_ids", c.dedup_max_ids as u64),
@@ -716,6 +719,7 @@ impl Config {
         s.ack_timeout = c.ack_timeout.0;
         s.max_body = usize::try_from(c.max_body_bytes).unwrap_or(usize::MAX);
         s.max_decompressed = usize::try_from(c.max_decompressed_bytes).unwrap_or(usize::MAX);
+        s.max_event_bytes = usize::try_from(c.max_event_bytes).unwrap_or(usize::MAX);
         s.dedup_window = c.dedup_window.0;
         s.dedup_max_ids = c.dedup_max_ids;
         s.spill_max_bytes = c.spill.max_bytes;

@@ -68,6 +68,10 @@ struct Gate {
     spill: Spill,
     /// New records go to the spill.
     spilling: bool,
+    /// Requests that decided to spill and have not appended yet: the gate
+    /// does not go back to direct mode while there are any, so nothing
+    /// written straight to Kafka can overtake them.
+    pending_spills: usize,
     /// First copies of spilled records still in the producer, by the
     /// position after the record.
     firsts: HashMap<Position, Fate>,
@@ -261,6 +265,7 @@ impl Collector {
             gate: Mutex::new(Gate {
                 spill,
                 spilling,
+                pending_spills: 0,
                 firsts: HashMap::new(),
                 records: recovered.records,
             }),
@@ -332,6 +337,23 @@ impl Collector {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
         let mut checked: Vec<Checked> = Vec::with_capacity(events.len());
         for (index, raw) in events.iter().enumerate() {
+            if raw.len() > self.settings.max_event_bytes {
+                EventRejected {
+                    app: None,
+                    reason: "too_large",
+                }
+                .emit(&self.metrics);
+                outcomes[index] = Some(Outcome {
+                    reason: Some("too_large"),
+                    detail: Some(format!(
+                        "the event is {} bytes, over collect.max_event_bytes ({})",
+                        raw.len(),
+                        self.settings.max_event_bytes
+                    )),
+                    ..Outcome::of("rejected", None)
+                });
+                continue;
+            }
             let event = match body::check(raw) {
                 Ok(e) => e,
                 Err((reason, detail)) => {
@@ -392,6 +414,8 @@ impl Collector {
         }
         let mut refused: HashMap<String, &'static str> = HashMap::new();
         let mut quota_wait: Option<Duration> = None;
+        // More events of an app in this request than its bucket holds.
+        let mut too_many = false;
         {
             let shedder = lock(&self.shedder);
             for (app, n) in &by_app {
@@ -407,7 +431,7 @@ impl Collector {
                         refused.insert((*app).to_owned(), "over_quota");
                     }
                     Quotaed::TooMany(_) => {
-                        quota_wait = Some(quota_wait.unwrap_or(Duration::from_secs(1)));
+                        too_many = true;
                         refused.insert((*app).to_owned(), "over_quota");
                     }
                 }
@@ -518,7 +542,12 @@ impl Collector {
         } else if has("unavailable") || has("shed") || has("in_flight") {
             (503, Some(1))
         } else if has("over_quota") {
-            (429, Some(quota_wait.map_or(1, retry_after_secs)))
+            match quota_wait {
+                Some(wait) => (429, Some(retry_after_secs(wait))),
+                // Never within the quota, however long the client waits.
+                None if too_many => (413, None),
+                None => (429, Some(1)),
+            }
         } else {
             (400, None)
         };
@@ -570,8 +599,8 @@ impl Collector {
     async fn write(self: &Arc<Self>, records: Vec<Record>) -> Vec<Durable> {
         let n = records.len();
         let mut sent: Vec<Delivery> = Vec::with_capacity(n);
-        if !self.spilling() {
-            let gate = lock(&self.gate);
+        {
+            let mut gate = lock(&self.gate);
             if !gate.spilling {
                 for r in &records {
                     match self.outlet.send(&r.key, &r.value) {
@@ -580,7 +609,11 @@ impl Collector {
                     }
                 }
             }
-            drop(gate);
+            if sent.len() < n {
+                // Some records are not in the producer: from now on, new
+                // records queue behind them.
+                self.spill_decided(&mut gate, "producer_refused");
+            }
         }
         if sent.is_empty() {
             let firsts = records.into_iter().map(|r| (r, None)).collect();
@@ -594,6 +627,7 @@ impl Collector {
         let mut durable: Vec<Option<Durable>> = Vec::with_capacity(n);
         let mut late: Vec<(Record, Option<Delivery>)> = Vec::new();
         let mut records = records.into_iter();
+        let sent_count = sent.len();
         for mut d in sent {
             let Some(r) = records.next() else { break };
             let answered = if timed_out {
@@ -628,11 +662,31 @@ impl Collector {
         if late.is_empty() {
             return durable.into_iter().flatten().collect();
         }
+        if sent_count == n {
+            // All were in the producer: this request has not decided to
+            // spill yet.
+            self.spill_decided(&mut lock(&self.gate), "kafka_timeout");
+        }
         let mut spilled = self.to_spill(late, "kafka_timeout").await.into_iter();
         durable
             .into_iter()
             .map(|d| d.or_else(|| spilled.next()).unwrap_or(Durable::No(None)))
             .collect()
+    }
+
+    /// A request decided to spill (under the gate's lock): the gate is in
+    /// spill mode until that request has appended and the spill drained.
+    fn spill_decided(&self, gate: &mut Gate, why: &'static str) {
+        gate.pending_spills += 1;
+        if !gate.spilling {
+            gate.spilling = true;
+            self.spilling.store(true, Ordering::Release);
+            SpillingChanged {
+                spilling: true,
+                why,
+            }
+            .emit(&self.metrics);
+        }
     }
 
     /// Appends `records` to the spill, fsync'd, and turns the gate to spill
@@ -691,6 +745,7 @@ impl Collector {
         why: &'static str,
     ) -> Result<(), SpillError> {
         let mut gate = lock(&self.gate);
+        gate.pending_spills = gate.pending_spills.saturating_sub(1);
         let appended = gate.spill.append(batch);
         self.spill_full.store(
             matches!(appended, Err(SpillError::Full { .. })),
@@ -698,7 +753,19 @@ impl Collector {
         );
         let end = appended?;
         let total: u64 = batch.iter().map(stored_len).sum();
-        let mut at = end.offset - total;
+        // A batch is appended whole to one segment: it begins `total`
+        // bytes before its end.
+        let Some(mut at) = end.offset.checked_sub(total) else {
+            tracing::error!(
+                ?end,
+                total,
+                "a spill append ended before its own length: its records are not tracked for their first copies"
+            );
+            gate.records += batch.len() as u64;
+            self.spill_bytes
+                .store(gate.spill.bytes(), Ordering::Relaxed);
+            return Ok(());
+        };
         for (r, fate) in batch.iter().zip(fates) {
             at += stored_len(r);
             if let Some(fate) = fate {
@@ -769,7 +836,8 @@ impl Collector {
                 }
             }
             let mut sending = Vec::new();
-            for (r, at, _) in &batch {
+            let mut failed = None;
+            'round: for (r, at, _) in &batch {
                 if delivered.contains(at) {
                     continue;
                 }
@@ -783,14 +851,15 @@ impl Collector {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "the producer refused a spilled event");
-                            break;
+                            // Nothing after it is sent this round, so that
+                            // no record overtakes it.
+                            failed = Some(e);
+                            break 'round;
                         }
                     }
                 }
             }
             let mut produced = 0u64;
-            let mut failed = None;
             for (at, d) in sending {
                 match d.await {
                     Ok(()) => {
@@ -818,8 +887,14 @@ impl Collector {
                 let committed = tokio::task::spawn_blocking(move || this.commit(to, drained)).await;
                 match committed {
                     Ok(Ok(())) => delivered.retain(|p| *p > to),
-                    Ok(Err(e)) => tracing::error!(error = %e, "the spill's cursor cannot be saved"),
-                    Err(e) => tracing::error!(error = %e, "a spill commit did not finish"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "the spill's cursor cannot be saved: trying again in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a spill commit did not finish: trying again in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
             }
             if let Some(e) = failed {
@@ -841,7 +916,7 @@ impl Collector {
         if gate.spill.is_empty() {
             gate.firsts.clear();
             gate.records = 0;
-            if gate.spilling {
+            if gate.spilling && gate.pending_spills == 0 {
                 gate.spilling = false;
                 self.spilling.store(false, Ordering::Release);
                 SpillingChanged {
@@ -880,8 +955,13 @@ impl Collector {
     /// against its budget) and sheds or takes back apps, until
     /// [`stop`](Self::stop).
     pub async fn watch_pressure(self: Arc<Self>) {
+        let mut ticks = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
             self.observe(Instant::now());
+            ticks += 1;
+            if ticks.is_multiple_of(100) {
+                self.limits.forget_idle();
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -1105,6 +1185,29 @@ mod tests {
         let log = outlet.log();
         let unique: std::collections::HashSet<&String> = log.iter().collect();
         assert_eq!(unique.len(), log.len(), "nothing written twice");
+        c.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_over_the_size_cap_is_rejected_and_the_rest_is_taken() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outlet = Arc::new(Memory::default());
+        let mut s = CollectSettings::new(dir.path().to_owned());
+        s.max_event_bytes = 120;
+        let mut registry = footprint_telemetry::registry();
+        let metrics = CollectMetrics::register(&mut registry);
+        let (c, _) =
+            Collector::open(s, Arc::clone(&outlet) as Arc<dyn Outlet>, metrics).expect("open");
+        let big = format!(
+            r#"{{"event_id":"big","app_id":"a","user_id":"u","event":"view","ts":1767225600000,"item_id":"{}"}}"#,
+            "x".repeat(100)
+        );
+        let a = take(&c, &[event(1), big]).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.outcomes[0].outcome, "accepted");
+        assert_eq!(a.outcomes[1].outcome, "rejected");
+        assert_eq!(a.outcomes[1].reason, Some("too_large"));
+        assert_eq!(outlet.log(), [event(1)]);
         c.stop();
     }
 

@@ -96,6 +96,15 @@ impl Limits {
         found.map(Sender::App)
     }
 
+    /// Forgets the buckets of unlisted apps that are full again, so that
+    /// app ids a client makes up do not hold memory for good.
+    pub fn forget_idle(&self) {
+        if let Some((limiter, _)) = &self.default {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
     /// Takes `n` events of `app` from its bucket, if they fit.
     pub fn take(&self, app: &str, n: u32) -> Quotaed {
         let Some(n) = NonZeroU32::new(n) else {
@@ -124,7 +133,7 @@ impl Limits {
 
 /// Whole seconds to wait, at least 1: what `Retry-After` says.
 pub fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@
 //!
 //! Status: 200 when any event was taken; otherwise 503 with `Retry-After`
 //! (spill full, app shed, retry in flight), 429 with `Retry-After` (over
-//! quota) or 400 (no valid event). Before any event is read: 401 without a
+//! quota; 413 when one request holds more events of an app than its
+//! bucket) or 400 (no valid event). Before any event is read: 401 without a
 //! valid token, 411 without `Content-Length`, 413 for a body over a cap,
 //! 415 for another encoding, 400 for a body that does not decompress or
 //! parse. Nothing answers 500.
@@ -96,7 +97,18 @@ async fn events(
     state: State,
 ) -> Result<Response, Infallible> {
     let started = Instant::now();
-    let response = events_answer(&headers, &body, &state).await;
+    // A task of its own: a client that goes away mid-request does not cut
+    // the write short, so its event ids are always confirmed or released.
+    let task_state = state.clone();
+    let handled =
+        tokio::spawn(async move { events_answer(&headers, &body, &task_state).await }).await;
+    let response = handled.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a request's task did not finish");
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request could not be finished; send it again",
+        )
+    });
     RequestAnswered {
         status: response.status().as_u16(),
         took: started.elapsed(),

@@ -35,6 +35,9 @@ pub struct CollectSettings {
     pub max_body: usize,
     /// The largest body once decompressed.
     pub max_decompressed: usize,
+    /// The largest event (rejected `too_large` past it; Kafka's default
+    /// message size is 1,000,000 bytes).
+    pub max_event_bytes: usize,
     /// How long an event id is remembered after its event was durable.
     pub dedup_window: Duration,
     /// Event ids remembered at most, over all apps.
@@ -71,6 +74,7 @@ impl CollectSettings {
             ack_timeout: Duration::from_secs(2),
             max_body: 1 << 20,
             max_decompressed: 4 << 20,
+            max_event_bytes: 512 << 10,
             dedup_window: Duration::from_secs(600),
             dedup_max_ids: 2_000_000,
             spill_dir,

@@ -42,6 +42,10 @@ use std::path::{Path, PathBuf};
 /// Bytes before a record's body: its length and its checksum.
 const HEADER: u64 = 8;
 
+/// The longest record body [`Spill::append`] takes: a damaged length
+/// field read back never asks for more memory than this.
+const MAX_RECORD: usize = 64 << 20;
+
 /// Where a record begins (or the spill ends): a segment and a byte offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Position {
@@ -180,7 +184,12 @@ impl Spill {
                 fs::remove_file(&path).map_err(io_at(&path))?;
                 continue;
             }
-            let scan = scan(&path)?;
+            let from = if seq == cursor.segment {
+                cursor.offset
+            } else {
+                0
+            };
+            let scan = scan(&path, from)?;
             if scan.torn > 0 || scan.corrupt > 0 {
                 cut(&path, seq, scan.valid, scan.corrupt > 0)?;
                 tracing::warn!(segment = %path.display(), torn_bytes = scan.torn, corrupt_bytes = scan.corrupt,
@@ -260,7 +269,7 @@ impl Spill {
         } else {
             0
         };
-        stored - behind
+        stored.saturating_sub(behind)
     }
 
     /// The most bytes it may hold.
@@ -325,7 +334,13 @@ impl Spill {
             .append(true)
             .open(&path)
             .map_err(io_at(&path))?;
-        sync_dir(&self.dir)?;
+        if let Err(e) = sync_dir(&self.dir) {
+            // Not recorded: take it away, or the next append could not
+            // begin the segment again.
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         self.segments.insert(seq, 0);
         self.head = Some(file);
         Ok(())
@@ -443,6 +458,12 @@ fn sync_dir(dir: &Path) -> Result<(), SpillError> {
 fn encode(r: &Record, out: &mut Vec<u8>) -> Result<(), SpillError> {
     let key_len = u16::try_from(r.key.len()).map_err(|_| SpillError::KeyTooLong(r.key.len()))?;
     let body_len = 2 + r.key.len() + r.value.len();
+    if body_len > MAX_RECORD {
+        return Err(SpillError::Io {
+            path: PathBuf::new(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "a record over 64 MiB"),
+        });
+    }
     let body_len = u32::try_from(body_len).map_err(|_| SpillError::Io {
         path: PathBuf::new(),
         source: io::Error::new(io::ErrorKind::InvalidInput, "a record over 4 GiB"),
@@ -469,6 +490,9 @@ fn read_record(r: &mut impl Read) -> io::Result<Option<(Record, u64)>> {
     }
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_RECORD {
+        return Err(invalid("a record longer than any the spill writes"));
+    }
     let mut body = vec![0u8; len];
     if read_full(r, &mut body)? < len {
         return Err(invalid("a record body cut short"));
@@ -516,11 +540,21 @@ struct Scan {
     corrupt: u64,
 }
 
-fn scan(path: &Path) -> Result<Scan, SpillError> {
+/// Checks a segment's records from `from` (the cursor, in its segment:
+/// what is before it was drained and is not read again).
+fn scan(path: &Path, from: u64) -> Result<Scan, SpillError> {
     let bytes = fs::read(path).map_err(io_at(path))?;
     let total = bytes.len() as u64;
-    let mut boundaries = vec![0u64];
-    let mut at = 0usize;
+    if from > total {
+        return Ok(Scan {
+            boundaries: Vec::new(),
+            valid: total,
+            torn: 0,
+            corrupt: 0,
+        });
+    }
+    let mut boundaries = vec![from];
+    let mut at = from as usize;
     loop {
         if at == bytes.len() {
             break;
@@ -572,9 +606,16 @@ fn scan(path: &Path) -> Result<Scan, SpillError> {
 fn cut(path: &Path, seq: u64, valid: u64, keep_rest: bool) -> Result<(), SpillError> {
     if keep_rest {
         let bytes = fs::read(path).map_err(io_at(path))?;
-        let aside = path.with_file_name(format!("{seq:020}.seg.corrupt"));
+        let mut aside = path.with_file_name(format!("{seq:020}.seg.corrupt"));
+        let mut n = 1;
+        while aside.exists() {
+            aside = path.with_file_name(format!("{seq:020}.seg.corrupt.{n}"));
+            n += 1;
+        }
         let rest = bytes.get(valid as usize..).unwrap_or_default();
-        fs::write(&aside, rest).map_err(io_at(&aside))?;
+        let mut f = File::create(&aside).map_err(io_at(&aside))?;
+        f.write_all(rest).map_err(io_at(&aside))?;
+        f.sync_all().map_err(io_at(&aside))?;
     }
     let f = OpenOptions::new()
         .write(true)
@@ -703,6 +744,26 @@ mod tests {
             rec.corrupt_bytes
         );
         assert_eq!(drain(&mut s), vec![self::rec(1)]);
+    }
+
+    #[test]
+    fn damage_behind_the_cursor_is_not_read_again_and_cuts_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut s, _) = Spill::open(dir.path(), 1 << 20, 1 << 20).expect("open");
+        s.append(&[rec(1)]).expect("append");
+        let after_first = s.end();
+        s.append(&[rec(2), rec(3)]).expect("append");
+        s.commit(after_first).expect("commit");
+        let seg = segment_path(dir.path(), s.end().segment);
+        drop(s);
+        // The drained record is damaged: nothing waiting is touched.
+        let mut bytes = fs::read(&seg).expect("read");
+        bytes[HEADER as usize + 3] ^= 0xFF;
+        fs::write(&seg, &bytes).expect("write");
+        let (mut s, rec) = Spill::open(dir.path(), 1 << 20, 1 << 20).expect("reopen");
+        assert_eq!(rec.records, 2);
+        assert_eq!(rec.corrupt_bytes + rec.torn_bytes, 0);
+        assert_eq!(drain(&mut s), vec![self::rec(2), self::rec(3)]);
     }
 
     #[test]

@@ -78,15 +78,19 @@ impl KafkaOutlet {
         let Some((code, reason)) = self.producer().client().fatal_error() else {
             return false;
         };
+        let mut current = self
+            .producer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Another sender may have replaced it meanwhile: replacing the
+        // fresh one would drop what it was given.
+        if current.client().fatal_error().is_none() {
+            return true;
+        }
         match self.config.create_with_context(self.settings.context()) {
             Ok(fresh) => {
-                let old = std::mem::replace(
-                    &mut *self
-                        .producer
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner),
-                    fresh,
-                );
+                let old = std::mem::replace(&mut *current, fresh);
+                drop(current);
                 drop(old);
                 ProducerRenewed {
                     producer: "collect",

@@ -665,7 +665,8 @@ path = "{path}"
 }
 
 #[test]
-fn an_app_over_its_quota_gets_429_with_retry_after_and_others_are_untouched() {
+fn an_app_over_its_quota_gets_429_and_a_batch_larger_than_its_bucket_413_and_others_are_untouched()
+{
     let dir = tempfile::tempdir().expect("tempdir");
     let topic = unique("collect-quota");
     let toml = collect_toml(
@@ -687,10 +688,10 @@ fn an_app_over_its_quota_gets_429_with_retry_after_and_others_are_untouched() {
             })
             .collect()
     };
-    // More events in one request than the bucket holds: never within.
+    // More events in one request than the bucket holds: they can never
+    // fit, so waiting would not help.
     let p = post_events(collector.addr, batch("slow", 0, 21).as_bytes(), &[NDJSON]).expect("post");
-    assert_eq!(p.status, 429);
-    assert!(p.retry_after.is_some_and(|s| s >= 1));
+    assert_eq!(p.status, 413);
     assert!(p.outcomes().iter().all(|o| o == "over_quota"));
     // The burst, then one more: that one waits for the bucket.
     let p = post_events(collector.addr, batch("slow", 0, 20).as_bytes(), &[NDJSON]).expect("post");
@@ -708,7 +709,8 @@ fn an_app_over_its_quota_gets_429_with_retry_after_and_others_are_untouched() {
     assert_eq!(p.body["accepted"], 100);
     assert_eq!(
         collector.metric("footprint_collect_events_total{app=\"slow\",outcome=\"over_quota\"}"),
-        22.0
+        22.0,
+        "21 in the batch that never fits, 1 over the rate"
     );
     let acknowledged: BTreeSet<String> = (0..20)
         .map(|i| format!("slow{i}"))
