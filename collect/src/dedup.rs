@@ -12,14 +12,15 @@
 //! Confirmed ids are kept per app for `window` after their confirmation,
 //! at most `max_ids` over all apps: past that the oldest go first, and
 //! [`Dedup::evicted`] counts them, so memory stays bounded under any load.
-//! The collector holds them in [`Shards`]: 64 of these, by the hash of app
-//! and id, so that no request waits for one large map to grow.
+//! An id is held as a 128-bit keyed hash of its app and itself (16 bytes,
+//! whatever its length). The collector holds them in [`Shards`]: 64 of
+//! these, by that key, so that no request waits for one large map to grow.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashMap};
 
 /// What an event id was, when its event came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,15 +39,34 @@ enum State {
     Confirmed(Instant),
 }
 
-/// The recent event ids of every app. Each app and id is stored once and
-/// shared with the expiry queue.
+/// An app and an event id, as 128 bits of two hashes seeded at random
+/// when the process starts: 16 bytes per id whatever its length, compared
+/// without reading any string. Two different ids share a key with a
+/// chance of about one in 2^64 per pair, which a client cannot steer
+/// without knowing the seeds.
+type Key = u128;
+
+/// The two seeded hashers a key is made with.
+#[derive(Debug, Clone, Default)]
+struct Keys(DefaultHashBuilder, DefaultHashBuilder);
+
+impl Keys {
+    fn key(&self, app: &str, id: &str) -> Key {
+        let high = self.0.hash_one((app, id));
+        let low = self.1.hash_one((app, id));
+        (u128::from(high) << 64) | u128::from(low)
+    }
+}
+
+/// The recent event ids of every app.
 #[derive(Debug)]
 pub struct Dedup {
     window: Duration,
     max_ids: usize,
-    apps: HashMap<Arc<str>, HashMap<Arc<str>, State>>,
+    keys: Keys,
+    ids: HashMap<Key, State>,
     /// Confirmed ids, oldest first.
-    order: VecDeque<(Instant, Arc<str>, Arc<str>)>,
+    order: VecDeque<(Instant, Key)>,
     evicted: u64,
 }
 
@@ -56,7 +76,8 @@ impl Dedup {
         Dedup {
             window,
             max_ids: max_ids.max(1),
-            apps: HashMap::new(),
+            keys: Keys::default(),
+            ids: HashMap::new(),
             order: VecDeque::new(),
             evicted: 0,
         }
@@ -64,16 +85,19 @@ impl Dedup {
 
     /// Looks `id` of `app` up, and reserves it when it is new.
     pub fn reserve(&mut self, app: &str, id: &str, now: Instant) -> Seen {
+        let key = self.keys.key(app, id);
+        self.reserve_key(key, now)
+    }
+
+    fn reserve_key(&mut self, key: Key, now: Instant) -> Seen {
         self.expire(now);
-        let ids = match self.apps.get_mut(app) {
-            Some(ids) => ids,
-            None => self.apps.entry(Arc::from(app)).or_default(),
-        };
-        match ids.get(id) {
-            Some(State::InFlight) => Seen::InFlight,
-            Some(State::Confirmed(_)) => Seen::Duplicate,
-            None => {
-                ids.insert(Arc::from(id), State::InFlight);
+        match self.ids.entry(key) {
+            hashbrown::hash_map::Entry::Occupied(e) => match e.get() {
+                State::InFlight => Seen::InFlight,
+                State::Confirmed(_) => Seen::Duplicate,
+            },
+            hashbrown::hash_map::Entry::Vacant(e) => {
+                e.insert(State::InFlight);
                 Seen::New
             }
         }
@@ -82,20 +106,22 @@ impl Dedup {
     /// The event of a reserved `id` is durable: retries are duplicates for
     /// the window from `now`.
     pub fn confirm(&mut self, app: &str, id: &str, now: Instant) {
-        let Some((app, ids)) = self.apps.get_key_value_mut(app) else {
-            return;
-        };
-        let Some((id, state)) = ids.get_key_value_mut(id) else {
+        let key = self.keys.key(app, id);
+        self.confirm_key(key, now);
+    }
+
+    fn confirm_key(&mut self, key: Key, now: Instant) {
+        let Some(state) = self.ids.get_mut(&key) else {
             return;
         };
         if *state != State::InFlight {
             return;
         }
         *state = State::Confirmed(now);
-        self.order.push_back((now, Arc::clone(app), Arc::clone(id)));
+        self.order.push_back((now, key));
         while self.order.len() > self.max_ids {
-            if let Some((at, app, id)) = self.order.pop_front() {
-                self.forget(&app, &id, at);
+            if let Some((at, key)) = self.order.pop_front() {
+                self.forget(key, at);
                 self.evicted += 1;
             }
         }
@@ -103,10 +129,13 @@ impl Dedup {
 
     /// The write of a reserved `id` failed: its retry is new.
     pub fn release(&mut self, app: &str, id: &str) {
-        if let Some(ids) = self.apps.get_mut(app)
-            && ids.get(id) == Some(&State::InFlight)
-        {
-            ids.remove(id);
+        let key = self.keys.key(app, id);
+        self.release_key(key);
+    }
+
+    fn release_key(&mut self, key: Key) {
+        if self.ids.get(&key) == Some(&State::InFlight) {
+            self.ids.remove(&key);
         }
     }
 
@@ -118,46 +147,41 @@ impl Dedup {
 
     /// Ids held now, reserved or confirmed.
     pub fn len(&self) -> usize {
-        self.apps.values().map(HashMap::len).sum()
+        self.ids.len()
     }
 
     /// Whether no id is held.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.ids.is_empty()
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some((at, _, _)) = self.order.front() {
+        while let Some((at, _)) = self.order.front() {
             if now.saturating_duration_since(*at) < self.window {
                 break;
             }
-            if let Some((at, app, id)) = self.order.pop_front() {
-                self.forget(&app, &id, at);
+            if let Some((at, key)) = self.order.pop_front() {
+                self.forget(key, at);
             }
         }
     }
 
-    /// Forgets `id` of `app` if it is still the confirmation made at `at`.
-    fn forget(&mut self, app: &str, id: &str, at: Instant) {
-        if let Some(ids) = self.apps.get_mut(app) {
-            if ids.get(id) == Some(&State::Confirmed(at)) {
-                ids.remove(id);
-            }
-            if ids.is_empty() {
-                self.apps.remove(app);
-            }
+    /// Forgets `key` if it is still the confirmation made at `at`.
+    fn forget(&mut self, key: Key, at: Instant) {
+        if self.ids.get(&key) == Some(&State::Confirmed(at)) {
+            self.ids.remove(&key);
         }
     }
 }
 
-/// [`Dedup`] split into shards by the hash of app and id, each behind its
+/// [`Dedup`] split into shards by the key of app and id, each behind its
 /// own lock: a request locks only the shards of its ids, and a shard's map
 /// grows (and rehashes) a fraction of the whole at a time, so no request
 /// waits for one large rehash.
 #[derive(Debug)]
 pub struct Shards {
     shards: Box<[std::sync::Mutex<Dedup>]>,
-    hasher: hashbrown::DefaultHashBuilder,
+    keys: Keys,
 }
 
 /// Shards of a [`Shards`].
@@ -172,31 +196,35 @@ impl Shards {
             shards: (0..SHARDS)
                 .map(|_| std::sync::Mutex::new(Dedup::new(window, each)))
                 .collect(),
-            hasher: hashbrown::DefaultHashBuilder::default(),
+            keys: Keys::default(),
         }
     }
 
-    fn shard(&self, app: &str, id: &str) -> std::sync::MutexGuard<'_, Dedup> {
-        use std::hash::BuildHasher;
-        let i = (self.hasher.hash_one((app, id)) % SHARDS as u64) as usize;
-        self.shards[i]
+    fn shard(&self, app: &str, id: &str) -> (Key, std::sync::MutexGuard<'_, Dedup>) {
+        let key = self.keys.key(app, id);
+        let i = (key % SHARDS as u128) as usize;
+        let guard = self.shards[i]
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (key, guard)
     }
 
     /// [`Dedup::reserve`] in the id's shard.
     pub fn reserve(&self, app: &str, id: &str, now: Instant) -> Seen {
-        self.shard(app, id).reserve(app, id, now)
+        let (key, mut shard) = self.shard(app, id);
+        shard.reserve_key(key, now)
     }
 
     /// [`Dedup::confirm`] in the id's shard.
     pub fn confirm(&self, app: &str, id: &str, now: Instant) {
-        self.shard(app, id).confirm(app, id, now);
+        let (key, mut shard) = self.shard(app, id);
+        shard.confirm_key(key, now);
     }
 
     /// [`Dedup::release`] in the id's shard.
     pub fn release(&self, app: &str, id: &str) {
-        self.shard(app, id).release(app, id);
+        let (key, mut shard) = self.shard(app, id);
+        shard.release_key(key);
     }
 }
 
