@@ -28,14 +28,40 @@ pub fn start(cfg: &Config) -> Result<CollectServer> {
     let metrics = CollectMetrics::register(&mut registry);
     let connectors = ConnectorMetrics::register(&mut registry);
     let kafka = cfg.kafka().with_metrics(connectors);
-    let created =
-        Admin::new(&kafka).and_then(|admin| admin.ensure_topic(&topic, cfg.collect.partitions, 1));
-    match created {
-        Ok(true) => tracing::info!(topic, partitions = cfg.collect.partitions, "created topic"),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(error = %e, topic,
-            "the topic cannot be checked now (is the broker down?): accepted events go to the spill until Kafka takes them"),
-    }
+    // The topic is made sure of in the background: with the broker down,
+    // the collector still listens at once and spills, and the spill
+    // drains once the topic is there.
+    let partitions = cfg.collect.partitions;
+    let (admin_kafka, admin_topic) = (kafka.clone(), topic.clone());
+    std::thread::Builder::new()
+        .name("collect-topic".into())
+        .spawn(move || {
+            let mut warned = false;
+            loop {
+                let ensured = Admin::new(&admin_kafka)
+                    .and_then(|admin| admin.ensure_topic(&admin_topic, partitions, 1));
+                match ensured {
+                    Ok(true) => {
+                        tracing::info!(topic = admin_topic, partitions, "created topic");
+                        return;
+                    }
+                    Ok(false) => {
+                        if warned {
+                            tracing::info!(topic = admin_topic, "the topic is there: the spill drains into it");
+                        }
+                        return;
+                    }
+                    Err(e) if !warned => {
+                        tracing::warn!(error = %e, topic = admin_topic,
+                            "the topic cannot be checked now (is the broker down?): accepted events go to the spill until Kafka takes them; checking again every 5 s");
+                        warned = true;
+                    }
+                    Err(e) => tracing::debug!(error = %e, topic = admin_topic, "the topic cannot be checked yet"),
+                }
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        })
+        .context("starting the collector's topic check")?;
     let outlet = KafkaOutlet::new(&kafka, &topic).context("the collector's Kafka producer")?;
     let (collector, recovered) = Collector::open(settings, Arc::new(outlet), metrics)?;
     if recovered.torn_bytes > 0 || recovered.corrupt_bytes > 0 {
