@@ -310,6 +310,9 @@ fn real_main(cli: Cli) -> Result<()> {
     match cli.command {
         Command::CheckConfig => {
             let spec = cfg.spec()?;
+            // The collector's section is checked too; the query service's
+            // needs stores, which a worker-only config may not name.
+            cfg.collect_settings()?;
             println!(
                 "config is valid: {} aggregates, recent activity {}",
                 spec.aggregates.len(),

@@ -46,6 +46,39 @@ fn a_bad_config_stops_start_up_with_the_key_and_a_non_zero_exit() {
 }
 
 #[test]
+fn a_bad_collector_section_stops_the_collector_and_check_config_with_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "[collect]\nshed_high = 0.4\nshed_low = 0.6\n",
+            "collect.shed_high",
+        ),
+        (
+            "[collect.apps.a]\ntoken = \"same\"\n[collect.apps.b]\ntoken = \"same\"\n",
+            "collect.apps.b.token",
+        ),
+        ("[collect]\nlisten = \"0.0.0.0:9480\"\n", "collect.listen"),
+        (
+            "[collect.apps.a]\nrate = { per_second = 0 }\n",
+            "collect.apps.a.rate",
+        ),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("collect{i}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        for cmd in ["check-config", "collect"] {
+            let out = footprint(&["--config", path.to_str().expect("utf8 path"), cmd]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd} with {text:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("`{key}`")),
+                "{cmd}: error must name `{key}`: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_missing_config_file_is_reported() {
     let out = footprint(&["--config", "/nonexistent/footprint.toml", "check-config"]);
     assert_eq!(out.status.code(), Some(2));
