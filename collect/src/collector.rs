@@ -1085,9 +1085,20 @@ mod tests {
     }
 
     fn collector(dir: &std::path::Path, outlet: Arc<Memory>) -> Arc<Collector> {
+        collector_with(dir, outlet, |_| {})
+    }
+
+    /// A collector on `outlet` with a 50 ms acknowledgement timeout and a
+    /// 4 KiB spill, then `tweak`ed, its drainer running.
+    fn collector_with(
+        dir: &std::path::Path,
+        outlet: Arc<Memory>,
+        tweak: impl FnOnce(&mut CollectSettings),
+    ) -> Arc<Collector> {
         let mut s = CollectSettings::new(dir.to_owned());
         s.ack_timeout = Duration::from_millis(50);
         s.spill_max_bytes = 4096;
+        tweak(&mut s);
         let mut registry = footprint_telemetry::registry();
         let metrics = CollectMetrics::register(&mut registry);
         let (c, _) = Collector::open(s, outlet, metrics).expect("open");
@@ -1192,12 +1203,7 @@ mod tests {
     async fn an_event_over_the_size_cap_is_rejected_and_the_rest_is_taken() {
         let dir = tempfile::tempdir().expect("tempdir");
         let outlet = Arc::new(Memory::default());
-        let mut s = CollectSettings::new(dir.path().to_owned());
-        s.max_event_bytes = 120;
-        let mut registry = footprint_telemetry::registry();
-        let metrics = CollectMetrics::register(&mut registry);
-        let (c, _) =
-            Collector::open(s, Arc::clone(&outlet) as Arc<dyn Outlet>, metrics).expect("open");
+        let c = collector_with(dir.path(), Arc::clone(&outlet), |s| s.max_event_bytes = 120);
         let big = format!(
             r#"{{"event_id":"big","app_id":"a","user_id":"u","event":"view","ts":1767225600000,"item_id":"{}"}}"#,
             "x".repeat(100)
