@@ -10,6 +10,19 @@ fn footprint(args: &[&str]) -> std::process::Output {
         .expect("run footprint")
 }
 
+/// Runs `cmd` on the config at `path` (whose text is `text`), checks that
+/// it exits 2 naming `key`, and returns its standard error.
+fn refused_naming(path: &std::path::Path, cmd: &str, text: &str, key: &str) -> String {
+    let out = footprint(&["--config", path.to_str().expect("utf8 path"), cmd]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{cmd} with {text:?}: {stderr}");
+    assert!(
+        stderr.contains(&format!("`{key}`")),
+        "{cmd}: error must name `{key}`: {stderr}"
+    );
+    stderr
+}
+
 #[test]
 fn a_bad_config_stops_start_up_with_the_key_and_a_non_zero_exit() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -30,13 +43,7 @@ fn a_bad_config_stops_start_up_with_the_key_and_a_non_zero_exit() {
         let path = dir.path().join(format!("bad{i}.toml"));
         std::fs::write(&path, text).expect("write config");
         for cmd in ["check-config", "worker"] {
-            let out = footprint(&["--config", path.to_str().expect("utf8 path"), cmd]);
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{cmd} with {text:?}: {stderr}");
-            assert!(
-                stderr.contains(&format!("`{key}`")),
-                "{cmd}: error must name `{key}`: {stderr}"
-            );
+            let stderr = refused_naming(&path, cmd, text, key);
             assert!(
                 stderr.contains(detail),
                 "{cmd}: error must quote {detail}: {stderr}"
@@ -67,13 +74,7 @@ fn a_bad_collector_section_stops_the_collector_and_check_config_with_the_key() {
         let path = dir.path().join(format!("collect{i}.toml"));
         std::fs::write(&path, text).expect("write config");
         for cmd in ["check-config", "collect"] {
-            let out = footprint(&["--config", path.to_str().expect("utf8 path"), cmd]);
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{cmd} with {text:?}: {stderr}");
-            assert!(
-                stderr.contains(&format!("`{key}`")),
-                "{cmd}: error must name `{key}`: {stderr}"
-            );
+            refused_naming(&path, cmd, text, key);
         }
     }
 }

@@ -430,7 +430,7 @@ impl Collector {
                         quota_wait = Some(quota_wait.map_or(wait, |w| w.max(wait)));
                         refused.insert((*app).to_owned(), "over_quota");
                     }
-                    Quotaed::TooMany(_) => {
+                    Quotaed::TooMany => {
                         too_many = true;
                         refused.insert((*app).to_owned(), "over_quota");
                     }

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+pub use footprint_telemetry::access::retry_after_secs;
 use footprint_telemetry::access::{bearer, same};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -36,15 +37,14 @@ pub enum Quotaed {
     /// Over it: try again after this long.
     Over(Duration),
     /// More events in one request than the bucket holds: never within.
-    TooMany(u32),
+    TooMany,
 }
 
 /// Tokens and quotas.
 pub struct Limits {
     tokens: Vec<(String, String)>,
     apps: HashMap<String, DefaultDirectRateLimiter>,
-    bursts: HashMap<String, u32>,
-    default: Option<(DefaultKeyedRateLimiter<String>, u32)>,
+    default: Option<DefaultKeyedRateLimiter<String>>,
     clock: DefaultClock,
 }
 
@@ -58,11 +58,9 @@ impl Limits {
     /// The tokens and quotas of `settings`.
     pub fn new(settings: &CollectSettings) -> Self {
         let mut apps = HashMap::new();
-        let mut bursts = HashMap::new();
         for (app, a) in &settings.apps {
             if let Some(r) = a.rate {
                 apps.insert(app.clone(), RateLimiter::direct(quota(r)));
-                bursts.insert(app.clone(), r.burst);
             }
         }
         Limits {
@@ -72,10 +70,7 @@ impl Limits {
                 .filter_map(|(app, a)| Some((a.token.clone()?, app.clone())))
                 .collect(),
             apps,
-            bursts,
-            default: settings
-                .default_rate
-                .map(|r| (RateLimiter::keyed(quota(r)), r.burst)),
+            default: settings.default_rate.map(|r| RateLimiter::keyed(quota(r))),
             clock: DefaultClock::default(),
         }
     }
@@ -99,7 +94,7 @@ impl Limits {
     /// Forgets the buckets of unlisted apps that are full again, so that
     /// app ids a client makes up do not hold memory for good.
     pub fn forget_idle(&self) {
-        if let Some((limiter, _)) = &self.default {
+        if let Some(limiter) = &self.default {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -113,27 +108,16 @@ impl Limits {
         let checked = match self.apps.get(app) {
             Some(limiter) => limiter.check_n(n),
             None => match &self.default {
-                Some((limiter, _)) => limiter.check_key_n(&app.to_owned(), n),
+                Some(limiter) => limiter.check_key_n(&app.to_owned(), n),
                 None => return Quotaed::Within,
             },
         };
         match checked {
             Ok(Ok(())) => Quotaed::Within,
             Ok(Err(not_until)) => Quotaed::Over(not_until.wait_time_from(self.clock.now())),
-            Err(_) => Quotaed::TooMany(
-                self.bursts
-                    .get(app)
-                    .copied()
-                    .or(self.default.as_ref().map(|(_, b)| *b))
-                    .unwrap_or(0),
-            ),
+            Err(_) => Quotaed::TooMany,
         }
     }
-}
-
-/// Whole seconds to wait, at least 1: what `Retry-After` says.
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 #[cfg(test)]
@@ -191,7 +175,7 @@ mod tests {
             }
             other => panic!("expected Over, got {other:?}"),
         }
-        assert_eq!(l.take("shop", 21), Quotaed::TooMany(20));
+        assert_eq!(l.take("shop", 21), Quotaed::TooMany, "over the burst of 20");
         // Apps without a quota, and with no default one, are not limited.
         assert_eq!(l.take("blog", 1_000_000), Quotaed::Within);
     }

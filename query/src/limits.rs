@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::settings::{Rate, ServeSettings};
 
-pub use footprint_telemetry::access::{bearer, same};
+pub use footprint_telemetry::access::{bearer, retry_after_secs, same};
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,11 +160,6 @@ impl Limits {
             .try_acquire_owned()
             .map_err(|_| Refusal::Overloaded)
     }
-}
-
-/// The `Retry-After` value for a wait: whole seconds, at least one.
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Bearer tokens, as every HTTP service of Footprint reads them (the query
-//! service, the collector, the admin API).
+//! What every HTTP service of Footprint (the query service, the collector,
+//! the admin API) reads and says the same way: bearer tokens, and the
+//! seconds of a `Retry-After`.
 
 /// The credentials of an `Authorization: Bearer …` header (scheme
 /// case-insensitive).
@@ -17,4 +18,10 @@ pub fn same(given: &str, expected: &str) -> bool {
         diff |= x ^ a.get(i).copied().unwrap_or(0);
     }
     diff == 0
+}
+
+/// Whole seconds to wait, rounded up and at least 1: what `Retry-After`
+/// says.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }

@@ -15,7 +15,8 @@
 //! This crate owns only the machinery: the latency histogram ([`Latency`],
 //! on hdrhistogram), an operator's share of a process-wide gauge
 //! ([`GaugeShare`]), and rate-limited logging of repeated failures
-//! ([`Throttle`]), and the bearer tokens every HTTP service reads
+//! ([`Throttle`]), and what every HTTP service reads and says alike: bearer
+//! tokens and `Retry-After`
 //! ([`access`]). It knows nothing of events, windows, stores or Kafka.
 
 pub mod access;

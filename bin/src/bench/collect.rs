@@ -30,7 +30,8 @@ use footprint_dataflows::control::RunControl;
 use serde::Serialize;
 
 use super::e2e::PARTITIONS;
-use super::load::{Requests, Use, closed_loop, median, open_loop, post};
+use super::load::{Requests, Use, closed_loop, open_loop, post};
+use super::median;
 use crate::config::Config;
 use crate::generate::{GenPlan, produce};
 
@@ -259,8 +260,12 @@ pub fn bench_collect(
 }
 
 fn print_table(runs: &[CollectRun], seconds: u64, connections: usize) {
-    let m = |f: fn(&CollectRun) -> f64| median(runs.iter().map(f));
-    let ratios = median(runs.iter().map(|r| r.batch_per_sec / r.straight_per_sec));
+    let m = |f: fn(&CollectRun) -> f64| median(runs.iter().map(f).collect());
+    let ratios = median(
+        runs.iter()
+            .map(|r| r.batch_per_sec / r.straight_per_sec)
+            .collect(),
+    );
     println!();
     println!(
         "collector: medians of {} runs; {connections} keep-alive connections, load generator on this machine; timed loops {seconds} s",

@@ -210,14 +210,3 @@ pub async fn open_loop(
     }
     Ok((latency, errors))
 }
-
-/// The median (NaN of nothing).
-pub fn median(v: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = v.collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}

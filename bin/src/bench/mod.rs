@@ -307,6 +307,7 @@ fn stores_text(stores: &[String]) -> String {
     }
 }
 
+/// The median (NaN of nothing).
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;

@@ -31,7 +31,8 @@ use footprint_sinks::util::switch::{Mode, Switches};
 use serde::Serialize;
 
 use super::e2e::Owned;
-use super::load::{CONNECTIONS, Requests, Use, closed_loop, get, median, open_loop};
+use super::load::{CONNECTIONS, Requests, Use, closed_loop, get, open_loop};
+use super::median;
 use crate::config::Config;
 use crate::process::Process;
 use crate::run::{RunOptions, run};
@@ -305,10 +306,10 @@ fn print_table(rows: &[ServeRow], seconds: u64) {
         println!(
             "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {} |",
             r.scenario,
-            median(r.runs.iter().map(|x| x.most_per_sec)),
-            median(r.runs.iter().map(|x| x.p50_ms)),
-            median(r.runs.iter().map(|x| x.p99_ms)),
-            median(r.runs.iter().map(|x| x.p999_ms)),
+            median(r.runs.iter().map(|x| x.most_per_sec).collect()),
+            median(r.runs.iter().map(|x| x.p50_ms).collect()),
+            median(r.runs.iter().map(|x| x.p99_ms).collect()),
+            median(r.runs.iter().map(|x| x.p999_ms).collect()),
             r.runs.iter().map(|x| x.errors).sum::<u64>()
         );
     }
