@@ -340,6 +340,8 @@ impl PartitionReader for KafkaReader {
     /// Delivers the dead-letter and late records first (they are results of
     /// the messages being committed), then commits each offset with the
     /// partition's largest event time before it as the commit's metadata.
+    /// Once a side record was not delivered, no commit goes through: a
+    /// restart reads its message again and forwards it anew.
     fn commit(&mut self, points: &[Checkpoint]) -> Result<(), ConnectorError> {
         let Some(side) = &self.side else {
             return Ok(());
@@ -431,7 +433,7 @@ impl PartitionReader for KafkaReader {
         if let Some(side) = &self.side
             && let Err(e) = side.flush(Duration::from_secs(30))
         {
-            tracing::error!(error = %e, "dead-letter and late records may not all have been delivered");
+            tracing::error!(error = %e, "dead-letter and late records were not all delivered: the source offsets of their messages are not committed, so a restart forwards them again");
         }
     }
 }

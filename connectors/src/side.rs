@@ -6,9 +6,12 @@
 //! input, `footprint.late` (`aggregate:windows,…`) and `footprint.watermark`
 //! for late events, and `footprint.source` (`topic/partition/offset`) on both.
 //! A record that cannot be produced is reported ([`SideRecordFailed`]:
-//! counted, and logged at ERROR).
+//! counted, and logged at ERROR), and from then on [`SideOutputs::flush`]
+//! fails: the reader commits no more source offsets, so that a restart
+//! reads the messages of the lost records again and forwards them anew.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use footprint_dataflows::BadInput;
@@ -34,6 +37,22 @@ pub const LATE_SUFFIX: &str = ".late";
 pub struct SideContext {
     client: FootprintContext,
     metrics: Arc<ConnectorMetrics>,
+    lost: Arc<Lost>,
+}
+
+/// Records of one producer that were not delivered, and why the first was not.
+#[derive(Debug, Default)]
+struct Lost {
+    count: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl Lost {
+    fn record(&self, error: &dyn std::fmt::Display) {
+        if self.count.fetch_add(1, Ordering::SeqCst) == 0 {
+            *self.first.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+        }
+    }
 }
 
 impl ClientContext for SideContext {
@@ -51,6 +70,7 @@ impl ProducerContext for SideContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((err, msg)) = result {
+            self.lost.record(err);
             SideRecordFailed {
                 topic: msg.topic(),
                 error: err,
@@ -80,6 +100,7 @@ pub struct SideOutputs {
     producer: ThreadedProducer<SideContext>,
     aggregates: Arc<[String]>,
     metrics: Arc<ConnectorMetrics>,
+    lost: Arc<Lost>,
 }
 
 impl SideOutputs {
@@ -90,6 +111,7 @@ impl SideOutputs {
         aggregates: Arc<[String]>,
     ) -> Result<Self, ConnectorError> {
         let metrics = Arc::clone(&settings.metrics);
+        let lost = Arc::new(Lost::default());
         let producer = settings
             .producer_config(
                 Delivery::AtLeastOnce,
@@ -98,12 +120,14 @@ impl SideOutputs {
             .create_with_context(SideContext {
                 client: settings.context(),
                 metrics: Arc::clone(&metrics),
+                lost: Arc::clone(&lost),
             })
             .map_err(ConnectorError::Config)?;
         Ok(SideOutputs {
             producer,
             aggregates,
             metrics,
+            lost,
         })
     }
 
@@ -174,6 +198,7 @@ impl SideOutputs {
                     self.producer.poll(Duration::from_millis(10));
                 }
                 Err((e, _)) => {
+                    self.lost.record(&e);
                     SideRecordFailed { topic, error: &e }.emit(&self.metrics);
                     return;
                 }
@@ -181,10 +206,27 @@ impl SideOutputs {
         }
     }
 
-    /// Waits until every record is delivered (or `timeout` passes).
+    /// Waits until every record is delivered (or `timeout` passes). Fails
+    /// when a record was not delivered, now or at any time before: the
+    /// source offsets of its message must then not be committed.
     pub fn flush(&self, timeout: Duration) -> Result<(), ConnectorError> {
-        self.producer.flush(timeout).map_err(ConnectorError::kafka(
-            "deliver the dead-letter and late records",
-        ))
+        const WHAT: &str = "deliver the dead-letter and late records";
+        self.producer
+            .flush(timeout)
+            .map_err(ConnectorError::kafka(WHAT))?;
+        match self.lost.count.load(Ordering::SeqCst) {
+            0 => Ok(()),
+            failed => Err(ConnectorError::Undelivered {
+                what: WHAT.to_owned(),
+                failed,
+                first: self
+                    .lost
+                    .first
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .unwrap_or_default(),
+            }),
+        }
     }
 }

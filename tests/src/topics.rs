@@ -56,7 +56,10 @@ pub struct Read {
     pub headers: BTreeMap<String, String>,
 }
 
-/// Reads every message of `topic` (all partitions, until each is caught up).
+/// Reads every message of `topic` (all partitions, until each is caught up:
+/// its partition end reported, and its end offset, asked of the broker
+/// then, reached; a broker may report the end of a partition before it
+/// has handed out the last batch).
 pub fn read_all(topic: &str) -> Result<Vec<Read>> {
     read_all_from(&kafka(), topic)
 }
@@ -73,17 +76,35 @@ pub fn read_all_from(settings: &KafkaSettings, topic: &str) -> Result<Vec<Read>>
     }
     consumer.assign(&tpl)?;
     let mut open: Vec<i32> = parts.clone();
+    // The next offset to read, and the end once the partition said it was there.
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !open.is_empty() {
         if Instant::now() > deadline {
-            bail!("timed out reading {topic}; partitions not caught up: {open:?}");
+            bail!(
+                "timed out reading {topic}; partitions not caught up: {open:?} (read up to {next:?}, ends {ends:?})"
+            );
         }
         match consumer.poll(Duration::from_millis(500)) {
             None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => open.retain(|x| *x != p),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .with_context(|| format!("the end offset of {topic}/{p}"))?;
+                ends.insert(p, high);
+                if next.get(&p).copied().unwrap_or(low) >= high {
+                    open.retain(|x| *x != p);
+                }
+            }
             Some(Err(e)) => bail!("reading {topic}: {e}"),
             Some(Ok(m)) => {
+                let p = m.partition();
+                next.insert(p, m.offset() + 1);
+                if ends.get(&p).is_some_and(|end| m.offset() + 1 >= *end) {
+                    open.retain(|x| *x != p);
+                }
                 let mut headers = BTreeMap::new();
                 if let Some(h) = m.headers() {
                     for i in 0..h.count() {

@@ -58,6 +58,10 @@ path = "{path}"
     let expected = compute(&spec, &parts);
     assert_eq!(report.events_in, 30_000);
     assert_eq!(report.bad, produced.bad);
+    assert_eq!(
+        report.side_failures, 0,
+        "dead-letter or late records not delivered"
+    );
     assert_eq!(expected.good, produced.good);
 
     // Every good event counted exactly once: final results equal the reference.
@@ -94,6 +98,17 @@ path = "{path}"
             ),
         );
     }
+    let missing: Vec<_> = expected
+        .bad
+        .iter()
+        .filter(|(p, i, _)| !dead.contains_key(&(*p as i32, *i as i64)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} dead letters read back; missing (partition, offset, reason): {missing:?}",
+        dead.len(),
+        produced.bad
+    );
     assert_eq!(dead.len() as u64, produced.bad, "dead letters");
     for (p, i, reason) in &expected.bad {
         let (got_reason, payload) = dead

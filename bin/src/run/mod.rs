@@ -94,6 +94,9 @@ pub struct RunReport {
     pub late: u64,
     /// Final window rows emitted.
     pub windows: u64,
+    /// Dead-letter and late records Kafka did not take (their messages'
+    /// offsets were then not committed).
+    pub side_failures: u64,
     /// Wall time from the dataflow's start until every worker finished,
     /// with all its rows written or diverted (the helper threads' shutdown
     /// after that is not counted).
@@ -401,6 +404,7 @@ fn report(process: &Process, elapsed: Duration, cpu: crate::cpu::CpuUse) -> RunR
         bad: m.bad_total(),
         late: m.late_total(),
         windows: m.windows_emitted_total(),
+        side_failures: process.connectors.side_failures(),
         elapsed,
         cpu,
     };
@@ -409,6 +413,7 @@ fn report(process: &Process, elapsed: Duration, cpu: crate::cpu::CpuUse) -> RunR
         bad = report.bad,
         late = report.late,
         windows_final = report.windows,
+        side_failures = report.side_failures,
         seconds = report.elapsed.as_secs_f64(),
         cores = %report.cpu.own.map_or_else(|| "unknown".to_owned(), |c| format!("{c:.2}")),
         "worker stopped"
