@@ -296,10 +296,24 @@ fn stop_on_signal(control: Arc<RunControl>) {
         else {
             return;
         };
-        rt.block_on(async {
-            let _ = tokio::signal::ctrl_c().await;
+        // SIGINT (Ctrl-C) or SIGTERM (a service manager's stop) asks for
+        // a graceful stop; SIGKILL is the crash the drills stage.
+        let signal = rt.block_on(async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SIGTERM cannot be handled: only Ctrl-C stops gracefully");
+                        let _ = tokio::signal::ctrl_c().await;
+                        return "SIGINT";
+                    }
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            }
         });
-        tracing::info!("stop requested");
+        tracing::info!(signal, "stop requested");
         control.request_stop();
     });
 }

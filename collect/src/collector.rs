@@ -33,7 +33,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use footprint_telemetry::InternalEvent;
 use serde::Serialize;
@@ -219,6 +219,29 @@ fn futures_now(d: &mut Delivery) -> Option<Result<(), OutletError>> {
     }
 }
 
+/// The file in the spill's directory that holds the window of recent
+/// event ids across a restart.
+pub const WINDOW_FILE: &str = "ids";
+
+/// The window of recent event ids a graceful stop saved, or an empty one.
+fn load_window(settings: &CollectSettings) -> Shards {
+    let path = settings.spill_dir.join(WINDOW_FILE);
+    let (window, max_ids) = (settings.dedup_window, settings.dedup_max_ids);
+    match Shards::load(&path, window, max_ids, Instant::now(), SystemTime::now()) {
+        Ok(Some((shards, loaded))) => {
+            tracing::info!(ids = loaded.ids, expired = loaded.expired, path = %path.display(),
+                "loaded the window of recent event ids that the last stop saved");
+            shards
+        }
+        Ok(None) => Shards::new(window, max_ids),
+        Err(e) => {
+            tracing::warn!(error = %e,
+                "the saved window of recent event ids is not used: a client's retry of an event sent before this start may be written again");
+            Shards::new(window, max_ids)
+        }
+    }
+}
+
 /// The process's resident memory, in bytes (Linux; `None` elsewhere).
 fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -257,9 +280,10 @@ impl Collector {
             settings.shed_low,
             settings.shed_step,
         );
+        let dedup = load_window(&settings);
         let collector = Collector {
             limits: Limits::new(&settings),
-            dedup: Shards::new(settings.dedup_window, settings.dedup_max_ids),
+            dedup,
             shedder: Mutex::new(shedder),
             spill_bytes: AtomicU64::new(spill.bytes()),
             gate: Mutex::new(Gate {
@@ -285,6 +309,20 @@ impl Collector {
             );
         }
         Ok((Arc::new(collector), recovered))
+    }
+
+    /// Saves the window of recent event ids next to the spill, so that a
+    /// client's retry after a restart is still answered `duplicate`. Call
+    /// it once no request is being answered.
+    pub fn save_window(&self) {
+        let path = self.settings.spill_dir.join(WINDOW_FILE);
+        match self.dedup.save(&path, Instant::now(), SystemTime::now()) {
+            Ok(ids) => {
+                tracing::info!(ids, path = %path.display(), "saved the window of recent event ids")
+            }
+            Err(e) => tracing::error!(error = %e,
+                "the window of recent event ids was not saved: after the restart, a client's retry of an event it sent before may be written again"),
+        }
     }
 
     /// The settings.

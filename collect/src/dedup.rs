@@ -15,12 +15,22 @@
 //! An id is held as a 128-bit keyed hash of its app and itself (16 bytes,
 //! whatever its length). The collector holds them in [`Shards`]: 64 of
 //! these, by that key, so that no request waits for one large map to grow.
+//!
+//! The window outlives a graceful stop: [`Shards::save`] writes the
+//! confirmed ids, with the seeds their keys were made with, to a file in
+//! the spill's directory, and [`Shards::load`] reads them back at the next
+//! start, dropping those whose window has ended. A process killed with
+//! SIGKILL saves nothing, so its successor starts from the last saved
+//! window.
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
 
-use hashbrown::{DefaultHashBuilder, HashMap};
+use foldhash::quality::FixedState;
+use hashbrown::HashMap;
 
 /// What an event id was, when its event came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,22 +49,52 @@ enum State {
     Confirmed(Instant),
 }
 
-/// An app and an event id, as 128 bits of two hashes seeded at random
-/// when the process starts: 16 bytes per id whatever its length, compared
-/// without reading any string. Two different ids share a key with a
-/// chance of about one in 2^64 per pair, which a client cannot steer
-/// without knowing the seeds.
+/// An app and an event id, as 128 bits of two hashes with secret seeds:
+/// 16 bytes per id whatever its length, compared without reading any
+/// string. Two different ids share a key with a chance of about one in
+/// 2^64 per pair, which a client cannot steer without knowing the seeds.
 type Key = u128;
 
+/// The two secret seeds keys are made with: drawn at random for a new
+/// window, and saved with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seeds(pub u64, pub u64);
+
+impl Seeds {
+    /// Two seeds drawn from the standard library's per-process random keys.
+    pub fn random() -> Self {
+        let state = std::hash::RandomState::new();
+        Seeds(state.hash_one(1u8), state.hash_one(2u8))
+    }
+}
+
 /// The two seeded hashers a key is made with.
-#[derive(Debug, Clone, Default)]
-struct Keys(DefaultHashBuilder, DefaultHashBuilder);
+#[derive(Debug, Clone)]
+struct Keys {
+    seeds: Seeds,
+    high: FixedState,
+    low: FixedState,
+}
 
 impl Keys {
+    fn new(seeds: Seeds) -> Self {
+        Keys {
+            seeds,
+            high: FixedState::with_seed(seeds.0),
+            low: FixedState::with_seed(seeds.1),
+        }
+    }
+
     fn key(&self, app: &str, id: &str) -> Key {
-        let high = self.0.hash_one((app, id));
-        let low = self.1.hash_one((app, id));
+        let high = self.high.hash_one((app, id));
+        let low = self.low.hash_one((app, id));
         (u128::from(high) << 64) | u128::from(low)
+    }
+
+    /// A key the saved file carries, so that a build whose hash differs
+    /// (another version of the hasher) does not read keys it cannot match.
+    fn check(&self) -> Key {
+        self.key("footprint", "window-check")
     }
 }
 
@@ -76,7 +116,7 @@ impl Dedup {
         Dedup {
             window,
             max_ids: max_ids.max(1),
-            keys: Keys::default(),
+            keys: Keys::new(Seeds::random()),
             ids: HashMap::new(),
             order: VecDeque::new(),
             evicted: 0,
@@ -139,6 +179,24 @@ impl Dedup {
         }
     }
 
+    /// Puts back a confirmed id (from a saved window); ids must come
+    /// oldest first.
+    fn restore_key(&mut self, key: Key, at: Instant) {
+        if self.ids.contains_key(&key) {
+            return;
+        }
+        self.ids.insert(key, State::InFlight);
+        self.confirm_key(key, at);
+    }
+
+    /// The confirmed ids, oldest first, with when they were confirmed.
+    fn confirmed(&self) -> impl Iterator<Item = (Key, Instant)> + '_ {
+        self.order
+            .iter()
+            .filter(|(at, key)| self.ids.get(key) == Some(&State::Confirmed(*at)))
+            .map(|(at, key)| (*key, *at))
+    }
+
     /// Confirmed ids forgotten before their window ended, to stay within
     /// `max_ids`.
     pub fn evicted(&self) -> u64 {
@@ -191,13 +249,34 @@ impl Shards {
     /// Ids kept for `window` after their confirmation, about `max_ids` in
     /// all (each shard keeps its share).
     pub fn new(window: Duration, max_ids: usize) -> Self {
+        Self::with_seeds(window, max_ids, Seeds::random())
+    }
+
+    fn with_seeds(window: Duration, max_ids: usize, seeds: Seeds) -> Self {
         let each = max_ids.div_ceil(SHARDS).max(1);
         Shards {
             shards: (0..SHARDS)
                 .map(|_| std::sync::Mutex::new(Dedup::new(window, each)))
                 .collect(),
-            keys: Keys::default(),
+            keys: Keys::new(seeds),
         }
+    }
+
+    /// Ids held now, reserved or confirmed.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len()
+            })
+            .sum()
+    }
+
+    /// Whether no id is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn shard(&self, app: &str, id: &str) -> (Key, std::sync::MutexGuard<'_, Dedup>) {
@@ -225,6 +304,192 @@ impl Shards {
     pub fn release(&self, app: &str, id: &str) {
         let (key, mut shard) = self.shard(app, id);
         shard.release_key(key);
+    }
+}
+
+/// The first bytes of a saved window (format version 1).
+const MAGIC: &[u8; 8] = b"FPIDS\0\0\x01";
+/// Magic, two seeds, the check key, the time saved and the count.
+const HEADER: usize = 8 + 8 + 8 + 16 + 8 + 8;
+/// One id: its key and when it was confirmed (milliseconds since 1970).
+const ENTRY: usize = 16 + 8;
+
+/// Why a saved window could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a saved window, or is damaged.
+    #[error("{path} is not a saved window of event ids or is damaged: {why}")]
+    Damaged {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The file was written by a build that hashes ids differently.
+    #[error("{path} was saved by a build that hashes event ids differently")]
+    OtherHash {
+        /// The file.
+        path: String,
+    },
+}
+
+/// What [`Shards::load`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Loaded {
+    /// Ids put back.
+    pub ids: usize,
+    /// Ids whose window had ended.
+    pub expired: usize,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn word<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    if let Some(src) = bytes.get(at..at + N) {
+        out.copy_from_slice(src);
+    }
+    out
+}
+
+impl Shards {
+    /// Writes the confirmed ids to `path` (through a temporary file that is
+    /// fsync'd and renamed over it), with the seeds of their keys; `now`
+    /// and `wall` are the same moment on the two clocks. Returns how many
+    /// ids were saved.
+    pub fn save(&self, path: &Path, now: Instant, wall: SystemTime) -> Result<usize, WindowError> {
+        let io = |source| WindowError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let saved_ms = unix_ms(wall);
+        let mut entries: Vec<u8> = Vec::new();
+        let mut count = 0u64;
+        for shard in self.shards.iter() {
+            let shard = shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (key, at) in shard.confirmed() {
+                let age = u64::try_from(now.saturating_duration_since(at).as_millis())
+                    .unwrap_or(u64::MAX);
+                entries.extend_from_slice(&key.to_le_bytes());
+                entries.extend_from_slice(&saved_ms.saturating_sub(age).to_le_bytes());
+                count += 1;
+            }
+        }
+        let mut out = Vec::with_capacity(HEADER + entries.len() + 4);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.keys.seeds.0.to_le_bytes());
+        out.extend_from_slice(&self.keys.seeds.1.to_le_bytes());
+        out.extend_from_slice(&self.keys.check().to_le_bytes());
+        out.extend_from_slice(&saved_ms.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&entries);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&out).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
+    /// The window saved in `path`, for ids kept `window` after their
+    /// confirmation and about `max_ids` in all, as of `now` (`wall` on the
+    /// wall clock); `None` when there is no such file. An id confirmed
+    /// further back than the monotonic clock reaches (a machine restarted
+    /// since) is kept as if confirmed `now`: remembered a little longer,
+    /// never shorter.
+    pub fn load(
+        path: &Path,
+        window: Duration,
+        max_ids: usize,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Option<(Shards, Loaded)>, WindowError> {
+        let name = || path.display().to_string();
+        let damaged = |why| WindowError::Damaged { path: name(), why };
+        let mut bytes = Vec::new();
+        match std::fs::File::open(path) {
+            Ok(mut f) => f
+                .read_to_end(&mut bytes)
+                .map_err(|source| WindowError::Io {
+                    path: name(),
+                    source,
+                })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(WindowError::Io {
+                    path: name(),
+                    source,
+                });
+            }
+        };
+        if bytes.len() < HEADER + 4 || &bytes[..8] != MAGIC {
+            return Err(damaged("no header"));
+        }
+        let body = bytes.len() - 4;
+        if crc32fast::hash(&bytes[..body]) != u32::from_le_bytes(word(&bytes, body)) {
+            return Err(damaged("checksum mismatch"));
+        }
+        let seeds = Seeds(
+            u64::from_le_bytes(word(&bytes, 8)),
+            u64::from_le_bytes(word(&bytes, 16)),
+        );
+        let shards = Shards::with_seeds(window, max_ids, seeds);
+        if shards.keys.check() != u128::from_le_bytes(word(&bytes, 24)) {
+            return Err(WindowError::OtherHash { path: name() });
+        }
+        let count = u64::from_le_bytes(word(&bytes, 48));
+        if usize::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(ENTRY))
+            .and_then(|b| b.checked_add(HEADER))
+            != Some(body)
+        {
+            return Err(damaged("its length does not match its count"));
+        }
+        let now_ms = unix_ms(wall);
+        let mut entries: Vec<(Instant, Key)> = Vec::new();
+        let mut loaded = Loaded::default();
+        for entry in bytes[HEADER..body].chunks_exact(ENTRY) {
+            let key = u128::from_le_bytes(word(entry, 0));
+            let age =
+                Duration::from_millis(now_ms.saturating_sub(u64::from_le_bytes(word(entry, 16))));
+            if age >= window {
+                loaded.expired += 1;
+                continue;
+            }
+            entries.push((now.checked_sub(age).unwrap_or(now), key));
+        }
+        entries.sort_unstable();
+        for (at, key) in entries {
+            let i = (key % SHARDS as u128) as usize;
+            shards.shards[i]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .restore_key(key, at);
+            loaded.ids += 1;
+        }
+        Ok(Some((shards, loaded)))
     }
 }
 
@@ -307,6 +572,83 @@ mod tests {
             };
             assert_eq!(d.reserve("a", &id, t0), expected, "{id}");
         }
+    }
+
+    #[test]
+    fn a_saved_window_is_loaded_back_without_the_ids_that_expired() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ids");
+        let (t0, wall0) = (Instant::now(), SystemTime::now());
+        let d = Shards::new(10 * MIN, 1_000_000);
+        for i in 0..300 {
+            let id = format!("e{i}");
+            assert_eq!(d.reserve("a", &id, t0), Seen::New);
+            match i % 3 {
+                // Confirmed 9 minutes before the save: 1 minute left.
+                0 => d.confirm("a", &id, t0),
+                // Confirmed just before the save.
+                1 => d.confirm("a", &id, t0 + 9 * MIN),
+                // Still in flight: not saved.
+                _ => {}
+            }
+        }
+        let saved = d.save(&path, t0 + 9 * MIN, wall0 + 9 * MIN).expect("save");
+        assert_eq!(saved, 200);
+
+        // Loaded 2 minutes after the save, in a process whose monotonic
+        // clock has nothing to do with the first one's.
+        let (t1, wall1) = (Instant::now() + 20 * MIN, wall0 + 11 * MIN);
+        let (back, loaded) = Shards::load(&path, 10 * MIN, 1_000_000, t1, wall1)
+            .expect("load")
+            .expect("a saved window");
+        assert_eq!(
+            loaded,
+            Loaded {
+                ids: 100,
+                expired: 100
+            }
+        );
+        assert_eq!(back.len(), 100);
+        for i in 0..300 {
+            let id = format!("e{i}");
+            let expected = if i % 3 == 1 {
+                Seen::Duplicate
+            } else {
+                Seen::New
+            };
+            assert_eq!(back.reserve("a", &id, t1), expected, "{id}");
+        }
+        // The restored ids expire when their own window ends.
+        assert_eq!(back.reserve("a", "e1", t1 + 8 * MIN), Seen::New);
+    }
+
+    #[test]
+    fn a_damaged_or_missing_window_file_is_reported_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ids");
+        let (t0, wall) = (Instant::now(), SystemTime::now());
+        assert!(
+            Shards::load(&path, MIN, 10, t0, wall)
+                .expect("no file is no error")
+                .is_none()
+        );
+        let d = Shards::new(MIN, 10);
+        d.reserve("a", "e1", t0);
+        d.confirm("a", "e1", t0);
+        d.save(&path, t0, wall).expect("save");
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = bytes.len() - 10;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).expect("write");
+        assert!(matches!(
+            Shards::load(&path, MIN, 10, t0, wall),
+            Err(WindowError::Damaged { .. })
+        ));
+        std::fs::write(&path, b"short").expect("write");
+        assert!(matches!(
+            Shards::load(&path, MIN, 10, t0, wall),
+            Err(WindowError::Damaged { .. })
+        ));
     }
 
     #[test]

@@ -269,6 +269,9 @@ impl Drop for CollectServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // Every request has been answered: the ids they confirmed are in
+        // the window being saved.
+        self.collector.save_window();
     }
 }
 

@@ -54,6 +54,39 @@ impl CollectorProcess {
         Ok(())
     }
 
+    /// Asks the collector to stop with SIGTERM and waits until it has
+    /// exited; returns its log.
+    pub fn terminate(&mut self) -> Result<String> {
+        let Some(mut child) = self.child.take() else {
+            bail!("the collector is not running");
+        };
+        let pid = child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?;
+        if !sent.success() {
+            bail!("kill -TERM {pid} failed: {sent}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                bail!("the collector did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let log = self.log.with_extension(format!("{}.log", self.starts));
+        if !status.success() {
+            bail!(
+                "the collector exited with {status} after SIGTERM; see {}",
+                log.display()
+            );
+        }
+        Ok(std::fs::read_to_string(&log)?)
+    }
+
     /// Starts it again on the same config and spill (a new port), and
     /// waits until it listens.
     pub fn restart(&mut self) -> Result<()> {

@@ -416,6 +416,46 @@ fn client_retries_of_a_batch_are_written_once() {
     );
 }
 
+#[test]
+fn a_retry_after_a_graceful_restart_is_a_duplicate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut collector, topic) = shared_collector(dir.path(), "collect-restart");
+    let batch = ndjson(0..300, 3);
+    let first = post_events(collector.addr, batch.as_bytes(), &[NDJSON]).expect("post");
+    assert_eq!(first.status, 200);
+    assert!(first.outcomes().iter().all(|o| o == "accepted"));
+    let log = collector.terminate().expect("a graceful stop");
+    assert!(
+        log.contains("saved the window of recent event ids") && log.contains("ids=300"),
+        "{log}"
+    );
+    // The client did not see the answer (say) and sends the batch again,
+    // to the restarted collector.
+    collector.restart().expect("restart");
+    let again = post_events(collector.addr, batch.as_bytes(), &[NDJSON]).expect("post");
+    assert_eq!(again.status, 200);
+    assert!(
+        again.outcomes().iter().all(|o| o == "duplicate"),
+        "{:?}",
+        again.body
+    );
+    // New ids are still taken.
+    let more = ndjson(300..310, 3);
+    let p = post_events(collector.addr, more.as_bytes(), &[NDJSON]).expect("post");
+    assert!(p.outcomes().iter().all(|o| o == "accepted"), "{:?}", p.body);
+    let acknowledged: BTreeSet<String> = (0..310).map(|n| format!("d{n}")).collect();
+    let held = check_held(&kafka(), &topic, &acknowledged).expect("read back");
+    println!(
+        "FIGURE collect_restart_retries held={} lost={} duplicates={}",
+        held.messages,
+        held.lost.len(),
+        held.duplicates
+    );
+    assert_eq!(held.messages, 310);
+    assert_eq!(held.duplicates, 0);
+    assert!(held.lost.is_empty());
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(bytes).expect("gzip");
