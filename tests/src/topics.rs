@@ -57,9 +57,9 @@ pub struct Read {
 }
 
 /// Reads every message of `topic` (all partitions, until each is caught up:
-/// its partition end reported, and its end offset, asked of the broker
-/// then, reached; a broker may report the end of a partition before it
-/// has handed out the last batch).
+/// its partition end reported, and its true end offset, found then,
+/// reached; a broker may report the end of a partition before it has
+/// handed out its last batch).
 pub fn read_all(topic: &str) -> Result<Vec<Read>> {
     read_all_from(&kafka(), topic)
 }
@@ -90,11 +90,17 @@ pub fn read_all_from(settings: &KafkaSettings, topic: &str) -> Result<Vec<Read>>
         match consumer.poll(Duration::from_millis(500)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
-                let (low, high) = consumer
+                // The end the broker reports may lag (tansu 0.6 reports one
+                // past the base offset of the last batch; seen here: 138 for
+                // a true end of 139), and librdkafka signals the partition
+                // end at the end reported: read on up to the true end.
+                let (low, reported) = consumer
                     .fetch_watermarks(topic, p, Duration::from_secs(10))
                     .with_context(|| format!("the end offset of {topic}/{p}"))?;
-                ends.insert(p, high);
-                if next.get(&p).copied().unwrap_or(low) >= high {
+                let end = footprint_connectors::positions::true_end(settings, topic, p, reported)
+                    .with_context(|| format!("the true end of {topic}/{p}"))?;
+                ends.insert(p, end);
+                if next.get(&p).copied().unwrap_or(low) >= end {
                     open.retain(|x| *x != p);
                 }
             }
