@@ -15,7 +15,7 @@ use footprint::generate::{GenPlan, HttpPlan, post, produce};
 use footprint::process::Process;
 use footprint::replay::ReplayOptions;
 use footprint::run::{RunOptions, parse_backfill, run};
-use footprint_dataflows::clickstream::GenConfig;
+use footprint_dataflows::clickstream::{GenConfig, Profile};
 use footprint_dataflows::control::RunControl;
 
 /// Footprint: real-time user-behaviour aggregates on timely dataflow.
@@ -62,6 +62,12 @@ struct BenchArgs {
     /// Events of the clickstream (engine and end to end).
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
+    /// The clickstream: `skewed` (8 apps, 200,000 users, 20,000 items
+    /// whose popularity follows a power law, as real sites see it) or
+    /// `uniform` (3 apps, 10,000 users, 1,000 items: many more window rows
+    /// per event, the high-cardinality case).
+    #[arg(long, default_value = "skewed", value_parser = ["skewed", "uniform"])]
+    workload: String,
     /// Runs of each measurement; the table shows their median.
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -187,18 +193,25 @@ struct GenArgs {
     /// cut short or with bytes flipped, JSON of other shapes).
     #[arg(long, default_value_t = 0.0)]
     garbage: f64,
-    /// Users.
-    #[arg(long, default_value_t = 10_000)]
-    users: u32,
-    /// Items.
-    #[arg(long, default_value_t = 1_000)]
-    items: u32,
-    /// Apps.
-    #[arg(long, default_value_t = 3)]
-    apps: u32,
-    /// Events per second of event time (without --rate).
-    #[arg(long, default_value_t = 1_000)]
-    events_per_sec: u32,
+    /// The clickstream's shape: `uniform` (3 apps, 10,000 users, 1,000
+    /// items, 1,000 events per second of event time) or `skewed` (8 apps,
+    /// 200,000 users, 20,000 items whose popularity follows a power law
+    /// of exponent 1.2, 5,000 events per second of event time). The four
+    /// options below override it.
+    #[arg(long, default_value = "uniform", value_parser = ["uniform", "skewed"])]
+    profile: String,
+    /// Users (default: the profile's).
+    #[arg(long)]
+    users: Option<u32>,
+    /// Items (default: the profile's).
+    #[arg(long)]
+    items: Option<u32>,
+    /// Apps (default: the profile's).
+    #[arg(long)]
+    apps: Option<u32>,
+    /// Events per second of event time, without --rate (default: the profile's).
+    #[arg(long)]
+    events_per_sec: Option<u32>,
     /// Event time of the first event, ms since the epoch (without --rate).
     #[arg(long, default_value_t = 1_767_225_600_000)]
     start_ts: i64,
@@ -452,20 +465,23 @@ fn real_main(cli: Cli) -> Result<()> {
                 a.count.is_some() || a.rate.is_some() || a.duration.is_some(),
                 "give --count, --rate or --duration"
             );
+            let profile = Profile::from_name(&a.profile)
+                .with_context(|| format!("unknown profile `{}`", a.profile))?
+                .config(a.partitions);
             let gen_cfg = GenConfig {
                 seed: a.seed,
-                partitions: a.partitions,
-                apps: a.apps,
-                users: a.users,
-                items: a.items,
+                apps: a.apps.unwrap_or(profile.apps),
+                users: a.users.unwrap_or(profile.users),
+                items: a.items.unwrap_or(profile.items),
                 start_ts: a.start_ts,
-                events_per_sec: a.events_per_sec,
+                events_per_sec: a.events_per_sec.unwrap_or(profile.events_per_sec),
                 disorder: a.disorder,
                 max_disorder_ms: a.max_disorder.as_millis() as u64,
                 late: a.late,
                 late_by_ms: a.late_by.as_millis() as u64,
                 bad: a.bad,
                 garbage: a.garbage,
+                ..profile
             };
             let plan = GenPlan {
                 topic: topic.clone(),
@@ -512,6 +528,8 @@ fn real_main(cli: Cli) -> Result<()> {
             let opts = footprint::bench::BenchOptions {
                 mode: b.mode,
                 events: b.events,
+                workload: Profile::from_name(&b.workload)
+                    .with_context(|| format!("unknown workload `{}`", b.workload))?,
                 runs: b.runs,
                 workers: b.workers,
                 threads: b.threads.max(1),

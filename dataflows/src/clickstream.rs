@@ -23,6 +23,11 @@ pub struct GenConfig {
     pub users: u32,
     /// Number of items (skewed).
     pub items: u32,
+    /// Item popularity: `None` draws items as users are drawn (small ids
+    /// more often, about 1/sqrt(id)); `Some(alpha)` from a power law, item
+    /// k with weight (k + 1)^-alpha (a discrete Pareto, or Zipf, law), where
+    /// a few items take most events.
+    pub item_alpha: Option<f64>,
     /// Event time of the first event, ms since the epoch.
     pub start_ts: i64,
     /// Events per second of event time.
@@ -52,6 +57,7 @@ impl Default for GenConfig {
             apps: 3,
             users: 10_000,
             items: 1_000,
+            item_alpha: None,
             start_ts: 1_767_225_600_000,
             events_per_sec: 1_000,
             disorder: 0.05,
@@ -60,6 +66,58 @@ impl Default for GenConfig {
             late_by_ms: 3_600_000,
             bad: 0.0,
             garbage: 0.0,
+        }
+    }
+}
+
+/// The shape of a generated clickstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// The high-cardinality case: 3 apps, 10,000 users, 1,000 items drawn
+    /// with a mild skew, 1,000 events per second of event time (the
+    /// [`GenConfig`] defaults).
+    #[default]
+    Uniform,
+    /// A skewed clickstream as real sites see it: 8 apps, 200,000 users,
+    /// 20,000 items with Pareto (alpha 1.2) popularity, 5,000 events per
+    /// second of event time.
+    Skewed,
+}
+
+impl Profile {
+    /// Both profiles.
+    pub const ALL: [Profile; 2] = [Profile::Skewed, Profile::Uniform];
+
+    /// The profile's name: `skewed` or `uniform`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Uniform => "uniform",
+            Profile::Skewed => "skewed",
+        }
+    }
+
+    /// The profile named `name`.
+    pub fn from_name(name: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The generator settings of this profile over `partitions` partitions
+    /// (5% of events moved back by up to 3 s, no bad or late input).
+    pub fn config(self, partitions: u32) -> GenConfig {
+        let base = GenConfig {
+            partitions,
+            ..GenConfig::default()
+        };
+        match self {
+            Profile::Uniform => base,
+            Profile::Skewed => GenConfig {
+                apps: 8,
+                users: 200_000,
+                items: 20_000,
+                item_alpha: Some(1.2),
+                events_per_sec: 5_000,
+                ..base
+            },
         }
     }
 }
@@ -138,6 +196,8 @@ const COUNTRIES: [&str; 5] = ["fr", "de", "us", "jp", "br"];
 #[derive(Debug, Clone)]
 pub struct Generator {
     cfg: GenConfig,
+    /// With `item_alpha`: the running sums of the items' weights.
+    item_weights: Option<Vec<f64>>,
     rng: SplitMix64,
     n: u64,
     partition_max: Vec<i64>,
@@ -147,7 +207,16 @@ impl Generator {
     /// A generator for `cfg`.
     pub fn new(cfg: GenConfig) -> Self {
         let parts = cfg.partitions.max(1) as usize;
+        let item_weights = cfg.item_alpha.map(|alpha| {
+            (0..cfg.items.max(1))
+                .scan(0.0, |sum, k| {
+                    *sum += f64::from(k + 1).powf(-alpha);
+                    Some(*sum)
+                })
+                .collect()
+        });
         Generator {
+            item_weights,
             rng: SplitMix64::new(cfg.seed),
             partition_max: vec![i64::MIN; parts],
             n: 0,
@@ -173,7 +242,17 @@ impl Generator {
             (hash_bytes(user.as_bytes()) % u64::from(self.cfg.partitions.max(1))) as u32;
         let p = partition as usize;
         let app = format!("app{}", r.below(u64::from(self.cfg.apps.max(1))));
-        let item = format!("i{}", r.skewed(u64::from(self.cfg.items.max(1))));
+        let item = match &self.item_weights {
+            None => format!("i{}", r.skewed(u64::from(self.cfg.items.max(1)))),
+            Some(cumulative) => {
+                let total = cumulative.last().copied().unwrap_or(0.0);
+                let u = r.unit() * total;
+                let k = cumulative
+                    .partition_point(|w| *w <= u)
+                    .min(cumulative.len().saturating_sub(1));
+                format!("i{k}")
+            }
+        };
         let pick = r.unit();
         let mut acc = 0.0;
         let mut event = EVENTS[0].0;
@@ -324,6 +403,41 @@ fn bad_payload(reason: BadReason, app: &str, user: &str, ts: i64) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::event::Event;
+
+    #[test]
+    fn the_skewed_profile_draws_items_by_their_power_law_weights() {
+        let cfg = Profile::Skewed.config(4);
+        let items = u64::from(cfg.items);
+        let mut g = Generator::new(cfg);
+        let n = 200_000u32;
+        let mut counts = std::collections::HashMap::<String, u32>::new();
+        for _ in 0..n {
+            let e = g.next_event();
+            let v: serde_json::Value = serde_json::from_slice(&e.payload).expect("json");
+            let item = v["item_id"].as_str().expect("item").to_owned();
+            *counts.entry(item).or_default() += 1;
+        }
+        // Item k's share is (k + 1)^-1.2 / H, H the sum over all 20,000.
+        let h: f64 = (1..=items).map(|k| (k as f64).powf(-1.2)).sum();
+        for k in [0u64, 1, 9, 99] {
+            let expected = ((k + 1) as f64).powf(-1.2) / h * f64::from(n);
+            let got = f64::from(counts.get(&format!("i{k}")).copied().unwrap_or(0));
+            // Within 5 standard deviations of a binomial count.
+            let sd = expected.sqrt();
+            assert!(
+                (got - expected).abs() < 5.0 * sd + 1.0,
+                "item {k}: {got} events, expected about {expected:.0}"
+            );
+        }
+        // The 20 most drawn items take most of the events.
+        let mut sorted: Vec<u32> = counts.values().copied().collect();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        let top: u32 = sorted.iter().take(20).sum();
+        assert!(f64::from(top) > 0.5 * f64::from(n), "top 20: {top} of {n}");
+        assert_eq!(Profile::from_name("skewed"), Some(Profile::Skewed));
+        assert_eq!(Profile::from_name("uniform"), Some(Profile::Uniform));
+        assert_eq!(Profile::from_name("zipf"), None);
+    }
 
     #[test]
     fn the_same_seed_gives_the_same_stream_and_labels_hold() {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use footprint_connectors::admin::Admin;
 use footprint_connectors::reader::{KafkaReader, PartitionRange};
-use footprint_dataflows::clickstream::GenConfig;
+use footprint_dataflows::clickstream::Profile;
 use footprint_dataflows::control::RunControl;
 use footprint_dataflows::pipeline::assigned;
 use footprint_dataflows::source::{PartitionReader, Verdict};
@@ -35,10 +35,10 @@ use crate::run::{RunOptions, run};
 /// Partitions of the bench topics.
 pub const PARTITIONS: u32 = 4;
 
-/// The bench topic holding `events` messages of the default clickstream,
-/// produced now unless it is already complete.
-pub fn preloaded_topic(cfg: &Config, events: u64) -> Result<String> {
-    let topic = format!("footprint-bench-{events}");
+/// The bench topic holding `events` messages of the `profile`
+/// clickstream, produced now unless it is already complete.
+pub fn preloaded_topic(cfg: &Config, events: u64, profile: Profile) -> Result<String> {
+    let topic = format!("footprint-bench-{}-{events}", profile.name());
     let settings = cfg.kafka();
     let admin = Admin::new(&settings)?;
     if let Some(parts) = admin.partitions(&topic)? {
@@ -62,11 +62,12 @@ pub fn preloaded_topic(cfg: &Config, events: u64) -> Result<String> {
         duration: None,
         progress: Some(Duration::from_secs(5)),
     };
-    let gen_cfg = GenConfig {
-        partitions: PARTITIONS,
-        ..GenConfig::default()
-    };
-    produce(&settings, gen_cfg, &plan, &Arc::new(RunControl::default()))?;
+    produce(
+        &settings,
+        profile.config(PARTITIONS),
+        &plan,
+        &Arc::new(RunControl::default()),
+    )?;
     Ok(topic)
 }
 
@@ -492,6 +493,7 @@ pub fn latency_run(
     threads: usize,
     pipeline: &str,
     stores: &[String],
+    profile: Profile,
 ) -> Result<LatencyRun> {
     let owned = Owned::new("latency");
     let topic = format!("{}-events", owned.id);
@@ -529,11 +531,12 @@ pub fn latency_run(
         duration: Some(Duration::from_secs(seconds)),
         progress: Some(Duration::from_secs(10)),
     };
-    let gen_cfg = GenConfig {
-        partitions: PARTITIONS,
-        ..GenConfig::default()
-    };
-    let produced = produce(&settings, gen_cfg, &plan, &Arc::new(RunControl::default()));
+    let produced = produce(
+        &settings,
+        profile.config(PARTITIONS),
+        &plan,
+        &Arc::new(RunControl::default()),
+    );
     // The last early updates land within a second or so.
     std::thread::sleep(Duration::from_secs(3));
     control.request_stop();

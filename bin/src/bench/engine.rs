@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use footprint_dataflows::clickstream::{GenConfig, Generator};
+use footprint_dataflows::clickstream::{Generator, Profile};
 use footprint_dataflows::pipeline::Shared;
 use footprint_dataflows::pipeline::{assigned, build};
 use footprint_dataflows::source::{Message, PartitionReader, ReadStatus, SourceSettings, Verdict};
@@ -25,10 +25,11 @@ use timely::dataflow::operators::Inspect;
 /// Partitions of the bench clickstream.
 pub const PARTITIONS: u32 = 4;
 
-/// Writes the first `events` messages of the default clickstream, one file
-/// per partition under `dir`, unless they are there already. Returns the files.
-pub fn clickstream_files(dir: &Path, events: u64) -> Result<Vec<PathBuf>> {
-    let base = dir.join(format!("clickstream-{events}"));
+/// Writes the first `events` messages of the `profile` clickstream, one
+/// file per partition under `dir`, unless they are there already. Returns
+/// the files.
+pub fn clickstream_files(dir: &Path, events: u64, profile: Profile) -> Result<Vec<PathBuf>> {
+    let base = dir.join(format!("clickstream-{}-{events}", profile.name()));
     let files: Vec<PathBuf> = (0..PARTITIONS)
         .map(|p| base.with_extension(format!("p{p}")))
         .collect();
@@ -45,10 +46,7 @@ pub fn clickstream_files(dir: &Path, events: u64) -> Result<Vec<PathBuf>> {
         .iter()
         .map(|f| File::create(f).map(BufWriter::new))
         .collect::<std::io::Result<_>>()?;
-    let mut g = Generator::new(GenConfig {
-        partitions: PARTITIONS,
-        ..GenConfig::default()
-    });
+    let mut g = Generator::new(profile.config(PARTITIONS));
     for _ in 0..events {
         let e = g.next_event();
         let w = &mut out[e.partition as usize];

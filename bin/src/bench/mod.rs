@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use footprint_dataflows::PipelineSpec;
+use footprint_dataflows::clickstream::Profile;
 
 mod collect;
 pub mod e2e;
@@ -62,6 +63,8 @@ pub struct BenchOptions {
     pub mode: Mode,
     /// Events of the clickstream (engine and end-to-end).
     pub events: u64,
+    /// The clickstream's shape (engine, end-to-end, latency, serve).
+    pub workload: Profile,
     /// Runs of each measurement; the table shows their median.
     pub runs: usize,
     /// Worker counts for the engine.
@@ -121,6 +124,8 @@ pub enum Child {
     },
     /// A latency run.
     Latency {
+        /// The clickstream's shape: `skewed` or `uniform`.
+        workload: String,
         /// Messages per second.
         rate: u64,
         /// Seconds of production.
@@ -234,13 +239,21 @@ pub fn child(cfg: &Config, spec: &str) -> Result<()> {
             }
         }
         Child::Latency {
+            workload,
             rate,
             seconds,
             threads,
             pipeline,
             stores,
         } => Measured::Latency(e2e::latency_run(
-            cfg, rate, seconds, threads, &pipeline, &stores,
+            cfg,
+            rate,
+            seconds,
+            threads,
+            &pipeline,
+            &stores,
+            Profile::from_name(&workload)
+                .with_context(|| format!("unknown workload `{workload}`"))?,
         )?),
     };
     println!("{RESULT}{}", serde_json::to_string(&measured)?);
@@ -342,6 +355,7 @@ fn rate(n: f64) -> String {
 #[derive(Debug, Default, Serialize)]
 struct Report {
     events: u64,
+    workload: String,
     runs: usize,
     cores: usize,
     engine: Vec<EngineRow>,
@@ -388,13 +402,14 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut report = Report {
         events: o.events,
+        workload: o.workload.name().to_owned(),
         runs: o.runs,
         cores,
         ..Report::default()
     };
     let all = o.mode == Mode::All;
     if all || o.mode == Mode::Engine {
-        let files = engine::clickstream_files(&o.dir, o.events)?;
+        let files = engine::clickstream_files(&o.dir, o.events, o.workload)?;
         for w in ["count_1m", "aggregates", "default"] {
             for &workers in &o.workers {
                 let mut runs = Vec::new();
@@ -428,7 +443,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
     }
     let mut raw_rate = None;
     if all || o.mode == Mode::E2e {
-        let topic = e2e::preloaded_topic(cfg, o.events)?;
+        let topic = e2e::preloaded_topic(cfg, o.events, o.workload)?;
         let mut runs = Vec::new();
         for i in 0..o.runs {
             eprintln!("bench: end-to-end, run {}/{}", i + 1, o.runs);
@@ -506,7 +521,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
             (Some(r), _) => r,
             (None, Some(raw)) => (raw / 2.0) as u64,
             (None, None) => {
-                let topic = e2e::preloaded_topic(cfg, o.events)?;
+                let topic = e2e::preloaded_topic(cfg, o.events, o.workload)?;
                 let Measured::Read {
                     events, seconds, ..
                 } = in_child(
@@ -531,6 +546,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
                 o.runs
             );
             let task = Child::Latency {
+                workload: o.workload.name().to_owned(),
                 rate,
                 seconds: o.seconds,
                 threads: o.threads,
@@ -555,6 +571,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
         report.serve = serve::bench_serve(
             cfg,
             o.events,
+            o.workload,
             o.runs,
             o.serve_seconds,
             o.serve_only.as_deref(),
@@ -573,8 +590,8 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
 
 fn print_table(r: &Report) {
     println!(
-        "\nFootprint bench: {} events of the generated clickstream (5% disorder up to 3 s), median of {} runs, {} cores\n",
-        r.events, r.runs, r.cores
+        "\nFootprint bench: {} events of the {} clickstream (5% disorder up to 3 s), median of {} runs, {} cores\n",
+        r.events, r.workload, r.runs, r.cores
     );
     if !r.engine.is_empty() {
         println!(
