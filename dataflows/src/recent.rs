@@ -1,15 +1,17 @@
 //! `recent_activity`: each user's latest events (the "footprint").
 //!
-//! Input: [`RecentEvent`]s, exchanged by (app, user). State: per user, the
-//! `keep` latest events by event time (ties broken by source position),
-//! oldest first, so that the usual in-order event is appended in O(1).
-//! Changed users are emitted every `updates` of processing time and when the
-//! input ends. A row carries the user's entries that are new since the
-//! user's last row and still among the `keep` latest, newest first: stores
-//! merge rows into what they hold (union, newest first, cut to `keep`), so
-//! the entries sent before need not be sent again. A user silent for `ttl`
-//! of event time (by the watermark) is dropped, as the store's copy expires
-//! with the same TTL.
+//! Input: [`RecentEvent`]s, exchanged by (app, user). State: only the users
+//! with events not emitted yet, each with the `keep` latest of those events
+//! by event time (ties broken by source position), oldest first, so that
+//! the usual in-order event is appended in O(1). Every `updates` of
+//! processing time, and when the input ends, each such user's row is
+//! emitted, newest first, and the user leaves the operator: the stores
+//! merge rows into what they hold (union without duplicates, newest first,
+//! cut to `keep`), which gives the same list whatever the order and number
+//! of rows, so the worker needs nothing of what it sent. Its memory
+//! follows the users active within one update interval, not all users.
+//! (An event older than the user's `keep` latest in the store is sent all
+//! the same, and the store's merge cuts it.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -49,7 +51,6 @@ struct Kept {
     offset: i64,
     partition: u32,
     event: u32,
-    sent: bool,
     item_id: Option<CompactString>,
 }
 
@@ -61,22 +62,13 @@ impl Kept {
     }
 }
 
-/// One user's latest events, oldest first.
+/// One user's latest events not emitted yet, oldest first.
+#[derive(Default)]
 struct User {
     events: VecDeque<Kept>,
-    last_ts: i64,
-    dirty: bool,
 }
 
 impl User {
-    fn new(ts: i64) -> Self {
-        User {
-            events: VecDeque::new(),
-            last_ts: ts,
-            dirty: false,
-        }
-    }
-
     /// Inserts `entry` in order unless it is a duplicate or older than the
     /// `keep` latest; returns whether it was kept.
     fn insert(&mut self, entry: Kept, keep: usize) -> bool {
@@ -110,22 +102,19 @@ impl User {
         true
     }
 
-    /// The entries not emitted yet, newest first, marked as emitted.
-    fn take_unsent(&mut self, names: &[CompactString]) -> Vec<RecentEntry> {
-        let mut out = Vec::new();
-        for e in self.events.iter_mut().rev() {
-            if !e.sent {
-                e.sent = true;
-                out.push(RecentEntry {
-                    ts: e.ts,
-                    partition: e.partition,
-                    offset: e.offset,
-                    event: names.get(e.event as usize).cloned().unwrap_or_default(),
-                    item_id: e.item_id.clone(),
-                });
-            }
-        }
-        out
+    /// The entries, newest first.
+    fn into_entries(self, names: &[CompactString]) -> Vec<RecentEntry> {
+        self.events
+            .into_iter()
+            .rev()
+            .map(|e| RecentEntry {
+                ts: e.ts,
+                partition: e.partition,
+                offset: e.offset,
+                event: names.get(e.event as usize).cloned().unwrap_or_default(),
+                item_id: e.item_id,
+            })
+            .collect()
     }
 }
 
@@ -161,11 +150,10 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
             "RecentActivity",
             move |_initial, info| {
                 let activator = scope.activator_for(info.address);
+                // Only users with events not emitted yet.
                 let mut users: HashMap<(CompactString, CompactString), User> = HashMap::new();
-                let mut dirty: Vec<(CompactString, CompactString)> = Vec::new();
                 let mut names = EventNames::default();
                 let mut next_emit: Option<Instant> = None;
-                let mut next_evict = Instant::now();
                 let mut cap: Option<Capability<Time>> = None;
                 // The least time of the events not emitted yet: the capability
                 // stays there, so their rows leave no later than their stamps
@@ -195,39 +183,27 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                                 offset,
                                 partition,
                                 event: names.id(event),
-                                sent: false,
                                 item_id,
                             };
-                            let key = (app_id, user_id);
-                            let user = match users.get_mut(&key) {
-                                Some(u) => u,
-                                None => users.entry(key.clone()).or_insert_with(|| User::new(ts)),
-                            };
-                            user.last_ts = user.last_ts.max(ts);
-                            if user.insert(entry, spec.keep) && !user.dirty {
-                                user.dirty = true;
-                                dirty.push(key);
-                            }
+                            users
+                                .entry((app_id, user_id))
+                                .or_default()
+                                .insert(entry, spec.keep);
                         }
                     });
                     let now = Instant::now();
                     let watermark = frontier.frontier().iter().min().copied();
                     let due = watermark.is_none() || next_emit.is_none_or(|t| now >= t);
                     let mut rows = Vec::new();
-                    if due && !dirty.is_empty() {
-                        for key in dirty.drain(..) {
-                            if let Some(user) = users.get_mut(&key)
-                                && user.dirty
-                            {
-                                user.dirty = false;
-                                let events = user.take_unsent(&names.names);
-                                if !events.is_empty() {
-                                    rows.push(Output::Recent(RecentRow {
-                                        app_id: key.0.into(),
-                                        user_id: key.1.into(),
-                                        events,
-                                    }));
-                                }
+                    if due && !users.is_empty() {
+                        for ((app_id, user_id), user) in users.drain() {
+                            let events = user.into_entries(&names.names);
+                            if !events.is_empty() {
+                                rows.push(Output::Recent(RecentRow {
+                                    app_id: app_id.into(),
+                                    user_id: user_id.into(),
+                                    events,
+                                }));
                             }
                         }
                         RowsEmitted {
@@ -237,18 +213,6 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                         .emit(&metrics);
                         next_emit = Some(now + every);
                         unsent = None;
-                    }
-                    match watermark {
-                        // Users silent past the TTL go; checked once a second.
-                        Some(w) if now >= next_evict => {
-                            let horizon = i64::try_from(w)
-                                .unwrap_or(i64::MAX)
-                                .saturating_sub(i64::try_from(spec.ttl).unwrap_or(i64::MAX));
-                            users.retain(|_, u| u.dirty || u.last_ts >= horizon);
-                            next_evict = now + Duration::from_secs(1);
-                        }
-                        Some(_) => {}
-                        None => users.clear(),
                     }
                     if let Some(c) = cap.as_mut() {
                         if !rows.is_empty() {
@@ -265,7 +229,7 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                             None => cap = None,
                         }
                     }
-                    if !dirty.is_empty()
+                    if !users.is_empty()
                         && let Some(t) = next_emit
                     {
                         activator.activate_after(t.saturating_duration_since(now));
@@ -286,25 +250,20 @@ mod tests {
             offset,
             partition: 0,
             event: 0,
-            sent: false,
             item_id: None,
         }
     }
 
     #[test]
-    fn a_user_keeps_the_latest_entries_and_sends_each_once() {
+    fn a_user_keeps_the_latest_pending_entries_newest_first() {
         let names = [CompactString::from("view")];
-        let mut u = User::new(0);
+        let mut u = User::default();
         for (ts, off) in [(10, 0), (30, 1), (20, 2), (40, 3)] {
             assert!(u.insert(entry(ts, off), 3));
         }
         assert!(!u.insert(entry(5, 4), 3), "older than the 3 latest");
         assert!(!u.insert(entry(30, 1), 3), "a duplicate");
-        let first: Vec<i64> = u.take_unsent(&names).iter().map(|e| e.ts).collect();
+        let first: Vec<i64> = u.into_entries(&names).iter().map(|e| e.ts).collect();
         assert_eq!(first, vec![40, 30, 20], "newest first, the 3 latest");
-        assert!(u.insert(entry(35, 5), 3));
-        let second: Vec<i64> = u.take_unsent(&names).iter().map(|e| e.ts).collect();
-        assert_eq!(second, vec![35], "only what is new since");
-        assert!(u.take_unsent(&names).is_empty());
     }
 }
