@@ -68,6 +68,9 @@ struct BenchArgs {
     /// per event, the high-cardinality case).
     #[arg(long, default_value = "skewed", value_parser = ["skewed", "uniform"])]
     workload: String,
+    /// Users of the clickstream (default: the workload's).
+    #[arg(long)]
+    users: Option<u32>,
     /// Runs of each measurement; the table shows their median.
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -528,8 +531,11 @@ fn real_main(cli: Cli) -> Result<()> {
             let opts = footprint::bench::BenchOptions {
                 mode: b.mode,
                 events: b.events,
-                workload: Profile::from_name(&b.workload)
-                    .with_context(|| format!("unknown workload `{}`", b.workload))?,
+                workload: footprint::bench::Workload {
+                    profile: Profile::from_name(&b.workload)
+                        .with_context(|| format!("unknown workload `{}`", b.workload))?,
+                    users: b.users,
+                },
                 runs: b.runs,
                 workers: b.workers,
                 threads: b.threads.max(1),

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::Workload;
 use anyhow::{Context, Result};
 use footprint_connectors::admin::Admin;
 use footprint_connectors::reader::{KafkaReader, PartitionRange};
-use footprint_dataflows::clickstream::Profile;
 use footprint_dataflows::control::RunControl;
 use footprint_dataflows::pipeline::assigned;
 use footprint_dataflows::source::{PartitionReader, Verdict};
@@ -35,10 +35,10 @@ use crate::run::{RunOptions, run};
 /// Partitions of the bench topics.
 pub const PARTITIONS: u32 = 4;
 
-/// The bench topic holding `events` messages of the `profile`
+/// The bench topic holding `events` messages of the `workload`
 /// clickstream, produced now unless it is already complete.
-pub fn preloaded_topic(cfg: &Config, events: u64, profile: Profile) -> Result<String> {
-    let topic = format!("footprint-bench-{}-{events}", profile.name());
+pub fn preloaded_topic(cfg: &Config, events: u64, workload: Workload) -> Result<String> {
+    let topic = format!("footprint-bench-{}-{events}", workload.name());
     let settings = cfg.kafka();
     let admin = Admin::new(&settings)?;
     if let Some(parts) = admin.partitions(&topic)? {
@@ -64,7 +64,7 @@ pub fn preloaded_topic(cfg: &Config, events: u64, profile: Profile) -> Result<St
     };
     produce(
         &settings,
-        profile.config(PARTITIONS),
+        workload.config(PARTITIONS),
         &plan,
         &Arc::new(RunControl::default()),
     )?;
@@ -493,7 +493,7 @@ pub fn latency_run(
     threads: usize,
     pipeline: &str,
     stores: &[String],
-    profile: Profile,
+    workload: Workload,
 ) -> Result<LatencyRun> {
     let owned = Owned::new("latency");
     let topic = format!("{}-events", owned.id);
@@ -533,7 +533,7 @@ pub fn latency_run(
     };
     let produced = produce(
         &settings,
-        profile.config(PARTITIONS),
+        workload.config(PARTITIONS),
         &plan,
         &Arc::new(RunControl::default()),
     );

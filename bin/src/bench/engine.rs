@@ -15,21 +15,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use footprint_dataflows::clickstream::{Generator, Profile};
+use footprint_dataflows::clickstream::Generator;
 use footprint_dataflows::pipeline::Shared;
 use footprint_dataflows::pipeline::{assigned, build};
 use footprint_dataflows::source::{Message, PartitionReader, ReadStatus, SourceSettings, Verdict};
 use footprint_dataflows::{Output, PipelineSpec};
 use timely::dataflow::operators::Inspect;
 
+use super::Workload;
+
 /// Partitions of the bench clickstream.
 pub const PARTITIONS: u32 = 4;
 
-/// Writes the first `events` messages of the `profile` clickstream, one
+/// Writes the first `events` messages of the `workload` clickstream, one
 /// file per partition under `dir`, unless they are there already. Returns
 /// the files.
-pub fn clickstream_files(dir: &Path, events: u64, profile: Profile) -> Result<Vec<PathBuf>> {
-    let base = dir.join(format!("clickstream-{}-{events}", profile.name()));
+pub fn clickstream_files(dir: &Path, events: u64, workload: Workload) -> Result<Vec<PathBuf>> {
+    let base = dir.join(format!("clickstream-{}-{events}", workload.name()));
     let files: Vec<PathBuf> = (0..PARTITIONS)
         .map(|p| base.with_extension(format!("p{p}")))
         .collect();
@@ -46,7 +48,7 @@ pub fn clickstream_files(dir: &Path, events: u64, profile: Profile) -> Result<Ve
         .iter()
         .map(|f| File::create(f).map(BufWriter::new))
         .collect::<std::io::Result<_>>()?;
-    let mut g = Generator::new(profile.config(PARTITIONS));
+    let mut g = Generator::new(workload.config(PARTITIONS));
     for _ in 0..events {
         let e = g.next_event();
         let w = &mut out[e.partition as usize];

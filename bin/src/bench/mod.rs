@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use footprint_dataflows::PipelineSpec;
-use footprint_dataflows::clickstream::Profile;
+use footprint_dataflows::clickstream::{GenConfig, Profile};
 
 mod collect;
 pub mod e2e;
@@ -63,8 +63,8 @@ pub struct BenchOptions {
     pub mode: Mode,
     /// Events of the clickstream (engine and end-to-end).
     pub events: u64,
-    /// The clickstream's shape (engine, end-to-end, latency, serve).
-    pub workload: Profile,
+    /// The clickstream (engine, end-to-end, latency, serve).
+    pub workload: Workload,
     /// Runs of each measurement; the table shows their median.
     pub runs: usize,
     /// Worker counts for the engine.
@@ -90,6 +90,51 @@ pub struct BenchOptions {
     pub json: PathBuf,
     /// Where the engine's clickstream files go.
     pub dir: PathBuf,
+}
+
+/// The clickstream a bench runs on: a profile, with its users or others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    /// `skewed` or `uniform`.
+    #[serde(with = "profile_name")]
+    pub profile: Profile,
+    /// Users, when not the profile's.
+    pub users: Option<u32>,
+}
+
+impl Workload {
+    /// Its name in topics, files and tables: the profile's, and the users
+    /// when they are not the profile's (`skewed-2000000-users`).
+    pub fn name(&self) -> String {
+        match self.users {
+            None => self.profile.name().to_owned(),
+            Some(u) => format!("{}-{u}-users", self.profile.name()),
+        }
+    }
+
+    /// The generator settings over `partitions` partitions.
+    pub fn config(&self, partitions: u32) -> GenConfig {
+        let base = self.profile.config(partitions);
+        GenConfig {
+            users: self.users.unwrap_or(base.users),
+            ..base
+        }
+    }
+}
+
+mod profile_name {
+    use footprint_dataflows::clickstream::Profile;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Profile, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Profile, D::Error> {
+        let name = String::deserialize(d)?;
+        Profile::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown profile `{name}`")))
+    }
 }
 
 /// One measurement, as a child process runs it.
@@ -124,8 +169,8 @@ pub enum Child {
     },
     /// A latency run.
     Latency {
-        /// The clickstream's shape: `skewed` or `uniform`.
-        workload: String,
+        /// The clickstream.
+        workload: Workload,
         /// Messages per second.
         rate: u64,
         /// Seconds of production.
@@ -246,14 +291,7 @@ pub fn child(cfg: &Config, spec: &str) -> Result<()> {
             pipeline,
             stores,
         } => Measured::Latency(e2e::latency_run(
-            cfg,
-            rate,
-            seconds,
-            threads,
-            &pipeline,
-            &stores,
-            Profile::from_name(&workload)
-                .with_context(|| format!("unknown workload `{workload}`"))?,
+            cfg, rate, seconds, threads, &pipeline, &stores, workload,
         )?),
     };
     println!("{RESULT}{}", serde_json::to_string(&measured)?);
@@ -402,7 +440,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut report = Report {
         events: o.events,
-        workload: o.workload.name().to_owned(),
+        workload: o.workload.name(),
         runs: o.runs,
         cores,
         ..Report::default()
@@ -546,7 +584,7 @@ pub fn bench(cfg: &Config, config_path: Option<&std::path::Path>, o: &BenchOptio
                 o.runs
             );
             let task = Child::Latency {
-                workload: o.workload.name().to_owned(),
+                workload: o.workload,
                 rate,
                 seconds: o.seconds,
                 threads: o.threads,

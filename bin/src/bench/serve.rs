@@ -26,11 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use footprint_dataflows::clickstream::Profile;
 use footprint_dataflows::key::GroupKey;
 use footprint_sinks::util::switch::{Mode, Switches};
 use serde::Serialize;
 
+use super::Workload;
 use super::e2e::Owned;
 use super::load::{CONNECTIONS, Requests, Use, closed_loop, get, open_loop};
 use super::median;
@@ -78,12 +78,12 @@ struct Targets {
 pub fn bench_serve(
     cfg: &Config,
     events: u64,
-    profile: Profile,
+    workload: Workload,
     runs: usize,
     seconds: u64,
     only: Option<&str>,
 ) -> Result<Vec<ServeRow>> {
-    let topic = super::e2e::preloaded_topic(cfg, events, profile)?;
+    let topic = super::e2e::preloaded_topic(cfg, events, workload)?;
     let owned = Owned::new("serve");
     let mut cfg = owned.config(cfg, &topic, &["redis".into(), "mysql".into()]);
     super::narrow(&mut cfg, "default")?;
