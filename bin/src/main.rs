@@ -62,8 +62,8 @@ struct BenchArgs {
     /// Events of the clickstream (engine and end to end).
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
-    /// The clickstream: `skewed` (8 apps, 200,000 users, 20,000 items
-    /// whose popularity follows a power law, as real sites see it) or
+    /// The clickstream: `skewed` (8 apps, 200,000 users, 20,000 items with
+    /// Pareto (shape 1.2) popularity, as real sites see it) or
     /// `uniform` (3 apps, 10,000 users, 1,000 items: many more window rows
     /// per event, the high-cardinality case).
     #[arg(long, default_value = "skewed", value_parser = ["skewed", "uniform"])]
@@ -198,9 +198,8 @@ struct GenArgs {
     garbage: f64,
     /// The clickstream's shape: `uniform` (3 apps, 10,000 users, 1,000
     /// items, 1,000 events per second of event time) or `skewed` (8 apps,
-    /// 200,000 users, 20,000 items whose popularity follows a power law
-    /// of exponent 1.2, 5,000 events per second of event time). The four
-    /// options below override it.
+    /// 200,000 users, 20,000 items with Pareto (shape 1.2) popularity, 5,000
+    /// events per second of event time). The four options below override it.
     #[arg(long, default_value = "uniform", value_parser = ["uniform", "skewed"])]
     profile: String,
     /// Users (default: the profile's).
