@@ -86,7 +86,7 @@ impl ConnectorMetrics {
         );
         registry.register(
             "commit_failures",
-            "Commits of source offsets that failed (the next commit covers them)",
+            "Commits of source offsets that failed (the next one covers them, unless a dead-letter or late record was lost: then none goes through)",
             m.commit_failures.clone(),
         );
         registry.register(

@@ -47,5 +47,5 @@ pub use stores::{
 };
 pub use topics::{
     Read, StagedStream, committed_total, committed_total_at, generated, held_parts, preload,
-    produce_live, produce_slice, read_all, read_all_from,
+    produce_live, produce_live_until, produce_slice, read_all, read_all_from,
 };

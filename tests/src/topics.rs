@@ -182,15 +182,32 @@ pub fn produce_slice(topic: &str, cfg: &GenConfig, skip: u64, count: u64) -> Res
 }
 
 /// Creates `topic` on the brokers of `settings` and starts producing the
-/// first `count` messages that `cfg` generates to it, at about `rate` messages a second, in a thread of
-/// its own: a live stream for drills. Join the thread to wait for the end.
+/// first `count` messages that `cfg` generates to it, at about `rate`
+/// messages a second, in a thread of its own: a live stream for drills.
+/// Join the thread to wait for the end; it returns how many it produced.
 pub fn produce_live(
     settings: &KafkaSettings,
     topic: &str,
     cfg: &GenConfig,
     count: u64,
     rate: u64,
-) -> Result<std::thread::JoinHandle<Result<()>>> {
+) -> Result<std::thread::JoinHandle<Result<u64>>> {
+    let never = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    produce_live_until(settings, topic, cfg, count..=count, rate, never)
+}
+
+/// [`produce_live`] of a stream that lasts as long as a drill needs it: at
+/// least `count.start()` messages, then until `stop` is set, and at most
+/// `count.end()`. The thread returns how many it produced: the first that
+/// many of what `cfg` generates.
+pub fn produce_live_until(
+    settings: &KafkaSettings,
+    topic: &str,
+    cfg: &GenConfig,
+    count: std::ops::RangeInclusive<u64>,
+    rate: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::thread::JoinHandle<Result<u64>>> {
     let settings = settings.clone();
     Admin::new(&settings)?.ensure_topic(topic, cfg.partitions as i32, 1)?;
     let producer = footprint_connectors::producer::EventProducer::new(&settings)?;
@@ -198,16 +215,21 @@ pub fn produce_live(
     Ok(std::thread::spawn(move || {
         let mut generator = Generator::new(cfg);
         let started = Instant::now();
-        for i in 0..count {
-            let due = started + Duration::from_secs_f64(i as f64 / rate.max(1) as f64);
+        let mut produced = 0;
+        let (least, most) = (*count.start(), *count.end());
+        while produced < most
+            && (produced < least || !stop.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            let due = started + Duration::from_secs_f64(produced as f64 / rate.max(1) as f64);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
             let e = generator.next_event();
             producer.send(&topic, e.partition as i32, e.key.as_bytes(), &e.payload)?;
+            produced += 1;
         }
         producer.flush(Duration::from_secs(60))?;
-        Ok(())
+        Ok(produced)
     }))
 }
 

@@ -17,6 +17,8 @@
 //! checkpoint it resumed from: the open windows are rebuilt and the worker
 //! makes progress again.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use footprint_dataflows::clickstream::{GenConfig, SplitMix64};
@@ -24,7 +26,7 @@ use footprint_dataflows::crashpoint;
 use footprint_dataflows::reference::compute;
 use footprint_tests::drill::{Figures, Size};
 use footprint_tests::{
-    Scenario, committed_total, generated, produce_live, run_footprint_ok, spawn_footprint_env,
+    Scenario, committed_total, generated, produce_live_until, run_footprint_ok, spawn_footprint_env,
 };
 
 const PARTITIONS: i32 = 4;
@@ -34,7 +36,7 @@ fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
     let size = Size::from_env();
     let kills = size.pick(5, 20);
     // A live stream of 600 messages a second, one minute of event time a
-    // second: long enough for every kill to land while data flows.
+    // second: at least this many, and on until the last kill.
     let events: u64 = size.pick(36_000, 120_000);
     let rate = 600;
     let seed: u64 = std::env::var("FOOTPRINT_DRILL_SEED")
@@ -55,8 +57,20 @@ fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
         bad: 0.01,
         ..GenConfig::default()
     };
-    let producer = produce_live(&footprint_tests::kafka(), &s.topic, &gen_cfg, events, rate)
-        .expect("producer");
+    // The stream goes on until the last kill, so that every kill lands
+    // while data flows: a round lasts as long as its crash point needs
+    // commits (about one a second, up to 15), which 5 rounds can make
+    // longer than the 60 s of `events`. At most three times as many.
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = produce_live_until(
+        &footprint_tests::kafka(),
+        &s.topic,
+        &gen_cfg,
+        events..=3 * events,
+        rate,
+        Arc::clone(&stop),
+    )
+    .expect("producer");
     let (config, cfg) = s
         .write_config(
             "footprint.toml",
@@ -137,7 +151,8 @@ fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
             committed()
         );
     }
-    producer
+    stop.store(true, Ordering::SeqCst);
+    let events = producer
         .join()
         .expect("producer thread")
         .expect("the stream was produced");
