@@ -362,18 +362,10 @@ fn client_retries_of_a_batch_are_written_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (collector, topic) = shared_collector(dir.path(), "collect-retry");
     let batch = ndjson(0..200, 2);
-    let first = post_events(collector.addr, batch.as_bytes(), &[NDJSON]).expect("post");
-    assert_eq!(first.status, 200);
-    assert!(first.outcomes().iter().all(|o| o == "accepted"));
+    post_expecting(collector.addr, &batch, "accepted");
     // The same batch again, then three times at once (as in a client that
     // timed out and retried on several connections).
-    let again = post_events(collector.addr, batch.as_bytes(), &[NDJSON]).expect("post");
-    assert_eq!(again.status, 200);
-    assert!(
-        again.outcomes().iter().all(|o| o == "duplicate"),
-        "{:?}",
-        again.body
-    );
+    post_expecting(collector.addr, &batch, "duplicate");
     let addr = collector.addr;
     let handles: Vec<_> = (0..3)
         .map(|_| {
@@ -412,9 +404,7 @@ fn a_retry_after_a_graceful_restart_is_a_duplicate() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut collector, topic) = shared_collector(dir.path(), "collect-restart");
     let batch = ndjson(0..300, 3);
-    let first = post_events(collector.addr, batch.as_bytes(), &[NDJSON]).expect("post");
-    assert_eq!(first.status, 200);
-    assert!(first.outcomes().iter().all(|o| o == "accepted"));
+    post_expecting(collector.addr, &batch, "accepted");
     let log = collector.terminate().expect("a graceful stop");
     assert!(
         log.contains("saved the window of recent event ids") && log.contains("ids=300"),
@@ -423,19 +413,23 @@ fn a_retry_after_a_graceful_restart_is_a_duplicate() {
     // The client did not see the answer (say) and sends the batch again,
     // to the restarted collector.
     collector.restart().expect("restart");
-    let again = post_events(collector.addr, batch.as_bytes(), &[NDJSON]).expect("post");
-    assert_eq!(again.status, 200);
-    assert!(
-        again.outcomes().iter().all(|o| o == "duplicate"),
-        "{:?}",
-        again.body
-    );
+    post_expecting(collector.addr, &batch, "duplicate");
     // New ids are still taken.
-    let more = ndjson(300..310, 3);
-    let p = post_events(collector.addr, more.as_bytes(), &[NDJSON]).expect("post");
-    assert!(p.outcomes().iter().all(|o| o == "accepted"), "{:?}", p.body);
+    post_expecting(collector.addr, &ndjson(300..310, 3), "accepted");
     let acknowledged: BTreeSet<String> = (0..310).map(|n| format!("d{n}")).collect();
     assert_each_held_once(&topic, &acknowledged, "collect_restart_retries");
+}
+
+/// Posts the NDJSON `body`, which must be answered 200 with `outcome` for
+/// every event.
+fn post_expecting(addr: std::net::SocketAddr, body: &str, outcome: &str) {
+    let p = post_events(addr, body.as_bytes(), &[NDJSON]).expect("post");
+    assert_eq!(p.status, 200, "{:?}", p.body);
+    assert!(
+        p.outcomes().iter().all(|o| o == outcome),
+        "not all {outcome}: {:?}",
+        p.body
+    );
 }
 
 /// The topic holds each acknowledged event exactly once (and prints the
