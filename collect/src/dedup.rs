@@ -25,7 +25,6 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -365,10 +364,10 @@ fn word<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
 }
 
 impl Shards {
-    /// Writes the confirmed ids to `path` (through a temporary file that is
-    /// fsync'd and renamed over it), with the seeds of their keys; `now`
-    /// and `wall` are the same moment on the two clocks. Returns how many
-    /// ids were saved.
+    /// Writes the confirmed ids to `path` (durably and whole, with a
+    /// checksum: [`crate::file::write_checked`]), with the seeds of their
+    /// keys; `now` and `wall` are the same moment on the two clocks.
+    /// Returns how many ids were saved.
     pub fn save(&self, path: &Path, now: Instant, wall: SystemTime) -> Result<usize, WindowError> {
         let io = |source| WindowError::Io {
             path: path.display().to_string(),
@@ -389,7 +388,7 @@ impl Shards {
                 count += 1;
             }
         }
-        let mut out = Vec::with_capacity(HEADER + entries.len() + 4);
+        let mut out = Vec::with_capacity(HEADER + entries.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.keys.seeds.0.to_le_bytes());
         out.extend_from_slice(&self.keys.seeds.1.to_le_bytes());
@@ -397,18 +396,7 @@ impl Shards {
         out.extend_from_slice(&saved_ms.to_le_bytes());
         out.extend_from_slice(&count.to_le_bytes());
         out.extend_from_slice(&entries);
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&out).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
+        crate::file::write_checked(path, &out).map_err(io)?;
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
@@ -427,15 +415,12 @@ impl Shards {
     ) -> Result<Option<(Shards, Loaded)>, WindowError> {
         let name = || path.display().to_string();
         let damaged = |why| WindowError::Damaged { path: name(), why };
-        let mut bytes = Vec::new();
-        match std::fs::File::open(path) {
-            Ok(mut f) => f
-                .read_to_end(&mut bytes)
-                .map_err(|source| WindowError::Io {
-                    path: name(),
-                    source,
-                })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        let bytes = match crate::file::read_checked(path) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(damaged("checksum mismatch"));
+            }
             Err(source) => {
                 return Err(WindowError::Io {
                     path: name(),
@@ -443,13 +428,10 @@ impl Shards {
                 });
             }
         };
-        if bytes.len() < HEADER + 4 || &bytes[..8] != MAGIC {
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
             return Err(damaged("no header"));
         }
-        let body = bytes.len() - 4;
-        if crc32fast::hash(&bytes[..body]) != u32::from_le_bytes(word(&bytes, body)) {
-            return Err(damaged("checksum mismatch"));
-        }
+        let body = bytes.len();
         let seeds = Seeds(
             u64::from_le_bytes(word(&bytes, 8)),
             u64::from_le_bytes(word(&bytes, 16)),

@@ -9,6 +9,7 @@
 //! | [`dedup`] | the event ids each app sent recently, so a client's retry is answered `duplicate` and never produced twice |
 //! | [`shed`] | which apps are refused under pressure, lowest priority first |
 //! | [`spill`] | append-only segment files, each record checksummed, fsync'd before an append returns |
+//! | [`file`] | small files replaced whole and durably, with a checksum (the spill's cursor, the saved id window) |
 //! | [`limits`] | tokens and per-app quotas |
 //! | [`outlet`] | the producer the collector writes through (the connectors crate implements it for Kafka) |
 //! | [`routes`] | the HTTP API |
@@ -21,6 +22,7 @@ pub mod body;
 pub mod collector;
 pub mod dedup;
 pub mod events;
+pub mod file;
 pub mod limits;
 pub mod outlet;
 pub mod routes;

@@ -414,20 +414,11 @@ impl Spill {
                 end,
             });
         }
-        let tmp = self.dir.join("cursor.tmp");
         let path = self.dir.join("cursor");
-        let mut bytes = Vec::with_capacity(20);
+        let mut bytes = Vec::with_capacity(16);
         bytes.extend_from_slice(&to.segment.to_le_bytes());
         bytes.extend_from_slice(&to.offset.to_le_bytes());
-        let crc = crc32fast::hash(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        {
-            let mut f = File::create(&tmp).map_err(io_at(&tmp))?;
-            f.write_all(&bytes).map_err(io_at(&tmp))?;
-            f.sync_all().map_err(io_at(&tmp))?;
-        }
-        fs::rename(&tmp, &path).map_err(io_at(&path))?;
-        sync_dir(&self.dir)?;
+        crate::file::write_checked(&path, &bytes).map_err(io_at(&path))?;
         self.cursor = to;
         let drained: Vec<u64> = self.segments.range(..to.segment).map(|(s, _)| *s).collect();
         for seq in drained {
@@ -626,19 +617,15 @@ fn cut(path: &Path, seq: u64, valid: u64, keep_rest: bool) -> Result<(), SpillEr
 }
 
 fn read_cursor(path: &Path) -> Result<Option<Position>, SpillError> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_at(path)(e)),
+    let damaged = |source| SpillError::Io {
+        path: path.to_owned(),
+        source,
     };
-    let sound = bytes.len() == 20
-        && crc32fast::hash(&bytes[..16]).to_le_bytes()
-            == [bytes[16], bytes[17], bytes[18], bytes[19]];
-    if !sound {
-        return Err(SpillError::Io {
-            path: path.to_owned(),
-            source: invalid("the cursor file is damaged"),
-        });
+    let Some(bytes) = crate::file::read_checked(path).map_err(damaged)? else {
+        return Ok(None);
+    };
+    if bytes.len() != 16 {
+        return Err(damaged(invalid("the cursor file is damaged")));
     }
     let mut seg = [0u8; 8];
     let mut off = [0u8; 8];
