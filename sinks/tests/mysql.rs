@@ -7,13 +7,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use footprint_dataflows::{
     AggregateSpec, Field, Measure, MeasureValue, Output, PipelineSpec, RecentEntry, RecentRow,
     RecentSpec, WindowRow, WindowSpec,
 };
 use footprint_sinks::mysql::MySqlSinkFactory;
+use footprint_sinks::mysql::read::MySqlReader;
 use footprint_sinks::{Sink, SinkError, SinkFactory};
 use mysql::prelude::Queryable;
 
@@ -198,7 +199,7 @@ fn creates_tables_on_start_up_and_writes_rows() {
         [
             "fp_country_1m",
             "fp_marks",
-            "fp_recent_activity",
+            "fp_recent_entries",
             "fp_value_10m"
         ]
     );
@@ -368,6 +369,88 @@ fn recent_activity_merges_to_the_same_list_in_any_order() {
         factory.load_recent().expect("load"),
         [expected("u1"), expected("u3"), expected("ü🎉")]
     );
+    // The table holds no more than `keep` entries per user: each write cuts
+    // what it pushed out.
+    let per_user: Vec<(Vec<u8>, u64)> = db
+        .conn()
+        .query("SELECT `user_id`, COUNT(*) FROM `fp_recent_entries` GROUP BY `user_id` ORDER BY `user_id`")
+        .expect("count");
+    assert_eq!(
+        per_user,
+        [
+            (b"u1".to_vec(), 3),
+            (b"u3".to_vec(), 3),
+            ("ü🎉".as_bytes().to_vec(), 3)
+        ]
+    );
+}
+
+/// Lists stored by an earlier version, one JSON list per user in
+/// `fp_recent_activity`, stay visible: readers merge them with the entries
+/// written since, and a user found only there is read too.
+#[test]
+fn recent_activity_of_the_earlier_layout_is_merged_on_read() {
+    let db = TestDb::new();
+    let spec = spec();
+    let factory = db.factory(&spec);
+    let mut conn = db.conn();
+    conn.query_drop(
+        "CREATE TABLE `fp_recent_activity` (`app_id` VARBINARY(255) NOT NULL, \
+         `user_id` VARBINARY(255) NOT NULL, `events` LONGTEXT NOT NULL, \
+         PRIMARY KEY (`app_id`, `user_id`))",
+    )
+    .expect("create the earlier table");
+    let old = |user: &str, entries: &[Entry<'_>]| {
+        let list = serde_json::to_string(&recent(user, entries).events).expect("json");
+        conn_insert(&db, user, &list);
+    };
+    old(
+        "u1",
+        &[
+            (T0 + 4, 0, 40, "cart", Some("sku-1")),
+            (T0 + 1, 0, 10, "view", None),
+        ],
+    );
+    old("u2", &[(T0 + 2, 1, 20, "order", None)]);
+    let mut sink = factory.build(0, 1).expect("sink");
+    let new = recent(
+        "u1",
+        &[
+            (T0 + 5, 1, 50, "click", None),
+            (T0 + 3, 1, 30, "view", None),
+        ],
+    );
+    sink.write(&[Output::Recent(new)]).expect("write");
+
+    let u1 = recent(
+        "u1",
+        &[
+            (T0 + 5, 1, 50, "click", None),
+            (T0 + 4, 0, 40, "cart", Some("sku-1")),
+            (T0 + 3, 1, 30, "view", None),
+        ],
+    );
+    let u2 = recent("u2", &[(T0 + 2, 1, 20, "order", None)]);
+    assert_eq!(
+        factory.load_recent().expect("load"),
+        [u1.clone(), u2.clone()]
+    );
+
+    let reader =
+        MySqlReader::new(&db.url(), &spec, PREFIX, 2, Duration::from_secs(5)).expect("reader");
+    let got = reader
+        .recent("app1", &["u2", "nobody", "u1"])
+        .expect("read");
+    assert_eq!(got, [Some(u2.events), None, Some(u1.events)]);
+}
+
+fn conn_insert(db: &TestDb, user: &str, list: &str) {
+    db.conn()
+        .exec_drop(
+            "INSERT INTO `fp_recent_activity` (`app_id`, `user_id`, `events`) VALUES ('app1', ?, ?)",
+            (user, list),
+        )
+        .expect("insert into the earlier table");
 }
 
 #[test]

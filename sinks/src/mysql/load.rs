@@ -5,6 +5,7 @@
 //! maps: window rows by (aggregate name, key, window start), recent rows by
 //! (app, user).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use footprint_dataflows::{MeasureValue, RecentEntry, RecentRow, WindowRow, key::GroupKey};
@@ -13,6 +14,9 @@ use mysql::{Row, Value};
 
 use super::schema::{AggregateTable, MeasureKind, Schema, quote};
 use crate::decimal;
+
+/// MySQL's "table does not exist".
+pub(crate) const ER_NO_SUCH_TABLE: u16 = 1146;
 
 /// Why reading back failed: a server error, or a stored value that does
 /// not convert.
@@ -113,7 +117,8 @@ pub(crate) fn window_row(
 }
 
 /// Every stored recent-activity row; none when the spec keeps no recent
-/// activity.
+/// activity. Each list is the newest `keep` of the user's entries and, where
+/// the earlier layout's table exists, its stored list.
 pub(crate) fn recent(
     conn: &mut impl Queryable,
     schema: &Schema,
@@ -121,22 +126,91 @@ pub(crate) fn recent(
     let Some(table) = &schema.recent else {
         return Ok(Vec::new());
     };
-    let sql = format!("SELECT `app_id`, `user_id`, `events` FROM {}", quote(table));
-    let mut out = Vec::new();
+    let mut users: BTreeMap<(String, String), Vec<RecentEntry>> = BTreeMap::new();
+    let sql = format!(
+        "SELECT `app_id`, `user_id`, {RECENT_ENTRY} FROM {}",
+        quote(table)
+    );
     for mut row in conn.query::<Row, _>(sql)? {
         let app_id: String = column(&mut row, 0, "recent.app_id")?;
         let user_id: String = column(&mut row, 1, "recent.user_id")?;
-        let events: String = column(&mut row, 2, "recent.events")?;
-        let events: Vec<RecentEntry> = serde_json::from_str(&events)
-            .map_err(|e| LoadError::Bad(format!("{table}.events of {app_id}/{user_id}: {e}")))?;
-        out.push(RecentRow {
-            app_id,
-            user_id,
-            events,
-        });
+        let entry = recent_entry(&mut row, 2)?;
+        users.entry((app_id, user_id)).or_default().push(entry);
     }
-    out.sort_by(|a, b| (&a.app_id, &a.user_id).cmp(&(&b.app_id, &b.user_id)));
-    Ok(out)
+    if let Some(legacy) = &schema.recent_legacy {
+        let sql = format!(
+            "SELECT `app_id`, `user_id`, `events` FROM {}",
+            quote(legacy)
+        );
+        match conn.query::<Row, _>(sql) {
+            Ok(rows) => {
+                for mut row in rows {
+                    let app_id: String = column(&mut row, 0, "recent.app_id")?;
+                    let user_id: String = column(&mut row, 1, "recent.user_id")?;
+                    let events = legacy_events(legacy, &mut row, 2, &app_id, &user_id)?;
+                    users.entry((app_id, user_id)).or_default().extend(events);
+                }
+            }
+            Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_TABLE => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(users
+        .into_iter()
+        .map(|((app_id, user_id), entries)| {
+            let mut events = Vec::new();
+            RecentEntry::merge(&mut events, &entries, schema.recent_keep);
+            RecentRow {
+                app_id,
+                user_id,
+                events,
+            }
+        })
+        .collect())
+}
+
+/// The columns of one recent-activity entry, in the order
+/// [`recent_entry`] reads them.
+pub(crate) const RECENT_ENTRY: &str = "`ts`, `partition`, `offset`, `event`, `item_id`";
+
+/// The entry in `row`'s columns from `first` on (see [`RECENT_ENTRY`]).
+pub(crate) fn recent_entry(row: &mut Row, first: usize) -> Result<RecentEntry, LoadError> {
+    let ts: i64 = column(row, first, "recent.ts")?;
+    let partition: u32 = column(row, first + 1, "recent.partition")?;
+    let offset: i64 = column(row, first + 2, "recent.offset")?;
+    let event: String = column(row, first + 3, "recent.event")?;
+    let item_id = match row.take_opt::<Value, _>(first + 4) {
+        Some(Ok(Value::NULL)) => None,
+        Some(Ok(v)) => Some(
+            mysql::from_value_opt::<String>(v)
+                .map_err(|e| LoadError::Bad(format!("recent.item_id: cannot convert {:?}", e.0)))?,
+        ),
+        _ => {
+            return Err(LoadError::Bad(
+                "recent.item_id: missing from the result".into(),
+            ));
+        }
+    };
+    Ok(RecentEntry {
+        ts,
+        partition,
+        offset,
+        event: event.into(),
+        item_id: item_id.map(Into::into),
+    })
+}
+
+/// The JSON list in column `index` of a row of the earlier layout's table.
+pub(crate) fn legacy_events(
+    table: &str,
+    row: &mut Row,
+    index: usize,
+    app_id: &str,
+    user_id: &str,
+) -> Result<Vec<RecentEntry>, LoadError> {
+    let events: String = column(row, index, "recent.events")?;
+    serde_json::from_str(&events)
+        .map_err(|e| LoadError::Bad(format!("{table}.events of {app_id}/{user_id}: {e}")))
 }
 
 pub(crate) fn column<T: FromValue>(

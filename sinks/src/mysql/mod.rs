@@ -24,10 +24,18 @@
 //!     written exactly from the micro-units, never through a float;
 //!   - `version BIGINT UNSIGNED`, `is_final TINYINT(1)`, and `updated_at
 //!     TIMESTAMP(3)`, which the server sets whenever a write changes the row.
-//! - **Recent activity**, table `PREFIX` + `recent_activity` (only when the
-//!   spec keeps it), primary key `(app_id, user_id)` (both `VARBINARY(255)`),
-//!   with `events` (`LONGTEXT` holding a JSON array, newest first, of
-//!   `{"ts","partition","offset","event","item_id"}`) and `updated_at`.
+//! - **Recent activity**, table `PREFIX` + `recent_entries` (only when the
+//!   spec keeps it): one row per entry, primary key `(app_id, user_id, ts,
+//!   partition, offset)` (ids `VARBINARY(255)`), with `event` and `item_id`
+//!   (`MEDIUMBLOB`). A user's list is the newest `keep` rows of their key
+//!   range, newest first.
+//! - **The earlier recent-activity layout**, table `PREFIX` +
+//!   `recent_activity`, one row per user with a JSON list in `events`, is no
+//!   longer written. Where it exists, readers ([`read`], and
+//!   [`MySqlSinkFactory::load_recent`]) merge its list with the user's
+//!   entries, so data written by an earlier version stays visible. It can be
+//!   dropped once every user in it has `keep` newer entries or their
+//!   activity no longer matters.
 //!
 //! # Version rule
 //! A window row is written only if its `(version, is_final)` is at least
@@ -38,17 +46,19 @@
 //! also holds between two rows of the same identity in one batch, which the
 //! server applies in order, and between workers, retries and replays.
 //!
-//! A recent-activity row has no version: the transaction makes sure each of
-//! its users has a row (an empty list where none is stored, so the locking
-//! read that follows locks rows and not the gaps between them, where
-//! concurrent writers would deadlock), reads the stored lists with
-//! `SELECT … FOR UPDATE`, merges the incoming
-//! entries (union, newest first, cut to `keep`), and writes the result, so
-//! the order and repetition of writes does not matter.
+//! Recent activity has no version: a write merges, which makes the order
+//! and repetition of writes irrelevant. It inserts each entry with `INSERT
+//! IGNORE` (an entry is a function of its source message, so a stored one is
+//! the same entry: the union) and then deletes, for the users it wrote, the
+//! entries that have at least `keep` newer ones (the cut), in the same
+//! transaction. No write reads a list back, and an entry a reader should see
+//! is never deleted: one with `keep` newer entries stays outside the newest
+//! `keep` whatever is written later.
 //!
 //! # Writes
-//! Each `write()` is one transaction: per table, one multi-row upsert per
-//! chunk of up to 256 rows (a power of two: a table needs few prepared
+//! Each `write()` is one transaction, at `READ COMMITTED`: per table, one
+//! multi-row upsert (recent activity: insert, then cut) per chunk of up to
+//! 256 rows (a power of two: a table needs few prepared
 //! statements), rows in primary-key order (rows of one identity
 //! in arrival order), so concurrent writers lock rows in the same order. A
 //! row the table cannot hold (a group key over 512 bytes, an app or user id
@@ -418,14 +428,8 @@ impl MySqlSink {
             tx.exec_drop(statement.sql, statement.params)?;
         }
         if let (Some(table), false) = (&self.schema.recent, plan.recent.is_empty()) {
-            let merged = merge_recent(&mut tx, table, self.schema.recent_keep, &plan.recent)?;
-            let statements = upsert::recent_statements(table, &merged).map_err(|e| {
-                WriteFailure::Prepare(SinkError::Rejected {
-                    sink: SINK.into(),
-                    detail: e,
-                })
-            })?;
-            for statement in statements {
+            let rows = merge_batch(&plan.recent, self.schema.recent_keep);
+            for statement in upsert::recent_statements(table, &rows, self.schema.recent_keep) {
                 tx.exec_drop(statement.sql, statement.params)?;
             }
         }
@@ -434,79 +438,26 @@ impl MySqlSink {
     }
 }
 
-/// Merges `rows` with the stored lists of their users, which it reads with
-/// `FOR UPDATE`, so that no other writer changes them before the
-/// transaction commits. Returns one merged row per user, in key order.
-fn merge_recent(
-    tx: &mut mysql::Transaction<'_>,
-    table: &str,
-    keep: usize,
-    rows: &[RecentRow],
-) -> Result<Vec<RecentRow>, WriteFailure> {
-    let mut users: std::collections::BTreeMap<(String, String), Vec<RecentEntry>> =
+/// One row per user of `rows`, in key order, each the merge of that user's
+/// lists in the batch (union, newest first, cut to `keep`): entries a later
+/// row of the same batch already pushes out are not written at all.
+fn merge_batch(rows: &[RecentRow], keep: usize) -> Vec<RecentRow> {
+    let mut users: std::collections::BTreeMap<(&str, &str), Vec<RecentEntry>> =
         std::collections::BTreeMap::new();
     for r in rows {
         let events = users
-            .entry((r.app_id.clone(), r.user_id.clone()))
+            .entry((r.app_id.as_str(), r.user_id.as_str()))
             .or_default();
         RecentEntry::merge(events, &r.events, keep);
     }
-    let keys: Vec<(String, String)> = users.keys().cloned().collect();
-    let key_params = |part: &[(String, String)]| -> Vec<Value> {
-        part.iter()
-            .flat_map(|(a, u)| {
-                [
-                    Value::Bytes(a.as_bytes().to_vec()),
-                    Value::Bytes(u.as_bytes().to_vec()),
-                ]
-            })
-            .collect()
-    };
-    // Every user's row exists before it is read for update: a locking read
-    // of a missing row locks the gap where it would go, and two writers
-    // inserting new users into gaps the other has locked deadlock each other.
-    // An empty list is inserted where none is stored (the ids were checked
-    // to fit), in key order, and replaced below in the same transaction.
-    for part in upsert::pieces(&keys, upsert::MAX_ROWS) {
-        let tuples = vec!["(?,?,'[]')"; part.len()].join(",");
-        let sql = format!(
-            "INSERT IGNORE INTO {} (`app_id`, `user_id`, `events`) VALUES {tuples}",
-            schema::quote(table)
-        );
-        tx.exec_drop(sql, key_params(part))?;
-    }
-    for part in upsert::pieces(&keys, upsert::MAX_ROWS) {
-        // Point lookups on the key: on a small table the server would
-        // rather scan it, and a locking scan locks every user's row.
-        let points = vec!["(`app_id` = ? AND `user_id` = ?)"; part.len()].join(" OR ");
-        let sql = format!(
-            "SELECT `app_id`, `user_id`, `events` FROM {} FORCE INDEX (PRIMARY) WHERE {points} FOR UPDATE",
-            schema::quote(table)
-        );
-        let stored: Vec<(Vec<u8>, Vec<u8>, String)> = tx.exec(sql, key_params(part))?;
-        for (app, user, events) in stored {
-            let (Ok(app), Ok(user)) = (String::from_utf8(app), String::from_utf8(user)) else {
-                continue;
-            };
-            let stored: Vec<RecentEntry> = serde_json::from_str(&events).map_err(|e| {
-                WriteFailure::Prepare(SinkError::Rejected {
-                    sink: SINK.into(),
-                    detail: format!("{table}: unreadable events of {app}/{user}: {e}"),
-                })
-            })?;
-            if let Some(events) = users.get_mut(&(app, user)) {
-                RecentEntry::merge(events, &stored, keep);
-            }
-        }
-    }
-    Ok(users
+    users
         .into_iter()
         .map(|((app_id, user_id), events)| RecentRow {
-            app_id,
-            user_id,
+            app_id: app_id.to_owned(),
+            user_id: user_id.to_owned(),
             events,
         })
-        .collect())
+        .collect()
 }
 
 impl Sink for MySqlSink {
@@ -566,7 +517,10 @@ impl Sink for MySqlSink {
 /// `opts` with this sink's defaults where the URL set nothing: timeouts, a
 /// pool that opens one connection at once, and a session in utf8mb4 with
 /// strict SQL mode (so a value that does not fit is an error, never
-/// silently truncated).
+/// silently truncated) and `READ COMMITTED` isolation: a write's cut of
+/// recent activity scans each of its users' entries, and under `REPEATABLE
+/// READ` that scan would lock the gaps next to them, where other workers'
+/// users insert, and writers would deadlock.
 fn with_defaults(opts: Opts) -> Opts {
     let mut pool_opts = opts.get_pool_opts().clone();
     let url_sets_pool = pool_opts.constraints() != PoolConstraints::DEFAULT;
@@ -582,6 +536,7 @@ fn with_defaults(opts: Opts) -> Opts {
         "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES', 'NO_ENGINE_SUBSTITUTION')"
             .into(),
     );
+    init.push("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".into());
     OptsBuilder::from_opts(opts)
         .pool_opts(pool_opts)
         .tcp_connect_timeout(Some(connect))

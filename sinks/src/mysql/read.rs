@@ -6,9 +6,11 @@
 //! series names its window starts (`window_start IN (…)` with the key), a
 //! top-N reads one window's rows whose encoded group key starts with the
 //! prefix asked for (a range of `(window_start, group_key)`), and recent
-//! activity reads `(app_id, user_id)` rows. A table that does not exist yet
+//! activity reads each user's range of entries (and, while it exists, the
+//! user's row in the earlier layout's table). A table that does not exist yet
 //! reads as empty: nothing was written to it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -17,14 +19,14 @@ use footprint_dataflows::{PipelineSpec, RecentEntry, WindowRow};
 use mysql::prelude::Queryable;
 use mysql::{Opts, OptsBuilder, Pool, PoolConstraints, PooledConn, Row, Value};
 
-use super::load::{LoadError, column, window_row};
+use super::load::{
+    ER_NO_SUCH_TABLE, LoadError, RECENT_ENTRY, column, legacy_events, recent_entry, window_row,
+};
 use super::schema::{AggregateTable, MARKS_TABLE_SUFFIX, Schema, quote};
 use super::{SINK, config, write_error};
 use crate::SinkError;
 use crate::marks::Mark;
 
-/// MySQL's "table does not exist".
-const ER_NO_SUCH_TABLE: u16 = 1146;
 /// MySQL's "unknown database".
 const ER_BAD_DB_ERROR: u16 = 1049;
 
@@ -35,6 +37,9 @@ pub struct MySqlReader {
     schema: Arc<Schema>,
     target: Arc<str>,
     marks_table: String,
+    /// Set once a read found no table of the earlier recent-activity
+    /// layout, which is then no longer asked for.
+    legacy_gone: AtomicBool,
 }
 
 impl std::fmt::Debug for MySqlReader {
@@ -81,6 +86,7 @@ impl MySqlReader {
             marks_table: format!("{table_prefix}{MARKS_TABLE_SUFFIX}"),
             schema: Arc::new(schema),
             target,
+            legacy_gone: AtomicBool::new(false),
         })
     }
 
@@ -134,12 +140,21 @@ impl MySqlReader {
     }
 
     fn rows(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, SinkError> {
+        Ok(self.rows_of_existing(sql, params)?.unwrap_or_default())
+    }
+
+    /// The rows `sql` selects; `None` when its table does not exist.
+    fn rows_of_existing(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Option<Vec<Row>>, SinkError> {
         let Some(mut conn) = self.conn()? else {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         };
         match conn.exec::<Row, _, _>(sql, params) {
-            Ok(rows) => Ok(rows),
-            Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_TABLE => Ok(Vec::new()),
+            Ok(rows) => Ok(Some(rows)),
+            Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_TABLE => Ok(None),
             Err(e) => Err(write_error(e, &self.target)),
         }
     }
@@ -221,7 +236,9 @@ impl MySqlReader {
     }
 
     /// The recent activity of `users` of `app`, in the order asked; `None`
-    /// for a user with none stored.
+    /// for a user with none stored. Each list is the newest `keep` of the
+    /// user's entries and, while the earlier layout's table exists, of its
+    /// stored list.
     pub fn recent(
         &self,
         app: &str,
@@ -233,30 +250,65 @@ impl MySqlReader {
         if users.is_empty() {
             return Ok(Vec::new());
         }
+        // A power of two of placeholders (the last user repeated), so the
+        // table needs few distinct statements.
         let slots = users.len().next_power_of_two();
-        let sql = format!(
-            "SELECT `user_id`, `events` FROM {} WHERE `app_id` = ? AND `user_id` IN ({})",
-            quote(table),
-            vec!["?"; slots].join(",")
-        );
+        let in_users = vec!["?"; slots].join(",");
         let mut params: Vec<Value> = vec![Value::from(app.as_bytes())];
         let last = users[users.len() - 1];
         params.extend((0..slots).map(|i| Value::from(users.get(i).unwrap_or(&last).as_bytes())));
-        let mut found: Vec<(String, Vec<RecentEntry>)> = Vec::new();
-        for mut row in self.rows(&sql, params)? {
+        let mut found: Vec<Option<Vec<RecentEntry>>> = vec![None; users.len()];
+        let mut add = |user: &str, entries: Vec<RecentEntry>| {
+            if let Some(i) = users.iter().position(|u| *u == user) {
+                found[i].get_or_insert_with(Vec::new).extend(entries);
+            }
+        };
+        let sql = format!(
+            "SELECT `user_id`, {RECENT_ENTRY} FROM {} WHERE `app_id` = ? AND `user_id` IN ({in_users})",
+            quote(table)
+        );
+        for mut row in self.rows(&sql, params.clone())? {
             let user: String = column(&mut row, 0, "recent.user_id").map_err(|e| self.error(e))?;
-            let events: String = column(&mut row, 1, "recent.events").map_err(|e| self.error(e))?;
-            let events: Vec<RecentEntry> = serde_json::from_str(&events).map_err(|e| {
-                self.error(LoadError::Bad(format!(
-                    "{table}.events of {app}/{user}: {e}"
-                )))
-            })?;
-            found.push((user, events));
+            let entry = recent_entry(&mut row, 1).map_err(|e| self.error(e))?;
+            add(&user, vec![entry]);
         }
-        Ok(users
-            .iter()
-            .map(|u| found.iter().find(|(f, _)| f == u).map(|(_, e)| e.clone()))
+        if let Some(legacy) = self.legacy_table() {
+            let sql = format!(
+                "SELECT `user_id`, `events` FROM {} WHERE `app_id` = ? AND `user_id` IN ({in_users})",
+                quote(legacy)
+            );
+            match self.rows_of_existing(&sql, params)? {
+                Some(rows) => {
+                    for mut row in rows {
+                        let user: String =
+                            column(&mut row, 0, "recent.user_id").map_err(|e| self.error(e))?;
+                        let events = legacy_events(legacy, &mut row, 1, app, &user)
+                            .map_err(|e| self.error(e))?;
+                        add(&user, events);
+                    }
+                }
+                None => self.legacy_gone.store(true, Ordering::Relaxed),
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|entries| {
+                entries.map(|entries| {
+                    let mut events = Vec::new();
+                    RecentEntry::merge(&mut events, &entries, self.schema.recent_keep);
+                    events
+                })
+            })
             .collect())
+    }
+
+    /// The earlier layout's recent-activity table, until a read found that
+    /// it does not exist.
+    fn legacy_table(&self) -> Option<&String> {
+        if self.legacy_gone.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.schema.recent_legacy.as_ref()
     }
 
     /// The completeness marks of `aggregate` ([`crate::marks`]).

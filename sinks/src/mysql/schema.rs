@@ -20,8 +20,13 @@ pub(crate) const MAX_RECENT_ID: usize = 255;
 /// MySQL's and MariaDB's limit on identifier length.
 const MAX_IDENTIFIER: usize = 64;
 
-/// The name of the recent-activity table, after the prefix.
-const RECENT_TABLE: &str = "recent_activity";
+/// The name of the recent-activity table, after the prefix: one row per
+/// entry.
+const RECENT_TABLE: &str = "recent_entries";
+/// The name of the table of the earlier recent-activity layout (one JSON
+/// list per user), after the prefix. It is no longer written; where it
+/// exists its lists are read and merged with the entries.
+const LEGACY_RECENT_TABLE: &str = "recent_activity";
 /// The name of the completeness marks' table, after the prefix.
 pub(crate) const MARKS_TABLE_SUFFIX: &str = "marks";
 
@@ -68,6 +73,9 @@ pub(crate) struct Schema {
     pub aggregates: Vec<AggregateTable>,
     /// The recent-activity table, when the spec keeps recent activity.
     pub recent: Option<String>,
+    /// The earlier layout's recent-activity table, read (where it exists)
+    /// when the spec keeps recent activity, never written.
+    pub recent_legacy: Option<String>,
     /// How many entries a user's recent activity keeps.
     pub recent_keep: usize,
     /// The completeness marks' table ([`crate::marks`]).
@@ -97,17 +105,20 @@ impl Schema {
             }
             aggregates.push(table);
         }
-        let recent = match spec.recent {
+        let (recent, recent_legacy) = match spec.recent {
             Some(_) => {
                 let table = table_name(table_prefix, RECENT_TABLE)?;
-                if tables.contains(&table.to_ascii_lowercase()) {
-                    return Err(config(format!(
-                        "aggregate table `{table}` would be the recent-activity table; rename the aggregate or change the table prefix"
-                    )));
+                let legacy = table_name(table_prefix, LEGACY_RECENT_TABLE)?;
+                for name in [&table, &legacy] {
+                    if tables.contains(&name.to_ascii_lowercase()) {
+                        return Err(config(format!(
+                            "aggregate table `{name}` would be a recent-activity table; rename the aggregate or change the table prefix"
+                        )));
+                    }
                 }
-                Some(table)
+                (Some(table), Some(legacy))
             }
-            None => None,
+            None => (None, None),
         };
         let marks = table_name(table_prefix, MARKS_TABLE_SUFFIX)?;
         if tables.contains(&marks.to_ascii_lowercase()) {
@@ -118,6 +129,7 @@ impl Schema {
         Ok(Schema {
             aggregates,
             recent,
+            recent_legacy,
             recent_keep: spec.recent.as_ref().map_or(0, |r| r.keep),
             marks,
         })
@@ -272,17 +284,30 @@ impl AggregateTable {
     }
 }
 
-/// The recent-activity table's columns, in insert order.
+/// The recent-activity table's columns, in insert order: the user, the
+/// entry's order (`ts`, `partition`, `offset`; with the user, the primary
+/// key), and what happened.
 pub(crate) fn recent_columns() -> Vec<String> {
-    ["app_id", "user_id", "events"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect()
+    [
+        "app_id",
+        "user_id",
+        "ts",
+        "partition",
+        "offset",
+        "event",
+        "item_id",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
 }
 
+/// One row per entry. A user's entries are one range of the primary key,
+/// read newest first by scanning it backwards. `event` and `item_id` are
+/// blobs, so the table holds whatever an event carried (up to 16 MiB).
 fn recent_create_sql(table: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {} (\n  `app_id` VARBINARY({MAX_RECENT_ID}) NOT NULL,\n  `user_id` VARBINARY({MAX_RECENT_ID}) NOT NULL,\n  `events` LONGTEXT NOT NULL,\n  `updated_at` TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),\n  PRIMARY KEY (`app_id`, `user_id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        "CREATE TABLE IF NOT EXISTS {} (\n  `app_id` VARBINARY({MAX_RECENT_ID}) NOT NULL,\n  `user_id` VARBINARY({MAX_RECENT_ID}) NOT NULL,\n  `ts` BIGINT NOT NULL,\n  `partition` INT UNSIGNED NOT NULL,\n  `offset` BIGINT NOT NULL,\n  `event` MEDIUMBLOB NOT NULL,\n  `item_id` MEDIUMBLOB NULL,\n  PRIMARY KEY (`app_id`, `user_id`, `ts`, `partition`, `offset`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         quote(table)
     )
 }
@@ -304,12 +329,43 @@ pub(crate) fn marks_upsert_sql(table: &str) -> String {
     )
 }
 
-/// The upsert of `rows` recent-activity rows. The lists are already merged
-/// with the stored ones, which the same transaction read and locked (see
-/// `MySqlSink::apply`), so they replace them.
-pub(crate) fn recent_upsert_sql(table: &str, rows: usize) -> String {
-    let updates = ["`events` = VALUES(`events`)".to_owned()];
-    insert_sql(table, &recent_columns(), rows, &updates)
+/// The insert of `rows` recent-activity entries. An entry already stored
+/// (the same user and order) is left as it is: an entry is a function of
+/// its source message, so a repeat is the same entry. This is the union
+/// half of the merge; [`recent_trim_sql`] is the cut.
+pub(crate) fn recent_insert_sql(table: &str, rows: usize) -> String {
+    let names: Vec<String> = recent_columns().iter().map(|c| quote(c)).collect();
+    let one = format!("({})", vec!["?"; names.len()].join(","));
+    format!(
+        "INSERT IGNORE INTO {} ({}) VALUES {}",
+        quote(table),
+        names.join(","),
+        vec![one.as_str(); rows].join(",")
+    )
+}
+
+/// The delete of every entry of `users` users (the parameters are their
+/// `app_id`, `user_id` pairs) that has at least `keep` newer entries of the
+/// same user: the cut half of the merge.
+///
+/// An entry with `keep` newer ones is outside the newest `keep` of every
+/// later state too (entries are only added, and only such entries are
+/// removed), so concurrent writers, retries and replays never remove an
+/// entry a reader should see. Each write cuts its users after inserting,
+/// in the same transaction, so an old entry a replay brings back is
+/// removed at once; readers cut to `keep` as well.
+pub(crate) fn recent_trim_sql(table: &str, users: usize, keep: usize) -> String {
+    let t = quote(table);
+    // A row `IN` list, not an `OR` of pairs: the server then tests each
+    // scanned entry against a sorted list instead of every pair in turn.
+    let points = vec!["(?,?)"; users].join(",");
+    format!(
+        "DELETE {t} FROM {t} JOIN (SELECT `app_id`, `user_id`, `ts`, `partition`, `offset` FROM \
+         (SELECT `app_id`, `user_id`, `ts`, `partition`, `offset`, ROW_NUMBER() OVER \
+         (PARTITION BY `app_id`, `user_id` ORDER BY `ts` DESC, `partition` DESC, `offset` DESC) AS `n` \
+         FROM {t} FORCE INDEX (PRIMARY) WHERE (`app_id`, `user_id`) IN ({points})) AS `ranked` WHERE `n` > {keep}) AS `old` \
+         USING (`app_id`, `user_id`, `ts`, `partition`, `offset`)"
+    )
 }
 
 fn insert_sql(table: &str, columns: &[String], rows: usize, updates: &[String]) -> String {
@@ -431,7 +487,8 @@ mod tests {
             ]
         );
         assert_eq!(t.measures[1].name, "distinct(user_id)");
-        assert_eq!(schema.recent.as_deref(), Some("fp_recent_activity"));
+        assert_eq!(schema.recent.as_deref(), Some("fp_recent_entries"));
+        assert_eq!(schema.recent_legacy.as_deref(), Some("fp_recent_activity"));
     }
 
     #[test]
@@ -447,6 +504,7 @@ mod tests {
         assert!(bad(vec![agg("a`b", &[], &["count"])], false, ""));
         assert!(bad(vec![agg("a", &[], &["count"])], false, "p;"));
         assert!(bad(vec![agg("recent_activity", &[], &["count"])], true, ""));
+        assert!(bad(vec![agg("recent_entries", &[], &["count"])], true, ""));
         assert!(!bad(
             vec![agg("recent_activity", &[], &["count"])],
             false,
@@ -493,9 +551,9 @@ mod tests {
             )
         );
         assert_eq!(
-            recent_upsert_sql("r", 1),
-            "INSERT INTO `r` (`app_id`,`user_id`,`events`) VALUES (?,?,?) ON DUPLICATE KEY UPDATE \
-             `events` = VALUES(`events`)"
+            recent_insert_sql("r", 2),
+            "INSERT IGNORE INTO `r` (`app_id`,`user_id`,`ts`,`partition`,`offset`,`event`,`item_id`) \
+             VALUES (?,?,?,?,?,?,?),(?,?,?,?,?,?,?)"
         );
     }
 }

@@ -18,7 +18,8 @@ use footprint_dataflows::{MeasureValue, Output, RecentRow, WindowRow, key::Group
 use mysql::Value;
 
 use super::schema::{
-    AggregateTable, MAX_GROUP_KEY, MAX_RECENT_ID, MeasureKind, Schema, recent_upsert_sql,
+    AggregateTable, MAX_GROUP_KEY, MAX_RECENT_ID, MeasureKind, Schema, recent_insert_sql,
+    recent_trim_sql,
 };
 use crate::decimal;
 
@@ -110,20 +111,43 @@ impl Plan {
     }
 }
 
-/// The statements that write merged recent-activity lists to `table`.
-pub(crate) fn recent_statements(table: &str, rows: &[RecentRow]) -> Result<Vec<Statement>, String> {
-    let mut params = Vec::with_capacity(rows.len());
+/// The statements that merge recent-activity `rows` (one per user, in key
+/// order) into `table`: the inserts of every entry, then the cuts of those
+/// users' lists to `keep` (see [`recent_trim_sql`]).
+pub(crate) fn recent_statements(table: &str, rows: &[RecentRow], keep: usize) -> Vec<Statement> {
+    let mut entries = Vec::with_capacity(rows.iter().map(|r| r.events.len()).sum());
     for r in rows {
-        let events = serde_json::to_string(&r.events).map_err(|e| e.to_string())?;
-        params.push(vec![
-            Value::Bytes(r.app_id.as_bytes().to_vec()),
-            Value::Bytes(r.user_id.as_bytes().to_vec()),
-            Value::Bytes(events.into_bytes()),
-        ]);
+        for e in r.events.iter().rev() {
+            entries.push(vec![
+                Value::Bytes(r.app_id.as_bytes().to_vec()),
+                Value::Bytes(r.user_id.as_bytes().to_vec()),
+                Value::Int(e.ts),
+                Value::UInt(u64::from(e.partition)),
+                Value::Int(e.offset),
+                Value::Bytes(e.event.as_bytes().to_vec()),
+                e.item_id
+                    .as_ref()
+                    .map_or(Value::NULL, |i| Value::Bytes(i.as_bytes().to_vec())),
+            ]);
+        }
     }
     let mut out = Vec::new();
-    chunk(params, |n| recent_upsert_sql(table, n), &mut out);
-    Ok(out)
+    chunk(entries, |n| recent_insert_sql(table, n), &mut out);
+    for users in pieces(rows, MAX_ROWS) {
+        out.push(Statement {
+            sql: recent_trim_sql(table, users.len(), keep),
+            params: users
+                .iter()
+                .flat_map(|r| {
+                    [
+                        Value::Bytes(r.app_id.as_bytes().to_vec()),
+                        Value::Bytes(r.user_id.as_bytes().to_vec()),
+                    ]
+                })
+                .collect(),
+        });
+    }
+    out
 }
 
 fn chunk(rows: Vec<Vec<Value>>, sql: impl Fn(usize) -> String, out: &mut Vec<Statement>) {
@@ -459,5 +483,64 @@ mod tests {
         assert!(plan.skipped[0].starts_with("a [app_id=\"éééé"));
         assert!(plan.skipped[1].contains("recent activity is not in the spec"));
         assert_eq!(plan.statements(&schema).len(), 1);
+    }
+
+    #[test]
+    fn recent_rows_become_entry_inserts_then_one_cut_per_piece_of_users() {
+        let entry = |ts: i64, offset: i64, item: Option<&str>| RecentEntry {
+            ts,
+            partition: 2,
+            offset,
+            event: "view".into(),
+            item_id: item.map(Into::into),
+        };
+        let users: Vec<RecentRow> = (0..300)
+            .map(|u| RecentRow {
+                app_id: "app".into(),
+                user_id: format!("u{u:03}"),
+                events: vec![entry(20, 2 * u, Some("sku")), entry(10, 2 * u + 1, None)],
+            })
+            .collect();
+        let statements = recent_statements("r", &users, 50);
+        // 600 entries: 256 + 256 + 64 + 16 + 8 rows; then 300 users: 256 + 32 + 8 + 4.
+        let sizes: Vec<(bool, usize)> = statements
+            .iter()
+            .map(|s| (s.sql.starts_with("INSERT IGNORE"), s.params.len()))
+            .collect();
+        let expected: Vec<(bool, usize)> = [256, 256, 64, 16, 8]
+            .map(|n| (true, 7 * n))
+            .into_iter()
+            .chain([256, 32, 8, 4].map(|n| (false, 2 * n)))
+            .collect();
+        assert_eq!(sizes, expected);
+        // A user's entries go oldest first, each with its order and item.
+        assert_eq!(
+            statements[0].params[..14],
+            [
+                Value::Bytes(b"app".to_vec()),
+                Value::Bytes(b"u000".to_vec()),
+                Value::Int(10),
+                Value::UInt(2),
+                Value::Int(1),
+                Value::Bytes(b"view".to_vec()),
+                Value::NULL,
+                Value::Bytes(b"app".to_vec()),
+                Value::Bytes(b"u000".to_vec()),
+                Value::Int(20),
+                Value::UInt(2),
+                Value::Int(0),
+                Value::Bytes(b"view".to_vec()),
+                Value::Bytes(b"sku".to_vec()),
+            ]
+        );
+        assert!(statements[5].sql.starts_with("DELETE `r` FROM `r` JOIN"));
+        assert!(statements[5].sql.contains("WHERE `n` > 50"));
+        assert_eq!(
+            statements[5].params[..2],
+            [
+                Value::Bytes(b"app".to_vec()),
+                Value::Bytes(b"u000".to_vec())
+            ]
+        );
     }
 }
