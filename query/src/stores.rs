@@ -16,7 +16,7 @@ use footprint_sinks::SinkError;
 use footprint_sinks::marks::{Mark, parse_redis_mark};
 use footprint_sinks::mysql::read::MySqlReader;
 use footprint_sinks::redis::{
-    TopIndex, decode_recent_entry, decode_window, marks_hash, recent_list, score, top_key,
+    TopIndex, decode_recent, decode_window, marks_hash, recent_list, recent_set, score, top_key,
     window_hash,
 };
 use redis::aio::MultiplexedConnection;
@@ -207,35 +207,47 @@ impl RedisStore {
         }
     }
 
-    /// The recent activity of `users` of `app`; `None` where Redis holds none.
+    /// The recent activity of `users` of `app`; `None` where Redis holds
+    /// none. Each user's sorted set is merged with the list of the earlier
+    /// layout where one is left.
     pub async fn recent(
         &self,
         app: &str,
         users: &[String],
     ) -> Result<Vec<Option<Vec<RecentEntry>>>, SinkError> {
+        let keep = self.spec.recent.as_ref().map_or(0, |r| r.keep);
         let mut pipe = redis::pipe();
         for u in users {
+            pipe.cmd("ZRANGE")
+                .arg(recent_set(&self.prefix, app, u))
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES");
             pipe.cmd("LRANGE")
                 .arg(recent_list(&self.prefix, app, u))
                 .arg(0)
                 .arg(-1);
         }
-        let lists: Vec<Vec<String>> = self.query(&pipe).await?;
-        lists
-            .into_iter()
-            .map(|l| {
-                if l.is_empty() {
+        let stored: Vec<Vec<String>> = self.query(&pipe).await?;
+        stored
+            .chunks(2)
+            .map(|pair| {
+                let (set, list) = match pair {
+                    [set, list] => (set, list),
+                    _ => return Ok(None),
+                };
+                if set.is_empty() && list.is_empty() {
                     return Ok(None);
                 }
-                l.iter()
-                    .map(|e| {
-                        decode_recent_entry(e).ok_or_else(|| SinkError::Rejected {
-                            sink: REDIS.into(),
-                            detail: format!("an unreadable recent-activity entry: {e}"),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Some)
+                let unreadable = |e: String| SinkError::Rejected {
+                    sink: REDIS.into(),
+                    detail: format!("an unreadable recent-activity entry: {e}"),
+                };
+                let mut entries = decode_recent(set, false).map_err(unreadable)?;
+                entries.extend(decode_recent(list, true).map_err(unreadable)?);
+                let mut events = Vec::new();
+                RecentEntry::merge(&mut events, &entries, keep);
+                Ok(Some(events))
             })
             .collect()
     }

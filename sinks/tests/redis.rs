@@ -9,7 +9,7 @@ use footprint_dataflows::{
     AggregateSpec, Field, Measure, MeasureValue, Output, PipelineSpec, RecentEntry, RecentRow,
     WindowRow, WindowSpec,
 };
-use footprint_sinks::redis::{RedisSinkFactory, TopIndex, top_key};
+use footprint_sinks::redis::{RedisSinkFactory, TopIndex, recent_list, recent_set, top_key};
 use footprint_sinks::{Sink, SinkFactory};
 
 fn url() -> String {
@@ -338,10 +338,9 @@ fn recent_activity_merges_to_the_same_list_in_any_order() {
     assert_eq!(got, expected);
 }
 
-/// Rows newer than the stored list (the streaming case, which the merge
-/// script pushes and trims without decoding the list) end in the same list
-/// as the full merge: newest first, cut to `keep` = 3, entries given in any
-/// order within a row, and a repeated row changes nothing.
+/// Rows newer than the stored set (the streaming case) end newest first,
+/// cut to `keep` = 3, with entries given in any order within a row, and a
+/// repeated row changes nothing; the set never holds more than `keep`.
 #[test]
 fn newer_rows_are_pushed_and_cut_to_keep() {
     let p = Prefix::new();
@@ -370,6 +369,72 @@ fn newer_rows_are_pushed_and_cut_to_keep() {
     assert_eq!(
         got[0].events,
         vec![entry(5, 50), entry(4, 40), entry(3, 30)]
+    );
+    let mut c = redis::Client::open(url())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    let held: usize = redis::cmd("ZCARD")
+        .arg(recent_set(&p.0, "shop", "u:9"))
+        .query(&mut c)
+        .expect("zcard");
+    assert_eq!(held, 3);
+}
+
+/// A list written by an earlier version (`PREFIX:r:{…}`, JSON entries) is
+/// merged with the user's set on read, and a user found only there is
+/// read too.
+#[test]
+fn lists_of_the_earlier_layout_are_merged_on_read() {
+    let p = Prefix::new();
+    let (f, mut s) = sink(&p);
+    let entry = |ts, offset, item: Option<&str>| RecentEntry {
+        ts,
+        partition: 1,
+        offset,
+        event: "cart".into(),
+        item_id: item.map(Into::into),
+    };
+    let mut c = redis::Client::open(url())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    let old = |user: &str, entries: &[RecentEntry]| -> redis::Cmd {
+        let mut cmd = redis::cmd("RPUSH");
+        cmd.arg(recent_list(&p.0, "shop", user));
+        for e in entries {
+            cmd.arg(serde_json::to_string(e).expect("json"));
+        }
+        cmd
+    };
+    let _: () = old("u:1", &[entry(4, 40, Some("a:\"b\"")), entry(1, 10, None)])
+        .query(&mut c)
+        .expect("old list");
+    let _: () = old("u:2", &[entry(2, 20, None)])
+        .query(&mut c)
+        .expect("old list");
+    s.write(&[Output::Recent(RecentRow {
+        app_id: "shop".into(),
+        user_id: "u:1".into(),
+        events: vec![entry(5, 50, None), entry(3, 30, Some("x"))],
+    })])
+    .expect("write");
+    let got = f.load_recent().expect("load");
+    let events: Vec<(&str, &Vec<RecentEntry>)> = got
+        .iter()
+        .map(|r| (r.user_id.as_str(), &r.events))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (
+                "u:1",
+                &vec![
+                    entry(5, 50, None),
+                    entry(4, 40, Some("a:\"b\"")),
+                    entry(3, 30, Some("x"))
+                ]
+            ),
+            ("u:2", &vec![entry(2, 20, None)])
+        ]
     );
 }
 

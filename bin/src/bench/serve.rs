@@ -122,9 +122,9 @@ fn targets(cfg: &Config) -> Result<Targets> {
     let mut conn = redis::Client::open(redis.url.as_str())?.get_connection()?;
     let mut users = Vec::new();
     let mut windows = Vec::new();
-    footprint_sinks::redis::scan_pages(&mut conn, &format!("{}:r:*", redis.prefix), |_, keys| {
+    footprint_sinks::redis::scan_pages(&mut conn, &format!("{}:e:*", redis.prefix), |_, keys| {
         for k in keys {
-            let tag = k.rsplit(":r:").next().unwrap_or_default();
+            let tag = k.rsplit(":e:").next().unwrap_or_default();
             let parts =
                 GroupKey::from_encoded(tag.trim_start_matches('{').trim_end_matches('}')).parts();
             if let [app, user] = parts.as_slice()

@@ -9,9 +9,16 @@
 //!   per measure, named as in the config (`count`, `distinct(user_id)`,
 //!   `sum(value)`; sums as exact decimals). It expires `ttl` after its last
 //!   write.
-//! - A user's recent activity is a list, `PREFIX:r:{APPUSER}`, of JSON
-//!   entries `{"event","item_id","offset","partition","ts"}`, newest first,
-//!   at most `keep` long. It expires after the recent-activity TTL.
+//! - A user's recent activity is a sorted set, `PREFIX:e:{APPUSER}`, of at
+//!   most `keep` entries ([`recent_member`]): each scored by its event
+//!   time, with the member `PARTITION:OFFSET:["EVENT","ITEM"]` (partition
+//!   and offset zero-padded to 10 and 19 digits, so that entries of one
+//!   time sort by source position). It expires after the recent-activity
+//!   TTL.
+//! - Earlier versions kept it as a list of JSON entries,
+//!   `PREFIX:r:{APPUSER}` ([`recent_list`]). Those lists are no longer
+//!   written; readers merge them with the sorted set while they last (until
+//!   their TTL).
 //! - A top-N index ([`TopIndex`], `[[sinks.redis.top]]`) is a sorted set per
 //!   window and key prefix, `PREFIX:t:AGGREGATE:WINDOW_START:MEASURE:PREFIXKEY`
 //!   (`PREFIXKEY` encoded like `GROUPKEY`, from the leading `within` fields),
@@ -24,11 +31,12 @@
 //! call, that compares each row's `(version, final)` with the stored pair
 //! and leaves the row's hash alone when the stored one is higher, so
 //! retries, replays and restarts can never put an older value over a newer
-//! one. A recent-activity row is merged into the stored list by
-//! another script (union, newest first, cut to `keep`), which gives the same
-//! list whatever the order and number of writes. All rows of a `write` go out
-//! in one pipeline (window rows first, then recent activity; they never
-//! share a key).
+//! one. A recent-activity row is merged without a script: `ZADD` of its
+//! entries (the union: a stored entry is the same member), then
+//! `ZREMRANGEBYRANK` down to the newest `keep` (the cut) and `PEXPIRE`. That
+//! gives the same set whatever the order and number of writes. All rows of
+//! a `write` go out in one pipeline (window rows first, then recent
+//! activity; they never share a key).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,58 +91,6 @@ return applied
 
 /// Window rows per call of the window script.
 pub const WINDOWS_PER_CALL: usize = 64;
-
-/// Merges entries into a user's recent list: the union with the stored
-/// entries, newest first by (ts, partition, offset), without duplicates, cut
-/// to `keep`. KEYS[1] list; ARGV[1] keep, ARGV[2] ttl ms, ARGV[3..5] the
-/// (ts, partition, offset) of the oldest incoming entry, ARGV[6..] the
-/// incoming entries, newest first.
-///
-/// The common case, entries all newer than the stored head, is a push and a
-/// trim; anything else (a replay, a restart reading messages again, entries
-/// arriving out of order) takes the full merge.
-const RECENT_MERGE: &str = r#"
-local keep, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ots, op, oo = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local head = redis.call('LINDEX', KEYS[1], 0)
-local newer = true
-if head then
-  local h = cjson.decode(head)
-  newer = ots > h.ts or (ots == h.ts and (op > h.partition or (op == h.partition and oo > h.offset)))
-end
-if newer then
-  local oldest_first = {}
-  for i = #ARGV, 6, -1 do oldest_first[#oldest_first + 1] = ARGV[i] end
-  if #oldest_first > 0 then redis.call('LPUSH', KEYS[1], unpack(oldest_first)) end
-  redis.call('LTRIM', KEYS[1], 0, keep - 1)
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-  return redis.call('LLEN', KEYS[1])
-end
-local all, seen = {}, {}
-local function add(s)
-  if not seen[s] then
-    seen[s] = true
-    local e = cjson.decode(s)
-    all[#all + 1] = {e.ts, e.partition, e.offset, s}
-  end
-end
-for _, s in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do add(s) end
-for i = 6, #ARGV do add(ARGV[i]) end
-table.sort(all, function(a, b)
-  if a[1] ~= b[1] then return a[1] > b[1] end
-  if a[2] ~= b[2] then return a[2] > b[2] end
-  return a[3] > b[3]
-end)
-local n = math.min(keep, #all)
-redis.call('DEL', KEYS[1])
-if n > 0 then
-  local out = {}
-  for i = 1, n do out[i] = all[i][4] end
-  redis.call('RPUSH', KEYS[1], unpack(out))
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-end
-return n
-"#;
 
 /// Builds Redis sinks.
 #[derive(Debug, Clone)]
@@ -241,46 +197,58 @@ impl RedisSinkFactory {
         Ok(rows)
     }
 
-    /// Every user's recent activity stored under this prefix.
+    /// Every user's recent activity stored under this prefix, sorted by
+    /// (app, user): each user's sorted set merged with the list of the
+    /// earlier layout, where one is left.
     pub fn load_recent(&self) -> Result<Vec<RecentRow>, SinkError> {
         let mut conn = self.connect()?;
-        let keys: Vec<String> =
-            scan(&mut conn, &format!("{}:r:*", self.prefix)).map_err(|e| classify(&self.url, e))?;
-        let mut rows = Vec::with_capacity(keys.len());
-        for k in keys {
-            let Some(tag) = k.strip_prefix(&format!("{}:r:", self.prefix)) else {
-                continue;
-            };
-            let entries: Vec<String> = redis::cmd("LRANGE")
-                .arg(&k)
-                .arg(0)
-                .arg(-1)
-                .query(&mut conn)
-                .map_err(|e| classify(&self.url, e))?;
-            let inner = tag
-                .strip_prefix('{')
-                .and_then(|t| t.strip_suffix('}'))
-                .unwrap_or(tag);
-            let parts = GroupKey::from_encoded(inner).parts();
-            let (Some(app_id), Some(user_id)) = (parts.first(), parts.get(1)) else {
-                continue;
-            };
-            let events = entries
-                .iter()
-                .map(|e| {
-                    serde_json::from_str::<RecentEntry>(e).map_err(|err| SinkError::Rejected {
-                        sink: NAME.into(),
-                        detail: format!("unreadable recent entry in {k}: {err}"),
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            rows.push(RecentRow {
-                app_id: app_id.clone(),
-                user_id: user_id.clone(),
-                events,
-            });
+        let mut users: std::collections::BTreeMap<(String, String), Vec<RecentEntry>> =
+            std::collections::BTreeMap::new();
+        for (kind, legacy) in [("e", false), ("r", true)] {
+            let head = format!("{}:{kind}:", self.prefix);
+            let keys: Vec<String> =
+                scan(&mut conn, &format!("{head}*")).map_err(|e| classify(&self.url, e))?;
+            for k in keys {
+                let Some(tag) = k.strip_prefix(&head) else {
+                    continue;
+                };
+                let inner = tag
+                    .strip_prefix('{')
+                    .and_then(|t| t.strip_suffix('}'))
+                    .unwrap_or(tag);
+                let parts = GroupKey::from_encoded(inner).parts();
+                let (Some(app_id), Some(user_id)) = (parts.first(), parts.get(1)) else {
+                    continue;
+                };
+                let mut read = redis::cmd(if legacy { "LRANGE" } else { "ZRANGE" });
+                read.arg(&k).arg(0).arg(-1);
+                if !legacy {
+                    read.arg("WITHSCORES");
+                }
+                let stored: Vec<String> =
+                    read.query(&mut conn).map_err(|e| classify(&self.url, e))?;
+                let entries = decode_recent(&stored, legacy).map_err(|e| SinkError::Rejected {
+                    sink: NAME.into(),
+                    detail: format!("{k}: {e}"),
+                })?;
+                users
+                    .entry((app_id.clone(), user_id.clone()))
+                    .or_default()
+                    .extend(entries);
+            }
         }
-        Ok(rows)
+        Ok(users
+            .into_iter()
+            .map(|((app_id, user_id), entries)| {
+                let mut events = Vec::new();
+                RecentEntry::merge(&mut events, &entries, self.recent_keep);
+                RecentRow {
+                    app_id,
+                    user_id,
+                    events,
+                }
+            })
+            .collect())
     }
 }
 
@@ -299,7 +267,6 @@ pub struct RedisSink {
     factory: RedisSinkFactory,
     conn: Option<Connection>,
     window: Script,
-    recent: Script,
 }
 
 impl RedisSinkFactory {
@@ -309,7 +276,6 @@ impl RedisSinkFactory {
             factory: self.clone(),
             conn: None,
             window: Script::new(WINDOW_CAS),
-            recent: Script::new(RECENT_MERGE),
         }
     }
 
@@ -381,25 +347,28 @@ impl RedisSink {
             match row {
                 Output::Window(_) => {}
                 Output::Recent(r) => {
-                    let tag = GroupKey::from_parts([r.app_id.as_str(), r.user_id.as_str()]);
-                    let mut c = redis::cmd("EVALSHA");
-                    c.arg(self.recent.get_hash()).arg(1);
-                    c.arg(format!("{}:r:{{{}}}", f.prefix, tag.as_str()));
-                    c.arg(f.recent_keep).arg(f.recent_ttl.as_millis() as u64);
-                    // Newest first, each entry once; the oldest goes first
-                    // as numbers for the script's fast path.
-                    let mut events: Vec<&RecentEntry> = r.events.iter().collect();
-                    events.sort_unstable_by_key(|e| std::cmp::Reverse(order(e)));
-                    events.dedup_by(|a, b| order(a) == order(b));
-                    let oldest = events.last().map_or((i64::MIN, 0, i64::MIN), |e| order(e));
-                    c.arg(oldest.0).arg(oldest.1).arg(oldest.2);
-                    for e in events {
-                        c.arg(
-                            serde_json::json!({"ts": e.ts, "partition": e.partition, "offset": e.offset, "event": e.event, "item_id": e.item_id})
-                                .to_string(),
-                        );
+                    if r.events.is_empty() {
+                        continue;
                     }
-                    pipe.add_command(c).ignore();
+                    let key = recent_set(&f.prefix, &r.app_id, &r.user_id);
+                    let mut add = redis::cmd("ZADD");
+                    add.arg(&key);
+                    for e in &r.events {
+                        add.arg(e.ts).arg(recent_member(e));
+                    }
+                    pipe.add_command(add).ignore();
+                    // Ranks count from the oldest: keep the newest `keep`.
+                    pipe.cmd("ZREMRANGEBYRANK")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-(f.recent_keep as i64) - 1)
+                        .ignore();
+                    if !f.recent_ttl.is_zero() {
+                        pipe.cmd("PEXPIRE")
+                            .arg(&key)
+                            .arg(f.recent_ttl.as_millis() as u64)
+                            .ignore();
+                    }
                 }
             }
         }
@@ -433,9 +402,6 @@ impl Sink for RedisSink {
             self.window
                 .load(&mut conn)
                 .map_err(|e| classify(&self.factory.url, e))?;
-            self.recent
-                .load(&mut conn)
-                .map_err(|e| classify(&self.factory.url, e))?;
             result = pipe.exec(&mut conn);
         }
         match result {
@@ -446,11 +412,6 @@ impl Sink for RedisSink {
             Err(e) => Err(classify(&self.factory.url, e)),
         }
     }
-}
-
-/// The order of recent-activity entries: (ts, partition, offset).
-fn order(e: &RecentEntry) -> (i64, u32, i64) {
-    (e.ts, e.partition, e.offset)
 }
 
 /// The hash key of a window row.
@@ -489,10 +450,62 @@ pub fn score(v: MeasureValue) -> f64 {
     }
 }
 
-/// The list key of a user's recent activity.
+/// The sorted-set key of a user's recent activity.
+pub fn recent_set(prefix: &str, app_id: &str, user_id: &str) -> String {
+    let tag = GroupKey::from_parts([app_id, user_id]);
+    format!("{prefix}:e:{{{}}}", tag.as_str())
+}
+
+/// The list key of a user's recent activity in the earlier layout, read
+/// (while it lasts) and never written.
 pub fn recent_list(prefix: &str, app_id: &str, user_id: &str) -> String {
     let tag = GroupKey::from_parts([app_id, user_id]);
     format!("{prefix}:r:{{{}}}", tag.as_str())
+}
+
+/// The member of an entry in a user's recent-activity set (its score is the
+/// event time): `PARTITION:OFFSET:["EVENT","ITEM"]`, with the partition and
+/// offset zero-padded, so that members of one score sort by source
+/// position, and the same entry is always the same member.
+pub fn recent_member(e: &RecentEntry) -> String {
+    let what = serde_json::to_string(&(&e.event, &e.item_id)).unwrap_or_default();
+    format!("{:010}:{:019}:{what}", e.partition, e.offset)
+}
+
+/// Decodes a member of a user's recent-activity set and its score.
+pub fn decode_recent_member(member: &str, score: &str) -> Option<RecentEntry> {
+    let mut parts = member.splitn(3, ':');
+    let partition = parts.next()?.parse().ok()?;
+    let offset = parts.next()?.parse().ok()?;
+    let (event, item_id): (String, Option<String>) = serde_json::from_str(parts.next()?).ok()?;
+    let ts = score.parse::<f64>().ok()?;
+    Some(RecentEntry {
+        ts: ts as i64,
+        partition,
+        offset,
+        event: event.into(),
+        item_id: item_id.map(Into::into),
+    })
+}
+
+/// Decodes what a read of a user's recent activity returned: `stored` is a
+/// sorted set's `ZRANGE … WITHSCORES` (member, score, …), or with `legacy`
+/// a list of the earlier layout (JSON entries).
+pub fn decode_recent(stored: &[String], legacy: bool) -> Result<Vec<RecentEntry>, String> {
+    if legacy {
+        return stored
+            .iter()
+            .map(|e| decode_recent_entry(e).ok_or_else(|| format!("unreadable recent entry {e}")))
+            .collect();
+    }
+    stored
+        .chunks(2)
+        .map(|pair| match pair {
+            [member, score] => decode_recent_member(member, score)
+                .ok_or_else(|| format!("unreadable recent entry {member} (score {score})")),
+            _ => Err("a recent-activity member without a score".to_owned()),
+        })
+        .collect()
 }
 
 /// The hash key of an aggregate's completeness marks ([`crate::marks`]).
@@ -500,7 +513,7 @@ pub fn marks_hash(prefix: &str, aggregate: &str) -> String {
     format!("{prefix}:m:{aggregate}")
 }
 
-/// One recent-activity entry as the list holds it.
+/// One recent-activity entry as a list of the earlier layout holds it.
 pub fn decode_recent_entry(text: &str) -> Option<RecentEntry> {
     serde_json::from_str(text).ok()
 }
@@ -700,5 +713,53 @@ fn classify(url: &str, e: redis::RedisError) -> SinkError {
                 detail: format!("{url}: {e}"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ts: i64, partition: u32, offset: i64, item: Option<&str>) -> RecentEntry {
+        RecentEntry {
+            ts,
+            partition,
+            offset,
+            event: "view".into(),
+            item_id: item.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_recent_member_decodes_to_its_entry() {
+        for e in [
+            entry(1_767_225_600_123, 0, 0, None),
+            entry(-5, 4_294_967_295, i64::MAX, Some("a:\"b\" ü 🎉")),
+            entry(1, 7, 42, Some("")),
+        ] {
+            let member = recent_member(&e);
+            let score = format!("{}", e.ts as f64);
+            assert_eq!(decode_recent_member(&member, &score), Some(e));
+        }
+        assert_eq!(decode_recent_member("1:2", "3"), None);
+        assert_eq!(decode_recent_member("x:2:[\"view\",null]", "3"), None);
+    }
+
+    #[test]
+    fn members_of_one_time_sort_like_their_entries() {
+        // Redis orders members of one score byte by byte.
+        let mut entries = [
+            entry(5, 10, 3, None),
+            entry(5, 2, 100, Some("z")),
+            entry(5, 2, 99, None),
+            entry(5, 0, 1_000_000, None),
+        ];
+        let mut members: Vec<String> = entries.iter().map(recent_member).collect();
+        members.sort();
+        entries.sort();
+        assert_eq!(
+            members,
+            entries.iter().map(recent_member).collect::<Vec<_>>()
+        );
     }
 }
