@@ -115,6 +115,14 @@ impl RecentEntry {
         stored.dedup();
         stored.truncate(keep);
     }
+
+    /// The newest `keep` of `entries` (in any order, repeats allowed),
+    /// newest first, each once.
+    pub fn newest(entries: &[RecentEntry], keep: usize) -> Vec<RecentEntry> {
+        let mut out = Vec::new();
+        RecentEntry::merge(&mut out, entries, keep);
+        out
+    }
 }
 
 /// A user's latest events, newest first.

@@ -245,9 +245,7 @@ impl RedisStore {
                 };
                 let mut entries = decode_recent(set, false).map_err(unreadable)?;
                 entries.extend(decode_recent(list, true).map_err(unreadable)?);
-                let mut events = Vec::new();
-                RecentEntry::merge(&mut events, &entries, keep);
-                Ok(Some(events))
+                Ok(Some(RecentEntry::newest(&entries, keep)))
             })
             .collect()
     }

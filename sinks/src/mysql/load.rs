@@ -157,14 +157,10 @@ pub(crate) fn recent(
     }
     Ok(users
         .into_iter()
-        .map(|((app_id, user_id), entries)| {
-            let mut events = Vec::new();
-            RecentEntry::merge(&mut events, &entries, schema.recent_keep);
-            RecentRow {
-                app_id,
-                user_id,
-                events,
-            }
+        .map(|((app_id, user_id), entries)| RecentRow {
+            app_id,
+            user_id,
+            events: RecentEntry::newest(&entries, schema.recent_keep),
         })
         .collect())
 }

@@ -292,13 +292,7 @@ impl MySqlReader {
         }
         Ok(found
             .into_iter()
-            .map(|entries| {
-                entries.map(|entries| {
-                    let mut events = Vec::new();
-                    RecentEntry::merge(&mut events, &entries, self.schema.recent_keep);
-                    events
-                })
-            })
+            .map(|entries| entries.map(|e| RecentEntry::newest(&e, self.schema.recent_keep)))
             .collect())
     }
 

@@ -239,14 +239,10 @@ impl RedisSinkFactory {
         }
         Ok(users
             .into_iter()
-            .map(|((app_id, user_id), entries)| {
-                let mut events = Vec::new();
-                RecentEntry::merge(&mut events, &entries, self.recent_keep);
-                RecentRow {
-                    app_id,
-                    user_id,
-                    events,
-                }
+            .map(|((app_id, user_id), entries)| RecentRow {
+                app_id,
+                user_id,
+                events: RecentEntry::newest(&entries, self.recent_keep),
             })
             .collect())
     }
