@@ -76,7 +76,7 @@ mod upsert;
 use std::sync::Arc;
 use std::time::Duration;
 
-use footprint_dataflows::{Output, PipelineSpec, RecentEntry, RecentRow, WindowRow};
+use footprint_dataflows::{Output, PipelineSpec, RecentRow, WindowRow};
 use mysql::prelude::Queryable;
 use mysql::{
     Conn, DriverError, Opts, OptsBuilder, Pool, PoolConstraints, PooledConn, TxOpts, Value,
@@ -428,36 +428,14 @@ impl MySqlSink {
             tx.exec_drop(statement.sql, statement.params)?;
         }
         if let (Some(table), false) = (&self.schema.recent, plan.recent.is_empty()) {
-            let rows = merge_batch(&plan.recent, self.schema.recent_keep);
-            for statement in upsert::recent_statements(table, &rows, self.schema.recent_keep) {
+            for statement in upsert::recent_statements(table, &plan.recent, self.schema.recent_keep)
+            {
                 tx.exec_drop(statement.sql, statement.params)?;
             }
         }
         tx.commit()?;
         Ok(())
     }
-}
-
-/// One row per user of `rows`, in key order, each the merge of that user's
-/// lists in the batch (union, newest first, cut to `keep`): entries a later
-/// row of the same batch already pushes out are not written at all.
-fn merge_batch(rows: &[RecentRow], keep: usize) -> Vec<RecentRow> {
-    let mut users: std::collections::BTreeMap<(&str, &str), Vec<RecentEntry>> =
-        std::collections::BTreeMap::new();
-    for r in rows {
-        let events = users
-            .entry((r.app_id.as_str(), r.user_id.as_str()))
-            .or_default();
-        RecentEntry::merge(events, &r.events, keep);
-    }
-    users
-        .into_iter()
-        .map(|((app_id, user_id), events)| RecentRow {
-            app_id: app_id.to_owned(),
-            user_id: user_id.to_owned(),
-            events,
-        })
-        .collect()
 }
 
 impl Sink for MySqlSink {

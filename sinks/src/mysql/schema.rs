@@ -334,13 +334,9 @@ pub(crate) fn marks_upsert_sql(table: &str) -> String {
 /// its source message, so a repeat is the same entry. This is the union
 /// half of the merge; [`recent_trim_sql`] is the cut.
 pub(crate) fn recent_insert_sql(table: &str, rows: usize) -> String {
-    let names: Vec<String> = recent_columns().iter().map(|c| quote(c)).collect();
-    let one = format!("({})", vec!["?"; names.len()].join(","));
     format!(
-        "INSERT IGNORE INTO {} ({}) VALUES {}",
-        quote(table),
-        names.join(","),
-        vec![one.as_str(); rows].join(",")
+        "INSERT IGNORE INTO {}",
+        into_values(table, &recent_columns(), rows)
     )
 }
 
@@ -369,14 +365,22 @@ pub(crate) fn recent_trim_sql(table: &str, users: usize, keep: usize) -> String 
 }
 
 fn insert_sql(table: &str, columns: &[String], rows: usize, updates: &[String]) -> String {
+    format!(
+        "INSERT INTO {} ON DUPLICATE KEY UPDATE {}",
+        into_values(table, columns, rows),
+        updates.join(", ")
+    )
+}
+
+/// `` `table` (`c1`,`c2`) VALUES (?,?),(?,?)… `` for `rows` rows.
+fn into_values(table: &str, columns: &[String], rows: usize) -> String {
     let names: Vec<String> = columns.iter().map(|c| quote(c)).collect();
     let one = format!("({})", vec!["?"; columns.len()].join(","));
-    let values = vec![one.as_str(); rows].join(",");
     format!(
-        "INSERT INTO {} ({}) VALUES {values} ON DUPLICATE KEY UPDATE {}",
+        "{} ({}) VALUES {}",
         quote(table),
         names.join(","),
-        updates.join(", ")
+        vec![one.as_str(); rows].join(",")
     )
 }
 

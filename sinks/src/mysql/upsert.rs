@@ -14,7 +14,7 @@
 //! with its identity, so the rest of the batch can still be written. Nothing
 //! here talks to the server.
 
-use footprint_dataflows::{MeasureValue, Output, RecentRow, WindowRow, key::GroupKey};
+use footprint_dataflows::{MeasureValue, Output, RecentEntry, RecentRow, WindowRow, key::GroupKey};
 use mysql::Value;
 
 use super::schema::{
@@ -37,8 +37,8 @@ pub(crate) struct Plan {
     /// Per aggregate table (indexed like the schema), each row's parameters,
     /// in arrival order.
     windows: Vec<Vec<Vec<Value>>>,
-    /// The recent-activity rows, checked, in arrival order (merged with the
-    /// stored lists when the transaction runs).
+    /// The recent-activity rows, checked, in arrival order (merged into the
+    /// stored entries by [`recent_statements`]).
     pub recent: Vec<RecentRow>,
     /// Rows left out: their identity and why.
     pub skipped: Vec<String>,
@@ -111,16 +111,25 @@ impl Plan {
     }
 }
 
-/// The statements that merge recent-activity `rows` (one per user, in key
-/// order) into `table`: the inserts of every entry, then the cuts of those
-/// users' lists to `keep` (see [`recent_trim_sql`]).
+/// The statements that merge recent-activity `rows` into `table`: the
+/// inserts of every entry, in primary-key order (so concurrent writers lock
+/// rows in the same order; an entry given twice goes once), then the cuts of
+/// the rows' users to `keep` (see [`recent_trim_sql`]), in key order.
 pub(crate) fn recent_statements(table: &str, rows: &[RecentRow], keep: usize) -> Vec<Statement> {
-    let mut entries = Vec::with_capacity(rows.iter().map(|r| r.events.len()).sum());
-    for r in rows {
-        for e in r.events.iter().rev() {
-            entries.push(vec![
-                Value::Bytes(r.app_id.as_bytes().to_vec()),
-                Value::Bytes(r.user_id.as_bytes().to_vec()),
+    let id = |r: &RecentRow| (r.app_id.as_bytes().to_vec(), r.user_id.as_bytes().to_vec());
+    let mut entries: Vec<(&RecentRow, &RecentEntry)> = rows
+        .iter()
+        .flat_map(|r| r.events.iter().map(move |e| (r, e)))
+        .collect();
+    entries.sort_by(|(a, x), (b, y)| (&a.app_id, &a.user_id, x).cmp(&(&b.app_id, &b.user_id, y)));
+    entries.dedup_by(|(a, x), (b, y)| (&a.app_id, &a.user_id, &*x) == (&b.app_id, &b.user_id, &*y));
+    let params = entries
+        .into_iter()
+        .map(|(r, e)| {
+            let (app, user) = id(r);
+            vec![
+                Value::Bytes(app),
+                Value::Bytes(user),
                 Value::Int(e.ts),
                 Value::UInt(u64::from(e.partition)),
                 Value::Int(e.offset),
@@ -128,22 +137,20 @@ pub(crate) fn recent_statements(table: &str, rows: &[RecentRow], keep: usize) ->
                 e.item_id
                     .as_ref()
                     .map_or(Value::NULL, |i| Value::Bytes(i.as_bytes().to_vec())),
-            ]);
-        }
-    }
+            ]
+        })
+        .collect();
     let mut out = Vec::new();
-    chunk(entries, |n| recent_insert_sql(table, n), &mut out);
-    for users in pieces(rows, MAX_ROWS) {
+    chunk(params, |n| recent_insert_sql(table, n), &mut out);
+    let mut users: Vec<(Vec<u8>, Vec<u8>)> = rows.iter().map(id).collect();
+    users.sort();
+    users.dedup();
+    for piece in pieces(&users, MAX_ROWS) {
         out.push(Statement {
-            sql: recent_trim_sql(table, users.len(), keep),
-            params: users
+            sql: recent_trim_sql(table, piece.len(), keep),
+            params: piece
                 .iter()
-                .flat_map(|r| {
-                    [
-                        Value::Bytes(r.app_id.as_bytes().to_vec()),
-                        Value::Bytes(r.user_id.as_bytes().to_vec()),
-                    ]
-                })
+                .flat_map(|(app, user)| [Value::Bytes(app.clone()), Value::Bytes(user.clone())])
                 .collect(),
         });
     }
