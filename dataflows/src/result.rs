@@ -136,6 +136,27 @@ pub struct RecentRow {
     pub events: Vec<RecentEntry>,
 }
 
+impl RecentRow {
+    /// One row per (app, user) of `rows`, sorted by (app, user), each the
+    /// merge of that user's rows (see [`RecentEntry::merge`]).
+    pub fn merge_by_user(rows: impl IntoIterator<Item = RecentRow>, keep: usize) -> Vec<RecentRow> {
+        let mut users: std::collections::BTreeMap<(String, String), Vec<RecentEntry>> =
+            std::collections::BTreeMap::new();
+        for r in rows {
+            let events = users.entry((r.app_id, r.user_id)).or_default();
+            RecentEntry::merge(events, &r.events, keep);
+        }
+        users
+            .into_iter()
+            .map(|((app_id, user_id), events)| RecentRow {
+                app_id,
+                user_id,
+                events,
+            })
+            .collect()
+    }
+}
+
 /// A row for the sinks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Output {

@@ -5,7 +5,6 @@
 //! maps: window rows by (aggregate name, key, window start), recent rows by
 //! (app, user).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use footprint_dataflows::{MeasureValue, RecentEntry, RecentRow, WindowRow, key::GroupKey};
@@ -126,7 +125,7 @@ pub(crate) fn recent(
     let Some(table) = &schema.recent else {
         return Ok(Vec::new());
     };
-    let mut users: BTreeMap<(String, String), Vec<RecentEntry>> = BTreeMap::new();
+    let mut rows = Vec::new();
     let sql = format!(
         "SELECT `app_id`, `user_id`, {RECENT_ENTRY} FROM {}",
         quote(table)
@@ -134,8 +133,12 @@ pub(crate) fn recent(
     for mut row in conn.query::<Row, _>(sql)? {
         let app_id: String = column(&mut row, 0, "recent.app_id")?;
         let user_id: String = column(&mut row, 1, "recent.user_id")?;
-        let entry = recent_entry(&mut row, 2)?;
-        users.entry((app_id, user_id)).or_default().push(entry);
+        let events = vec![recent_entry(&mut row, 2)?];
+        rows.push(RecentRow {
+            app_id,
+            user_id,
+            events,
+        });
     }
     if let Some(legacy) = &schema.recent_legacy {
         let sql = format!(
@@ -143,26 +146,23 @@ pub(crate) fn recent(
             quote(legacy)
         );
         match conn.query::<Row, _>(sql) {
-            Ok(rows) => {
-                for mut row in rows {
+            Ok(stored) => {
+                for mut row in stored {
                     let app_id: String = column(&mut row, 0, "recent.app_id")?;
                     let user_id: String = column(&mut row, 1, "recent.user_id")?;
                     let events = legacy_events(legacy, &mut row, 2, &app_id, &user_id)?;
-                    users.entry((app_id, user_id)).or_default().extend(events);
+                    rows.push(RecentRow {
+                        app_id,
+                        user_id,
+                        events,
+                    });
                 }
             }
             Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_TABLE => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(users
-        .into_iter()
-        .map(|((app_id, user_id), entries)| RecentRow {
-            app_id,
-            user_id,
-            events: RecentEntry::newest(&entries, schema.recent_keep),
-        })
-        .collect())
+    Ok(RecentRow::merge_by_user(rows, schema.recent_keep))
 }
 
 /// The columns of one recent-activity entry, in the order

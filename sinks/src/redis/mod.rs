@@ -202,8 +202,7 @@ impl RedisSinkFactory {
     /// earlier layout, where one is left.
     pub fn load_recent(&self) -> Result<Vec<RecentRow>, SinkError> {
         let mut conn = self.connect()?;
-        let mut users: std::collections::BTreeMap<(String, String), Vec<RecentEntry>> =
-            std::collections::BTreeMap::new();
+        let mut rows = Vec::new();
         for (kind, legacy) in [("e", false), ("r", true)] {
             let head = format!("{}:{kind}:", self.prefix);
             let keys: Vec<String> =
@@ -227,24 +226,18 @@ impl RedisSinkFactory {
                 }
                 let stored: Vec<String> =
                     read.query(&mut conn).map_err(|e| classify(&self.url, e))?;
-                let entries = decode_recent(&stored, legacy).map_err(|e| SinkError::Rejected {
+                let events = decode_recent(&stored, legacy).map_err(|e| SinkError::Rejected {
                     sink: NAME.into(),
                     detail: format!("{k}: {e}"),
                 })?;
-                users
-                    .entry((app_id.clone(), user_id.clone()))
-                    .or_default()
-                    .extend(entries);
+                rows.push(RecentRow {
+                    app_id: app_id.clone(),
+                    user_id: user_id.clone(),
+                    events,
+                });
             }
         }
-        Ok(users
-            .into_iter()
-            .map(|((app_id, user_id), entries)| RecentRow {
-                app_id,
-                user_id,
-                events: RecentEntry::newest(&entries, self.recent_keep),
-            })
-            .collect())
+        Ok(RecentRow::merge_by_user(rows, self.recent_keep))
     }
 }
 
