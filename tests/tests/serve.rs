@@ -12,6 +12,8 @@
 //!   read.
 //! - Tokens and rate limits: 401, 403, 429 with `Retry-After`, and one app
 //!   over its limit leaves the others alone.
+//! - Recent activity an earlier version stored (a Redis list, a MySQL JSON
+//!   list) is served merged with what the pipeline wrote since.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -23,7 +25,7 @@ use footprint::config::Config;
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_dataflows::key::GroupKey;
 use footprint_dataflows::reference::{Reference, compute};
-use footprint_dataflows::{MeasureValue, WindowRow};
+use footprint_dataflows::{MeasureValue, RecentEntry, WindowRow};
 use footprint_sinks::util::switch::{Mode, Switches};
 use footprint_tests::{
     Scenario, TcpProxy, get_json_status, http, mysql_url, preload, redis_url, run_to_end,
@@ -1153,4 +1155,85 @@ fn a_bounded_run_vouches_only_for_windows_that_later_input_cannot_change() {
         "the marks move on: {marks:?} then {after:?}"
     );
     s.clean();
+}
+
+/// Recent activity an earlier version stored, as a Redis list
+/// (`PREFIX:r:{…}`) and a row of MySQL's `fp_recent_activity`, is served
+/// merged with the entries the pipeline wrote, from Redis and from MySQL,
+/// and a user only the earlier layouts know is found too.
+#[test]
+fn recent_activity_of_the_earlier_layouts_is_served_merged() {
+    let l = loaded("serve-legacy", 73, "[serve.cache]\nenabled = false\n");
+    let spec = l.cfg.spec().expect("spec");
+    let keep = spec.recent.as_ref().expect("recent activity").keep;
+    let ((app, user), row) = l.expected.recent.iter().next().expect("a user");
+    // Newer than the user's newest entry, so the merge must show it; the
+    // list is full (`keep`), so its oldest entry must go.
+    let newest = row.events.first().expect("an entry").ts;
+    let old = |ts: i64, offset: i64| RecentEntry {
+        ts,
+        partition: 9,
+        offset,
+        event: "order".into(),
+        item_id: Some("from-before".into()),
+    };
+    let earlier = [
+        (user.as_str(), old(newest + 1, 1)),
+        ("only-before", old(newest, 2)),
+    ];
+
+    let redis_cfg = l.cfg.sinks.redis.as_ref().expect("redis");
+    let mut redis = redis::Client::open(redis_cfg.url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let mysql_cfg = l.cfg.sinks.mysql.as_ref().expect("mysql");
+    let mut mysql =
+        mysql::Conn::new(mysql::Opts::from_url(&mysql_cfg.url).expect("url")).expect("mysql");
+    let legacy = format!("`{}recent_activity`", mysql_cfg.table_prefix);
+    mysql::prelude::Queryable::query_drop(
+        &mut mysql,
+        format!(
+            "CREATE TABLE {legacy} (`app_id` VARBINARY(255) NOT NULL, \
+             `user_id` VARBINARY(255) NOT NULL, `events` LONGTEXT NOT NULL, \
+             PRIMARY KEY (`app_id`, `user_id`))"
+        ),
+    )
+    .expect("create the earlier table");
+    for (u, e) in &earlier {
+        let _: () = redis::cmd("RPUSH")
+            .arg(footprint_sinks::redis::recent_list(
+                &redis_cfg.prefix,
+                app,
+                u,
+            ))
+            .arg(serde_json::to_string(e).expect("json"))
+            .query(&mut redis)
+            .expect("the earlier list");
+        mysql::prelude::Queryable::exec_drop(
+            &mut mysql,
+            format!("INSERT INTO {legacy} (`app_id`, `user_id`, `events`) VALUES (?, ?, ?)"),
+            (app.as_str(), *u, serde_json::to_string(&[e]).expect("json")),
+        )
+        .expect("the earlier row");
+    }
+    let mut merged = row.events.clone();
+    merged.push(earlier[0].1.clone());
+    assert_eq!(row.events.len(), keep, "a user whose list is full");
+    let expected = [
+        (user.as_str(), RecentEntry::newest(&merged, keep)),
+        ("only-before", vec![earlier[1].1.clone()]),
+    ];
+
+    let sw = switches();
+    let serving = footprint::serve::start(&l.cfg, Some(Arc::clone(&sw))).expect("serve");
+    let addr = serving.server.addr;
+    for (store, mode) in [("redis", Mode::Auto), ("mysql", Mode::Degraded)] {
+        sw.set("redis", mode);
+        for (u, events) in &expected {
+            let body = get_ok(addr, &format!("/v1/apps/{app}/users/{u}/recent"));
+            assert_eq!(body["found"], true, "{store}: {body}");
+            assert_eq!(body["source"], store, "{body}");
+            assert_eq!(body["events"], entries_json(events), "{store}: {app}/{u}");
+        }
+    }
 }
