@@ -42,7 +42,7 @@
 //! });
 //! let metrics = Arc::new(DataflowMetrics::new(vec!["clicks_1m".into()]));
 //! let contribution = |ts| Contribution {
-//!     agg: 0, key: GroupKey::default(), ts, first_start: i64::MIN, distinct: Default::default(), value: 0, append_ms: 0,
+//!     agg: 0, key: GroupKey::default(), ts, first_start: i64::MIN, count: 1, distinct: Default::default(), value: 0, append_ms: 0,
 //!     touches: true,
 //! };
 //! let captured = timely::example(move |scope| {
@@ -67,7 +67,6 @@ use std::collections::BTreeMap;
 
 use compact_str::CompactString;
 use hashbrown::HashMap;
-use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -216,6 +215,8 @@ struct Windows {
     next_generation: u32,
     interner: Interner,
     live: usize,
+    /// The ids of the contribution being added (kept for its memory).
+    ids: Vec<Option<u32>>,
     /// Per aggregate, the names rows carry.
     names: Vec<Names>,
 }
@@ -246,6 +247,7 @@ impl Windows {
             next_generation: 0,
             interner: Interner::default(),
             live: 0,
+            ids: Vec::new(),
             names: spec
                 .aggregates
                 .iter()
@@ -277,6 +279,7 @@ impl Windows {
             key,
             ts,
             first_start,
+            count,
             distinct,
             value,
             append_ms,
@@ -292,15 +295,17 @@ impl Windows {
             next_generation,
             interner,
             live,
+            ids,
             ..
         } = self;
         let Some(aspec) = spec.aggregates.get(usize::from(agg)) else {
             return;
         };
-        let ids: SmallVec<[Option<u32>; 4]> = distinct
-            .into_iter()
-            .map(|d| d.map(|v| interner.id(v)))
-            .collect();
+        // The distinct measures' values, for each event in turn (see
+        // `Contribution::distinct`), as ids.
+        let measures = aspec.distinct_fields().count();
+        ids.clear();
+        ids.extend(distinct.into_iter().map(|d| d.map(|v| interner.id(v))));
         let k = (agg, key);
         let windows = match keys.get_mut(&k) {
             Some(w) => w,
@@ -320,7 +325,7 @@ impl Windows {
                         key: k.1.clone(),
                         start,
                         count: 0,
-                        distinct: (0..ids.len()).map(|_| DistinctSet::default()).collect(),
+                        distinct: (0..measures).map(|_| DistinctSet::default()).collect(),
                         sum: 0,
                         dirty: false,
                         generation: *next_generation,
@@ -354,13 +359,17 @@ impl Windows {
             let Some(slot) = slots[idx].as_mut() else {
                 continue;
             };
-            slot.count += 1;
+            slot.count += count;
             slot.touched |= touches;
-            for (set, id) in slot.distinct.iter_mut().zip(&ids) {
-                if let Some(id) = id
-                    && set.insert(*id)
-                {
-                    interner.retain(*id);
+            if measures > 0 {
+                for event in ids.chunks(measures) {
+                    for (set, id) in slot.distinct.iter_mut().zip(event) {
+                        if let Some(id) = id
+                            && set.insert(*id)
+                        {
+                            interner.retain(*id);
+                        }
+                    }
                 }
             }
             slot.sum += value;
@@ -378,7 +387,7 @@ impl Windows {
             }
         }
         // A value that no window took (all its windows already had it) is not kept.
-        for id in ids.into_iter().flatten() {
+        for id in ids.drain(..).flatten() {
             interner.forget_if_unused(id);
         }
     }

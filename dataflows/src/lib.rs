@@ -30,6 +30,7 @@ pub mod aggregate;
 pub mod board;
 pub mod checkpoint;
 pub mod clickstream;
+pub mod combine;
 pub mod control;
 pub mod crashpoint;
 pub mod event;

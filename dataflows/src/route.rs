@@ -20,25 +20,35 @@ use crate::hash::Fnv;
 use crate::key::{GroupKey, KeyBuf};
 use crate::spec::{Measure, PipelineSpec};
 
-/// The values of an event's `distinct(...)` measures, inline for the usual one or two.
+/// The values of the `distinct(...)` measures of the events a contribution
+/// stands for, event by event: inline for one event's one or two.
 pub type Distinct = SmallVec<[Option<CompactString>; 2]>;
 
-/// What one event adds to one aggregate: the windows from `first_start` on.
+/// What one event, or several events that fall into the same windows of the
+/// same group (see [`crate::combine`]), add to one aggregate: the windows
+/// from `first_start` on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contribution {
     /// Index of the aggregate in the pipeline spec.
     pub agg: u16,
     /// Group key.
     pub key: GroupKey,
-    /// Event time.
+    /// Event time (of the first event, when it stands for several: they all
+    /// fall into the same windows).
     pub ts: i64,
     /// Windows of this event that start before this are late and not counted.
     pub first_start: i64,
-    /// One entry per `distinct(...)` measure, in measure order (`None` when absent).
+    /// Events it stands for.
+    #[serde(default = "one")]
+    pub count: u64,
+    /// One entry per `distinct(...)` measure, in measure order (`None` when
+    /// absent), for each event it stands for in turn: event i's value of
+    /// measure m is entry i × (distinct measures) + m.
     pub distinct: Distinct,
-    /// `value` in micro-units (0 when absent or not summed).
+    /// `value` in micro-units, summed over its events (0 when absent or not summed).
     pub value: i128,
-    /// Broker timestamp of the message, ms since the epoch (0 when unknown).
+    /// Broker timestamp of the message, ms since the epoch (0 when unknown);
+    /// the latest of its events'.
     #[serde(default)]
     pub append_ms: i64,
     /// Whether this contribution may make its windows emit rows. A bounded
@@ -52,6 +62,10 @@ fn touches() -> bool {
     true
 }
 
+fn one() -> u64 {
+    1
+}
+
 impl Contribution {
     /// Routing hash: every contribution of one (aggregate, key) meets on one worker.
     pub fn route_hash(&self) -> u64 {
@@ -59,6 +73,17 @@ impl Contribution {
             .write_u64(u64::from(self.agg))
             .write(self.key.as_str().as_bytes())
             .finish()
+    }
+
+    /// Adds `other`'s events to this one's. Only for a contribution of the
+    /// same aggregate, group, `first_start` and `touches` whose event falls
+    /// into the same windows (see [`crate::combine`]): then the aggregate
+    /// counts the two as it would count them one by one.
+    pub fn absorb(&mut self, other: Contribution) {
+        self.count += other.count;
+        self.distinct.extend(other.distinct);
+        self.value += other.value;
+        self.append_ms = self.append_ms.max(other.append_ms);
     }
 }
 
@@ -190,6 +215,7 @@ fn route_with(
             key,
             ts: ev.ts,
             first_start: first_open,
+            count: 1,
             distinct,
             value,
             append_ms: 0,

@@ -8,7 +8,8 @@
 //!
 //! Per activation the source reads up to `batch × weight` messages from each
 //! of its partitions, sends everything at its current capability (which is
-//! at most every stamp it hands out), and then downgrades the capability to
+//! at most every stamp it hands out; the round's contributions merged per
+//! group and windows, see [`crate::combine`]), and then downgrades the capability to
 //! the new worker watermark. The frontier downstream is therefore the minimum
 //! watermark over every partition of every worker.
 //!
@@ -34,6 +35,7 @@ use timely::progress::frontier::MutableAntichain;
 use crate::Time;
 use crate::board::Board;
 use crate::checkpoint::{Checkpoint, OffsetLedger};
+use crate::combine::Combiner;
 use crate::control::RunControl;
 use crate::event::{BadInput, Event};
 use crate::events::{DataflowMetrics, EventLate, EventRejected, MessagesRead};
@@ -273,7 +275,7 @@ pub fn partition_source<'s, R: PartitionReader>(
             board.close();
         }
         let mut late: Vec<Late> = Vec::new();
-        let mut contributions: Vec<Contribution> = Vec::new();
+        let mut contributions = Combiner::default();
         let mut recents: Vec<RecentEvent> = Vec::new();
         // Since when the stores have held the source back, and whether the
         // reader was told so (`PartitionReader::hold`).
@@ -355,7 +357,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                             route_tail(&spec, &ev, stamp, &mut |r| match r {
                                 Record::Window(mut c) => {
                                     c.append_ms = append_ms;
-                                    contributions.push(c);
+                                    contributions.push(&spec, c);
                                 }
                                 Record::Recent(e) => recents.push(e),
                             });
@@ -380,7 +382,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                                 &mut |r| match r {
                                     Record::Window(mut c) => {
                                         c.append_ms = append_ms;
-                                        contributions.push(c);
+                                        contributions.push(&spec, c);
                                     }
                                     Record::Recent(mut e) => {
                                         e.partition = partition;
@@ -436,9 +438,11 @@ pub fn partition_source<'s, R: PartitionReader>(
                 read_ahead_bytes.set(i64::try_from(r.bytes).unwrap_or(i64::MAX));
             }
             // Each batch goes out as it is: no copy into another buffer.
+            // Contributions go out merged (see `crate::combine`).
             if !contributions.is_empty() {
-                window_out.activate().give(&c[0], &mut contributions);
-                contributions.clear();
+                let merged = contributions.take();
+                window_out.activate().give(&c[0], merged);
+                merged.clear();
             }
             if !recents.is_empty() {
                 recent_out.activate().give(&c[1], &mut recents);

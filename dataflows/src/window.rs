@@ -65,10 +65,33 @@ impl WindowSpec {
     /// Starts of the windows that contain `ts`, in ascending order.
     pub fn starts(&self, ts: i64) -> impl Iterator<Item = i64> + use<> {
         let every = self.every as i64;
-        let last = ts.div_euclid(every) * every;
+        let last = self.last_start(ts);
         let n = self.windows_per_event() as i64;
         let first = last - (n - 1) * every;
         (0..n).map(move |k| first + k * every)
+    }
+
+    /// The start of the latest window containing `ts`. It determines all of
+    /// them: two times with the same last start fall into the same windows.
+    pub fn last_start(&self, ts: i64) -> i64 {
+        let every = self.every as i64;
+        ts.div_euclid(every) * every
+    }
+
+    /// The start of the earliest window containing `ts` that starts at or
+    /// after `from`; past [`WindowSpec::last_start`] when there is none. With
+    /// the last start, it fixes the windows of `ts` that start at or after
+    /// `from`.
+    pub fn first_start_from(&self, ts: i64, from: i64) -> i64 {
+        let every = self.every as i64;
+        let lowest = self.last_start(ts) - (self.windows_per_event() as i64 - 1) * every;
+        let r = from.rem_euclid(every);
+        let aligned = if r == 0 {
+            from
+        } else {
+            from.saturating_add(every - r)
+        };
+        aligned.max(lowest)
     }
 
     /// End (exclusive) of the window starting at `start`.

@@ -40,6 +40,7 @@ fn contribution(ts: i64) -> Contribution {
         key: GroupKey::default(),
         ts,
         first_start: i64::MIN,
+        count: 1,
         distinct: Default::default(),
         value: 0,
         append_ms: 0,
