@@ -43,7 +43,7 @@ pub struct Combiner {
 impl Combiner {
     /// Adds `c`, an aggregate of `spec`, merging it into an earlier
     /// contribution of this round that falls into the same windows.
-    pub fn push(&mut self, spec: &PipelineSpec, c: Contribution) {
+    pub fn push(&mut self, spec: &PipelineSpec, mut c: Contribution) {
         let Some(aspec) = spec.aggregates.get(usize::from(c.agg)) else {
             // Not one of the spec's: the aggregate operator ignores it.
             return;
@@ -51,15 +51,10 @@ impl Combiner {
         let last = aspec.window.last_start(c.ts);
         // `first_start` comes from the stamp, which moves with nearly every
         // event; the first window it leaves open does not.
-        let mut c = c;
         c.first_start = aspec.window.first_start_from(c.ts, c.first_start);
-        let hash = self.hasher.hash_one((
-            c.agg,
-            c.key.as_str(),
-            last,
-            c.first_start,
-            c.touches,
-        ));
+        let hash = self
+            .hasher
+            .hash_one((c.agg, c.key.as_str(), last, c.first_start, c.touches));
         let Combiner {
             merged,
             last_starts,

@@ -1,6 +1,8 @@
 //! Footprint's dataflow core: the domain types (events, windows, results), the
-//! per-partition watermark, the routing of events to windows, and the timely
-//! operators that keep windowed aggregates and each user's recent activity.
+//! per-partition watermark, the routing of events to windows (and the merging
+//! of a read round's contributions to the same windows, [`combine`]), and the
+//! timely operators that keep windowed aggregates and each user's recent
+//! activity.
 //!
 //! This crate owns *what* is computed. It performs no I/O: the Kafka source
 //! lives in `footprint-connectors`, and the stores in `footprint-sinks`. The
