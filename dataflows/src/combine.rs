@@ -117,7 +117,7 @@ mod tests {
             aggregates: vec![AggregateSpec {
                 name: "sliding".into(),
                 group_by: vec![],
-                window: WindowSpec::sliding(600_000, 60_000).unwrap(),
+                window: WindowSpec::sliding(600_000, 60_000).expect("valid"),
                 measures: vec![Measure::Count],
                 allowed_lateness: 0,
                 early_updates: None,
