@@ -33,10 +33,8 @@ use crate::spec::PipelineSpec;
 pub struct Combiner {
     /// The merged contributions, in the order their first event came.
     merged: Vec<Contribution>,
-    /// Per merged contribution, the start of its latest window.
-    last_starts: Vec<i64>,
-    /// Indices into `merged`, by the merge key's hash.
-    index: HashTable<usize>,
+    /// Each merged contribution's merge-key hash, and its index in `merged`.
+    index: HashTable<(u64, usize)>,
     hasher: DefaultHashBuilder,
 }
 
@@ -48,57 +46,44 @@ impl Combiner {
             // Not one of the spec's: the aggregate operator ignores it.
             return;
         };
-        let last = aspec.window.last_start(c.ts);
+        let window = &aspec.window;
+        let last = window.last_start(c.ts);
         // `first_start` comes from the stamp, which moves with nearly every
         // event; the first window it leaves open does not.
-        c.first_start = aspec.window.first_start_from(c.ts, c.first_start);
+        c.first_start = window.first_start_from(c.ts, c.first_start);
         let hash = self
             .hasher
             .hash_one((c.agg, c.key.as_str(), last, c.first_start, c.touches));
-        let Combiner {
-            merged,
-            last_starts,
-            index,
-            ..
-        } = self;
-        let same = |i: &usize| {
+        let merged = &mut self.merged;
+        let same = |(h, i): &(u64, usize)| {
             let m = &merged[*i];
-            last_starts[*i] == last
+            *h == hash
                 && m.agg == c.agg
                 && m.first_start == c.first_start
                 && m.touches == c.touches
+                && window.last_start(m.ts) == last
                 && m.key == c.key
         };
-        if let Some(i) = index.find(hash, same).copied() {
+        if let Some((_, i)) = self.index.find(hash, same).copied() {
             merged[i].absorb(c);
             return;
         }
-        let i = merged.len();
+        self.index
+            .insert_unique(hash, (hash, merged.len()), |(h, _)| *h);
         merged.push(c);
-        last_starts.push(last);
-        index.insert_unique(hash, i, |i| {
-            let m = &merged[*i];
-            self.hasher.hash_one((
-                m.agg,
-                m.key.as_str(),
-                last_starts[*i],
-                m.first_start,
-                m.touches,
-            ))
-        });
     }
 
-    /// Whether nothing was pushed since the last [`Combiner::take`].
+    /// Whether nothing was pushed since the last [`Combiner::flush`].
     pub fn is_empty(&self) -> bool {
         self.merged.is_empty()
     }
 
-    /// The merged contributions, to hand on; the combiner starts a new round
-    /// (it keeps its index's memory).
-    pub fn take(&mut self) -> &mut Vec<Contribution> {
-        self.last_starts.clear();
+    /// Hands the round's merged contributions to `give`, then starts a new
+    /// round (keeping the buffers' memory).
+    pub fn flush(&mut self, give: impl FnOnce(&mut Vec<Contribution>)) {
+        give(&mut self.merged);
+        self.merged.clear();
         self.index.clear();
-        &mut self.merged
     }
 }
 
@@ -156,8 +141,8 @@ mod tests {
         c.push(&spec, contribution("a", 60_002, 60_000, "u5"));
         // Another stamp, but the same windows open.
         c.push(&spec, contribution("a", 60_003, 1, "u6"));
-        let round = c.take();
-        let merged = std::mem::take(round);
+        let mut merged = Vec::new();
+        c.flush(|round| merged = std::mem::take(round));
         let summary: Vec<(String, i64, u64, usize, i128, i64)> = merged
             .iter()
             .map(|m| {
@@ -185,7 +170,8 @@ mod tests {
         // A new round merges nothing into the last one's.
         assert!(c.is_empty());
         c.push(&spec, contribution("a", 60_000, 0, "u7"));
-        let next: Vec<(i64, u64)> = c.take().iter().map(|m| (m.ts, m.count)).collect();
+        let mut next: Vec<(i64, u64)> = Vec::new();
+        c.flush(|round| next = round.iter().map(|m| (m.ts, m.count)).collect());
         assert_eq!(next, vec![(60_000, 1)]);
     }
 }

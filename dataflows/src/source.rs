@@ -9,8 +9,8 @@
 //! Per activation the source reads up to `batch × weight` messages from each
 //! of its partitions, sends everything at its current capability (which is
 //! at most every stamp it hands out; the round's contributions merged per
-//! group and windows, see [`crate::combine`]), and then downgrades the capability to
-//! the new worker watermark. The frontier downstream is therefore the minimum
+//! group and windows, see [`crate::combine`]), and then downgrades the
+//! capability to the new worker watermark. The frontier downstream is therefore the minimum
 //! watermark over every partition of every worker.
 //!
 //! Partitions are aligned: one whose watermark is more than
@@ -437,12 +437,10 @@ pub fn partition_source<'s, R: PartitionReader>(
                 read_ahead_messages.set(i64::try_from(r.messages).unwrap_or(i64::MAX));
                 read_ahead_bytes.set(i64::try_from(r.bytes).unwrap_or(i64::MAX));
             }
-            // Each batch goes out as it is: no copy into another buffer.
-            // Contributions go out merged (see `crate::combine`).
+            // Each batch goes out as it is, contributions merged by group
+            // and windows (see `crate::combine`): no copy into another buffer.
             if !contributions.is_empty() {
-                let merged = contributions.take();
-                window_out.activate().give(&c[0], merged);
-                merged.clear();
+                contributions.flush(|merged| window_out.activate().give(&c[0], merged));
             }
             if !recents.is_empty() {
                 recent_out.activate().give(&c[1], &mut recents);

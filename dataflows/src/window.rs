@@ -65,10 +65,13 @@ impl WindowSpec {
     /// Starts of the windows that contain `ts`, in ascending order.
     pub fn starts(&self, ts: i64) -> impl Iterator<Item = i64> + use<> {
         let every = self.every as i64;
-        let last = self.last_start(ts);
-        let n = self.windows_per_event() as i64;
-        let first = last - (n - 1) * every;
-        (0..n).map(move |k| first + k * every)
+        let first = self.first_start(ts);
+        (0..self.windows_per_event() as i64).map(move |k| first + k * every)
+    }
+
+    /// The start of the earliest window containing `ts`.
+    fn first_start(&self, ts: i64) -> i64 {
+        self.last_start(ts) - (self.windows_per_event() as i64 - 1) * self.every as i64
     }
 
     /// The start of the latest window containing `ts`. It determines all of
@@ -84,14 +87,13 @@ impl WindowSpec {
     /// `from`.
     pub fn first_start_from(&self, ts: i64, from: i64) -> i64 {
         let every = self.every as i64;
-        let lowest = self.last_start(ts) - (self.windows_per_event() as i64 - 1) * every;
         let r = from.rem_euclid(every);
         let aligned = if r == 0 {
             from
         } else {
             from.saturating_add(every - r)
         };
-        aligned.max(lowest)
+        aligned.max(self.first_start(ts))
     }
 
     /// End (exclusive) of the window starting at `start`.
