@@ -15,11 +15,12 @@
 //! well. Two contributions merge only when they have the same aggregate,
 //! group, `touches`, latest window start and first open window. The last two
 //! fix the windows the event is counted in: every window that contains it
-//! ([`WindowSpec::last_start`](crate::window::WindowSpec::last_start)) and starts at or after its `first_start`
-//! ([`WindowSpec::first_start_from`](crate::window::WindowSpec::first_start_from)). `first_start` comes from the stamp the
-//! event was read at, which moves with almost every event, so the combiner
-//! sets it to that first open window's start: the aggregate counts the
-//! event in the same windows.
+//! ([`last_start`](crate::window::WindowSpec::last_start)) and starts at or
+//! after its `first_start`
+//! ([`first_start_from`](crate::window::WindowSpec::first_start_from)).
+//! `first_start` comes from the stamp the event was read at, which moves
+//! with almost every event, so the combiner sets it to that first open
+//! window's start: the aggregate counts the event in the same windows.
 
 use std::hash::BuildHasher;
 
