@@ -182,7 +182,12 @@ fn exercise(p: &Process) {
         lags: &[("events".into(), 3, 120)],
     }
     .emit(&p.connectors);
-    RetryBacklogMeasured { records: 17 }.emit(&p.connectors);
+    RetryBacklogMeasured {
+        records: 17,
+        position: 40,
+        at_ms: 1_000,
+    }
+    .emit(&p.connectors);
     OffsetsSkipped {
         skipped: &Skipped {
             topic: "events".into(),

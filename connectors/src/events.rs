@@ -66,6 +66,9 @@ pub struct ConnectorMetrics {
     journal_records: Gauge,
     journaled: Counter,
     retry_backlog: Measured,
+    replay_position: Measured,
+    /// When `replay_position` last rose, ms since the epoch (-1: never seen).
+    replay_moved_ms: Measured,
     offset_resets: Family<ReasonLabels, Counter>,
     offsets_skipped: Family<ReasonLabels, Counter>,
 }
@@ -127,7 +130,10 @@ impl ConnectorMetrics {
             drop(m.offsets_skipped.get_or_create(&l));
         }
         let m = Arc::new(m);
-        registry.register_collector(Box::new(BacklogCollector(m.retry_backlog.clone())));
+        registry.register_collector(Box::new(BacklogCollector {
+            backlog: m.retry_backlog.clone(),
+            position: m.replay_position.clone(),
+        }));
         m
     }
 
@@ -139,6 +145,19 @@ impl ConnectorMetrics {
     /// Errors Kafka clients reported.
     pub fn client_errors(&self) -> u64 {
         self.client_errors.get()
+    }
+
+    /// The replay job's position on the retry topic, once measured (see
+    /// [`RetryBacklogMeasured::position`]).
+    pub fn replay_position(&self) -> Option<u64> {
+        u64::try_from(self.replay_position.0.load(Ordering::Relaxed)).ok()
+    }
+
+    /// When the replay position last rose, ms since the epoch, if it rose
+    /// since this process started.
+    pub fn replay_moved_ms(&self) -> Option<i64> {
+        let v = self.replay_moved_ms.0.load(Ordering::Relaxed);
+        (v >= 0).then_some(v)
     }
 
     /// Retry records in the journal, as last reported.
@@ -169,24 +188,37 @@ impl ConnectorMetrics {
     }
 }
 
-/// Shows the retry backlog once it was measured.
+/// Shows the retry backlog and the replay position once they were measured.
 #[derive(Debug)]
-struct BacklogCollector(Measured);
+struct BacklogCollector {
+    backlog: Measured,
+    position: Measured,
+}
 
 impl Collector for BacklogCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let v = self.0.0.load(Ordering::Relaxed);
-        if v < 0 {
-            return Ok(());
+        let gauges = [
+            (
+                &self.backlog,
+                "retry_backlog_records",
+                "Retry-topic records the replay job's group has not committed past.",
+            ),
+            (
+                &self.position,
+                "replay_position_records",
+                "Sum over the retry topic's partitions of the replay job's committed offset: it rises while a replay job applies records.",
+            ),
+        ];
+        for (measured, name, help) in gauges {
+            let v = measured.0.load(Ordering::Relaxed);
+            if v < 0 {
+                continue;
+            }
+            let g = ConstGauge::new(v);
+            let e = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+            g.encode(e)?;
         }
-        let g = ConstGauge::new(v);
-        let e = encoder.encode_descriptor(
-            "retry_backlog_records",
-            "Retry-topic records the replay job's group has not committed past.",
-            None,
-            g.metric_type(),
-        )?;
-        g.encode(e)
+        Ok(())
     }
 }
 
@@ -404,6 +436,12 @@ impl InternalEvent<ConnectorMetrics> for ConsumerLagMeasured<'_> {
 pub struct RetryBacklogMeasured {
     /// Records the replay job's group has not committed past.
     pub records: u64,
+    /// Where the replay job's group stands: the sum over the retry topic's
+    /// partitions of its committed offset (the partition's first offset
+    /// where it committed nothing).
+    pub position: u64,
+    /// When it was measured, ms since the epoch.
+    pub at_ms: i64,
 }
 
 impl InternalEvent<ConnectorMetrics> for RetryBacklogMeasured {
@@ -412,6 +450,13 @@ impl InternalEvent<ConnectorMetrics> for RetryBacklogMeasured {
             i64::try_from(self.records).unwrap_or(i64::MAX),
             Ordering::Relaxed,
         );
+        let position = i64::try_from(self.position).unwrap_or(i64::MAX);
+        let before = m.replay_position.0.swap(position, Ordering::Relaxed);
+        // The first measurement only sets the mark: a rise is what shows
+        // that a replay job is at work.
+        if before >= 0 && position > before {
+            m.replay_moved_ms.0.store(self.at_ms, Ordering::Relaxed);
+        }
     }
 }
 

@@ -26,6 +26,7 @@ use footprint_telemetry::prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 
 use crate::event::BadReason;
 use crate::flow::Flow;
+use crate::partitions::{PartitionCollector, PartitionTable};
 
 /// Label set of the rejected-events counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +61,7 @@ pub struct DataflowMetrics {
     read_ahead_messages: Gauge,
     read_ahead_bytes: Gauge,
     progress: Arc<Progress>,
+    partitions: Arc<PartitionTable>,
 }
 
 /// The global watermark and the newest event time, ms since the epoch.
@@ -88,6 +90,7 @@ impl DataflowMetrics {
             flow,
             progress: Arc::clone(&m.progress),
         }));
+        registry.register_collector(Box::new(PartitionCollector(Arc::clone(&m.partitions))));
         m
     }
 
@@ -125,6 +128,7 @@ impl DataflowMetrics {
             read_ahead_messages: Gauge::default(),
             read_ahead_bytes: Gauge::default(),
             progress: Arc::default(),
+            partitions: Arc::default(),
             aggregates,
         };
         if let Some(r) = registry {
@@ -266,6 +270,12 @@ impl DataflowMetrics {
             self.read_ahead_messages.clone(),
             self.read_ahead_bytes.clone(),
         ]
+    }
+
+    /// Each source partition's watermark and state, as the sources last
+    /// published them.
+    pub fn partitions(&self) -> &Arc<PartitionTable> {
+        &self.partitions
     }
 
     /// The global watermark, ms since the epoch (0 before the first).

@@ -40,6 +40,7 @@ pub mod events;
 pub mod flow;
 pub mod hash;
 pub mod key;
+pub mod partitions;
 pub mod pipeline;
 pub mod recent;
 pub mod reference;

@@ -40,6 +40,7 @@ use crate::control::RunControl;
 use crate::event::{BadInput, Event};
 use crate::events::{DataflowMetrics, EventLate, EventRejected, MessagesRead};
 use crate::flow::Flow;
+use crate::partitions::{PartitionState, PartitionTable, PartitionView};
 use crate::route::{Contribution, Late, RecentEvent, Record, route, route_tail};
 use crate::spec::PipelineSpec;
 use crate::watermark::WatermarkTracker;
@@ -285,6 +286,11 @@ pub fn partition_source<'s, R: PartitionReader>(
         let mut read_ahead_messages = GaugeShare::new(messages);
         let mut read_ahead_bytes = GaugeShare::new(bytes);
         let mut held = false;
+        // Which partitions alignment held back this round, and when the
+        // partition table was last told (see `crate::partitions`).
+        let mut aligned_out = vec![false; n];
+        let mut shown: Option<Instant> = None;
+        let table = Arc::clone(metrics.partitions());
         move |_frontiers: &[MutableAntichain<Time>]| {
             let Some(c) = cap.as_mut() else { return };
             let mut reader = reader.borrow_mut();
@@ -331,11 +337,12 @@ pub fn partition_source<'s, R: PartitionReader>(
                 tail: 0,
                 max_event_ms: None,
             };
-            for idx in 0..n {
+            for (idx, aligned) in aligned_out.iter_mut().enumerate() {
                 if tracker.is_finished(idx) {
                     continue;
                 }
-                if limit.is_some_and(|l| tracker.partition(idx) > l) {
+                *aligned = limit.is_some_and(|l| tracker.partition(idx) > l);
+                if *aligned {
                     ahead += 1;
                     continue;
                 }
@@ -455,6 +462,10 @@ pub fn partition_source<'s, R: PartitionReader>(
                         .is_some_and(|to| ledger.settled(idx, to, tracker.is_finished(idx)))
                 });
             let now = Instant::now();
+            if shown.is_none_or(|t| now.duration_since(t) >= PartitionTable::EVERY) {
+                publish_partitions(&table, &tracker, &*reader, &aligned_out, now);
+                shown = Some(now);
+            }
             let (active, idle) = tracker.summary(now);
             board.publish(active, idle, settled, tracker.floor(now), tracker.reading());
             if settled && board.all_settled() {
@@ -471,6 +482,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                 if n > 0 {
                     flow.input_ended(tracker.closed_by_all().unwrap_or(0));
                 }
+                publish_partitions(&table, &tracker, &*reader, &aligned_out, now);
                 reader.close();
                 cap = None;
                 board.publish(None, 0, true, tracker.floor(now), None);
@@ -494,6 +506,36 @@ pub fn partition_source<'s, R: PartitionReader>(
         }
     });
     SourceStreams { windows, recent }
+}
+
+/// Tells `table` what each of the source's partitions is doing now;
+/// `aligned_out[idx]`: alignment held partition `idx` back this round.
+fn publish_partitions<R: PartitionReader>(
+    table: &PartitionTable,
+    tracker: &WatermarkTracker,
+    reader: &R,
+    aligned_out: &[bool],
+    now: Instant,
+) {
+    table.publish(
+        aligned_out
+            .iter()
+            .enumerate()
+            .map(|(idx, held)| PartitionView {
+                id: reader.partition_id(idx),
+                watermark_ms: tracker.partition(idx),
+                max_event_ms: tracker.max_ts(idx),
+                state: if tracker.is_finished(idx) {
+                    PartitionState::Finished
+                } else if *held {
+                    PartitionState::Held
+                } else if tracker.is_idle(idx, now) {
+                    PartitionState::Idle
+                } else {
+                    PartitionState::Reading
+                },
+            }),
+    );
 }
 
 /// Resume points by global partition id: (offset, largest event time before it).

@@ -75,6 +75,12 @@ impl WatermarkTracker {
         partition_watermark(self.partitions[idx].max_ts, self.max_out_of_order)
     }
 
+    /// The largest event time read from partition `idx` (or restored for
+    /// it), if any.
+    pub fn max_ts(&self, idx: usize) -> Option<i64> {
+        self.partitions[idx].max_ts
+    }
+
     /// Records that partition `idx` has been read to its current end.
     pub fn mark_end(&mut self, idx: usize, now: Instant) {
         let p = &mut self.partitions[idx];

@@ -9,7 +9,7 @@
 //! interval says how many happened since it began.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use footprint_dataflows::Output;
 use footprint_telemetry::prometheus_client::collector::Collector;
@@ -212,12 +212,6 @@ impl Collector for SwitchCollector {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// A batch reached its store.
 pub struct RowsWritten<'a> {
     /// The sink.
@@ -234,7 +228,7 @@ impl InternalEvent<SinkMetrics> for RowsWritten<'_> {
         m.writes.get_or_create(&l).inc_by(self.rows.len() as u64);
         let Some(took) = self.took else { return };
         m.write_latency.get_or_create(&l).record(took);
-        let now = now_ms();
+        let now = footprint_telemetry::now_ms();
         let ms = |t: i64| (now - t).max(0) as u64 * 1000;
         m.end_to_end
             .get_or_create(&l)

@@ -55,6 +55,13 @@ macro_rules! log_repeated {
     };
 }
 
+/// The wall clock, ms since the epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The metric name prefix every Footprint metric carries.
 pub const PREFIX: &str = "footprint";
 

@@ -183,7 +183,16 @@ pub(super) fn measure_retry(admin: &Admin, topic: &str, journal: &RetryTopic, ho
     match admin.lag(REPLAY_GROUP, &pairs) {
         Ok(lags) => {
             let records: u64 = lags.iter().map(|l| l.behind).sum();
-            RetryBacklogMeasured { records }.emit(&admin.settings().metrics);
+            let position: u64 = lags
+                .iter()
+                .map(|l| u64::try_from(l.end).unwrap_or(0).saturating_sub(l.behind))
+                .sum();
+            RetryBacklogMeasured {
+                records,
+                position,
+                at_ms: footprint_telemetry::now_ms(),
+            }
+            .emit(&admin.settings().metrics);
             if records == 0
                 && journal.journal_len() == 0
                 && holds.starting()
