@@ -41,6 +41,18 @@ promtool_path() {
     fi
     printf '%s\n' "$PWD/$tools/promtool"
 }
+# Chromium and its WebDriver, from Debian's packages: the operator
+# console's tests drive the page in a real headless browser.
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+    echo "test: installing chromium and chromium-driver (Debian packages) for the console's browser tests" >&2
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >&2; then
+        "${sudo[@]}" apt-get update -q >&2
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >&2
+    fi
+fi
+
 FOOTPRINT_PROMTOOL="$(promtool_path)"
 export FOOTPRINT_PROMTOOL
 echo "test: promtool at $FOOTPRINT_PROMTOOL" >&2

@@ -87,6 +87,9 @@ pub fn run(cfg: &Config, control: &Arc<RunControl>) -> Result<()> {
         "collector: POST http://{}/v1/events  (health: /health, ready: /ready, metrics: /metrics; spill: {})",
         server.addr, cfg.collect.spill.dir
     );
+    if let Some(url) = cfg.console_url() {
+        eprintln!("operator console (the workers' switches, lag and retry backlog): {url}");
+    }
     while !control.stop_requested() {
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -485,6 +485,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where the admin service's operator console is, when the admin service
+    /// has a fixed port (port 0 is only known once a worker starts).
+    pub fn console_url(&self) -> Option<String> {
+        (self.admin.listen.port() != 0).then(|| format!("http://{}/", self.admin.listen))
+    }
+
     /// Loads the embedded defaults, then `file` if given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let text = match file {

@@ -149,7 +149,7 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
     let footer = format!(
         "results → Redis (keys fp:w:*, fp:e:*), MySQL database `footprint` (tables fp_*), and {results}\n\
          bad input → {topic}.dlq   late events → {topic}.late   retry topic → {}   log → {}\n\
-         admin API → http://{}/status   degrade a store: curl -X PUT {}/switches/mysql -d '{{\"mode\":\"degraded\"}}'\n\
+         operator console → http://{}/   admin API → /status   degrade a store: curl -X PUT {}/switches/mysql -d '{{\"mode\":\"degraded\"}}'\n\
          Ctrl-C to stop",
         cfg.retry.topic, opts.log_path, cfg.admin.listen, cfg.admin.listen
     );

@@ -10,7 +10,7 @@
 //! - [`run`]: the worker: where each partition starts, the topics, the
 //!   helpers, the timely dataflow, progress and lag;
 //! - [`cluster`]: this process's place in a timely cluster (hosts file);
-//! - [`admin`]: the HTTP admin service; [`replay`]: the retry replay job;
+//! - [`admin`]: the HTTP admin service and its operator console; [`replay`]: the retry replay job;
 //!   [`generate`]: the load generator; [`demo`] and [`view`]: the demo;
 //!   [`bench`]: the benchmarks; [`serve`]: the query service.
 //!

@@ -163,6 +163,9 @@ pub fn run(cfg: &Config, control: &Arc<RunControl>) -> Result<()> {
         "query service: http://{}/v1/apps/APP/users/USER/recent  (health: /health, status: /status, metrics: /metrics)",
         serving.server.addr
     );
+    if let Some(url) = cfg.console_url() {
+        eprintln!("operator console (switches, breakers, lag, retry backlog): {url}");
+    }
     while !control.stop_requested() {
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -38,6 +38,8 @@ fn state(token: Option<&str>) -> AdminState {
         journal: None,
         token: token.map(Arc::from),
         skipped: Arc::from([]),
+        name_topics: false,
+        history: Arc::default(),
     }
 }
 
@@ -338,4 +340,227 @@ fn serves_over_real_http_and_rejects_requests_without_the_token() {
     assert_eq!(put.status().as_u16(), 200);
     assert_eq!(s.process.switches.get("redis"), Some(Mode::Degraded));
     assert_eq!(get(server.addr, "/metrics", Some("tok")), 200);
+}
+
+#[tokio::test]
+async fn status_shows_each_sink_partition_the_retry_topic_and_backfill_commands() {
+    use footprint_dataflows::partitions::{PartitionState, PartitionView};
+    use footprint_sinks::events::RowsWritten;
+    let mut s = state(None);
+    s.skipped = Arc::from([Skipped {
+        topic: "events".into(),
+        partition: 1,
+        from: 10,
+        to: 25,
+        from_max_ts: None,
+        reason: SkipReason::SkipToLatest,
+    }]);
+    let p = Arc::clone(&s.process);
+    exercise(&p);
+    RowsWritten {
+        sink: "redis",
+        rows: &[],
+        took: Some(Duration::from_millis(3)),
+    }
+    .emit(&p.sinks);
+    p.dataflow
+        .partitions()
+        .name([(0, "events".into(), 0), (1, "events".into(), 3)]);
+    p.dataflow.partitions().publish([
+        PartitionView {
+            id: 0,
+            watermark_ms: 1_767_225_600_000,
+            max_event_ms: Some(1_767_225_603_000),
+            state: PartitionState::Idle,
+        },
+        PartitionView {
+            id: 1,
+            watermark_ms: 1_767_225_660_000,
+            max_event_ms: Some(1_767_225_663_000),
+            state: PartitionState::Held,
+        },
+    ]);
+    // The replay position rose since the last measurement: a replay job is
+    // applying records.
+    let now = footprint_telemetry::now_ms();
+    RetryBacklogMeasured {
+        records: 12,
+        position: 45,
+        at_ms: now,
+    }
+    .emit(&p.connectors);
+    let api = routes(s.clone());
+    let status: serde_json::Value = serde_json::from_slice(
+        warp::test::request()
+            .path("/status")
+            .reply(&api)
+            .await
+            .body(),
+    )
+    .expect("json");
+
+    let mysql = &status["sinks"]["mysql"];
+    assert_eq!(mysql["mode"], "degraded");
+    assert_eq!(mysql["breaker"], "open");
+    assert_eq!(mysql["diverted"], 42);
+    assert_eq!(
+        mysql["write_p99_ms"],
+        serde_json::Value::Null,
+        "never timed"
+    );
+    let redis = &status["sinks"]["redis"];
+    assert_eq!(redis["breaker"], "unknown");
+    assert_eq!(redis["writes_timed"], 2);
+    let p99 = redis["write_p99_ms"].as_f64().expect("timed");
+    assert!((2.4..=3.1).contains(&p99), "p99 of 2.5 and 3 ms: {p99}");
+
+    assert_eq!(status["retry"]["backlog_records"], 12);
+    assert_eq!(status["retry"]["replay_position"], 45);
+    assert_eq!(status["retry"]["replay"], "applying");
+
+    let parts = status["partitions"].as_array().expect("partitions");
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[1]["topic"], "events");
+    assert_eq!(parts[1]["partition"], 3);
+    assert_eq!(parts[1]["state"], "held");
+    assert_eq!(parts[1]["lag"], 120, "the consumer lag of events/3");
+    assert_eq!(parts[0]["state"], "idle");
+    assert_eq!(parts[0]["lag"], serde_json::Value::Null, "not measured");
+
+    let skipped = &status["skipped"][0];
+    assert_eq!(skipped["from"], 10);
+    assert_eq!(
+        skipped["backfill"],
+        "footprint worker --from 1:10 --to 1:25"
+    );
+
+    let text = String::from_utf8(
+        warp::test::request()
+            .path("/metrics")
+            .reply(&api)
+            .await
+            .body()
+            .to_vec(),
+    )
+    .expect("utf8");
+    for line in [
+        "footprint_partition_watermark_seconds{topic=\"events\",partition=\"3\"} 1767225660",
+        "footprint_partition_held{topic=\"events\",partition=\"3\"} 1",
+        "footprint_partition_idle{topic=\"events\",partition=\"0\"} 1",
+        "footprint_partition_idle{topic=\"events\",partition=\"3\"} 0",
+        "footprint_replay_position_records 45",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(line)),
+            "{line} in\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_a_new_commit_the_replay_job_is_shown_waiting() {
+    let s = state(None);
+    let c = &s.process.connectors;
+    for _ in 0..2 {
+        RetryBacklogMeasured {
+            records: 5,
+            position: 30,
+            at_ms: footprint_telemetry::now_ms(),
+        }
+        .emit(c);
+    }
+    let api = routes(s.clone());
+    let status: serde_json::Value = serde_json::from_slice(
+        warp::test::request()
+            .path("/status")
+            .reply(&api)
+            .await
+            .body(),
+    )
+    .expect("json");
+    assert_eq!(status["retry"]["replay"], "waiting");
+    assert_eq!(status["retry"]["replay_moved_ms"], serde_json::Value::Null);
+    RetryBacklogMeasured {
+        records: 0,
+        position: 35,
+        at_ms: footprint_telemetry::now_ms() - 60_000,
+    }
+    .emit(c);
+    let status: serde_json::Value = serde_json::from_slice(
+        warp::test::request()
+            .path("/status")
+            .reply(&api)
+            .await
+            .body(),
+    )
+    .expect("json");
+    assert_eq!(
+        status["retry"]["replay"], "caught_up",
+        "a rise a minute ago, and nothing waits"
+    );
+}
+
+#[test]
+fn the_console_page_needs_no_token_and_its_data_does() {
+    let s = state(Some("tok"));
+    let server = serve("127.0.0.1:0".parse().expect("addr"), s.clone()).expect("serve");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/console.js", "text/javascript"),
+        ("/console.css", "text/css"),
+    ] {
+        let res = agent
+            .get(format!("http://{}{path}", server.addr))
+            .call()
+            .expect("request");
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        let headers = res.headers();
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .is_ok_and(|c| c.starts_with(kind)),
+            "{path}: {headers:?}"
+        );
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .is_ok_and(|c| c.contains("default-src 'none'")),
+            "{path}: {headers:?}"
+        );
+    }
+    assert_eq!(get(server.addr, "/status", None), 401);
+    assert_eq!(get(server.addr, "/history", None), 401);
+    assert_eq!(get(server.addr, "/history", Some("tok")), 200);
+    assert_eq!(get(server.addr, "/nothing-here", Some("tok")), 404);
+}
+
+#[tokio::test]
+async fn history_serves_the_samples_oldest_first() {
+    let s = state(None);
+    footprint::admin::handlers::sample(&s);
+    MessagesRead {
+        events: 10,
+        tail: 0,
+        max_event_ms: None,
+    }
+    .emit(&s.process.dataflow);
+    footprint::admin::handlers::sample(&s);
+    let api = routes(s.clone());
+    let body: serde_json::Value = serde_json::from_slice(
+        warp::test::request()
+            .path("/history")
+            .reply(&api)
+            .await
+            .body(),
+    )
+    .expect("json");
+    assert_eq!(body["interval_ms"], 2000);
+    let samples = body["samples"].as_array().expect("samples");
+    assert_eq!(samples.len(), 2);
+    assert_eq!(samples[0]["events_in"], 0);
+    assert_eq!(samples[1]["events_in"], 10);
 }

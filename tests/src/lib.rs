@@ -30,6 +30,7 @@ pub mod scenario;
 pub mod services;
 pub mod stores;
 pub mod topics;
+pub mod webdriver;
 
 pub use broker::OwnBroker;
 pub use http::{get_json, get_json_status, get_text, http};
@@ -40,7 +41,7 @@ pub use processes::{
 pub use proxy::TcpProxy;
 pub use scenario::Scenario;
 pub use services::{
-    brokers, delete_redis_prefix, drop_database, kafka, mysql_url, redis_url, unique,
+    brokers, delete_redis_prefix, drop_database, host_port, kafka, mysql_url, redis_url, unique,
 };
 pub use stores::{
     StoredRows, Stores, differences, dump_mysql, dump_redis, recent_by_user, windows_by_id,
@@ -49,3 +50,4 @@ pub use topics::{
     Read, StagedStream, committed_total, committed_total_at, generated, held_parts, preload,
     produce_live, produce_live_until, produce_slice, read_all, read_all_from,
 };
+pub use webdriver::Browser;

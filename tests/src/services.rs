@@ -30,6 +30,17 @@ pub fn mysql_url() -> String {
         .to_owned()
 }
 
+/// The address in a store URL (`scheme://[user@]host:port[/…]`).
+pub fn host_port(url: &str) -> std::net::SocketAddr {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    std::net::ToSocketAddrs::to_socket_addrs(host_port)
+        .ok()
+        .and_then(|mut a| a.next())
+        .expect("store address")
+}
+
 /// Drops a test database (best effort).
 pub fn drop_database(name: &str) {
     use mysql::prelude::Queryable;

@@ -37,8 +37,8 @@ use footprint_dataflows::control::RunControl;
 use footprint_dataflows::reference::compute;
 use footprint_tests::drill::{Figures, Size};
 use footprint_tests::{
-    StagedStream, Stores, TcpProxy, brokers, delete_redis_prefix, drop_database, held_parts, http,
-    mysql_url, redis_url, run_to_end, unique, wait_until,
+    StagedStream, Stores, TcpProxy, brokers, delete_redis_prefix, drop_database, held_parts,
+    host_port, http, mysql_url, redis_url, run_to_end, unique, wait_until,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -309,16 +309,6 @@ url = "{mysql}/{database}?prefer_socket=false"
     figures.assert_exact();
     drop_database(&database);
     delete_redis_prefix(&prefix);
-}
-
-fn host_port(url: &str) -> std::net::SocketAddr {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    let rest = rest.rsplit('@').next().unwrap_or(rest);
-    let host_port = rest.split('/').next().unwrap_or(rest);
-    std::net::ToSocketAddrs::to_socket_addrs(host_port)
-        .ok()
-        .and_then(|mut a| a.next())
-        .expect("store address")
 }
 
 #[test]

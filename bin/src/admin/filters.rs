@@ -67,18 +67,32 @@ pub fn routes(
         .and(warp::get())
         .and(with_state(state.clone()))
         .map(handlers::metrics);
-    authorized(state.token.clone())
-        .and(
-            health
-                .or(switches)
-                .unify()
-                .or(put_switch)
-                .unify()
-                .or(status)
-                .unify()
-                .or(metrics)
-                .unify(),
-        )
-        .recover(handlers::rejection)
-        .unify()
+    let history = warp::path!("history")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(handlers::history);
+    // The console's own files hold no data, so they need no token: the page
+    // asks for it and sends it with each request it makes.
+    let page =
+        warp::get()
+            .and(warp::path::full())
+            .and_then(|path: warp::path::FullPath| async move {
+                super::console::file(path.as_str()).ok_or_else(warp::reject::not_found)
+            });
+    page.or(authorized(state.token.clone()).and(
+        health
+            .or(switches)
+            .unify()
+            .or(put_switch)
+            .unify()
+            .or(status)
+            .unify()
+            .or(metrics)
+            .unify()
+            .or(history)
+            .unify(),
+    ))
+    .unify()
+    .recover(handlers::rejection)
+    .unify()
 }

@@ -8,7 +8,11 @@ use warp::http::StatusCode;
 use warp::reply::{self, Reply};
 
 use super::AdminState;
-use super::models::{ErrorBody, ModeBody, Status};
+use super::history::Sample;
+use super::models::{
+    ErrorBody, HistoryBody, ModeBody, PartitionStatus, RetryStatus, SinkStatus, SkippedStatus,
+    Status,
+};
 use crate::health::BrokerState;
 
 /// A request without the right bearer token.
@@ -113,33 +117,127 @@ pub async fn put_switch(
     Ok(reply::json(&serde_json::json!({ "sink": sink, "mode": mode.as_str() })).into_response())
 }
 
+/// How recently the replay position must have risen for `/status` to call
+/// the replay job `applying`, ms. The worker sees the job only through its
+/// group's commits, measured every few seconds.
+pub const REPLAY_ACTIVE_MS: i64 = 30_000;
+
 /// `GET /status`.
 pub fn status(state: AdminState) -> reply::Response {
-    let m = &state.process.dataflow;
-    let diverted = state
-        .process
+    reply::json(&status_of(&state)).into_response()
+}
+
+/// What `GET /status` answers.
+pub fn status_of(state: &AdminState) -> Status {
+    let process = &state.process;
+    let m = &process.dataflow;
+    let now_ms = footprint_telemetry::now_ms();
+    let sinks: BTreeMap<String, SinkStatus> = process
         .switches
         .all()
         .into_iter()
-        .map(|(sink, _)| {
-            let n = state.process.sinks.diverted(&sink);
-            (sink, n)
+        .map(|(sink, mode)| {
+            let latency = process.sinks.write_latency(&sink).quantiles();
+            let status = SinkStatus {
+                mode: mode.as_str().to_owned(),
+                breaker: process
+                    .sinks
+                    .breaker_state(&sink)
+                    .map_or("unknown", |b| b.as_str())
+                    .to_owned(),
+                written: process.sinks.written(&sink),
+                diverted: process.sinks.diverted(&sink),
+                failed: process.sinks.failed(&sink),
+                writes_timed: latency.count,
+                write_p99_ms: (latency.count > 0).then_some(latency.p99.as_secs_f64() * 1000.0),
+            };
+            (sink, status)
         })
         .collect();
-    let status = Status {
+    let journal_records = state.journal.as_ref().map_or(0, |r| r.journal_len());
+    let table = m.partitions();
+    let partitions = table
+        .views()
+        .into_iter()
+        .map(|v| {
+            let (topic, partition) = table.name_of(v.id);
+            PartitionStatus {
+                lag: process.connectors.consumer_lag(&topic, partition),
+                topic,
+                partition,
+                watermark_ms: v.watermark_ms,
+                max_event_ms: v.max_event_ms,
+                state: v.state.as_str(),
+            }
+        })
+        .collect();
+    let skipped = state
+        .skipped
+        .iter()
+        .map(|s| SkippedStatus {
+            range: s.clone(),
+            backfill: crate::run::backfill_command(&[s], state.name_topics),
+        })
+        .collect();
+    Status {
+        now_ms,
         watermark_ms: m.watermark_ms(),
         max_event_ts_ms: m.max_event_ms(),
         watermark_delay_ms: m.watermark_delay_ms(),
         events_in: m.events_in(),
         events_bad: m.bad_total(),
         events_late: m.late_total(),
-        switches: modes(&state),
-        diverted,
-        journal_records: state.journal.as_ref().map_or(0, |r| r.journal_len()),
-        skipped: state.skipped.to_vec(),
-        broker: state.process.health.broker(),
+        switches: sinks
+            .iter()
+            .map(|(s, v)| (s.clone(), v.mode.clone()))
+            .collect(),
+        diverted: sinks.iter().map(|(s, v)| (s.clone(), v.diverted)).collect(),
+        sinks,
+        journal_records,
+        retry: retry_status(state, journal_records, now_ms),
+        partitions,
+        skipped,
+        broker: process.health.broker(),
+    }
+}
+
+fn retry_status(state: &AdminState, journal_records: usize, now_ms: i64) -> RetryStatus {
+    let c = &state.process.connectors;
+    let backlog = c.retry_backlog();
+    let moved = c.replay_moved_ms();
+    let replay = match backlog {
+        None => "unknown",
+        Some(_) if moved.is_some_and(|t| now_ms - t <= REPLAY_ACTIVE_MS) => "applying",
+        Some(0) if journal_records == 0 => "caught_up",
+        Some(_) => "waiting",
     };
-    reply::json(&status).into_response()
+    RetryStatus {
+        backlog_records: backlog,
+        journal_records,
+        replay_position: c.replay_position(),
+        replay_moved_ms: moved,
+        replay,
+    }
+}
+
+/// `GET /history`.
+pub fn history(state: AdminState) -> reply::Response {
+    reply::json(&HistoryBody {
+        interval_ms: u64::try_from(super::history::INTERVAL.as_millis()).unwrap_or(u64::MAX),
+        samples: state.history.samples(),
+    })
+    .into_response()
+}
+
+/// Takes one sample of the counters the console charts.
+pub fn sample(state: &AdminState) {
+    let m = &state.process.dataflow;
+    state.history.record(Sample {
+        at_ms: footprint_telemetry::now_ms(),
+        events_in: m.events_in(),
+        events_bad: m.bad_total(),
+        events_late: m.late_total(),
+    });
 }
 
 /// `GET /metrics`: the process's registry, in the Prometheus text format.

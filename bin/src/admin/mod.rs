@@ -9,13 +9,18 @@
 //! | `PUT /switches/{sink}` with `{"mode":"degraded"\|"auto"}` | the new mode; 400 bad mode, 404 unknown sink, 503 control topic unavailable |
 //! | `GET /status` | watermark, its delay, counters, modes, diverted rows, journal size |
 //! | `GET /metrics` | Prometheus text: the process's metrics registry |
+//! | `GET /history` | events in, bad and late, sampled every 2 s over the last 10 minutes |
+//! | `GET /` | the operator console ([`console`]): a page over the routes above |
 //!
-//! When a token is configured, every request needs `Authorization: Bearer
-//! TOKEN` (401 otherwise); the config refuses a non-loopback address
-//! without one.
+//! When a token is configured, every request but the console's own files
+//! needs `Authorization: Bearer TOKEN` (401 otherwise); the page asks for
+//! the token and sends it that way. The config refuses a non-loopback
+//! address without a token.
 
+pub mod console;
 pub mod filters;
 pub mod handlers;
+pub mod history;
 pub mod models;
 
 use std::net::SocketAddr;
@@ -43,6 +48,10 @@ pub struct AdminState {
     pub token: Option<Arc<str>>,
     /// Ranges of source offsets this run does not read.
     pub skipped: Arc<[Skipped]>,
+    /// Whether backfill commands name topics (several source topics).
+    pub name_topics: bool,
+    /// The counters, sampled for the console's charts.
+    pub history: Arc<history::History>,
 }
 
 impl AdminState {
@@ -64,6 +73,8 @@ impl AdminState {
             journal,
             token: cfg.admin.token.as_deref().map(Arc::from),
             skipped,
+            name_topics: cfg.source.topics.len() > 1,
+            history: Arc::default(),
         })
     }
 }
@@ -99,10 +110,19 @@ pub fn serve(listen: SocketAddr, state: AdminState) -> Result<AdminServer> {
         .thread_name("admin")
         .build()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let sampled = state.clone();
     let thread = std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
             runtime.block_on(async move {
+                // Samples for the console's charts; ends with the runtime.
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(history::INTERVAL);
+                    loop {
+                        tick.tick().await;
+                        handlers::sample(&sampled);
+                    }
+                });
                 let listener = match tokio::net::TcpListener::from_std(std_listener) {
                     Ok(l) => l,
                     Err(e) => {

@@ -358,6 +358,10 @@ fn start_lag_watch(
     process
         .health
         .started_at(mine.iter().map(|i| ranges[*i].from).sum());
+    process
+        .dataflow
+        .partitions()
+        .name(ranges.iter().map(|r| (r.id, r.topic.clone(), r.partition)));
     let watch = helpers::LagWatch {
         admin: Arc::clone(admin),
         group: cfg.source.group_id.clone(),
@@ -389,8 +393,8 @@ fn serve_admin_api(
         let _ = slot.set(server.addr);
     }
     eprintln!(
-        "admin API: http://{}/status  (switches: /switches, metrics: /metrics)",
-        server.addr
+        "admin API: http://{}/status  (console: http://{}/, switches: /switches, metrics: /metrics)",
+        server.addr, server.addr
     );
     Ok(server)
 }
@@ -432,7 +436,10 @@ pub fn serve_admin_alone(cfg: &Config, control: &Arc<RunControl>) -> Result<()> 
     helpers.spawn(move |stop| helpers::watch_broker(&admin, &topic, &health, stop));
     let state = AdminState::new(cfg, &process, &settings, None, Arc::from([]))?;
     let server = serve_admin(cfg.admin.listen, state)?;
-    eprintln!("admin API: http://{}/switches", server.addr);
+    eprintln!(
+        "admin API: http://{}/switches  (console: http://{}/)",
+        server.addr, server.addr
+    );
     while !control.stop_requested() {
         std::thread::sleep(Duration::from_millis(200));
     }
