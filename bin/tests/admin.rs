@@ -347,14 +347,24 @@ async fn status_shows_each_sink_partition_the_retry_topic_and_backfill_commands(
     use footprint_dataflows::partitions::{PartitionState, PartitionView};
     use footprint_sinks::events::RowsWritten;
     let mut s = state(None);
-    s.skipped = Arc::from([Skipped {
-        topic: "events".into(),
-        partition: 1,
-        from: 10,
-        to: 25,
-        from_max_ts: None,
-        reason: SkipReason::SkipToLatest,
-    }]);
+    s.skipped = Arc::from([
+        Skipped {
+            topic: "events".into(),
+            partition: 1,
+            from: 10,
+            to: 25,
+            from_max_ts: None,
+            reason: SkipReason::SkipToLatest,
+        },
+        Skipped {
+            topic: "events".into(),
+            partition: 2,
+            from: 0,
+            to: 7,
+            from_max_ts: None,
+            reason: SkipReason::BeforeStart,
+        },
+    ]);
     let p = Arc::clone(&s.process);
     exercise(&p);
     RowsWritten {
@@ -432,6 +442,11 @@ async fn status_shows_each_sink_partition_the_retry_topic_and_backfill_commands(
     assert_eq!(
         skipped["backfill"],
         "footprint worker --from 1:10 --to 1:25"
+    );
+    assert_eq!(
+        status["skipped"][1]["backfill"],
+        serde_json::Value::Null,
+        "offsets deleted by retention cannot be backfilled"
     );
 
     let text = String::from_utf8(
@@ -563,4 +578,38 @@ async fn history_serves_the_samples_oldest_first() {
     assert_eq!(samples.len(), 2);
     assert_eq!(samples[0]["events_in"], 0);
     assert_eq!(samples[1]["events_in"], 10);
+}
+
+#[test]
+fn beside_the_console_other_methods_and_paths_keep_their_answers() {
+    let s = state(Some("tok"));
+    let server = serve("127.0.0.1:0".parse().expect("addr"), s.clone()).expect("serve");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let put = |path: &str, body: &str| {
+        agent
+            .put(format!("http://{}{path}", server.addr))
+            .header("authorization", "Bearer tok")
+            .send(body)
+            .expect("request")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(put("/switches/mysql", &"x".repeat(8 * 1024)), 413);
+    assert_eq!(put("/nothing-here", "{}"), 404);
+    let post_page = agent
+        .post(format!("http://{}/", server.addr))
+        .header("authorization", "Bearer tok")
+        .send("")
+        .expect("request")
+        .status()
+        .as_u16();
+    assert_eq!(post_page, 405, "the console's files are only read");
+    assert_eq!(
+        s.process.switches.get("mysql"),
+        Some(Mode::Auto),
+        "nothing changed"
+    );
 }

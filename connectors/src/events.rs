@@ -437,8 +437,7 @@ pub struct RetryBacklogMeasured {
     /// Records the replay job's group has not committed past.
     pub records: u64,
     /// Where the replay job's group stands: the sum over the retry topic's
-    /// partitions of its committed offset (the partition's first offset
-    /// where it committed nothing).
+    /// partitions of its committed offsets (0 where it committed nothing).
     pub position: u64,
     /// When it was measured, ms since the epoch.
     pub at_ms: i64,

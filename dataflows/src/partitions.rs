@@ -3,8 +3,9 @@
 //!
 //! Each source operator publishes its partitions' watermarks and states
 //! into one shared [`PartitionTable`] at most every
-//! [`PartitionTable::EVERY`] (one short lock per publication, never per
-//! message). The table is read at scrape time:
+//! [`PartitionTable::EVERY`], also while the stores hold it back (one short
+//! lock per publication, never per message). The table is read at scrape
+//! time:
 //!
 //! | metric | labels | value |
 //! |---|---|---|
@@ -39,6 +40,9 @@ pub enum PartitionState {
     /// Not read, because its watermark ran further than
     /// `watermark.max_drift` ahead of the slowest partition (alignment).
     Held,
+    /// Not read, because the stores are behind: the source waits until
+    /// the rows waiting for them drop (back-pressure, `sinks.max_rows_waiting`).
+    Paused,
     /// A bounded run read all it will read of it.
     Finished,
 }
@@ -50,6 +54,7 @@ impl PartitionState {
             PartitionState::Reading => "reading",
             PartitionState::Idle => "idle",
             PartitionState::Held => "held",
+            PartitionState::Paused => "paused",
             PartitionState::Finished => "finished",
         }
     }

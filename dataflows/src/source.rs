@@ -316,6 +316,10 @@ pub fn partition_source<'s, R: PartitionReader>(
                     reader.hold(true);
                     held = true;
                 }
+                if shown.is_none_or(|t| now.duration_since(t) >= PartitionTable::EVERY) {
+                    publish_partitions(&table, &tracker, &*reader, None, now);
+                    shown = Some(now);
+                }
                 activator.activate_after(Duration::from_millis(1));
                 return;
             }
@@ -463,7 +467,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                 });
             let now = Instant::now();
             if shown.is_none_or(|t| now.duration_since(t) >= PartitionTable::EVERY) {
-                publish_partitions(&table, &tracker, &*reader, &aligned_out, now);
+                publish_partitions(&table, &tracker, &*reader, Some(&aligned_out), now);
                 shown = Some(now);
             }
             let (active, idle) = tracker.summary(now);
@@ -482,7 +486,7 @@ pub fn partition_source<'s, R: PartitionReader>(
                 if n > 0 {
                     flow.input_ended(tracker.closed_by_all().unwrap_or(0));
                 }
-                publish_partitions(&table, &tracker, &*reader, &aligned_out, now);
+                publish_partitions(&table, &tracker, &*reader, Some(&aligned_out), now);
                 reader.close();
                 cap = None;
                 board.publish(None, 0, true, tracker.floor(now), None);
@@ -508,34 +512,28 @@ pub fn partition_source<'s, R: PartitionReader>(
     SourceStreams { windows, recent }
 }
 
-/// Tells `table` what each of the source's partitions is doing now;
-/// `aligned_out[idx]`: alignment held partition `idx` back this round.
+/// Tells `table` what each of the source's partitions is doing now:
+/// `aligned_out[idx]` when alignment held partition `idx` back this round,
+/// `None` while the stores hold the whole source back.
 fn publish_partitions<R: PartitionReader>(
     table: &PartitionTable,
     tracker: &WatermarkTracker,
     reader: &R,
-    aligned_out: &[bool],
+    aligned_out: Option<&[bool]>,
     now: Instant,
 ) {
-    table.publish(
-        aligned_out
-            .iter()
-            .enumerate()
-            .map(|(idx, held)| PartitionView {
-                id: reader.partition_id(idx),
-                watermark_ms: tracker.partition(idx),
-                max_event_ms: tracker.max_ts(idx),
-                state: if tracker.is_finished(idx) {
-                    PartitionState::Finished
-                } else if *held {
-                    PartitionState::Held
-                } else if tracker.is_idle(idx, now) {
-                    PartitionState::Idle
-                } else {
-                    PartitionState::Reading
-                },
-            }),
-    );
+    table.publish((0..reader.partitions()).map(|idx| PartitionView {
+        id: reader.partition_id(idx),
+        watermark_ms: tracker.partition(idx),
+        max_event_ms: tracker.max_ts(idx),
+        state: match aligned_out {
+            _ if tracker.is_finished(idx) => PartitionState::Finished,
+            None => PartitionState::Paused,
+            Some(a) if a.get(idx).copied().unwrap_or(false) => PartitionState::Held,
+            Some(_) if tracker.is_idle(idx, now) => PartitionState::Idle,
+            Some(_) => PartitionState::Reading,
+        },
+    }));
 }
 
 /// Resume points by global partition id: (offset, largest event time before it).

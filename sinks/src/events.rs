@@ -153,6 +153,12 @@ impl SinkMetrics {
         self.write_latency.get_or_create_owned(&labels(sink))
     }
 
+    /// The write latency of `sink` if it ever wrote (unlike
+    /// [`SinkMetrics::write_latency`], this adds nothing to `/metrics`).
+    pub fn write_latency_seen(&self, sink: &str) -> Option<Latency> {
+        self.write_latency.get(&labels(sink)).map(|l| l.clone())
+    }
+
     /// The broker-append to store-write latency of `sink`.
     pub fn end_to_end_latency(&self, sink: &str) -> Latency {
         self.end_to_end.get_or_create_owned(&labels(sink))

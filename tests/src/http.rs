@@ -18,19 +18,47 @@ fn agent() -> ureq::Agent {
 /// Sends `method path` with a JSON `body` (none when empty) and returns the
 /// status code and the body.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    http_as(addr, method, path, body, None)
+}
+
+/// [`http`] with `Authorization: Bearer TOKEN` when a token is given.
+pub fn http_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Result<(u16, String)> {
     let url = format!("http://{addr}{path}");
     let agent = agent();
+    let auth = token.map(|t| format!("Bearer {t}"));
     let response = match method {
-        "GET" => agent.get(&url).call(),
-        "DELETE" => agent.delete(&url).call(),
-        "PUT" => agent
-            .put(&url)
-            .header("content-type", "application/json")
-            .send(body),
-        "POST" => agent
-            .post(&url)
-            .header("content-type", "application/json")
-            .send(body),
+        "GET" => {
+            let mut req = agent.get(&url);
+            if let Some(a) = &auth {
+                req = req.header("authorization", a);
+            }
+            req.call()
+        }
+        "DELETE" => {
+            let mut req = agent.delete(&url);
+            if let Some(a) = &auth {
+                req = req.header("authorization", a);
+            }
+            req.call()
+        }
+        "PUT" | "POST" => {
+            let mut req = if method == "PUT" {
+                agent.put(&url)
+            } else {
+                agent.post(&url)
+            };
+            req = req.header("content-type", "application/json");
+            if let Some(a) = &auth {
+                req = req.header("authorization", a);
+            }
+            req.send(body)
+        }
         other => bail!("no such method in the tests: {other}"),
     };
     let mut response = response.with_context(|| format!("{method} {url}"))?;

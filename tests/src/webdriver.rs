@@ -25,6 +25,8 @@ pub struct Browser {
     session: String,
     agent: ureq::Agent,
     _profile: tempfile::TempDir,
+    /// Where a screenshot goes if the test fails while the browser is open.
+    failure_shot: Option<PathBuf>,
 }
 
 /// An element of the page.
@@ -95,6 +97,7 @@ impl Browser {
             session: String::new(),
             agent,
             _profile: profile,
+            failure_shot: None,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -164,6 +167,12 @@ impl Browser {
 
     fn session(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
         self.call(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    /// Keeps a screenshot at `path` if the test panics while this browser
+    /// is open: what the page showed when it failed.
+    pub fn screenshot_on_failure(&mut self, path: PathBuf) {
+        self.failure_shot = Some(path);
     }
 
     /// Opens `url`.
@@ -282,6 +291,12 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(path) = self.failure_shot.take()
+            && self.screenshot(&path).is_ok()
+        {
+            eprintln!("the page when the test failed: {}", path.display());
+        }
         if !self.session.is_empty() {
             let _ = self.call("DELETE", &format!("/session/{}", self.session), None);
         }

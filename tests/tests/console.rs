@@ -23,7 +23,7 @@ use std::time::Duration;
 use footprint_dataflows::clickstream::GenConfig;
 use footprint_tests::{
     Browser, Running, Scenario, TcpProxy, admin_addr_from_log, get_json, get_text, host_port, http,
-    kafka, mysql_url, preload, produce_live, spawn_footprint, wait_until,
+    http_as, kafka, mysql_url, preload, produce_live, spawn_footprint, wait_until,
 };
 use serde_json::Value;
 
@@ -187,21 +187,50 @@ fn wait_matching(browser: &Browser, addr: SocketAddr, what: &str) {
 }
 
 fn switch_of(addr: SocketAddr, sink: &str, token: Option<&str>) -> String {
-    let url = format!("http://{addr}/switches");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut req = agent.get(&url);
-    if let Some(t) = token {
-        req = req.header("authorization", &format!("Bearer {t}"));
-    }
-    let mut res = req.call().expect("GET /switches");
-    assert_eq!(res.status().as_u16(), 200, "GET /switches");
-    let v: Value =
-        serde_json::from_str(&res.body_mut().read_to_string().expect("body")).expect("json");
+    let (status, body) = http_as(addr, "GET", "/switches", "", token).expect("GET /switches");
+    assert_eq!(status, 200, "GET /switches: {body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
     v[sink].as_str().unwrap_or_default().to_owned()
 }
+
+/// The page's last refresh, as the page shows it (`/status`'s `now_ms`).
+fn refreshed_at(browser: &Browser) -> Option<i64> {
+    browser
+        .value("[data-field=updated]")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+}
+
+/// Waits until the page has refreshed from the service since `after`.
+fn wait_refresh(browser: &Browser, after: Option<i64>) {
+    wait_until(Duration::from_secs(30), "the page to refresh", || {
+        refreshed_at(browser).is_some_and(|t| after.is_none_or(|a| t > a))
+    })
+    .expect("the page refreshes every 2 s");
+}
+
+/// Waits until the result line says `words`.
+fn wait_result(browser: &Browser, words: &str) {
+    let mut last = String::new();
+    let done = wait_until(Duration::from_secs(30), "the result line", || {
+        last = browser
+            .find("#action-result")
+            .ok()
+            .flatten()
+            .and_then(|el| browser.text(&el).ok())
+            .unwrap_or_default();
+        last.contains(words)
+    });
+    assert!(
+        done.is_ok(),
+        "the page shows the result {words:?}; it shows {last:?}"
+    );
+}
+
+/// One browser test at a time: each runs Chromium and a worker, and the
+/// machine may have two cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Clicks `sink`'s switch button, checks the confirmation's words, and
 /// answers it with `answer` (`#confirm-yes` or `#confirm-no`).
@@ -244,6 +273,9 @@ fn start_worker(s: &Scenario, toml: &str) -> (Running, SocketAddr) {
 
 #[test]
 fn the_console_shows_the_worker_and_flips_mysql_by_clicking() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let s = Scenario::new("console").expect("scenario");
     let mysql_proxy = TcpProxy::start(host_port(&mysql_url())).expect("mysql proxy");
     let toml = s.toml("", "").replace(
@@ -261,7 +293,8 @@ fn the_console_shows_the_worker_and_flips_mysql_by_clicking() {
     preload(&s.topic, &gen_cfg, 3_000).expect("preload");
     let (_worker, addr) = start_worker(&s, &toml);
 
-    let browser = Browser::start(1280, 1400).expect("headless Chromium");
+    let mut browser = Browser::start(1280, 1400).expect("headless Chromium");
+    browser.screenshot_on_failure(artifact("console-failed.png"));
     browser
         .goto(&format!("http://{addr}/"))
         .expect("open the console");
@@ -274,17 +307,26 @@ fn the_console_shows_the_worker_and_flips_mysql_by_clicking() {
         .screenshot(&artifact("console-auto.png"))
         .expect("screenshot");
 
-    // Cancel changes nothing.
+    // Cancel changes nothing, also after the page's next refresh.
+    let before = refreshed_at(&browser);
     click_switch(
         &browser,
         "mysql",
         "go to the retry topic until you set it back to auto",
         "#confirm-no",
     );
+    wait_refresh(&browser, before);
     assert_eq!(
         switch_of(addr, "mysql", None),
         "auto",
         "cancelling changes nothing"
+    );
+    assert_eq!(page_mode(&browser, "mysql").as_deref(), Some("auto"));
+    assert!(
+        !browser
+            .displayed(&browser.get("#action-result").expect("result"))
+            .expect("displayed"),
+        "no change was made, so no result is shown"
     );
 
     // Degrade MySQL by clicking.
@@ -302,10 +344,7 @@ fn the_console_shows_the_worker_and_flips_mysql_by_clicking() {
         page_mode(&browser, "mysql").as_deref() == Some("degraded")
     })
     .expect("the page shows the new mode");
-    let result = browser
-        .text(&browser.get("#action-result").expect("result"))
-        .expect("text");
-    assert!(result.contains("MySQL is now degraded"), "{result:?}");
+    wait_result(&browser, "MySQL is now degraded");
     assert_eq!(switch_of(addr, "redis", None), "auto", "only MySQL changed");
     browser
         .screenshot(&artifact("console-degraded.png"))
@@ -387,6 +426,9 @@ fn the_console_shows_the_worker_and_flips_mysql_by_clicking() {
 #[test]
 fn with_a_token_the_console_asks_for_it_and_changes_nothing_without_it() {
     const TOKEN: &str = "console-test-token-7f3a";
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let s = Scenario::new("consoletoken").expect("scenario");
     let toml = s
         .toml("", "")
@@ -396,7 +438,8 @@ fn with_a_token_the_console_asks_for_it_and_changes_nothing_without_it() {
     let (status, _) = http(addr, "GET", "/status", "").expect("GET /status");
     assert_eq!(status, 401, "the API needs the token");
 
-    let browser = Browser::start(1280, 900).expect("headless Chromium");
+    let mut browser = Browser::start(1280, 900).expect("headless Chromium");
+    browser.screenshot_on_failure(artifact("console-token-failed.png"));
     browser
         .goto(&format!("http://{addr}/"))
         .expect("the page itself needs no token");
@@ -472,6 +515,10 @@ fn with_a_token_the_console_asks_for_it_and_changes_nothing_without_it() {
         switch_of(addr, "mysql", Some(TOKEN)) == "degraded"
     })
     .expect("with the token a click flips the switch");
+    wait_until(Duration::from_secs(30), "the page to show degraded", || {
+        page_mode(&browser, "mysql").as_deref() == Some("degraded")
+    })
+    .expect("the page shows the new mode");
     click_switch(
         &browser,
         "mysql",

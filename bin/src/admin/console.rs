@@ -1,8 +1,8 @@
 //! The operator console: one page, its script and its style sheet,
 //! embedded in the binary and served by the admin service at `/`.
 //!
-//! The page polls `/status`, `/history` and `/metrics` every two seconds
-//! and shows, for someone on call:
+//! The page polls `/status` and `/history` every two seconds and shows,
+//! for someone on call:
 //! - each sink's switch, breaker, rows written and diverted, write p99, and
 //!   a button that flips the switch after a confirmation saying what will
 //!   happen;

@@ -73,12 +73,13 @@ pub fn routes(
         .map(handlers::history);
     // The console's own files hold no data, so they need no token: the page
     // asks for it and sends it with each request it makes.
-    let page =
-        warp::get()
-            .and(warp::path::full())
-            .and_then(|path: warp::path::FullPath| async move {
-                super::console::file(path.as_str()).ok_or_else(warp::reject::not_found)
-            });
+    // The path first: any other path is plainly not found here, whatever
+    // its method, so the API's own rejections (405, 413) stay as they were.
+    let page = warp::path::full()
+        .and_then(|path: warp::path::FullPath| async move {
+            super::console::file(path.as_str()).ok_or_else(warp::reject::not_found)
+        })
+        .and(warp::get());
     page.or(authorized(state.token.clone()).and(
         health
             .or(switches)

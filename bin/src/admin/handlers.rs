@@ -137,7 +137,11 @@ pub fn status_of(state: &AdminState) -> Status {
         .all()
         .into_iter()
         .map(|(sink, mode)| {
-            let latency = process.sinks.write_latency(&sink).quantiles();
+            let latency = process
+                .sinks
+                .write_latency_seen(&sink)
+                .map(|l| l.quantiles())
+                .unwrap_or_default();
             let status = SinkStatus {
                 mode: mode.as_str().to_owned(),
                 breaker: process
@@ -176,7 +180,10 @@ pub fn status_of(state: &AdminState) -> Status {
         .iter()
         .map(|s| SkippedStatus {
             range: s.clone(),
-            backfill: crate::run::backfill_command(&[s], state.name_topics),
+            backfill: s
+                .reason
+                .fillable()
+                .then(|| crate::run::backfill_command(&[s], state.name_topics)),
         })
         .collect();
     Status {
@@ -216,6 +223,7 @@ fn retry_status(state: &AdminState, journal_records: usize, now_ms: i64) -> Retr
         journal_records,
         replay_position: c.replay_position(),
         replay_moved_ms: moved,
+        replay_active_ms: REPLAY_ACTIVE_MS,
         replay,
     }
 }

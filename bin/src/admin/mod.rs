@@ -7,7 +7,7 @@
 //! | `GET /health` | `{"status":"ok","degraded_sinks":[…],"broker":{…}}`; 503 with `"status":"unhealthy"` while the broker does not serve this process |
 //! | `GET /switches` | `{"redis":"auto","mysql":"degraded"}` |
 //! | `PUT /switches/{sink}` with `{"mode":"degraded"\|"auto"}` | the new mode; 400 bad mode, 404 unknown sink, 503 control topic unavailable |
-//! | `GET /status` | watermark, its delay, counters, modes, diverted rows, journal size |
+//! | `GET /status` | watermark, its delays, counters; per sink its mode, breaker, rows and write p99; the retry backlog, journal and replay progress; per partition its lag, watermark and state; skipped ranges with their backfill commands; the broker's health |
 //! | `GET /metrics` | Prometheus text: the process's metrics registry |
 //! | `GET /history` | events in, bad and late, sampled every 2 s over the last 10 minutes |
 //! | `GET /` | the operator console ([`console`]): a page over the routes above |

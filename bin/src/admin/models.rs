@@ -36,13 +36,15 @@ pub struct Status {
     pub events_bad: u64,
     /// Late (event, aggregate) pairs.
     pub events_late: u64,
-    /// Sink modes.
+    /// Sink modes (also in `sinks`; kept here for existing readers).
     pub switches: BTreeMap<String, String>,
-    /// Rows diverted to the retry topic per sink.
+    /// Rows diverted to the retry topic per sink (also in `sinks`; kept
+    /// here for existing readers).
     pub diverted: BTreeMap<String, u64>,
     /// Each switchable sink: mode, breaker, rows, write latency.
     pub sinks: BTreeMap<String, SinkStatus>,
-    /// Retry records waiting in the local journal.
+    /// Retry records waiting in the local journal (also in `retry`; kept
+    /// here for existing readers).
     pub journal_records: usize,
     /// The retry topic's backlog and the replay job's progress.
     pub retry: RetryStatus,
@@ -87,6 +89,8 @@ pub struct RetryStatus {
     pub replay_position: Option<u64>,
     /// When that position last rose, ms since the epoch.
     pub replay_moved_ms: Option<i64>,
+    /// How recently the position must have risen to count as `applying`, ms.
+    pub replay_active_ms: i64,
     /// `applying` (the position rose in the last
     /// [`REPLAY_ACTIVE_MS`](super::handlers::REPLAY_ACTIVE_MS)), `caught_up`
     /// (nothing waits), `waiting` (records wait and no replay job has
@@ -117,8 +121,9 @@ pub struct SkippedStatus {
     /// The range.
     #[serde(flatten)]
     pub range: footprint_connectors::offsets::Skipped,
-    /// The `footprint worker --from … --to …` that reads it.
-    pub backfill: String,
+    /// The `footprint worker --from … --to …` that reads it; `None` when
+    /// its offsets no longer exist (deleted by retention).
+    pub backfill: Option<String>,
 }
 
 /// `GET /history`: the process's counters, sampled.

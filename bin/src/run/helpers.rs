@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use footprint_connectors::admin::{Admin, Lag};
+use footprint_connectors::admin::{Admin, Committed, Lag};
 use footprint_connectors::events::{ConsumerLagMeasured, RetryBacklogMeasured};
 use footprint_connectors::positions::true_end;
 use footprint_connectors::replay::REPLAY_GROUP;
@@ -173,19 +173,25 @@ pub(super) fn report_lag(w: &LagWatch, stop: &AtomicBool) {
 }
 
 /// Measures the retry backlog (records the replay job's group has not
-/// committed past) into the metrics, and releases `holds` once the retry
-/// topic is drained and `journal` empty.
+/// committed past) and the group's position into the metrics, and releases
+/// `holds` once the retry topic is drained and `journal` empty.
 pub(super) fn measure_retry(admin: &Admin, topic: &str, journal: &RetryTopic, holds: &Holds) {
     let Ok(Some(parts)) = admin.partitions(topic) else {
         return;
     };
     let pairs: Vec<(String, i32)> = parts.iter().map(|p| (topic.to_owned(), *p)).collect();
-    match admin.lag(REPLAY_GROUP, &pairs) {
-        Ok(lags) => {
+    let measured = admin
+        .lag(REPLAY_GROUP, &pairs)
+        .and_then(|lags| Ok((lags, admin.committed(REPLAY_GROUP, &pairs)?)));
+    match measured {
+        Ok((lags, committed)) => {
             let records: u64 = lags.iter().map(|l| l.behind).sum();
-            let position: u64 = lags
+            // Only what the group committed: retention deleting old
+            // records moves the start of the topic, not this.
+            let position: u64 = committed
                 .iter()
-                .map(|l| u64::try_from(l.end).unwrap_or(0).saturating_sub(l.behind))
+                .flatten()
+                .map(|c| u64::try_from(c.offset).unwrap_or(0))
                 .sum();
             RetryBacklogMeasured {
                 records,
@@ -196,7 +202,7 @@ pub(super) fn measure_retry(admin: &Admin, topic: &str, journal: &RetryTopic, ho
             if records == 0
                 && journal.journal_len() == 0
                 && holds.starting()
-                && drained(admin, &pairs, &lags)
+                && drained(admin, &pairs, &lags, &committed)
             {
                 holds.retry_drained();
             }
@@ -209,16 +215,18 @@ pub(super) fn measure_retry(admin: &Admin, topic: &str, journal: &RetryTopic, ho
 /// every retry-topic partition: the end the broker reports may stop short
 /// of its last record batch (tansu 0.6), so a lag of 0 is checked against
 /// the log itself.
-fn drained(admin: &Admin, pairs: &[(String, i32)], lags: &[Lag]) -> bool {
-    let Ok(committed) = admin.committed(REPLAY_GROUP, pairs) else {
-        return false;
-    };
+fn drained(
+    admin: &Admin,
+    pairs: &[(String, i32)],
+    lags: &[Lag],
+    committed: &[Option<Committed>],
+) -> bool {
     pairs
         .iter()
         .zip(lags)
         .zip(committed)
         .all(|(((topic, p), lag), c)| {
-            let at = c.map_or(0, |c| c.offset);
+            let at = c.as_ref().map_or(0, |c| c.offset);
             // An empty partition has nothing to wait for; any other is read
             // to its true end.
             lag.end <= 0

@@ -9,7 +9,7 @@
 //! puts data at risk and is logged at ERROR by the caller.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use footprint_dataflows::Output;
 use footprint_telemetry::InternalEvent;
@@ -112,12 +112,6 @@ impl GuardedSink {
         self.last
     }
 
-    fn now_ms() -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    }
-
     fn divert(
         &mut self,
         rows: &[Output],
@@ -189,14 +183,20 @@ impl GuardedSink {
     fn guarded_write(&mut self, rows: &[Output]) -> Result<(), SinkError> {
         let name = self.inner.name().to_owned();
         if self.switches.get(&name) == Some(Mode::Degraded) {
-            return self.divert(rows, "switch degraded".into(), 0, Self::now_ms(), false);
+            return self.divert(
+                rows,
+                "switch degraded".into(),
+                0,
+                footprint_telemetry::now_ms(),
+                false,
+            );
         }
         if !self.breaker.allow(Instant::now()) {
             return self.divert(
                 rows,
                 "circuit breaker open".into(),
                 0,
-                Self::now_ms(),
+                footprint_telemetry::now_ms(),
                 false,
             );
         }
@@ -218,7 +218,7 @@ impl GuardedSink {
                     return Ok(());
                 }
                 Err(e) => {
-                    let first = *first_failure.get_or_insert_with(Self::now_ms);
+                    let first = *first_failure.get_or_insert_with(footprint_telemetry::now_ms);
                     let give_up = !e.is_retryable()
                         || attempt >= self.policy.attempts
                         || self.switches.get(&name) == Some(Mode::Degraded);

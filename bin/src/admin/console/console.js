@@ -10,6 +10,9 @@
   let token = sessionStorage.getItem(TOKEN_KEY);
   let timer = null;
   let busy = false;
+  // A refresh asked for while one runs: it runs again once that one ends,
+  // so the page never keeps showing what was true before a change.
+  let again = false;
 
   const $ = (sel, root = document) => root.querySelector(sel);
   const field = (name, root = document) => $(`[data-field="${name}"]`, root);
@@ -49,8 +52,9 @@
   // A span of time, in the largest units that keep it readable.
   function secs(ms) {
     if (ms === null || ms === undefined) return '–';
+    if (ms < 0) return `-${secs(-ms)}`;
     const s = ms / 1000;
-    if (Math.abs(s) < 120) return `${s.toFixed(1)} s`;
+    if (s < 120) return `${s.toFixed(1)} s`;
     const m = Math.floor(s / 60);
     if (m < 120) return `${m} min ${Math.floor(s % 60)} s`;
     const h = Math.floor(m / 60);
@@ -58,7 +62,7 @@
     return `${Math.floor(h / 24)} d ${h % 24} h`;
   }
   const time = (ms) => (ms > 0 ? new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC') : 'none yet');
-  const storeName = (sink) => STORE_NAMES[sink] || sink;
+  const storeName = (sink) => (Object.hasOwn(STORE_NAMES, sink) ? STORE_NAMES[sink] : sink);
 
   function banner(text) {
     const el = $('#error');
@@ -135,7 +139,7 @@
     prune(tbody, 'data-sink', new Set(Object.keys(sinks)));
   }
 
-  function renderRetry(retry) {
+  function renderRetry(retry, nowMs) {
     show(field('retry_backlog'), retry.backlog_records);
     show(field('journal_records'), retry.journal_records);
     const replay = field('replay');
@@ -148,10 +152,13 @@
     show(replay, retry.replay, words[retry.replay] || retry.replay);
     replay.className = retry.replay === 'waiting' ? 'warn' : retry.replay === 'applying' ? 'good' : '';
     let detail = '';
-    if (retry.replay === 'waiting') {
-      detail = '(records wait and no replay job has committed in the last 30 s: is `footprint replay` running?)';
+    const span = secs(retry.replay_active_ms);
+    if (retry.replay === 'waiting' && retry.backlog_records === 0) {
+      detail = '(records wait in the local journal until the retry topic takes them)';
+    } else if (retry.replay === 'waiting') {
+      detail = `(records wait and no replay job has committed in the last ${span}: is \`footprint replay\` running?)`;
     } else if (retry.replay_moved_ms) {
-      detail = `(last commit ${secs(Date.now() - retry.replay_moved_ms)} ago, position ${fmt(retry.replay_position)})`;
+      detail = `(last commit ${secs(nowMs - retry.replay_moved_ms)} ago, position ${fmt(retry.replay_position)})`;
     }
     field('replay_detail').textContent = detail;
   }
@@ -210,7 +217,10 @@
         copy.addEventListener('click', () => copyText(code.textContent, copy));
         cell.append(code, ' ', copy);
       }
-      $('code', cell).textContent = s.backfill;
+      $('code', cell).textContent = s.backfill === null
+        ? 'none: these offsets were deleted by retention, so no backfill can read them'
+        : s.backfill;
+      $('button', cell).hidden = s.backfill === null;
     }
     prune(tbody, 'data-range', keep);
     table.hidden = skipped.length === 0;
@@ -272,15 +282,19 @@
   }
 
   async function refresh() {
-    if (busy) return;
+    if (busy) {
+      again = true;
+      return;
+    }
     busy = true;
+    again = false;
     try {
       const [st, history] = await Promise.all([api('GET', '/status'), api('GET', '/history')]);
       $('#auth').hidden = true;
       $('#board').hidden = false;
       banner('');
       renderSinks(st.sinks);
-      renderRetry(st.retry);
+      renderRetry(st.retry, st.now_ms);
       renderWatermark(st);
       show(field('events_in'), st.events_in);
       show(field('events_bad'), st.events_bad);
@@ -300,6 +314,7 @@
       }
     } finally {
       busy = false;
+      if (again) refresh();
     }
   }
 
@@ -320,15 +335,15 @@
   async function flip(sink, mode) {
     const out = $('#action-result');
     out.hidden = false;
-    out.className = 'result';
+    out.className = 'banner result';
     out.textContent = `Setting ${storeName(sink)} to ${mode}…`;
     try {
       const r = await api('PUT', `/switches/${encodeURIComponent(sink)}`, { mode });
-      out.className = 'result good';
+      out.className = 'banner result good';
       out.textContent = `${storeName(r.sink)} is now ${r.mode}.`;
       out.dataset.value = `${r.sink}=${r.mode}`;
     } catch (e) {
-      out.className = 'result bad';
+      out.className = 'banner result bad';
       out.dataset.value = 'error';
       if (e instanceof Unauthorized) {
         out.textContent = 'Refused: the admin service needs its token. Nothing was changed.';
