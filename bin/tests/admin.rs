@@ -31,6 +31,35 @@ fn process() -> Arc<Process> {
     Process::new(&cfg).expect("process")
 }
 
+/// A skipped range of the `events` topic.
+fn range(partition: i32, from: i64, to: i64, reason: SkipReason) -> Skipped {
+    Skipped {
+        topic: "events".into(),
+        partition,
+        from,
+        to,
+        from_max_ts: None,
+        reason,
+    }
+}
+
+/// An HTTP client for which every status is an answer.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// `GET path` on `api`, as JSON.
+async fn json_at<F>(api: &F, path: &str) -> serde_json::Value
+where
+    F: warp::Filter + 'static,
+    F::Extract: warp::Reply + Send,
+{
+    serde_json::from_slice(warp::test::request().path(path).reply(api).await.body()).expect("json")
+}
+
 fn state(token: Option<&str>) -> AdminState {
     AdminState {
         process: process(),
@@ -67,14 +96,7 @@ async fn lists_and_flips_switches() {
         .await;
     assert_eq!(res.status(), 200, "{:?}", res.body());
     assert_eq!(switches.get("mysql"), Some(Mode::Degraded));
-    let health: serde_json::Value = serde_json::from_slice(
-        warp::test::request()
-            .path("/health")
-            .reply(&api)
-            .await
-            .body(),
-    )
-    .expect("json");
+    let health: serde_json::Value = json_at(&api, "/health").await;
     assert_eq!(health["degraded_sinks"], serde_json::json!(["mysql"]));
 
     let unknown = warp::test::request()
@@ -191,14 +213,7 @@ fn exercise(p: &Process) {
     }
     .emit(&p.connectors);
     OffsetsSkipped {
-        skipped: &Skipped {
-            topic: "events".into(),
-            partition: 1,
-            from: 10,
-            to: 25,
-            from_max_ts: None,
-            reason: SkipReason::SkipToLatest,
-        },
+        skipped: &range(1, 10, 25, SkipReason::SkipToLatest),
         committed: Some(10),
         start: 25,
     }
@@ -219,14 +234,7 @@ async fn status_and_metrics_report_the_counters() {
     exercise(&s.process);
     let api = routes(s.clone());
 
-    let status: serde_json::Value = serde_json::from_slice(
-        warp::test::request()
-            .path("/status")
-            .reply(&api)
-            .await
-            .body(),
-    )
-    .expect("json");
+    let status: serde_json::Value = json_at(&api, "/status").await;
     assert_eq!(status["events_in"], 1234);
     assert_eq!(status["events_bad"], 7);
     assert_eq!(status["diverted"]["mysql"], 42);
@@ -311,10 +319,7 @@ async fn status_and_metrics_report_the_counters() {
 }
 
 fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> u16 {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent();
     let mut req = agent.get(format!("http://{addr}{path}"));
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
@@ -328,10 +333,7 @@ fn serves_over_real_http_and_rejects_requests_without_the_token() {
     let server = serve("127.0.0.1:0".parse().expect("addr"), s.clone()).expect("serve");
     assert_eq!(get(server.addr, "/switches", None), 401);
     assert_eq!(get(server.addr, "/switches", Some("nope")), 401);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent();
     let put = agent
         .put(format!("http://{}/switches/redis", server.addr))
         .header("authorization", "Bearer tok")
@@ -348,22 +350,8 @@ async fn status_shows_each_sink_partition_the_retry_topic_and_backfill_commands(
     use footprint_sinks::events::RowsWritten;
     let mut s = state(None);
     s.skipped = Arc::from([
-        Skipped {
-            topic: "events".into(),
-            partition: 1,
-            from: 10,
-            to: 25,
-            from_max_ts: None,
-            reason: SkipReason::SkipToLatest,
-        },
-        Skipped {
-            topic: "events".into(),
-            partition: 2,
-            from: 0,
-            to: 7,
-            from_max_ts: None,
-            reason: SkipReason::BeforeStart,
-        },
+        range(1, 10, 25, SkipReason::SkipToLatest),
+        range(2, 0, 7, SkipReason::BeforeStart),
     ]);
     let p = Arc::clone(&s.process);
     exercise(&p);
@@ -400,14 +388,7 @@ async fn status_shows_each_sink_partition_the_retry_topic_and_backfill_commands(
     }
     .emit(&p.connectors);
     let api = routes(s.clone());
-    let status: serde_json::Value = serde_json::from_slice(
-        warp::test::request()
-            .path("/status")
-            .reply(&api)
-            .await
-            .body(),
-    )
-    .expect("json");
+    let status: serde_json::Value = json_at(&api, "/status").await;
 
     let mysql = &status["sinks"]["mysql"];
     assert_eq!(mysql["mode"], "degraded");
@@ -485,14 +466,7 @@ async fn without_a_new_commit_the_replay_job_is_shown_waiting() {
         .emit(c);
     }
     let api = routes(s.clone());
-    let status: serde_json::Value = serde_json::from_slice(
-        warp::test::request()
-            .path("/status")
-            .reply(&api)
-            .await
-            .body(),
-    )
-    .expect("json");
+    let status: serde_json::Value = json_at(&api, "/status").await;
     assert_eq!(status["retry"]["replay"], "waiting");
     assert_eq!(status["retry"]["replay_moved_ms"], serde_json::Value::Null);
     RetryBacklogMeasured {
@@ -501,14 +475,7 @@ async fn without_a_new_commit_the_replay_job_is_shown_waiting() {
         at_ms: footprint_telemetry::now_ms() - 60_000,
     }
     .emit(c);
-    let status: serde_json::Value = serde_json::from_slice(
-        warp::test::request()
-            .path("/status")
-            .reply(&api)
-            .await
-            .body(),
-    )
-    .expect("json");
+    let status: serde_json::Value = json_at(&api, "/status").await;
     assert_eq!(
         status["retry"]["replay"], "caught_up",
         "a rise a minute ago, and nothing waits"
@@ -519,10 +486,7 @@ async fn without_a_new_commit_the_replay_job_is_shown_waiting() {
 fn the_console_page_needs_no_token_and_its_data_does() {
     let s = state(Some("tok"));
     let server = serve("127.0.0.1:0".parse().expect("addr"), s.clone()).expect("serve");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent();
     for (path, kind) in [
         ("/", "text/html"),
         ("/console.js", "text/javascript"),
@@ -565,14 +529,7 @@ async fn history_serves_the_samples_oldest_first() {
     .emit(&s.process.dataflow);
     footprint::admin::handlers::sample(&s);
     let api = routes(s.clone());
-    let body: serde_json::Value = serde_json::from_slice(
-        warp::test::request()
-            .path("/history")
-            .reply(&api)
-            .await
-            .body(),
-    )
-    .expect("json");
+    let body: serde_json::Value = json_at(&api, "/history").await;
     assert_eq!(body["interval_ms"], 2000);
     let samples = body["samples"].as_array().expect("samples");
     assert_eq!(samples.len(), 2);
@@ -584,10 +541,7 @@ async fn history_serves_the_samples_oldest_first() {
 fn beside_the_console_other_methods_and_paths_keep_their_answers() {
     let s = state(Some("tok"));
     let server = serve("127.0.0.1:0".parse().expect("addr"), s.clone()).expect("serve");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent();
     let put = |path: &str, body: &str| {
         agent
             .put(format!("http://{}{path}", server.addr))

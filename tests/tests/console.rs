@@ -256,6 +256,28 @@ fn click_switch(browser: &Browser, sink: &str, expect_words: &str, answer: &str)
         .expect("click the answer");
 }
 
+/// Flips MySQL to `mode` by clicking its button and confirming, and waits
+/// until `/switches`, the sink's row and the result line all show it.
+fn flip_mysql(browser: &Browser, addr: SocketAddr, token: Option<&str>, mode: &str) {
+    let words = if mode == "degraded" {
+        "go to the retry topic until you set it back to auto"
+    } else {
+        "Writes go to MySQL again"
+    };
+    click_switch(browser, "mysql", words, "#confirm-yes");
+    wait_until(Duration::from_secs(30), "/switches to change", || {
+        switch_of(addr, "mysql", token) == mode
+    })
+    .expect("the click flips the switch");
+    wait_until(
+        Duration::from_secs(30),
+        "the page to show the new mode",
+        || page_mode(browser, "mysql").as_deref() == Some(mode),
+    )
+    .expect("the page shows the new mode");
+    wait_result(browser, &format!("MySQL is now {mode}"));
+}
+
 fn page_mode(browser: &Browser, sink: &str) -> Option<String> {
     browser
         .value(&format!("tr[data-sink={sink}] [data-field=mode]"))
@@ -330,41 +352,14 @@ fn the_console_shows_the_worker_and_flips_mysql_by_clicking() {
     );
 
     // Degrade MySQL by clicking.
-    click_switch(
-        &browser,
-        "mysql",
-        "go to the retry topic until you set it back to auto",
-        "#confirm-yes",
-    );
-    wait_until(Duration::from_secs(30), "/switches to say degraded", || {
-        switch_of(addr, "mysql", None) == "degraded"
-    })
-    .expect("the click flips the switch");
-    wait_until(Duration::from_secs(30), "the page to show degraded", || {
-        page_mode(&browser, "mysql").as_deref() == Some("degraded")
-    })
-    .expect("the page shows the new mode");
-    wait_result(&browser, "MySQL is now degraded");
+    flip_mysql(&browser, addr, None, "degraded");
     assert_eq!(switch_of(addr, "redis", None), "auto", "only MySQL changed");
     browser
         .screenshot(&artifact("console-degraded.png"))
         .expect("screenshot");
 
     // And back.
-    click_switch(
-        &browser,
-        "mysql",
-        "Writes go to MySQL again",
-        "#confirm-yes",
-    );
-    wait_until(Duration::from_secs(30), "/switches to say auto", || {
-        switch_of(addr, "mysql", None) == "auto"
-    })
-    .expect("the second click sets it back");
-    wait_until(Duration::from_secs(30), "the page to show auto", || {
-        page_mode(&browser, "mysql").as_deref() == Some("auto")
-    })
-    .expect("the page shows auto again");
+    flip_mysql(&browser, addr, None, "auto");
 
     // A MySQL outage: the breaker opens, rows are diverted, the retry
     // topic's backlog grows (no replay job runs here), and the page says so.
@@ -505,30 +500,8 @@ fn with_a_token_the_console_asks_for_it_and_changes_nothing_without_it() {
         page_mode(&browser, "mysql").as_deref() == Some("auto")
     })
     .expect("with the token the page shows the worker");
-    click_switch(
-        &browser,
-        "mysql",
-        "go to the retry topic until you set it back to auto",
-        "#confirm-yes",
-    );
-    wait_until(Duration::from_secs(30), "/switches to say degraded", || {
-        switch_of(addr, "mysql", Some(TOKEN)) == "degraded"
-    })
-    .expect("with the token a click flips the switch");
-    wait_until(Duration::from_secs(30), "the page to show degraded", || {
-        page_mode(&browser, "mysql").as_deref() == Some("degraded")
-    })
-    .expect("the page shows the new mode");
-    click_switch(
-        &browser,
-        "mysql",
-        "Writes go to MySQL again",
-        "#confirm-yes",
-    );
-    wait_until(Duration::from_secs(30), "/switches to say auto", || {
-        switch_of(addr, "mysql", Some(TOKEN)) == "auto"
-    })
-    .expect("and back");
+    flip_mysql(&browser, addr, Some(TOKEN), "degraded");
+    flip_mysql(&browser, addr, Some(TOKEN), "auto");
     let url = browser.url().expect("url");
     assert!(!url.contains(TOKEN), "the token is never in the URL: {url}");
     browser
