@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use footprint_connectors::client::KafkaSettings;
 
-use crate::processes::{Running, spawn_footprint_env};
+use crate::processes::{Running, address_in_log, spawn_footprint_env};
 use crate::topics::read_all_from;
 
 /// A `footprint collect` process; killed with SIGKILL when dropped.
@@ -102,11 +102,8 @@ impl CollectorProcess {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(rest) = text.split("collector: POST http://").nth(1)
-                && let Some(addr) = rest.split('/').next()
-            {
-                self.addr = addr.parse()?;
+            if let Some(addr) = address_in_log(&log, "collector: POST http://") {
+                self.addr = addr?;
                 return Ok(());
             }
             if let Some(c) = self.child.as_mut()

@@ -35,8 +35,8 @@ pub mod webdriver;
 pub use broker::OwnBroker;
 pub use http::{get_json, get_json_status, get_text, http, http_as};
 pub use processes::{
-    Running, admin_addr_from_log, footprint_bin, free_addresses, run_footprint_ok, run_to_end,
-    spawn_footprint, spawn_footprint_env, spawn_worker, wait_exit, wait_until,
+    Running, address_in_log, admin_addr_from_log, footprint_bin, free_addresses, run_footprint_ok,
+    run_to_end, spawn_footprint, spawn_footprint_env, spawn_worker, wait_exit, wait_until,
 };
 pub use proxy::TcpProxy;
 pub use scenario::Scenario;

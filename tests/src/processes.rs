@@ -221,16 +221,29 @@ pub fn free_addresses(n: usize) -> Result<Vec<String>> {
         .collect()
 }
 
+/// The address a `footprint` log names right after `prefix` (such as
+/// `admin API: http://`), once the line that says it is complete. The
+/// process writes a line in several pieces, so a line still being written
+/// is not read.
+pub fn address_in_log(log: &std::path::Path, prefix: &str) -> Option<Result<std::net::SocketAddr>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let complete = &text[..text.rfind('\n')? + 1];
+    let line = complete.lines().find(|l| l.contains(prefix))?;
+    let rest = line.split(prefix).nth(1)?;
+    let addr = rest.split('/').next().unwrap_or(rest);
+    Some(
+        addr.parse()
+            .with_context(|| format!("`{addr}` in {}", log.display())),
+    )
+}
+
 /// Waits (bounded) until the `footprint` log at `log` says where its admin
 /// API listens, and returns that address.
 pub fn admin_addr_from_log(log: &std::path::Path) -> Result<std::net::SocketAddr> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(rest) = text.split("admin API: http://").nth(1)
-            && let Some(addr) = rest.split('/').next()
-        {
-            return Ok(addr.parse()?);
+        if let Some(addr) = address_in_log(log, "admin API: http://") {
+            return addr;
         }
         if Instant::now() > deadline {
             bail!("{} never said where the admin API listens", log.display());
