@@ -285,10 +285,10 @@ fn page_mode(browser: &Browser, sink: &str) -> Option<String> {
         .flatten()
 }
 
-fn start_worker(s: &Scenario, toml: &str) -> (Running, SocketAddr) {
+fn start_worker(s: &Scenario, toml: &str, args: &[&str]) -> (Running, SocketAddr) {
     let (path, _) = s.write_config("worker.toml", toml).expect("config");
     let log = s.dir.join("worker.log");
-    let worker = spawn_footprint(&path, &["worker"], &log).expect("start the worker");
+    let worker = spawn_footprint(&path, args, &log).expect("start the worker");
     let addr = admin_addr_from_log(&log).expect("the worker's admin address");
     (worker, addr)
 }
@@ -313,7 +313,7 @@ fn the_console_shows_the_worker_and_flips_mysql_by_clicking() {
     );
     let gen_cfg = stream();
     preload(&s.topic, &gen_cfg, 3_000).expect("preload");
-    let (_worker, addr) = start_worker(&s, &toml);
+    let (_worker, addr) = start_worker(&s, &toml, &["worker"]);
 
     let mut browser = Browser::start(1280, 1400).expect("headless Chromium");
     browser.screenshot_on_failure(artifact("console-failed.png"));
@@ -428,8 +428,10 @@ fn with_a_token_the_console_asks_for_it_and_changes_nothing_without_it() {
     let toml = s
         .toml("", "")
         .replace("[admin]\n", &format!("[admin]\ntoken = \"{TOKEN}\"\n"));
+    // The worker skips what was produced before it started, so the page
+    // has skipped ranges and their backfill commands to show.
     preload(&s.topic, &stream(), 500).expect("preload");
-    let (_worker, addr) = start_worker(&s, &toml);
+    let (_worker, addr) = start_worker(&s, &toml, &["worker", "--skip-to-latest"]);
     let (status, _) = http(addr, "GET", "/status", "").expect("GET /status");
     assert_eq!(status, 401, "the API needs the token");
 
@@ -502,6 +504,32 @@ fn with_a_token_the_console_asks_for_it_and_changes_nothing_without_it() {
     .expect("with the token the page shows the worker");
     flip_mysql(&browser, addr, Some(TOKEN), "degraded");
     flip_mysql(&browser, addr, Some(TOKEN), "auto");
+    // Each skipped range with the command that backfills it, as /status
+    // gives it.
+    let (_, body) = http_as(addr, "GET", "/status", "", Some(TOKEN)).expect("GET /status");
+    let status: Value = serde_json::from_str(&body).expect("json");
+    let skipped = status["skipped"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        skipped.len(),
+        2,
+        "both partitions were skipped: {skipped:?}"
+    );
+    for r in &skipped {
+        let key = format!(
+            "{}/{}/{}",
+            r["topic"].as_str().unwrap_or_default(),
+            r["partition"],
+            r["from"]
+        );
+        let code = browser
+            .get(&format!(
+                "tr[data-range=\"{key}\"] [data-field=backfill] code"
+            ))
+            .expect("the range's command");
+        let shown = browser.text(&code).expect("text");
+        assert_eq!(Some(shown.as_str()), r["backfill"].as_str(), "{key}");
+        assert!(shown.starts_with("footprint worker --from "), "{shown}");
+    }
     let url = browser.url().expect("url");
     assert!(!url.contains(TOKEN), "the token is never in the URL: {url}");
     browser
