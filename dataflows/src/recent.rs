@@ -9,17 +9,15 @@
 //! merge rows into what they hold (union without duplicates, newest first,
 //! cut to `keep`), which gives the same list whatever the order and number
 //! of rows, so the worker needs nothing of what it sent. Its memory
-//! follows the users active within one update interval, not all users,
-//! and at most [`MAX_PENDING_USERS`] of them: at that many the rows go out
-//! at once.
+//! follows the users active within one update interval, not all users.
 //! (An event older than the user's `keep` latest in the store is sent all
 //! the same, and the store's merge cuts it.)
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use compact_str::CompactString;
 use hashbrown::HashMap;
-use smallvec::SmallVec;
 use std::time::{Duration, Instant};
 
 use timely::container::CapacityContainerBuilder;
@@ -34,13 +32,6 @@ use crate::events::{DataflowMetrics, Emitted, RowsEmitted};
 use crate::result::{Output, RecentEntry, RecentRow};
 use crate::route::RecentEvent;
 use crate::spec::RecentSpec;
-
-/// Most users an operator holds before it emits their rows, whatever the
-/// time since the last emission. It bounds the operator's memory (about
-/// 55 MB for the table of pending users, at 104 bytes an entry) on a
-/// backlog over many users, where most pending users have one event and
-/// emitting them early adds no rows.
-pub const MAX_PENDING_USERS: usize = 1 << 18;
 
 /// Extension trait: keep each user's recent activity.
 pub trait RecentActivity<'s> {
@@ -71,12 +62,10 @@ impl Kept {
     }
 }
 
-/// One user's latest events not emitted yet, oldest first. Most users
-/// have one event in an update interval, and it is kept inline, with no
-/// allocation of its own.
+/// One user's latest events not emitted yet, oldest first.
 #[derive(Default)]
 struct User {
-    events: SmallVec<[Kept; 1]>,
+    events: VecDeque<Kept>,
 }
 
 impl User {
@@ -85,7 +74,7 @@ impl User {
     fn insert(&mut self, entry: Kept, keep: usize) -> bool {
         let at = entry.order();
         // A user's events mostly come in order: the newest goes last.
-        let pos = match self.events.last() {
+        let pos = match self.events.back() {
             None => 0,
             Some(last) if last.order() < at => self.events.len(),
             Some(_) => self.events.partition_point(|x| x.order() < at),
@@ -102,10 +91,13 @@ impl User {
             self.events
                 .reserve_exact(target.saturating_sub(self.events.len()).max(1));
         }
-        self.events.insert(pos, entry);
-        if self.events.len() > keep {
-            let over = self.events.len() - keep;
-            self.events.drain(..over);
+        if pos == self.events.len() {
+            self.events.push_back(entry);
+        } else {
+            self.events.insert(pos, entry);
+        }
+        while self.events.len() > keep {
+            self.events.pop_front();
         }
         true
     }
@@ -201,12 +193,7 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                     });
                     let now = Instant::now();
                     let watermark = frontier.frontier().iter().min().copied();
-                    // Also once the pending users reach the bound: on a
-                    // backlog over millions of users, an update interval
-                    // would otherwise hold most of them at once.
-                    let due = watermark.is_none()
-                        || next_emit.is_none_or(|t| now >= t)
-                        || users.len() >= MAX_PENDING_USERS;
+                    let due = watermark.is_none() || next_emit.is_none_or(|t| now >= t);
                     let mut rows = Vec::new();
                     if due && !users.is_empty() {
                         for ((app_id, user_id), user) in users.drain() {
@@ -278,61 +265,5 @@ mod tests {
         assert!(!u.insert(entry(30, 1), 3), "a duplicate");
         let first: Vec<i64> = u.into_entries(&names).iter().map(|e| e.ts).collect();
         assert_eq!(first, vec![40, 30, 20], "newest first, the 3 latest");
-    }
-
-    #[test]
-    fn a_backlog_over_more_users_than_the_bound_is_emitted_before_the_interval_ends() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use timely::dataflow::InputHandleVec;
-        use timely::dataflow::operators::{Input, Inspect};
-
-        let emitted = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::clone(&emitted);
-        let during = timely::execute_directly(move |worker| {
-            let mut input = InputHandleVec::new();
-            worker.dataflow::<Time, _, _>(|scope| {
-                let spec = RecentSpec {
-                    keep: 5,
-                    ttl: 3_600_000,
-                    // An hour: only the bound can emit within this test.
-                    updates: 3_600_000,
-                    sinks: Vec::new(),
-                };
-                let metrics = Arc::new(DataflowMetrics::new(Vec::new()));
-                scope
-                    .input_from(&mut input)
-                    .recent_activity(spec, metrics)
-                    .inspect(move |_| {
-                        seen.fetch_add(1, Ordering::Relaxed);
-                    });
-            });
-            // The first emission happens at once (nothing was sent yet);
-            // every later one waits an hour unless the bound is reached.
-            for round in 0..2 {
-                for u in 0..MAX_PENDING_USERS {
-                    input.send(RecentEvent {
-                        app_id: "a".into(),
-                        user_id: format!("u{round}-{u}").into(),
-                        ts: 1_000,
-                        event: "view".into(),
-                        item_id: None,
-                        partition: 0,
-                        offset: i64::try_from(u).unwrap_or(0),
-                    });
-                }
-                input.flush();
-                for _ in 0..20 {
-                    worker.step();
-                }
-            }
-            // Counted while the input is still open at time 0: the
-            // interval has not ended (closing the input emits the rest).
-            emitted.load(Ordering::Relaxed)
-        });
-        assert_eq!(
-            during,
-            2 * MAX_PENDING_USERS,
-            "every user emitted by the bound"
-        );
     }
 }
