@@ -35,6 +35,8 @@ pub struct Lag {
     pub end: i64,
     /// The end offset minus the group's committed offset.
     pub behind: u64,
+    /// The group's committed offset, if it committed one.
+    pub committed: Option<i64>,
 }
 
 /// Topic administration through one shared set of clients.
@@ -180,10 +182,12 @@ impl Admin {
         let mut out = Vec::with_capacity(partitions.len());
         for ((topic, p), c) in partitions.iter().zip(committed) {
             let (low, high) = self.watermarks(topic, *p)?;
-            let from = c.map_or(low, |c| c.offset).max(low);
+            let committed = c.map(|c| c.offset);
+            let from = committed.unwrap_or(low).max(low);
             out.push(Lag {
                 end: high,
                 behind: high.saturating_sub(from).max(0) as u64,
+                committed,
             });
         }
         Ok(out)

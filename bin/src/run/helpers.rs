@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use footprint_connectors::admin::{Admin, Committed, Lag};
+use footprint_connectors::admin::{Admin, Lag};
 use footprint_connectors::events::{ConsumerLagMeasured, RetryBacklogMeasured};
 use footprint_connectors::positions::true_end;
 use footprint_connectors::replay::REPLAY_GROUP;
@@ -180,18 +180,15 @@ pub(super) fn measure_retry(admin: &Admin, topic: &str, journal: &RetryTopic, ho
         return;
     };
     let pairs: Vec<(String, i32)> = parts.iter().map(|p| (topic.to_owned(), *p)).collect();
-    let measured = admin
-        .lag(REPLAY_GROUP, &pairs)
-        .and_then(|lags| Ok((lags, admin.committed(REPLAY_GROUP, &pairs)?)));
-    match measured {
-        Ok((lags, committed)) => {
+    match admin.lag(REPLAY_GROUP, &pairs) {
+        Ok(lags) => {
             let records: u64 = lags.iter().map(|l| l.behind).sum();
             // Only what the group committed: retention deleting old
             // records moves the start of the topic, not this.
-            let position: u64 = committed
+            let position: u64 = lags
                 .iter()
-                .flatten()
-                .map(|c| u64::try_from(c.offset).unwrap_or(0))
+                .filter_map(|l| l.committed)
+                .map(|c| u64::try_from(c).unwrap_or(0))
                 .sum();
             RetryBacklogMeasured {
                 records,
@@ -202,7 +199,7 @@ pub(super) fn measure_retry(admin: &Admin, topic: &str, journal: &RetryTopic, ho
             if records == 0
                 && journal.journal_len() == 0
                 && holds.starting()
-                && drained(admin, &pairs, &lags, &committed)
+                && drained(admin, &pairs, &lags)
             {
                 holds.retry_drained();
             }
@@ -215,24 +212,15 @@ pub(super) fn measure_retry(admin: &Admin, topic: &str, journal: &RetryTopic, ho
 /// every retry-topic partition: the end the broker reports may stop short
 /// of its last record batch (tansu 0.6), so a lag of 0 is checked against
 /// the log itself.
-fn drained(
-    admin: &Admin,
-    pairs: &[(String, i32)],
-    lags: &[Lag],
-    committed: &[Option<Committed>],
-) -> bool {
-    pairs
-        .iter()
-        .zip(lags)
-        .zip(committed)
-        .all(|(((topic, p), lag), c)| {
-            let at = c.as_ref().map_or(0, |c| c.offset);
-            // An empty partition has nothing to wait for; any other is read
-            // to its true end.
-            lag.end <= 0
-                || (at >= lag.end
-                    && true_end(admin.settings(), topic, *p, lag.end).is_ok_and(|end| at >= end))
-        })
+fn drained(admin: &Admin, pairs: &[(String, i32)], lags: &[Lag]) -> bool {
+    pairs.iter().zip(lags).all(|((topic, p), lag)| {
+        let at = lag.committed.unwrap_or(0);
+        // An empty partition has nothing to wait for; any other is read
+        // to its true end.
+        lag.end <= 0
+            || (at >= lag.end
+                && true_end(admin.settings(), topic, *p, lag.end).is_ok_and(|end| at >= end))
+    })
 }
 
 /// Asks the broker for `topic`'s partitions every few seconds, and tells
