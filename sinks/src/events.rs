@@ -138,6 +138,22 @@ impl SinkMetrics {
             .map_or(0, |c| c.get())
     }
 
+    /// Makes `sink`'s series exist from the moment the sink is built: its
+    /// row counters at zero and its breaker closed, as a new breaker is.
+    /// A scrape then shows every configured sink, written to or not, and
+    /// a series never appears out of nothing when the first batch lands.
+    /// A series some other instance of the sink already set is left as it
+    /// is.
+    pub fn sink_built(&self, sink: &str) {
+        let key = labels(sink);
+        // The guards each call returns are dropped at once: creating the
+        // series is the point.
+        drop(self.writes.get_or_create(&key));
+        drop(self.failures.get_or_create(&key));
+        drop(self.diverted.get_or_create(&key));
+        drop(self.breaker_state.get_or_create(&key));
+    }
+
     /// `sink`'s breaker as last seen, if it was.
     pub fn breaker_state(&self, sink: &str) -> Option<BreakerState> {
         let code = self.breaker_state.get(&labels(sink))?.get();
@@ -454,6 +470,39 @@ mod tests {
             "footprint_sink_degraded{sink=\"mysql\"} 1",
             "footprint_sink_degraded{sink=\"redis\"} 0",
             "footprint_sink_write_latency_seconds_count{sink=\"redis\"} 1",
+        ]
+        .into_iter()
+        .filter(|l| !shown.contains(l))
+        .collect();
+        assert!(missing.is_empty(), "{missing:?} missing from\n{text}");
+    }
+
+    #[test]
+    fn a_built_sink_shows_a_closed_breaker_and_zero_rows_before_its_first_write() {
+        let mut registry = footprint_telemetry::registry();
+        let m = SinkMetrics::register(&mut registry);
+        assert_eq!(m.breaker_state("mysql"), None, "nothing seen yet");
+        BreakerSeen {
+            sink: "redis",
+            state: BreakerState::Open,
+        }
+        .emit(&m);
+        m.sink_built("mysql");
+        m.sink_built("redis");
+        assert_eq!(m.breaker_state("mysql"), Some(BreakerState::Closed));
+        assert_eq!(
+            m.breaker_state("redis"),
+            Some(BreakerState::Open),
+            "another instance's state is kept"
+        );
+        let text = footprint_telemetry::encode(&registry).expect("encode");
+        let shown: std::collections::BTreeSet<&str> = text.lines().collect();
+        let missing: Vec<&str> = [
+            "footprint_sink_breaker_state{sink=\"mysql\"} 0",
+            "footprint_sink_breaker_state{sink=\"redis\"} 2",
+            "footprint_sink_writes_total{sink=\"mysql\"} 0",
+            "footprint_sink_diverted_total{sink=\"mysql\"} 0",
+            "footprint_sink_failures_total{sink=\"mysql\"} 0",
         ]
         .into_iter()
         .filter(|l| !shown.contains(l))

@@ -106,10 +106,21 @@ url = "{mysql}/{database}"
         seen = body.clone();
         let lines = body.lines().map(|l| Ok(l.to_owned()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
-        let has = |name: &str| scrape.samples.iter().any(|s| s.metric == name);
-        if has("footprint_consumer_lag_messages")
-            && has("footprint_retry_backlog_records")
-            && has("footprint_sink_breaker_state")
+        // Wait for every series the assertions below read: one lag per
+        // partition, the backlog, and each sink's breaker.
+        let has = |name: &str, label: Option<(&str, &str)>| {
+            scrape
+                .samples
+                .iter()
+                .any(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        };
+        if ["0", "1", "2"]
+            .iter()
+            .all(|p| has("footprint_consumer_lag_messages", Some(("partition", p))))
+            && has("footprint_retry_backlog_records", None)
+            && ["redis", "mysql"]
+                .iter()
+                .all(|sink| has("footprint_sink_breaker_state", Some(("sink", sink))))
         {
             break scrape;
         }

@@ -98,6 +98,7 @@ impl GuardedSink {
 
     /// Reports what happens to each batch in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<SinkMetrics>) -> Self {
+        metrics.sink_built(self.inner.name());
         self.metrics = metrics;
         self
     }
