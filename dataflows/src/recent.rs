@@ -74,7 +74,7 @@ impl User {
     fn insert(&mut self, entry: Kept, keep: usize) -> bool {
         let at = entry.order();
         // A user's events mostly come in order: the newest goes last.
-        let pos = match self.events.back() {
+        let mut pos = match self.events.back() {
             None => 0,
             Some(last) if last.order() < at => self.events.len(),
             Some(_) => self.events.partition_point(|x| x.order() < at),
@@ -85,9 +85,17 @@ impl User {
         if self.events.len() >= keep && pos == 0 {
             return false;
         }
+        if self.events.len() >= keep && pos > 0 {
+            // Full: the oldest leaves first, so the list never grows past
+            // `keep` to take the new one.
+            self.events.pop_front();
+            pos -= 1;
+        }
         if self.events.len() == self.events.capacity() {
-            // Grow by doubling, but never past `keep`.
-            let target = (self.events.len() * 2).max(4).min(keep.max(1));
+            // Grow by doubling from one, never past `keep`: most users have
+            // one event in an update interval, and a list with room for four
+            // would hold three empty slots for each of them.
+            let target = (self.events.len() * 2).max(1).min(keep.max(1));
             self.events
                 .reserve_exact(target.saturating_sub(self.events.len()).max(1));
         }
@@ -265,5 +273,21 @@ mod tests {
         assert!(!u.insert(entry(30, 1), 3), "a duplicate");
         let first: Vec<i64> = u.into_entries(&names).iter().map(|e| e.ts).collect();
         assert_eq!(first, vec![40, 30, 20], "newest first, the 3 latest");
+    }
+
+    #[test]
+    fn a_pending_list_holds_room_for_what_it_has_and_never_more_than_keep() {
+        let mut u = User::default();
+        assert!(u.insert(entry(10, 0), 5));
+        assert_eq!(u.events.capacity(), 1, "one event, room for one");
+        assert!(u.insert(entry(20, 1), 5));
+        assert_eq!(u.events.capacity(), 2);
+        assert!(u.insert(entry(30, 2), 5));
+        assert_eq!(u.events.capacity(), 4);
+        for (ts, off) in [(40, 3), (50, 4), (60, 5), (70, 6)] {
+            assert!(u.insert(entry(ts, off), 5));
+        }
+        assert_eq!(u.events.len(), 5);
+        assert_eq!(u.events.capacity(), 5, "never past keep");
     }
 }
