@@ -10,6 +10,10 @@
 //! cut to `keep`), which gives the same list whatever the order and number
 //! of rows, so the worker needs nothing of what it sent. Its memory
 //! follows the users active within one update interval, not all users.
+//! The due users' rows go out [`USERS_PER_ACTIVATION`] at a time, the
+//! operator asking to run again at once until all have left, so the rows
+//! waiting in the dataflow for the next operator never number more than
+//! that, however many users one interval held.
 //! (An event older than the user's `keep` latest in the store is sent all
 //! the same, and the store's merge cuts it.)
 
@@ -32,6 +36,9 @@ use crate::events::{DataflowMetrics, Emitted, RowsEmitted};
 use crate::result::{Output, RecentEntry, RecentRow};
 use crate::route::RecentEvent;
 use crate::spec::RecentSpec;
+
+/// Users whose rows one activation of the operator emits at most.
+pub const USERS_PER_ACTIVATION: usize = 8_192;
 
 /// Extension trait: keep each user's recent activity.
 pub trait RecentActivity<'s> {
@@ -160,6 +167,9 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                 let activator = scope.activator_for(info.address);
                 // Only users with events not emitted yet.
                 let mut users: HashMap<(CompactString, CompactString), User> = HashMap::new();
+                // The users of the last interval whose rows are going out,
+                // and the least time of their events.
+                let mut emitting: Option<(Pending, Time)> = None;
                 let mut names = EventNames::default();
                 let mut next_emit: Option<Instant> = None;
                 let mut cap: Option<Capability<Time>> = None;
@@ -202,9 +212,19 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                     let now = Instant::now();
                     let watermark = frontier.frontier().iter().min().copied();
                     let due = watermark.is_none() || next_emit.is_none_or(|t| now >= t);
-                    let mut rows = Vec::new();
-                    if due && !users.is_empty() {
-                        for ((app_id, user_id), user) in users.drain() {
+                    if due && emitting.is_none() && !users.is_empty() {
+                        // The interval's users leave the table at once; new
+                        // events start a table of their own.
+                        let least = unsent.take().or_else(|| cap.as_ref().map(|c| *c.time()));
+                        if let Some(least) = least {
+                            emitting = Some((std::mem::take(&mut users).into_iter(), least));
+                        }
+                        next_emit = Some(now + every);
+                    }
+                    if let (Some((due_users, _)), Some(c)) = (emitting.as_mut(), cap.as_ref()) {
+                        let mut rows =
+                            Vec::with_capacity(USERS_PER_ACTIVATION.min(due_users.len()));
+                        for ((app_id, user_id), user) in due_users.take(USERS_PER_ACTIVATION) {
                             let events = user.into_entries(&names.names);
                             if !events.is_empty() {
                                 rows.push(Output::Recent(RecentRow {
@@ -214,30 +234,40 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                                 }));
                             }
                         }
+                        if due_users.len() == 0 {
+                            emitting = None;
+                        }
                         RowsEmitted {
                             kind: Emitted::Recent,
                             rows: rows.len() as u64,
                         }
                         .emit(&metrics);
-                        next_emit = Some(now + every);
-                        unsent = None;
-                    }
-                    if let Some(c) = cap.as_mut() {
                         if !rows.is_empty() {
                             output.session(c).give_iterator(rows.drain(..));
                         }
-                        let hold = match (watermark, unsent) {
-                            (Some(w), Some(u)) => Some(w.min(u)),
+                    }
+                    if let Some(c) = cap.as_mut() {
+                        let pending = match (unsent, emitting.as_ref()) {
+                            (Some(u), Some((_, e))) => Some(u.min(*e)),
+                            (u, e) => u.or(e.map(|(_, t)| *t)),
+                        };
+                        let hold = match (watermark, pending) {
+                            (Some(w), Some(p)) => Some(w.min(p)),
                             (w, _) => w,
                         };
+                        let waiting = !users.is_empty() || emitting.is_some();
                         match hold {
-                            Some(_) if users.is_empty() => cap = None,
+                            Some(_) if !waiting => cap = None,
                             Some(w) if w > *c.time() => c.downgrade(&w),
                             Some(_) => {}
+                            // The input ended with rows still to go out.
+                            None if waiting => {}
                             None => cap = None,
                         }
                     }
-                    if !users.is_empty()
+                    if emitting.is_some() || (watermark.is_none() && !users.is_empty()) {
+                        activator.activate();
+                    } else if !users.is_empty()
                         && let Some(t) = next_emit
                     {
                         activator.activate_after(t.saturating_duration_since(now));
@@ -247,6 +277,9 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
         )
     }
 }
+
+/// The users of one interval whose rows are being emitted.
+type Pending = hashbrown::hash_map::IntoIter<(CompactString, CompactString), User>;
 
 #[cfg(test)]
 mod tests {
@@ -289,5 +322,79 @@ mod tests {
         }
         assert_eq!(u.events.len(), 5);
         assert_eq!(u.events.capacity(), 5, "never past keep");
+    }
+
+    /// An interval with more due users than one activation emits: every
+    /// user's row goes out exactly once, whole, and no step of the worker
+    /// sees more than [`USERS_PER_ACTIVATION`] of them.
+    #[test]
+    fn many_due_users_go_out_a_bounded_number_per_step_and_each_once() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        use timely::dataflow::operators::{Inspect, ToStream};
+
+        let users = 2 * USERS_PER_ACTIVATION + 100;
+        let (per_step, rows) = timely::execute_directly(move |worker| {
+            let seen = Rc::new(RefCell::new(Vec::<RecentRow>::new()));
+            let sink = Rc::clone(&seen);
+            worker.dataflow::<Time, _, _>(|scope| {
+                let events: Vec<RecentEvent> = (0..users)
+                    .flat_map(|u| {
+                        (0..2i64).map(move |k| RecentEvent {
+                            app_id: "a".into(),
+                            user_id: format!("u{u}").into(),
+                            ts: 1_000 + k,
+                            event: "view".into(),
+                            item_id: None,
+                            partition: 0,
+                            offset: 2 * u as i64 + k,
+                        })
+                    })
+                    .collect();
+                let spec = RecentSpec {
+                    keep: 5,
+                    ttl: 0,
+                    updates: 1_000,
+                    sinks: Vec::new(),
+                };
+                events
+                    .to_stream(scope)
+                    .recent_activity(spec, Arc::new(DataflowMetrics::new(Vec::new())))
+                    .inspect(move |o| {
+                        if let Output::Recent(r) = o {
+                            sink.borrow_mut().push(r.clone());
+                        }
+                    });
+            });
+            let mut per_step = Vec::new();
+            let mut before = 0;
+            while worker.step() {
+                let now = seen.borrow().len();
+                per_step.push(now - before);
+                before = now;
+            }
+            (per_step, seen.take())
+        });
+        assert!(
+            per_step.iter().all(|n| *n <= USERS_PER_ACTIVATION),
+            "rows per step: {per_step:?}"
+        );
+        assert!(
+            per_step.iter().filter(|n| **n > 0).count() >= 3,
+            "three steps at least: {per_step:?}"
+        );
+        assert_eq!(rows.len(), users, "one row per user");
+        let distinct: std::collections::BTreeSet<&str> =
+            rows.iter().map(|r| r.user_id.as_str()).collect();
+        assert_eq!(distinct.len(), users, "each user once");
+        for r in &rows {
+            let ts: Vec<i64> = r.events.iter().map(|e| e.ts).collect();
+            assert_eq!(
+                ts,
+                vec![1_001, 1_000],
+                "{}: both events, newest first",
+                r.user_id
+            );
+        }
     }
 }
