@@ -13,7 +13,9 @@
 //! The due users' rows go out [`USERS_PER_ACTIVATION`] at a time, the
 //! operator asking to run again at once until all have left, so the rows
 //! waiting in the dataflow for the next operator never number more than
-//! that, however many users one interval held.
+//! that, however many users one interval held. An operator with
+//! [`MAX_PENDING_USERS`] users pending emits them at once, without waiting
+//! for the interval to end, so that its table stays bounded too.
 //! (An event older than the user's `keep` latest in the store is sent all
 //! the same, and the store's merge cuts it.)
 
@@ -39,6 +41,11 @@ use crate::spec::RecentSpec;
 
 /// Users whose rows one activation of the operator emits at most.
 pub const USERS_PER_ACTIVATION: usize = 8_192;
+
+/// Pending users at which an operator emits their rows without waiting for
+/// the end of the update interval, so that its table stays bounded however
+/// many users one interval brings.
+pub const MAX_PENDING_USERS: usize = 131_072;
 
 /// Extension trait: keep each user's recent activity.
 pub trait RecentActivity<'s> {
@@ -211,7 +218,9 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                     });
                     let now = Instant::now();
                     let watermark = frontier.frontier().iter().min().copied();
-                    let due = watermark.is_none() || next_emit.is_none_or(|t| now >= t);
+                    let due = watermark.is_none()
+                        || next_emit.is_none_or(|t| now >= t)
+                        || users.len() >= MAX_PENDING_USERS;
                     if due && emitting.is_none() && !users.is_empty() {
                         // The interval's users leave the table at once; new
                         // events start a table of their own.
@@ -396,5 +405,71 @@ mod tests {
                 r.user_id
             );
         }
+    }
+
+    /// With the update interval far off, users pending below the bound
+    /// wait for it, and reaching the bound emits them at once.
+    #[test]
+    fn reaching_the_pending_bound_emits_before_the_interval_ends() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        use timely::dataflow::InputHandleVec;
+        use timely::dataflow::operators::{Input, Inspect};
+
+        let users_now = |first: usize, n: usize| -> Vec<RecentEvent> {
+            (first..first + n)
+                .map(|u| RecentEvent {
+                    app_id: "a".into(),
+                    user_id: format!("u{u}").into(),
+                    ts: 1_000,
+                    event: "view".into(),
+                    item_id: None,
+                    partition: 0,
+                    offset: u as i64,
+                })
+                .collect()
+        };
+        let seen_after = timely::execute_directly(move |worker| {
+            let seen = Rc::new(RefCell::new(0usize));
+            let sink = Rc::clone(&seen);
+            let mut input = InputHandleVec::<Time, RecentEvent>::new();
+            worker.dataflow::<Time, _, _>(|scope| {
+                let spec = RecentSpec {
+                    keep: 5,
+                    ttl: 0,
+                    updates: 3_600_000,
+                    sinks: Vec::new(),
+                };
+                scope
+                    .input_from(&mut input)
+                    .recent_activity(spec, Arc::new(DataflowMetrics::new(Vec::new())))
+                    .inspect(move |_| *sink.borrow_mut() += 1);
+            });
+            let mut run = |events: Vec<RecentEvent>, steps: usize| {
+                for e in events {
+                    input.send(e);
+                }
+                input.flush();
+                for _ in 0..steps {
+                    worker.step();
+                }
+                *seen.borrow()
+            };
+            // The first activation emits at once and starts the hour.
+            let first = run(users_now(0, 10), 10);
+            let below = run(users_now(10, 10), 10);
+            let at_bound = run(users_now(20, MAX_PENDING_USERS), 100);
+            (first, below, at_bound)
+        });
+        assert_eq!(seen_after.0, 10, "the first activation emits");
+        assert_eq!(
+            seen_after.1, 10,
+            "below the bound, users wait for the interval"
+        );
+        assert_eq!(
+            seen_after.2,
+            20 + MAX_PENDING_USERS,
+            "at the bound, every pending user is emitted"
+        );
     }
 }
