@@ -96,10 +96,10 @@ impl User {
         if self.events.get(pos).is_some_and(|x| x.order() == at) {
             return false;
         }
-        if self.events.len() >= keep && pos == 0 {
-            return false;
-        }
-        if self.events.len() >= keep && pos > 0 {
+        if self.events.len() >= keep {
+            if pos == 0 {
+                return false;
+            }
             // Full: the oldest leaves first, so the list never grows past
             // `keep` to take the new one.
             self.events.pop_front();
@@ -117,9 +117,6 @@ impl User {
             self.events.push_back(entry);
         } else {
             self.events.insert(pos, entry);
-        }
-        while self.events.len() > keep {
-            self.events.pop_front();
         }
         true
     }
@@ -224,8 +221,9 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                     if due && emitting.is_none() && !users.is_empty() {
                         // The interval's users leave the table at once; new
                         // events start a table of their own.
-                        let least = unsent.take().or_else(|| cap.as_ref().map(|c| *c.time()));
-                        if let Some(least) = least {
+                        // (Every pending user came with a stamp, so `unsent`
+                        // is set whenever `users` is not empty.)
+                        if let Some(least) = unsent.take() {
                             emitting = Some((std::mem::take(&mut users).into_iter(), least));
                         }
                         next_emit = Some(now + every);
@@ -256,10 +254,10 @@ impl<'s> RecentActivity<'s> for StreamVec<'s, Time, RecentEvent> {
                         }
                     }
                     if let Some(c) = cap.as_mut() {
-                        let pending = match (unsent, emitting.as_ref()) {
-                            (Some(u), Some((_, e))) => Some(u.min(*e)),
-                            (u, e) => u.or(e.map(|(_, t)| *t)),
-                        };
+                        let pending = unsent
+                            .into_iter()
+                            .chain(emitting.as_ref().map(|(_, t)| *t))
+                            .min();
                         let hold = match (watermark, pending) {
                             (Some(w), Some(p)) => Some(w.min(p)),
                             (w, _) => w,
@@ -301,6 +299,29 @@ mod tests {
             partition: 0,
             event: 0,
             item_id: None,
+        }
+    }
+
+    /// A view by user `u{user}` of app `a`.
+    fn view(user: usize, ts: i64, offset: i64) -> RecentEvent {
+        RecentEvent {
+            app_id: "a".into(),
+            user_id: format!("u{user}").into(),
+            ts,
+            event: "view".into(),
+            item_id: None,
+            partition: 0,
+            offset,
+        }
+    }
+
+    /// Five entries per user, emitted every `updates` ms.
+    fn keep_5(updates: u64) -> RecentSpec {
+        RecentSpec {
+            keep: 5,
+            ttl: 0,
+            updates,
+            sinks: Vec::new(),
         }
     }
 
@@ -348,27 +369,11 @@ mod tests {
             let sink = Rc::clone(&seen);
             worker.dataflow::<Time, _, _>(|scope| {
                 let events: Vec<RecentEvent> = (0..users)
-                    .flat_map(|u| {
-                        (0..2i64).map(move |k| RecentEvent {
-                            app_id: "a".into(),
-                            user_id: format!("u{u}").into(),
-                            ts: 1_000 + k,
-                            event: "view".into(),
-                            item_id: None,
-                            partition: 0,
-                            offset: 2 * u as i64 + k,
-                        })
-                    })
+                    .flat_map(|u| (0..2i64).map(move |k| view(u, 1_000 + k, 2 * u as i64 + k)))
                     .collect();
-                let spec = RecentSpec {
-                    keep: 5,
-                    ttl: 0,
-                    updates: 1_000,
-                    sinks: Vec::new(),
-                };
                 events
                     .to_stream(scope)
-                    .recent_activity(spec, Arc::new(DataflowMetrics::new(Vec::new())))
+                    .recent_activity(keep_5(1_000), Arc::new(DataflowMetrics::new(Vec::new())))
                     .inspect(move |o| {
                         if let Output::Recent(r) = o {
                             sink.borrow_mut().push(r.clone());
@@ -418,15 +423,7 @@ mod tests {
 
         let users_now = |first: usize, n: usize| -> Vec<RecentEvent> {
             (first..first + n)
-                .map(|u| RecentEvent {
-                    app_id: "a".into(),
-                    user_id: format!("u{u}").into(),
-                    ts: 1_000,
-                    event: "view".into(),
-                    item_id: None,
-                    partition: 0,
-                    offset: u as i64,
-                })
+                .map(|u| view(u, 1_000, u as i64))
                 .collect()
         };
         let seen_after = timely::execute_directly(move |worker| {
@@ -434,15 +431,12 @@ mod tests {
             let sink = Rc::clone(&seen);
             let mut input = InputHandleVec::<Time, RecentEvent>::new();
             worker.dataflow::<Time, _, _>(|scope| {
-                let spec = RecentSpec {
-                    keep: 5,
-                    ttl: 0,
-                    updates: 3_600_000,
-                    sinks: Vec::new(),
-                };
                 scope
                     .input_from(&mut input)
-                    .recent_activity(spec, Arc::new(DataflowMetrics::new(Vec::new())))
+                    .recent_activity(
+                        keep_5(3_600_000),
+                        Arc::new(DataflowMetrics::new(Vec::new())),
+                    )
                     .inspect(move |_| *sink.borrow_mut() += 1);
             });
             let mut run = |events: Vec<RecentEvent>, steps: usize| {

@@ -420,6 +420,14 @@ impl InternalEvent<SinkMetrics> for SinkFlushFailed<'_> {
 mod tests {
     use super::*;
 
+    /// Fails unless each of `lines` is a line of `registry`'s page.
+    fn assert_shown(registry: &Registry, lines: &[&str]) {
+        let text = footprint_telemetry::encode(registry).expect("encode");
+        let shown: std::collections::BTreeSet<&str> = text.lines().collect();
+        let missing: Vec<&&str> = lines.iter().filter(|l| !shown.contains(**l)).collect();
+        assert!(missing.is_empty(), "{missing:?} missing from\n{text}");
+    }
+
     #[test]
     fn sink_events_move_their_metrics_and_the_switches_are_shown() {
         let mut registry = footprint_telemetry::registry();
@@ -461,20 +469,17 @@ mod tests {
         );
         assert_eq!(m.breaker_state("mysql"), Some(BreakerState::Open));
         assert_eq!(m.write_latency("redis").count(), 1);
-        let text = footprint_telemetry::encode(&registry).expect("encode");
-        let shown: std::collections::BTreeSet<&str> = text.lines().collect();
-        let missing: Vec<&str> = [
-            "footprint_sink_diverted_total{sink=\"mysql\"} 4",
-            "footprint_sink_failures_total{sink=\"mysql\"} 2",
-            "footprint_sink_breaker_state{sink=\"mysql\"} 2",
-            "footprint_sink_degraded{sink=\"mysql\"} 1",
-            "footprint_sink_degraded{sink=\"redis\"} 0",
-            "footprint_sink_write_latency_seconds_count{sink=\"redis\"} 1",
-        ]
-        .into_iter()
-        .filter(|l| !shown.contains(l))
-        .collect();
-        assert!(missing.is_empty(), "{missing:?} missing from\n{text}");
+        assert_shown(
+            &registry,
+            &[
+                "footprint_sink_diverted_total{sink=\"mysql\"} 4",
+                "footprint_sink_failures_total{sink=\"mysql\"} 2",
+                "footprint_sink_breaker_state{sink=\"mysql\"} 2",
+                "footprint_sink_degraded{sink=\"mysql\"} 1",
+                "footprint_sink_degraded{sink=\"redis\"} 0",
+                "footprint_sink_write_latency_seconds_count{sink=\"redis\"} 1",
+            ],
+        );
     }
 
     #[test]
@@ -495,18 +500,15 @@ mod tests {
             Some(BreakerState::Open),
             "another instance's state is kept"
         );
-        let text = footprint_telemetry::encode(&registry).expect("encode");
-        let shown: std::collections::BTreeSet<&str> = text.lines().collect();
-        let missing: Vec<&str> = [
-            "footprint_sink_breaker_state{sink=\"mysql\"} 0",
-            "footprint_sink_breaker_state{sink=\"redis\"} 2",
-            "footprint_sink_writes_total{sink=\"mysql\"} 0",
-            "footprint_sink_diverted_total{sink=\"mysql\"} 0",
-            "footprint_sink_failures_total{sink=\"mysql\"} 0",
-        ]
-        .into_iter()
-        .filter(|l| !shown.contains(l))
-        .collect();
-        assert!(missing.is_empty(), "{missing:?} missing from\n{text}");
+        assert_shown(
+            &registry,
+            &[
+                "footprint_sink_breaker_state{sink=\"mysql\"} 0",
+                "footprint_sink_breaker_state{sink=\"redis\"} 2",
+                "footprint_sink_writes_total{sink=\"mysql\"} 0",
+                "footprint_sink_diverted_total{sink=\"mysql\"} 0",
+                "footprint_sink_failures_total{sink=\"mysql\"} 0",
+            ],
+        );
     }
 }

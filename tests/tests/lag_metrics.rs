@@ -108,12 +108,8 @@ url = "{mysql}/{database}"
         let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
         // Wait for every series the assertions below read: one lag per
         // partition, the backlog, and each sink's breaker.
-        let has = |name: &str, label: Option<(&str, &str)>| {
-            scrape
-                .samples
-                .iter()
-                .any(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-        };
+        let has =
+            |name: &str, label: Option<(&str, &str)>| !gauges(&scrape, name, label).is_empty();
         if ["0", "1", "2"]
             .iter()
             .all(|p| has("footprint_consumer_lag_messages", Some(("partition", p))))
@@ -131,17 +127,7 @@ url = "{mysql}/{database}"
         .expect("worker thread")
         .expect("the worker stops cleanly");
 
-    let gauge = |name: &str, label: Option<(&str, &str)>| -> Vec<f64> {
-        scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Gauge(v) => v,
-                _ => f64::NAN,
-            })
-            .collect()
-    };
+    let gauge = |name: &str, label: Option<(&str, &str)>| gauges(&scrape, name, label);
     // The stream spans less than a minute of event time: no window closes,
     // nothing is committed, and each partition's lag is its end offset as
     // the broker reports it (tansu 0.6 reports the last batch's base offset
@@ -179,4 +165,18 @@ url = "{mysql}/{database}"
     }
     footprint_tests::drop_database(&database);
     footprint_tests::delete_redis_prefix(&topic);
+}
+
+/// The values of the gauge `name` in `scrape`, of the samples with `label`
+/// if one is given.
+fn gauges(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> Vec<f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) => v,
+            _ => f64::NAN,
+        })
+        .collect()
 }
