@@ -147,7 +147,7 @@ pub fn demo(mut cfg: Config, opts: DemoOptions, control: Arc<RunControl>) -> Res
         opts.rate, settings.brokers, opts.threads
     );
     let footer = format!(
-        "results → Redis (keys fp:w:*, fp:e:*), MySQL database `footprint` (tables fp_*), and {results}\n\
+        "results → Redis (keys fp:v:*, fp:e:*), MySQL database `footprint` (tables fp_*), and {results}\n\
          bad input → {topic}.dlq   late events → {topic}.late   retry topic → {}   log → {}\n\
          operator console → http://{}/   admin API → /status   degrade a store: curl -X PUT {}/switches/mysql -d '{{\"mode\":\"degraded\"}}'\n\
          Ctrl-C to stop",

@@ -16,14 +16,17 @@ use footprint_sinks::SinkError;
 use footprint_sinks::marks::{Mark, parse_redis_mark};
 use footprint_sinks::mysql::read::MySqlReader;
 use footprint_sinks::redis::{
-    TopIndex, decode_recent, decode_window, marks_hash, recent_list, recent_set, score, top_key,
-    window_hash,
+    TopIndex, decode_recent, decode_window_read, marks_hash, recent_list, recent_set, score,
+    top_key, window_hash, window_string,
 };
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::Mutex;
 
 const REDIS: &str = "redis";
+
+/// A hash's fields, as `HGETALL` returns them.
+type Fields = Vec<(String, String)>;
 
 /// Reads the Redis sink's keys.
 pub struct RedisStore {
@@ -40,22 +43,28 @@ pub struct RedisStore {
 }
 
 /// Reads the top `ARGV[1]` members of the sorted set KEYS[1] and returns
-/// their rows' hashes (`ARGV[2]` + member): first those scored above the
-/// `n`th, then those tied with it, in key order, as many as fit in `n`.
-/// Returns false when the set does not exist, and an empty hash for a
-/// member whose row is gone.
+/// their rows: first those scored above the `n`th, then those tied with it,
+/// in key order, as many as fit in `n`. Each row is an array: the value of
+/// its string (`ARGV[2]` + member; empty when there is none), then the
+/// fields of its hash of the earlier layout (`ARGV[3]` + member), if one
+/// is left. Returns false when the set does not exist.
 const TOP_READ: &str = r#"
 local n = tonumber(ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local top = redis.call('ZREVRANGE', KEYS[1], 0, n - 1, 'WITHSCORES')
 local out = {}
 if #top == 0 then return out end
+local function row(m)
+  local r = {redis.call('GET', ARGV[2] .. m) or ''}
+  for _, x in ipairs(redis.call('HGETALL', ARGV[3] .. m)) do r[#r + 1] = x end
+  return r
+end
 local last = tonumber(top[#top])
 for i = 1, #top, 2 do
-  if tonumber(top[i + 1]) > last then out[#out + 1] = redis.call('HGETALL', ARGV[2] .. top[i]) end
+  if tonumber(top[i + 1]) > last then out[#out + 1] = row(top[i]) end
 end
 local ties = redis.call('ZRANGEBYSCORE', KEYS[1], top[#top], top[#top], 'LIMIT', 0, n - #out)
-for _, m in ipairs(ties) do out[#out + 1] = redis.call('HGETALL', ARGV[2] .. m) end
+for _, m in ipairs(ties) do out[#out + 1] = row(m) end
 return out
 "#;
 
@@ -121,38 +130,46 @@ impl RedisStore {
             return Ok(Some(Vec::new()));
         }
         let key = top_key(&self.prefix, &a.name, window_start, &by_name, prefix);
-        let rows_at = window_hash(
-            &self.prefix,
-            &a.name,
-            window_start,
-            &GroupKey::from_parts(std::iter::empty::<&str>()),
-        );
+        let all = GroupKey::from_parts(std::iter::empty::<&str>());
+        let rows_at = window_string(&self.prefix, &a.name, window_start, &all);
+        let hashes_at = window_hash(&self.prefix, &a.name, window_start, &all);
         let mut conn = self.conn().await?;
         let mut invocation = self.top_script.key(&key);
-        invocation.arg(n).arg(&rows_at);
-        let hashes: Option<Vec<Vec<(String, String)>>> =
-            match invocation.invoke_async(&mut conn).await {
-                Ok(v) => v,
-                Err(e) => {
-                    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                        *self.conn.lock().await = None;
-                    }
-                    return Err(self.error(&e));
+        invocation.arg(n).arg(&rows_at).arg(&hashes_at);
+        let read: Option<Vec<Vec<String>>> = match invocation.invoke_async(&mut conn).await {
+            Ok(v) => v,
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    *self.conn.lock().await = None;
                 }
-            };
-        let Some(hashes) = hashes else {
+                return Err(self.error(&e));
+            }
+        };
+        let Some(read) = read else {
             return Ok(None);
         };
-        let mut rows = Vec::with_capacity(hashes.len());
-        for h in hashes {
-            if h.is_empty() {
+        let mut rows = Vec::with_capacity(read.len());
+        for stored in read {
+            let Some((value, fields)) = stored.split_first() else {
                 return Ok(None);
+            };
+            let hash: Vec<(String, String)> = fields
+                .chunks(2)
+                .filter_map(|p| match p {
+                    [f, v] => Some((f.clone(), v.clone())),
+                    _ => None,
+                })
+                .collect();
+            match decode_window_read(&self.spec, value, &hash) {
+                Ok(Some(row)) => rows.push(row),
+                Ok(None) => return Ok(None),
+                Err(what) => {
+                    return Err(SinkError::Rejected {
+                        sink: REDIS.into(),
+                        detail: format!("{what} of {}", a.name),
+                    });
+                }
             }
-            let row = decode_window(&self.spec, &h).ok_or_else(|| SinkError::Rejected {
-                sink: REDIS.into(),
-                detail: format!("an unreadable window hash of {}", a.name),
-            })?;
-            rows.push(row);
         }
         let order = |r: &WindowRow| {
             (
@@ -261,22 +278,21 @@ impl RedisStore {
         let name = &self.spec.aggregates[agg].name;
         let mut pipe = redis::pipe();
         for s in starts {
+            pipe.cmd("GET")
+                .arg(window_string(&self.prefix, name, *s, key));
             pipe.cmd("HGETALL")
                 .arg(window_hash(&self.prefix, name, *s, key));
         }
-        let hashes: Vec<Vec<(String, String)>> = self.query(&pipe).await?;
-        hashes
-            .into_iter()
-            .map(|h| {
-                if h.is_empty() {
-                    return Ok(None);
-                }
-                decode_window(&self.spec, &h)
-                    .map(Some)
-                    .ok_or_else(|| SinkError::Rejected {
+        // Per start: the string's value, and the hash's fields.
+        let read: Vec<(Option<String>, Fields)> = self.query(&pipe).await?;
+        read.into_iter()
+            .map(|(value, hash)| {
+                decode_window_read(&self.spec, value.as_deref().unwrap_or(""), &hash).map_err(
+                    |what| SinkError::Rejected {
                         sink: REDIS.into(),
-                        detail: format!("an unreadable window hash of {name}"),
-                    })
+                        detail: format!("{what} of {name}"),
+                    },
+                )
             })
             .collect()
     }

@@ -9,7 +9,11 @@ use footprint_dataflows::{
     AggregateSpec, Field, Measure, MeasureValue, Output, PipelineSpec, RecentEntry, RecentRow,
     WindowRow, WindowSpec,
 };
-use footprint_sinks::redis::{RedisSinkFactory, TopIndex, recent_list, recent_set, top_key};
+use footprint_sinks::marks::{HeldRow, MarkWriter};
+use footprint_sinks::redis::{
+    RedisSinkFactory, TopIndex, layout_key, recent_list, recent_set, top_key, window_hash,
+    window_hash_fields, window_key,
+};
 use footprint_sinks::{Sink, SinkFactory};
 
 fn url() -> String {
@@ -435,6 +439,144 @@ fn lists_of_the_earlier_layout_are_merged_on_read() {
             ),
             ("u:2", &vec![entry(2, 20, None)])
         ]
+    );
+}
+
+/// Writes `r` as a hash of the earlier layout, as earlier versions did.
+fn legacy_hash(c: &mut redis::Connection, prefix: &str, r: &WindowRow) {
+    let key = GroupKey::from_parts(r.key.iter().map(|(_, v)| v.as_str()));
+    let _: () = redis::cmd("HSET")
+        .arg(window_hash(prefix, &r.aggregate, r.window_start, &key))
+        .arg(window_hash_fields(r))
+        .query(c)
+        .expect("legacy hash");
+}
+
+fn held(r: &WindowRow) -> HeldRow {
+    HeldRow {
+        aggregate: r.aggregate.clone(),
+        agg: r.agg,
+        window_start: r.window_start,
+        key: GroupKey::from_parts(r.key.iter().map(|(_, v)| v.as_str())),
+        version: r.version,
+    }
+}
+
+#[test]
+fn a_row_is_one_string_and_a_fresh_prefix_is_marked() {
+    let p = Prefix::new();
+    let (_f, mut s) = sink(&p);
+    let r = row(4, true, 400_000);
+    s.write(&[Output::Window(r.clone())]).expect("write");
+    let mut c = redis::Client::open(url())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    let kind: String = redis::cmd("TYPE")
+        .arg(window_key(&p.0, &r))
+        .query(&mut c)
+        .expect("type");
+    assert_eq!(kind, "string");
+    let value: String = redis::cmd("GET")
+        .arg(window_key(&p.0, &r))
+        .query(&mut c)
+        .expect("get");
+    assert!(value.starts_with("000000000000000000041["), "{value}");
+    let layout: Option<String> = redis::cmd("GET")
+        .arg(layout_key(&p.0))
+        .query(&mut c)
+        .expect("layout");
+    assert_eq!(layout.as_deref(), Some("2"));
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(window_key(&p.0, &r))
+        .query(&mut c)
+        .expect("pttl");
+    assert!(ttl > 0 && ttl <= 3_600_000, "{ttl}");
+}
+
+#[test]
+fn an_older_row_leaves_the_stored_one_and_renews_its_expiry() {
+    let p = Prefix::new();
+    let (f, mut s) = sink(&p);
+    let mut c = redis::Client::open(url())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    s.write(&[Output::Window(row(9, false, 900))]).expect("v9");
+    let key = window_key(&p.0, &row(9, false, 900));
+    let before: String = redis::cmd("GET").arg(&key).query(&mut c).expect("get");
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(600_000)
+        .query(&mut c)
+        .expect("pexpire");
+    s.write(&[Output::Window(row(8, true, 800))]).expect("v8");
+    let after: String = redis::cmd("GET").arg(&key).query(&mut c).expect("get");
+    assert_eq!(after, before);
+    let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).expect("pttl");
+    assert!(ttl > 600_000 && ttl <= 3_600_000, "{ttl}");
+    assert_eq!(
+        f.load_windows(&spec()).expect("load"),
+        vec![row(9, false, 900)]
+    );
+}
+
+#[test]
+fn hashes_of_the_earlier_layout_are_read_and_compared_with() {
+    let p = Prefix::new();
+    let mut c = redis::Client::open(url())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    // Left by an earlier version: one group at v5 final, another at v2.
+    let kept = row(5, true, 500_000);
+    let mut replaced = row(2, false, 200_000);
+    replaced.key[1].1 = "de".into();
+    legacy_hash(&mut c, &p.0, &kept);
+    legacy_hash(&mut c, &p.0, &replaced);
+    let (f, mut s) = sink(&p);
+    assert_eq!(
+        f.load_windows(&spec()).expect("load"),
+        vec![replaced.clone(), kept.clone()]
+    );
+    // An older row of the first group loses to its hash; a newer one of the
+    // second wins over its hash.
+    let mut newer = row(3, false, 300_000);
+    newer.key[1].1 = "de".into();
+    s.write(&[
+        Output::Window(row(5, false, 1)),
+        Output::Window(newer.clone()),
+    ])
+    .expect("write");
+    let older_key = window_key(&p.0, &kept);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&older_key)
+        .query(&mut c)
+        .expect("exists");
+    assert!(!exists, "the older row was left as a string");
+    assert_eq!(
+        f.load_windows(&spec()).expect("load"),
+        vec![newer.clone(), kept.clone()]
+    );
+    let layout: Option<String> = redis::cmd("GET")
+        .arg(layout_key(&p.0))
+        .query(&mut c)
+        .expect("layout");
+    assert_eq!(layout, None, "hashes are left, so the prefix is not marked");
+    // The replay's check sees rows in either layout.
+    let mut marks = f.marks();
+    let mut absent = row(1, true, 0);
+    absent.key[1].1 = "it".into();
+    let mut newer_final = newer.clone();
+    newer_final.is_final = true;
+    assert_eq!(
+        marks
+            .applied(&[held(&kept), held(&newer), held(&absent)])
+            .expect("applied"),
+        [true, false, false]
+    );
+    s.write(&[Output::Window(newer_final.clone())])
+        .expect("final");
+    assert_eq!(
+        marks.applied(&[held(&newer_final)]).expect("applied"),
+        [true]
     );
 }
 

@@ -152,8 +152,8 @@ pub fn dump_mysql(database: &str) -> Result<String> {
 }
 
 /// Every Redis key under `prefix` as text, byte for byte: keys in order
-/// (with the prefix cut off), hash fields sorted, lists in list order;
-/// without the completeness marks, as [`dump_mysql`].
+/// (with the prefix cut off), strings whole, hash fields sorted, lists in
+/// list order; without the completeness marks, as [`dump_mysql`].
 pub fn dump_redis(prefix: &str) -> Result<String> {
     let mut c = redis::Client::open(redis_url())?.get_connection()?;
     let mut keys: Vec<String> = redis::cmd("KEYS")
@@ -171,6 +171,10 @@ pub fn dump_redis(prefix: &str) -> Result<String> {
                     redis::cmd("HGETALL").arg(&k).query(&mut c)?;
                 fields.sort();
                 out.push_str(&format!("{name} {fields:?}\n"));
+            }
+            "string" => {
+                let value: String = redis::cmd("GET").arg(&k).query(&mut c)?;
+                out.push_str(&format!("{name} {value:?}\n"));
             }
             "list" => {
                 let items: Vec<String> =

@@ -14,6 +14,8 @@
 //!   over its limit leaves the others alone.
 //! - Recent activity an earlier version stored (a Redis list, a MySQL JSON
 //!   list) is served merged with what the pipeline wrote since.
+//! - Window rows an earlier version stored (Redis hashes) are served, and
+//!   against the rows written since, the newer one by the version rule.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -1236,4 +1238,157 @@ fn recent_activity_of_the_earlier_layouts_is_served_merged() {
             assert_eq!(body["events"], entries_json(events), "{store}: {app}/{u}");
         }
     }
+}
+
+/// Window rows an earlier version stored as Redis hashes (`PREFIX:w:…`)
+/// are served from Redis: a row only a hash holds, and a row held both
+/// ways, whose newer side by the version rule wins, in a window series and
+/// in a top N.
+#[test]
+fn window_rows_of_the_earlier_layout_are_served_by_the_version_rule() {
+    let l = loaded(
+        "serve-legacy-windows",
+        74,
+        "[serve.cache]\nenabled = false\n[[sinks.redis.top]]\n\
+         aggregate = \"item_activity_1m\"\nwithin = []\nby = \"count\"\n",
+    );
+    let spec = l.cfg.spec().expect("spec");
+    let agg = &spec.aggregates[0];
+    assert_eq!(agg.name, "item_activity_1m");
+    let count = agg
+        .measures
+        .iter()
+        .position(|m| m.to_string() == "count")
+        .expect("a count");
+    let redis_complete = store_marks(&l.s, &l.cfg)[0].0;
+    // The first window Redis vouches for that has at least three groups.
+    let start = l
+        .expected
+        .windows
+        .values()
+        .filter(|r| {
+            r.agg == 0 && redis_complete.is_some_and(|c| c >= agg.window.end(r.window_start))
+        })
+        .map(|r| r.window_start)
+        .collect::<BTreeSet<i64>>()
+        .into_iter()
+        .find(|s| {
+            l.expected
+                .windows
+                .values()
+                .filter(|r| r.agg == 0 && r.window_start == *s)
+                .count()
+                >= 3
+        })
+        .expect("a vouched window with three groups");
+    let rows: Vec<WindowRow> = l
+        .expected
+        .windows
+        .values()
+        .filter(|r| r.agg == 0 && r.window_start == start)
+        .cloned()
+        .collect();
+    let (only_hash, newer_hash, older_hash) = (&rows[0], &rows[1], &rows[2]);
+
+    let redis_cfg = l.cfg.sinks.redis.as_ref().expect("redis");
+    let mut redis = redis::Client::open(redis_cfg.url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let group = |r: &WindowRow| GroupKey::from_parts(r.key.iter().map(|(_, v)| v.as_str()));
+    let put_hash = |redis: &mut redis::Connection, r: &WindowRow| {
+        let _: () = redis::cmd("HSET")
+            .arg(footprint_sinks::redis::window_hash(
+                &redis_cfg.prefix,
+                &r.aggregate,
+                r.window_start,
+                &group(r),
+            ))
+            .arg(footprint_sinks::redis::window_hash_fields(r))
+            .query(redis)
+            .expect("a hash of the earlier layout");
+    };
+    // One row only as a hash: its string goes.
+    let _: () = redis::cmd("DEL")
+        .arg(footprint_sinks::redis::window_key(
+            &redis_cfg.prefix,
+            only_hash,
+        ))
+        .query(&mut redis)
+        .expect("del");
+    put_hash(&mut redis, only_hash);
+    // One row with a newer hash (another count), one with an older hash.
+    let mut newer = newer_hash.clone();
+    newer.version += 1;
+    if let MeasureValue::Count(n) = &mut newer.measures[count].1 {
+        *n += 1_000;
+    }
+    put_hash(&mut redis, &newer);
+    // The earlier version indexed the row it wrote by its own count.
+    let _: () = redis::cmd("ZADD")
+        .arg(footprint_sinks::redis::top_key(
+            &redis_cfg.prefix,
+            &agg.name,
+            start,
+            "count",
+            &GroupKey::from_parts(std::iter::empty::<&str>()),
+        ))
+        .arg(footprint_sinks::redis::score(newer.measures[count].1))
+        .arg(group(&newer).as_str())
+        .query(&mut redis)
+        .expect("zadd");
+    let mut older = older_hash.clone();
+    older.version = 0;
+    older.is_final = false;
+    older.measures[count].1 = MeasureValue::Count(1_000_000);
+    put_hash(&mut redis, &older);
+    let served = [only_hash.clone(), newer.clone(), older_hash.clone()];
+
+    let sw = switches();
+    let serving = footprint::serve::start(&l.cfg, Some(Arc::clone(&sw))).expect("serve");
+    let addr = serving.server.addr;
+    for want in &served {
+        let mut params: Vec<(String, String)> = want
+            .key
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        params.push(("from".into(), start.to_string()));
+        params.push(("to".into(), (start + 1).to_string()));
+        let body = get_ok(
+            addr,
+            &format!("/v1/aggregates/{}/windows?{}", agg.name, query(&params)),
+        );
+        assert_eq!(body["source"], "redis", "{body}");
+        assert_eq!(
+            body["windows"],
+            Value::Array(vec![row_json(want, false)]),
+            "{:?}",
+            want.key
+        );
+    }
+    let mut top: Vec<WindowRow> = rows
+        .iter()
+        .map(|r| served.iter().find(|s| s.key == r.key).unwrap_or(r).clone())
+        .collect();
+    let n = |r: &WindowRow| match r.measures[count].1 {
+        MeasureValue::Count(n) | MeasureValue::Distinct(n) => n,
+        MeasureValue::Sum(_) => 0,
+    };
+    top.sort_by(|a, b| n(b).cmp(&n(a)).then(group(a).cmp(&group(b))));
+    top.truncate(3);
+    assert_eq!(top[0], newer, "the newer hash leads by its count");
+    let body = get_ok(
+        addr,
+        &format!(
+            "/v1/aggregates/{}/top?window_start={start}&n=3&by=count",
+            agg.name
+        ),
+    );
+    assert_eq!(body["source"], "redis", "{body}");
+    assert_eq!(
+        body["groups"],
+        Value::Array(top.iter().map(|r| row_json(r, true)).collect())
+    );
+    drop(serving);
+    l.s.clean();
 }

@@ -404,6 +404,8 @@ pub fn worker_run(
         peak_rss,
         rows: Rows {
             written: process.sinks.written_total(&STORES),
+            redis_written: process.sinks.written_total(&["redis"]),
+            mysql_written: process.sinks.written_total(&["mysql"]),
             diverted: process.sinks.diverted_total(&STORES),
             folded: process.sinks.folded_total(&STORES),
             finals: process.dataflow.windows_emitted_total(),
@@ -419,6 +421,12 @@ pub fn worker_run(
 pub struct Rows {
     /// Written to the store.
     pub written: u64,
+    /// Of those, written to Redis.
+    #[serde(default)]
+    pub redis_written: u64,
+    /// Of those, written to MySQL.
+    #[serde(default)]
+    pub mysql_written: u64,
     /// Diverted to the retry topic.
     pub diverted: u64,
     /// Replaced by a newer row of the same identity while the store was busy.

@@ -805,7 +805,30 @@ fn cpu_lines(e: &EndToEndRow) -> Option<String> {
         }
         let cores = median(per_run.iter().map(|p| p.0).collect());
         let us = median(per_run.iter().map(|p| p.1).collect());
-        Some(format!("{name} {cores:.2} ({us:.2} µs/event)"))
+        // A store's CPU per row it was sent, in the worker's runs.
+        let rows = |r: &e2e::EndToEndRun| match name {
+            "Redis" => r.rows.redis_written,
+            "MySQL" => r.rows.mysql_written,
+            _ => 0,
+        };
+        let per_row: Vec<f64> = e
+            .runs
+            .iter()
+            .filter(|r| !raw && rows(r) > 0)
+            .filter_map(|r| {
+                let (cores, _) = phase(r, false, part)?;
+                let seconds = r.cpu.as_ref()?.seconds;
+                Some(cores * seconds / rows(r) as f64 * 1e6)
+            })
+            .collect();
+        if per_row.is_empty() {
+            Some(format!("{name} {cores:.2} ({us:.2} µs/event)"))
+        } else {
+            let row_us = median(per_row);
+            Some(format!(
+                "{name} {cores:.2} ({us:.2} µs/event, {row_us:.2} µs/row)"
+            ))
+        }
     };
     let parts = |raw: bool, own: &str| {
         let mut out = vec![

@@ -135,7 +135,7 @@ fn targets(cfg: &Config) -> Result<Targets> {
         }
         Ok(())
     })?;
-    let prefix = format!("{}:w:item_activity_1m:", redis.prefix);
+    let prefix = format!("{}:v:item_activity_1m:", redis.prefix);
     footprint_sinks::redis::scan_pages(&mut conn, &format!("{prefix}*"), |_, keys| {
         for k in keys {
             let rest = k.strip_prefix(&prefix).unwrap_or_default();

@@ -2,13 +2,19 @@
 //! compare-and-set on `version`.
 //!
 //! # Layout
-//! - A window row is one hash, `PREFIX:w:AGGREGATE:WINDOW_START:GROUPKEY`
-//!   (`GROUPKEY` is the length-prefixed group key, e.g. `4:app01:view`), with
-//!   the fields `version`, `final` (0/1), `aggregate`, `window_start`,
-//!   `window_end`, `key` (a JSON array of `[field, value]` pairs) and one field
-//!   per measure, named as in the config (`count`, `distinct(user_id)`,
-//!   `sum(value)`; sums as exact decimals). It expires `ttl` after its last
-//!   write.
+//! - A window row is one string, `PREFIX:v:AGGREGATE:WINDOW_START:GROUPKEY`
+//!   (`GROUPKEY` is the length-prefixed group key, e.g. `4:app01:view`). Its
+//!   value is the row's stamp ([`window_stamp`]: the version as 20 digits,
+//!   then `1` for a final row or `0`), followed by a JSON array of field
+//!   names and values: `aggregate`, `window_start`, `window_end`, `key` (a
+//!   JSON array of `[field, value]` pairs) and one field per measure, named
+//!   as in the config (`count`, `distinct(user_id)`, `sum(value)`; sums as
+//!   exact decimals). It expires `ttl` after its last write.
+//! - Earlier versions kept a window row as a hash, `PREFIX:w:…` with the same
+//!   tail ([`window_hash`]), holding `version` and `final` besides the fields
+//!   above. Those hashes are no longer written. Readers read both keys and
+//!   keep the newer row by the version rule, while the hashes last (until
+//!   their TTL); the writer compares with them too (see below).
 //! - A user's recent activity is a sorted set, `PREFIX:e:{APPUSER}`, of at
 //!   most `keep` entries ([`recent_member`]): each scored by its event
 //!   time, with the member `PARTITION:OFFSET:["EVENT","ITEM"]` (partition
@@ -25,18 +31,28 @@
 //!   whose members are the encoded group keys of the window's rows, scored
 //!   by the measure (a sum in micro-units, exact up to 2^53). It expires
 //!   with the rows, `ttl` after its last write.
+//! - [`layout_key`], `PREFIX:layout`, is `2` once a writer has found no
+//!   window hash of the earlier layout under the prefix.
 //!
 //! # Version rule
 //! Window rows are applied by a Lua script, up to [`WINDOWS_PER_CALL`] per
-//! call, that compares each row's `(version, final)` with the stored pair
-//! and leaves the row's hash alone when the stored one is higher, so
-//! retries, replays and restarts can never put an older value over a newer
-//! one. A recent-activity row is merged without a script: `ZADD` of its
+//! call. For each row it swaps the stored value for the row's (`SET … GET`)
+//! and compares the stamps: the stamp is fixed-width, so comparing the text
+//! compares `(version, final)`. When the stored stamp is higher it puts the
+//! stored value back, with its expiry. So retries, replays and restarts can
+//! never put an older value over a newer one, and a row costs the server
+//! one command in the common case. While window hashes of the earlier
+//! layout may exist under the prefix, a row whose string does not exist yet
+//! is compared with its hash as well.
+//!
+//! A recent-activity row is merged without a script: `ZADD` of its
 //! entries (the union: a stored entry is the same member), then
 //! `ZREMRANGEBYRANK` down to the newest `keep` (the cut) and `PEXPIRE`. That
 //! gives the same set whatever the order and number of writes. All rows of
 //! a `write` go out in one pipeline (window rows first, then recent
 //! activity; they never share a key).
+//!
+//! The sink needs Redis 6.2 or later (`SET … GET`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,43 +67,72 @@ use crate::{Sink, SinkError, SinkFactory};
 
 const NAME: &str = "redis";
 
-/// Applies window rows, each only when its `(version, final)` is not lower
-/// than the stored pair, and keeps the top-N indexes of the rows applied.
-/// KEYS[1..n] the rows' hashes; ARGV[1] ttl ms, then per row, in KEYS
-/// order: version, final, the number of field/value arguments that follow,
-/// those fields and values, the number `m` of indexes the row is in, and,
-/// when `m > 0`, the row's member (its encoded group key) and `m` pairs of
-/// index key and score.
+/// Applies window rows, each only when its stamp is not lower than the
+/// stored one, and keeps the top-N indexes of the rows applied. KEYS[1..n]
+/// the rows' strings; ARGV[1] ttl ms (`0`: none), ARGV[2] the key head of
+/// the earlier layout's hashes (`PREFIX:w:`, or empty when there are none
+/// to compare with), ARGV[3] where a row key's tail starts (the length of
+/// `PREFIX:v:` plus one); then per row, in KEYS order: its stamp, its value,
+/// the number `m` of indexes the row is in, and, when `m > 0`, the row's
+/// member (its encoded group key) and `m` pairs of index key and score.
 ///
-/// One call carries up to [`WINDOWS_PER_CALL`] rows: each row is still its
-/// own compare-and-set, but the cost of invoking a script is paid once per
-/// call instead of once per row. An index entry is written only with its
-/// row, so it follows the same version rule. (The index keys travel in
-/// ARGV: like the rows of one call, they need not share a cluster slot, so
-/// the sink speaks to one Redis server, not to a Redis Cluster.)
+/// `SET … GET` writes the row and returns what it replaced; in the rare
+/// case that was newer, it is put back with its expiry (`KEEPTTL`). A row
+/// with no string yet is compared with its hash of the earlier layout when
+/// ARGV[2] names one. One call carries up to [`WINDOWS_PER_CALL`] rows:
+/// each is still its own compare-and-set, but the cost of invoking a script
+/// is paid once per call. An index entry is written only with its row, so
+/// it follows the same version rule. (The index keys travel in ARGV: like
+/// the rows of one call, they need not share a cluster slot, so the sink
+/// speaks to one Redis server, not to a Redis Cluster.)
 const WINDOW_CAS: &str = r#"
-local ttl = tonumber(ARGV[1])
-local i, applied = 2, 0
+local ttl, legacy, cut = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local i, applied = 4, 0
 for k = 1, #KEYS do
-  local nv, nf, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local m = tonumber(ARGV[i + 3 + n])
-  local cur = redis.call('HMGET', KEYS[k], 'version', 'final')
-  local cv, cf = tonumber(cur[1]), tonumber(cur[2]) or 0
-  if not (cv and (cv > nv or (cv == nv and cf > nf))) then
-    redis.call('HSET', KEYS[k], 'version', ARGV[i], 'final', ARGV[i + 1], unpack(ARGV, i + 3, i + 2 + n))
-    if ttl > 0 then redis.call('PEXPIRE', KEYS[k], ttl) end
+  local stamp, m = ARGV[i], tonumber(ARGV[i + 2])
+  local cur
+  if ttl == '0' then
+    cur = redis.call('SET', KEYS[k], ARGV[i + 1], 'GET')
+  else
+    cur = redis.call('SET', KEYS[k], ARGV[i + 1], 'PX', ttl, 'GET')
+  end
+  local older = false
+  if cur then
+    older = string.sub(cur, 1, 21) > stamp
+  elseif legacy ~= '' then
+    local old = redis.call('HMGET', legacy .. string.sub(KEYS[k], cut), 'version', 'final')
+    if old[1] then
+      older = string.format('%020d%d', tonumber(old[1]), tonumber(old[2]) or 0) > stamp
+    end
+  end
+  if older then
+    if cur then
+      redis.call('SET', KEYS[k], cur, 'KEEPTTL')
+    else
+      redis.call('DEL', KEYS[k])
+    end
+  else
     for j = 1, m do
-      local at = i + 4 + n + 2 * j - 1
-      redis.call('ZADD', ARGV[at], ARGV[at + 1], ARGV[i + 4 + n])
-      if ttl > 0 then redis.call('PEXPIRE', ARGV[at], ttl) end
+      local at = i + 2 + 2 * j
+      redis.call('ZADD', ARGV[at], ARGV[at + 1], ARGV[i + 3])
+      if ttl ~= '0' then redis.call('PEXPIRE', ARGV[at], ttl) end
     end
     applied = applied + 1
   end
-  i = i + 4 + n
+  i = i + 3
   if m > 0 then i = i + 1 + 2 * m end
 end
 return applied
 "#;
+
+/// The key of the marker that says no window hash of the earlier layout is
+/// left under a prefix.
+pub fn layout_key(prefix: &str) -> String {
+    format!("{prefix}:{LAYOUT_KEY}")
+}
+
+/// The marker's name after the prefix (see [`layout_key`]).
+pub const LAYOUT_KEY: &str = "layout";
 
 /// Window rows per call of the window script.
 pub const WINDOWS_PER_CALL: usize = 64;
@@ -177,24 +222,42 @@ impl RedisSinkFactory {
         Ok(conn)
     }
 
-    /// Every window row stored under this prefix, with measures in `spec` order.
+    /// Every window row stored under this prefix, with measures in `spec`
+    /// order: each row's string and its hash of the earlier layout, where
+    /// one is left, read as one ([`newer_window`]), in key order.
     pub fn load_windows(&self, spec: &PipelineSpec) -> Result<Vec<WindowRow>, SinkError> {
         let mut conn = self.connect()?;
-        let keys: Vec<String> =
-            scan(&mut conn, &format!("{}:w:*", self.prefix)).map_err(|e| classify(&self.url, e))?;
-        let mut rows = Vec::with_capacity(keys.len());
-        for k in keys {
-            let fields: Vec<(String, String)> = redis::cmd("HGETALL")
-                .arg(&k)
-                .query(&mut conn)
-                .map_err(|e| classify(&self.url, e))?;
-            let row = decode_window(spec, &fields).ok_or_else(|| SinkError::Rejected {
-                sink: NAME.into(),
-                detail: format!("unreadable hash {k}"),
-            })?;
-            rows.push(row);
+        let mut rows: std::collections::BTreeMap<String, WindowRow> = Default::default();
+        for kind in ["v", "w"] {
+            let head = format!("{}:{kind}:", self.prefix);
+            let keys: Vec<String> =
+                scan(&mut conn, &format!("{head}*")).map_err(|e| classify(&self.url, e))?;
+            for k in keys {
+                let row = if kind == "v" {
+                    let value: String = redis::cmd("GET")
+                        .arg(&k)
+                        .query(&mut conn)
+                        .map_err(|e| classify(&self.url, e))?;
+                    decode_window_value(spec, &value)
+                } else {
+                    let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+                        .arg(&k)
+                        .query(&mut conn)
+                        .map_err(|e| classify(&self.url, e))?;
+                    decode_window(spec, &fields)
+                };
+                let row = row.ok_or_else(|| SinkError::Rejected {
+                    sink: NAME.into(),
+                    detail: format!("unreadable window row {k}"),
+                })?;
+                let tail = k.strip_prefix(&head).unwrap_or(&k).to_owned();
+                let kept = newer_window(rows.remove(&tail), Some(row));
+                if let Some(kept) = kept {
+                    rows.insert(tail, kept);
+                }
+            }
         }
-        Ok(rows)
+        Ok(rows.into_values().collect())
     }
 
     /// Every user's recent activity stored under this prefix, sorted by
@@ -256,6 +319,9 @@ pub struct RedisSink {
     factory: RedisSinkFactory,
     conn: Option<Connection>,
     window: Script,
+    /// Whether window hashes of the earlier layout may be left under the
+    /// prefix; found out on each new connection.
+    legacy: bool,
 }
 
 impl RedisSinkFactory {
@@ -265,6 +331,7 @@ impl RedisSinkFactory {
             factory: self.clone(),
             conn: None,
             window: Script::new(WINDOW_CAS),
+            legacy: false,
         }
     }
 
@@ -272,6 +339,42 @@ impl RedisSinkFactory {
     /// benchmarks of the encoding.
     pub fn encode(&self, rows: &[Output]) -> Vec<u8> {
         self.sink().pipeline(rows).get_packed_pipeline()
+    }
+
+    /// Whether window hashes of the earlier layout may be left under the
+    /// prefix: false once [`layout_key`] says `2`; otherwise the keys are
+    /// scanned, and when none is found the marker is set.
+    fn legacy_windows(&self, conn: &mut Connection) -> redis::RedisResult<bool> {
+        let marker = layout_key(&self.prefix);
+        let layout: Option<String> = redis::cmd("GET").arg(&marker).query(conn)?;
+        if layout.as_deref() == Some("2") {
+            return Ok(false);
+        }
+        tracing::info!(prefix = %self.prefix, "looking for window rows of the earlier layout");
+        let pattern = format!("{}:w:*", self.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(10_000)
+                .query(conn)?;
+            if !keys.is_empty() {
+                tracing::info!(
+                    prefix = %self.prefix,
+                    "window hashes of the earlier layout are left: new rows are compared with them"
+                );
+                return Ok(true);
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        redis::cmd("SET").arg(&marker).arg("2").query::<()>(conn)?;
+        Ok(false)
     }
 }
 
@@ -286,28 +389,24 @@ impl RedisSink {
                 Output::Recent(_) => None,
             })
             .collect();
+        let head = format!("{}:v:", f.prefix);
+        let legacy = if self.legacy {
+            format!("{}:w:", f.prefix)
+        } else {
+            String::new()
+        };
         for group in windows.chunks(WINDOWS_PER_CALL) {
             let mut c = redis::cmd("EVALSHA");
             c.arg(self.window.get_hash()).arg(group.len());
             for w in group {
                 c.arg(window_key(&f.prefix, w));
             }
-            c.arg(f.ttl.as_millis() as u64);
+            c.arg(f.ttl.as_millis() as u64)
+                .arg(&legacy)
+                .arg(head.len() + 1);
             for w in group {
-                let key: Vec<[&str; 2]> = w.key.iter().map(|(k, v)| [&**k, v.as_str()]).collect();
-                c.arg(w.version)
-                    .arg(u8::from(w.is_final))
-                    .arg(8 + 2 * w.measures.len());
-                c.arg("aggregate").arg(&*w.aggregate);
-                c.arg("window_start")
-                    .arg(w.window_start)
-                    .arg("window_end")
-                    .arg(w.window_end);
-                c.arg("key")
-                    .arg(serde_json::to_string(&key).unwrap_or_default());
-                for (name, v) in &w.measures {
-                    c.arg(&**name).arg(measure_text(*v));
-                }
+                c.arg(window_stamp(w.version, w.is_final))
+                    .arg(window_value(w));
                 let indexes: Vec<(String, f64)> = f
                     .top
                     .iter()
@@ -378,11 +477,18 @@ impl Sink for RedisSink {
         if rows.is_empty() {
             return Ok(());
         }
-        let pipe = self.pipeline(rows);
         let mut conn = match self.conn.take() {
             Some(c) => c,
-            None => self.factory.connect()?,
+            None => {
+                let mut c = self.factory.connect()?;
+                self.legacy = self
+                    .factory
+                    .legacy_windows(&mut c)
+                    .map_err(|e| classify(&self.factory.url, e))?;
+                c
+            }
         };
+        let pipe = self.pipeline(rows);
         let mut result = pipe.exec(&mut conn);
         if let Err(e) = &result
             && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
@@ -403,16 +509,174 @@ impl Sink for RedisSink {
     }
 }
 
-/// The hash key of a window row.
+/// The string key of a window row.
 pub fn window_key(prefix: &str, w: &WindowRow) -> String {
     let key = GroupKey::from_parts(w.key.iter().map(|(_, v)| v.as_str()));
-    window_hash(prefix, &w.aggregate, w.window_start, &key)
+    window_string(prefix, &w.aggregate, w.window_start, &key)
 }
 
-/// The hash key of the window of `aggregate` starting at `window_start`
+/// The string key of the window of `aggregate` starting at `window_start`
 /// for the group `key`.
+pub fn window_string(prefix: &str, aggregate: &str, window_start: i64, key: &GroupKey) -> String {
+    format!("{prefix}:v:{aggregate}:{window_start}:{}", key.as_str())
+}
+
+/// The hash key of the same window in the earlier layout, read (while it
+/// lasts) and never written.
 pub fn window_hash(prefix: &str, aggregate: &str, window_start: i64, key: &GroupKey) -> String {
     format!("{prefix}:w:{aggregate}:{window_start}:{}", key.as_str())
+}
+
+/// A row's stamp: its version as 20 digits, then `1` if it is final or
+/// `0`. Stamps compare as text the way `(version, final)` compare.
+pub fn window_stamp(version: u64, is_final: bool) -> String {
+    format!("{version:020}{}", u8::from(is_final))
+}
+
+/// The stored value of a window row: its stamp, then a JSON array of field
+/// names and values (those of the earlier layout's hash, without `version`
+/// and `final`), all strings.
+pub fn window_value(w: &WindowRow) -> String {
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(64);
+    key.push('[');
+    for (i, (field, value)) in w.key.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        key.push('[');
+        push_json_str(&mut key, field);
+        key.push(',');
+        push_json_str(&mut key, value.as_str());
+        key.push(']');
+    }
+    key.push(']');
+    let mut out = String::with_capacity(128 + 2 * key.len());
+    let _ = write!(
+        out,
+        "{}[\"aggregate\",",
+        window_stamp(w.version, w.is_final)
+    );
+    push_json_str(&mut out, &w.aggregate);
+    let _ = write!(
+        out,
+        ",\"window_start\",\"{}\",\"window_end\",\"{}\",\"key\",",
+        w.window_start, w.window_end
+    );
+    push_json_str(&mut out, &key);
+    for (name, v) in &w.measures {
+        out.push(',');
+        push_json_str(&mut out, name);
+        let _ = match v {
+            MeasureValue::Count(n) | MeasureValue::Distinct(n) => write!(out, ",\"{n}\""),
+            MeasureValue::Sum(micros) => {
+                write!(out, ",\"{}\"", crate::decimal::from_micros(*micros))
+            }
+        };
+    }
+    out.push(']');
+    out
+}
+
+/// Appends `s` to `out` as a JSON string, quoted and escaped.
+fn push_json_str(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The fields a hash of the earlier layout holds for `w` (what
+/// [`decode_window`] reads): for tests and tools that stage such data.
+pub fn window_hash_fields(w: &WindowRow) -> Vec<(String, String)> {
+    let key: Vec<[&str; 2]> = w.key.iter().map(|(k, v)| [&**k, v.as_str()]).collect();
+    let mut fields = vec![
+        ("version".to_owned(), w.version.to_string()),
+        ("final".to_owned(), u8::from(w.is_final).to_string()),
+        ("aggregate".to_owned(), w.aggregate.to_string()),
+        ("window_start".to_owned(), w.window_start.to_string()),
+        ("window_end".to_owned(), w.window_end.to_string()),
+        (
+            "key".to_owned(),
+            serde_json::to_string(&key).unwrap_or_default(),
+        ),
+    ];
+    for (name, v) in &w.measures {
+        let text = match v {
+            MeasureValue::Count(n) | MeasureValue::Distinct(n) => n.to_string(),
+            MeasureValue::Sum(micros) => crate::decimal::from_micros(*micros),
+        };
+        fields.push((name.to_string(), text));
+    }
+    fields
+}
+
+/// A window row from its stored value ([`window_value`]), with measures
+/// in `spec` order; `None` if it is not a whole row of an aggregate of
+/// `spec`.
+pub fn decode_window_value(spec: &PipelineSpec, value: &str) -> Option<WindowRow> {
+    let (stamp, rest) = (value.get(..21)?, value.get(21..)?);
+    let (version, fin) = stamp.split_at(20);
+    let flat: Vec<String> = serde_json::from_str(rest).ok()?;
+    if !flat.len().is_multiple_of(2) {
+        return None;
+    }
+    let mut fields: Vec<(String, String)> = flat
+        .chunks(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect();
+    fields.push(("version".into(), version.parse::<u64>().ok()?.to_string()));
+    fields.push(("final".into(), fin.into()));
+    decode_window(spec, &fields)
+}
+
+/// The newer of two reads of one window row, by the version rule: the
+/// higher `(version, final)`.
+pub fn newer_window(a: Option<WindowRow>, b: Option<WindowRow>) -> Option<WindowRow> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if (b.version, b.is_final) > (a.version, a.is_final) {
+            b
+        } else {
+            a
+        }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A window row from what a read of both layouts returned: the string's
+/// value (empty when there is none) and the hash's fields (empty when
+/// there is none). `Ok(None)` when neither exists; `Err` names the layout
+/// that could not be read.
+pub fn decode_window_read(
+    spec: &PipelineSpec,
+    value: &str,
+    hash: &[(String, String)],
+) -> Result<Option<WindowRow>, &'static str> {
+    let string = if value.is_empty() {
+        None
+    } else {
+        Some(decode_window_value(spec, value).ok_or("an unreadable window value")?)
+    };
+    let legacy = if hash.is_empty() {
+        None
+    } else {
+        Some(decode_window(spec, hash).ok_or("an unreadable window hash")?)
+    };
+    Ok(newer_window(string, legacy))
 }
 
 /// The sorted set of the top-N index of the windows of `aggregate` starting
@@ -579,29 +843,37 @@ impl crate::marks::MarkWriter for RedisMarks {
     fn applied(&mut self, rows: &[crate::marks::HeldRow]) -> Result<Vec<bool>, SinkError> {
         let prefix = self.factory.prefix.clone();
         self.with_conn(|conn, _| {
-            let mut pipe = redis::pipe();
+            let (mut strings, mut hashes) = (redis::pipe(), redis::pipe());
             for r in rows {
-                pipe.cmd("HMGET")
+                strings
+                    .cmd("GETRANGE")
+                    .arg(window_string(&prefix, &r.aggregate, r.window_start, &r.key))
+                    .arg(0)
+                    .arg(20);
+                hashes
+                    .cmd("HMGET")
                     .arg(window_hash(&prefix, &r.aggregate, r.window_start, &r.key))
                     .arg("version")
                     .arg("final");
             }
-            let stored: Vec<(Option<u64>, Option<u8>)> = pipe.query(conn)?;
-            Ok(rows
+            let stamps: Vec<String> = strings.query(conn)?;
+            let stored: Vec<(Option<u64>, Option<u8>)> = hashes.query(conn)?;
+            let out = rows
                 .iter()
-                .zip(stored)
-                .map(|(r, (v, f))| {
-                    v.is_some_and(|v| v > r.version || (v == r.version && f == Some(1)))
+                .zip(stamps.iter().zip(stored))
+                .map(|(r, (stamp, (v, f)))| {
+                    let at_least = |v: u64, f: bool| v > r.version || (v == r.version && f);
+                    let in_string = match (stamp.get(..20), stamp.get(20..)) {
+                        (Some(v), Some(f)) if stamp.len() == 21 => {
+                            v.parse::<u64>().is_ok_and(|v| at_least(v, f == "1"))
+                        }
+                        _ => false,
+                    };
+                    in_string || v.is_some_and(|v| at_least(v, f == Some(1)))
                 })
-                .collect())
+                .collect();
+            Ok(out)
         })
-    }
-}
-
-fn measure_text(v: MeasureValue) -> String {
-    match v {
-        MeasureValue::Count(n) | MeasureValue::Distinct(n) => n.to_string(),
-        MeasureValue::Sum(micros) => crate::decimal::from_micros(micros),
     }
 }
 
@@ -717,6 +989,105 @@ mod tests {
             event: "view".into(),
             item_id: item.map(Into::into),
         }
+    }
+
+    #[test]
+    fn stamps_compare_as_text_like_version_then_final() {
+        let pairs = [
+            (0, false),
+            (0, true),
+            (1, false),
+            (9, true),
+            (10, false),
+            (u64::MAX - 1, true),
+            (u64::MAX, false),
+            (u64::MAX, true),
+        ];
+        for a in pairs {
+            for b in pairs {
+                let (sa, sb) = (window_stamp(a.0, a.1), window_stamp(b.0, b.1));
+                assert_eq!(sa.len(), 21);
+                assert_eq!(sa.cmp(&sb), a.cmp(&b), "{a:?} {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_window_value_decodes_to_its_row() {
+        use footprint_dataflows::{AggregateSpec, Field, WindowSpec};
+        let spec = PipelineSpec {
+            aggregates: vec![AggregateSpec {
+                name: "a\"b".into(),
+                group_by: vec![Field::AppId, Field::Prop("x".into())],
+                window: WindowSpec::tumbling(60_000).expect("valid"),
+                measures: vec![
+                    Measure::Count,
+                    Measure::Distinct(Field::UserId),
+                    Measure::SumValue,
+                ],
+                allowed_lateness: 0,
+                early_updates: None,
+                sinks: vec![],
+            }],
+            recent: None,
+            max_out_of_order: 0,
+        };
+        let row = WindowRow {
+            agg: 0,
+            aggregate: "a\"b".into(),
+            key: vec![
+                ("app_id".into(), "shop:1".into()),
+                (
+                    "props.x".into(),
+                    "ü \"[]\" \\ \n\u{1}\u{8}\u{c}\u{1f} 🎉".into(),
+                ),
+            ],
+            window_start: -60_000,
+            window_end: 0,
+            measures: vec![
+                ("count".into(), MeasureValue::Count(7)),
+                ("distinct(user_id)".into(), MeasureValue::Distinct(3)),
+                ("sum(value)".into(), MeasureValue::Sum(-1_500_001)),
+            ],
+            version: 12,
+            is_final: true,
+            freshest_append_ms: None,
+        };
+        let value = window_value(&row);
+        assert!(value.starts_with("000000000000000000121["), "{value}");
+        // The hand-written JSON is what a JSON library writes.
+        let key: Vec<[&str; 2]> = row.key.iter().map(|(k, v)| [&**k, v.as_str()]).collect();
+        let key = serde_json::to_string(&key).expect("json");
+        let fields = [
+            "aggregate",
+            "a\"b",
+            "window_start",
+            "-60000",
+            "window_end",
+            "0",
+            "key",
+            &key,
+            "count",
+            "7",
+            "distinct(user_id)",
+            "3",
+            "sum(value)",
+            "-1.500001",
+        ];
+        assert_eq!(
+            value[21..],
+            serde_json::to_string(&fields).expect("json"),
+            "{value}"
+        );
+        assert_eq!(decode_window_value(&spec, &value), Some(row.clone()));
+        assert_eq!(decode_window(&spec, &window_hash_fields(&row)), Some(row));
+        assert_eq!(decode_window_value(&spec, "00000000000000000012"), None);
+        assert_eq!(
+            decode_window_value(&spec, "000000000000000000121[\"a\"]"),
+            None
+        );
+        assert_eq!(decode_window_read(&spec, "", &[]), Ok(None));
+        assert!(decode_window_read(&spec, "x", &[]).is_err());
     }
 
     #[test]
