@@ -16,8 +16,8 @@ use footprint_sinks::SinkError;
 use footprint_sinks::marks::{Mark, parse_redis_mark};
 use footprint_sinks::mysql::read::MySqlReader;
 use footprint_sinks::redis::{
-    TopIndex, decode_recent, decode_window_read, marks_hash, recent_list, recent_set, score,
-    top_key, window_hash, window_string,
+    TopIndex, WindowId, decode_recent, decode_window_read, marks_hash, recent_list, recent_set,
+    score, top_key, window_hash, window_string,
 };
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
@@ -44,10 +44,11 @@ pub struct RedisStore {
 
 /// Reads the top `ARGV[1]` members of the sorted set KEYS[1] and returns
 /// their rows: first those scored above the `n`th, then those tied with it,
-/// in key order, as many as fit in `n`. Each row is an array: the value of
-/// its string (`ARGV[2]` + member; empty when there is none), then the
-/// fields of its hash of the earlier layout (`ARGV[3]` + member), if one
-/// is left. Returns false when the set does not exist.
+/// in key order, as many as fit in `n`. Each row is an array: the member
+/// (its encoded group key), the value of its string (`ARGV[2]` + member;
+/// empty when there is none), then the fields of its hash of the earlier
+/// layout (`ARGV[3]` + member), if one is left. Returns false when the set
+/// does not exist.
 const TOP_READ: &str = r#"
 local n = tonumber(ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
@@ -55,7 +56,7 @@ local top = redis.call('ZREVRANGE', KEYS[1], 0, n - 1, 'WITHSCORES')
 local out = {}
 if #top == 0 then return out end
 local function row(m)
-  local r = {redis.call('GET', ARGV[2] .. m) or ''}
+  local r = {m, redis.call('GET', ARGV[2] .. m) or ''}
   for _, x in ipairs(redis.call('HGETALL', ARGV[3] .. m)) do r[#r + 1] = x end
   return r
 end
@@ -150,8 +151,14 @@ impl RedisStore {
         };
         let mut rows = Vec::with_capacity(read.len());
         for stored in read {
-            let Some((value, fields)) = stored.split_first() else {
+            let [member, value, fields @ ..] = stored.as_slice() else {
                 return Ok(None);
+            };
+            let group = GroupKey::from_encoded(member);
+            let id = WindowId {
+                aggregate: &a.name,
+                window_start,
+                key: &group,
             };
             let hash: Vec<(String, String)> = fields
                 .chunks(2)
@@ -160,7 +167,7 @@ impl RedisStore {
                     _ => None,
                 })
                 .collect();
-            match decode_window_read(&self.spec, value, &hash) {
+            match decode_window_read(&self.spec, &id, value, &hash) {
                 Ok(Some(row)) => rows.push(row),
                 Ok(None) => return Ok(None),
                 Err(what) => {
@@ -285,9 +292,16 @@ impl RedisStore {
         }
         // Per start: the string's value, and the hash's fields.
         let read: Vec<(Option<String>, Fields)> = self.query(&pipe).await?;
-        read.into_iter()
-            .map(|(value, hash)| {
-                decode_window_read(&self.spec, value.as_deref().unwrap_or(""), &hash).map_err(
+        starts
+            .iter()
+            .zip(read)
+            .map(|(start, (value, hash))| {
+                let id = WindowId {
+                    aggregate: name,
+                    window_start: *start,
+                    key,
+                };
+                decode_window_read(&self.spec, &id, value.as_deref().unwrap_or(""), &hash).map_err(
                     |what| SinkError::Rejected {
                         sink: REDIS.into(),
                         detail: format!("{what} of {name}"),

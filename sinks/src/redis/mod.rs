@@ -6,13 +6,14 @@
 //!   (`GROUPKEY` is the length-prefixed group key, e.g. `4:app01:view`). Its
 //!   value is the row's stamp ([`window_stamp`]: the version as 20 digits,
 //!   then `1` for a final row or `0`), followed by a JSON array of field
-//!   names and values: `aggregate`, `window_start`, `window_end`, `key` (a
-//!   JSON array of `[field, value]` pairs) and one field per measure, named
-//!   as in the config (`count`, `distinct(user_id)`, `sum(value)`; sums as
-//!   exact decimals). It expires `ttl` after its last write.
+//!   names and values, all strings: `window_end` and one field per measure,
+//!   named as in the config (`count`, `distinct(user_id)`, `sum(value)`;
+//!   sums as exact decimals). The key names the rest. It expires `ttl` after
+//!   its last write.
 //! - Earlier versions kept a window row as a hash, `PREFIX:w:…` with the same
-//!   tail ([`window_hash`]), holding `version` and `final` besides the fields
-//!   above. Those hashes are no longer written. Readers read both keys and
+//!   tail ([`window_hash`]), holding `version`, `final`, `aggregate`,
+//!   `window_start`, `window_end`, `key` (a JSON array of `[field, value]`
+//!   pairs) and the measures. Those hashes are no longer written. Readers read both keys and
 //!   keep the newer row by the version rule, while the hashes last (until
 //!   their TTL); the writer compares with them too (see below).
 //! - A user's recent activity is a sorted set, `PREFIX:e:{APPUSER}`, of at
@@ -233,12 +234,20 @@ impl RedisSinkFactory {
             let keys: Vec<String> =
                 scan(&mut conn, &format!("{head}*")).map_err(|e| classify(&self.url, e))?;
             for k in keys {
+                let tail = k.strip_prefix(&head).unwrap_or(&k).to_owned();
                 let row = if kind == "v" {
                     let value: String = redis::cmd("GET")
                         .arg(&k)
                         .query(&mut conn)
                         .map_err(|e| classify(&self.url, e))?;
-                    decode_window_value(spec, &value)
+                    parse_window_tail(spec, &tail).and_then(|(aggregate, window_start, key)| {
+                        let id = WindowId {
+                            aggregate,
+                            window_start,
+                            key: &key,
+                        };
+                        decode_window_value(spec, &id, &value)
+                    })
                 } else {
                     let fields: Vec<(String, String)> = redis::cmd("HGETALL")
                         .arg(&k)
@@ -250,7 +259,6 @@ impl RedisSinkFactory {
                     sink: NAME.into(),
                     detail: format!("unreadable window row {k}"),
                 })?;
-                let tail = k.strip_prefix(&head).unwrap_or(&k).to_owned();
                 let kept = newer_window(rows.remove(&tail), Some(row));
                 if let Some(kept) = kept {
                     rows.insert(tail, kept);
@@ -534,36 +542,17 @@ pub fn window_stamp(version: u64, is_final: bool) -> String {
 }
 
 /// The stored value of a window row: its stamp, then a JSON array of field
-/// names and values (those of the earlier layout's hash, without `version`
-/// and `final`), all strings.
+/// names and values, all strings: `window_end` and one field per measure.
+/// The key names the rest (aggregate, window start and group).
 pub fn window_value(w: &WindowRow) -> String {
     use std::fmt::Write as _;
-    let mut key = String::with_capacity(64);
-    key.push('[');
-    for (i, (field, value)) in w.key.iter().enumerate() {
-        if i > 0 {
-            key.push(',');
-        }
-        key.push('[');
-        push_json_str(&mut key, field);
-        key.push(',');
-        push_json_str(&mut key, value.as_str());
-        key.push(']');
-    }
-    key.push(']');
-    let mut out = String::with_capacity(128 + 2 * key.len());
+    let mut out = String::with_capacity(64 + 24 * w.measures.len());
     let _ = write!(
         out,
-        "{}[\"aggregate\",",
-        window_stamp(w.version, w.is_final)
+        "{}[\"window_end\",\"{}\"",
+        window_stamp(w.version, w.is_final),
+        w.window_end
     );
-    push_json_str(&mut out, &w.aggregate);
-    let _ = write!(
-        out,
-        ",\"window_start\",\"{}\",\"window_end\",\"{}\",\"key\",",
-        w.window_start, w.window_end
-    );
-    push_json_str(&mut out, &key);
     for (name, v) in &w.measures {
         out.push(',');
         push_json_str(&mut out, name);
@@ -625,10 +614,14 @@ pub fn window_hash_fields(w: &WindowRow) -> Vec<(String, String)> {
     fields
 }
 
-/// A window row from its stored value ([`window_value`]), with measures
-/// in `spec` order; `None` if it is not a whole row of an aggregate of
-/// `spec`.
-pub fn decode_window_value(spec: &PipelineSpec, value: &str) -> Option<WindowRow> {
+/// A window row from its stored value ([`window_value`]) and its identity
+/// (from its key), with measures in `spec` order; `None` if it is not a
+/// whole row of an aggregate of `spec`.
+pub fn decode_window_value(
+    spec: &PipelineSpec,
+    id: &WindowId<'_>,
+    value: &str,
+) -> Option<WindowRow> {
     let (stamp, rest) = (value.get(..21)?, value.get(21..)?);
     let (version, fin) = stamp.split_at(20);
     let flat: Vec<String> = serde_json::from_str(rest).ok()?;
@@ -639,9 +632,58 @@ pub fn decode_window_value(spec: &PipelineSpec, value: &str) -> Option<WindowRow
         .chunks(2)
         .map(|p| (p[0].clone(), p[1].clone()))
         .collect();
-    fields.push(("version".into(), version.parse::<u64>().ok()?.to_string()));
-    fields.push(("final".into(), fin.into()));
+    let agg = spec.aggregates.iter().find(|a| a.name == id.aggregate)?;
+    let parts = id.key.parts();
+    if parts.len() != agg.group_by.len() {
+        return None;
+    }
+    let key: Vec<[String; 2]> = agg
+        .group_by
+        .iter()
+        .zip(parts)
+        .map(|(f, v)| [f.to_string(), v])
+        .collect();
+    fields.extend([
+        ("aggregate".into(), id.aggregate.to_owned()),
+        ("window_start".into(), id.window_start.to_string()),
+        ("key".into(), serde_json::to_string(&key).ok()?),
+        ("version".into(), version.parse::<u64>().ok()?.to_string()),
+        ("final".into(), fin.into()),
+    ]);
     decode_window(spec, &fields)
+}
+
+/// Which window row a key names: the aggregate, the window start and the
+/// group.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowId<'a> {
+    /// The aggregate's name.
+    pub aggregate: &'a str,
+    /// The window's start.
+    pub window_start: i64,
+    /// The group.
+    pub key: &'a GroupKey,
+}
+
+/// The identity in a window row's key after its head (`PREFIX:v:` or
+/// `PREFIX:w:`): `AGGREGATE:WINDOW_START:GROUPKEY`, the aggregate being one
+/// of `spec`'s (the longest name that fits, should one name extend another).
+pub fn parse_window_tail<'t>(
+    spec: &'t PipelineSpec,
+    tail: &str,
+) -> Option<(&'t str, i64, GroupKey)> {
+    spec.aggregates
+        .iter()
+        .filter_map(|a| {
+            let rest = tail.strip_prefix(a.name.as_str())?.strip_prefix(':')?;
+            let (start, key) = rest.split_once(':')?;
+            Some((
+                a.name.as_str(),
+                start.parse().ok()?,
+                GroupKey::from_encoded(key),
+            ))
+        })
+        .max_by_key(|(name, _, _)| name.len())
 }
 
 /// The newer of two reads of one window row, by the version rule: the
@@ -657,19 +699,20 @@ pub fn newer_window(a: Option<WindowRow>, b: Option<WindowRow>) -> Option<Window
     }
 }
 
-/// A window row from what a read of both layouts returned: the string's
-/// value (empty when there is none) and the hash's fields (empty when
+/// A window row from what a read of both layouts returned for `id`: the
+/// string's value (empty when there is none) and the hash's fields (empty when
 /// there is none). `Ok(None)` when neither exists; `Err` names the layout
 /// that could not be read.
 pub fn decode_window_read(
     spec: &PipelineSpec,
+    id: &WindowId<'_>,
     value: &str,
     hash: &[(String, String)],
 ) -> Result<Option<WindowRow>, &'static str> {
     let string = if value.is_empty() {
         None
     } else {
-        Some(decode_window_value(spec, value).ok_or("an unreadable window value")?)
+        Some(decode_window_value(spec, id, value).ok_or("an unreadable window value")?)
     };
     let legacy = if hash.is_empty() {
         None
@@ -1054,19 +1097,11 @@ mod tests {
             freshest_append_ms: None,
         };
         let value = window_value(&row);
-        assert!(value.starts_with("000000000000000000121["), "{value}");
-        // The hand-written JSON is what a JSON library writes.
-        let key: Vec<[&str; 2]> = row.key.iter().map(|(k, v)| [&**k, v.as_str()]).collect();
-        let key = serde_json::to_string(&key).expect("json");
+        // The stamp, then what the key does not say, as a JSON library
+        // writes it.
         let fields = [
-            "aggregate",
-            "a\"b",
-            "window_start",
-            "-60000",
             "window_end",
             "0",
-            "key",
-            &key,
             "count",
             "7",
             "distinct(user_id)",
@@ -1075,19 +1110,65 @@ mod tests {
             "-1.500001",
         ];
         assert_eq!(
-            value[21..],
-            serde_json::to_string(&fields).expect("json"),
-            "{value}"
+            value,
+            format!(
+                "000000000000000000121{}",
+                serde_json::to_string(&fields).expect("json")
+            )
         );
-        assert_eq!(decode_window_value(&spec, &value), Some(row.clone()));
-        assert_eq!(decode_window(&spec, &window_hash_fields(&row)), Some(row));
-        assert_eq!(decode_window_value(&spec, "00000000000000000012"), None);
+        let group = GroupKey::from_parts(row.key.iter().map(|(_, v)| v.as_str()));
+        let id = WindowId {
+            aggregate: "a\"b",
+            window_start: -60_000,
+            key: &group,
+        };
+        assert_eq!(decode_window_value(&spec, &id, &value), Some(row.clone()));
         assert_eq!(
-            decode_window_value(&spec, "000000000000000000121[\"a\"]"),
+            decode_window(&spec, &window_hash_fields(&row)),
+            Some(row.clone())
+        );
+        // The identity comes back from the key.
+        let tail = format!("a\"b:-60000:{}", group.as_str());
+        let (aggregate, window_start, key) = parse_window_tail(&spec, &tail).expect("tail");
+        assert_eq!((aggregate, window_start, &key), ("a\"b", -60_000, &group));
+        assert_eq!(parse_window_tail(&spec, "other:1:2:xy"), None);
+        assert_eq!(parse_window_tail(&spec, "a\"b:x:2:xy"), None);
+        // Not whole: a short stamp, a field without a value, a group of
+        // the wrong width, another aggregate.
+        assert_eq!(
+            decode_window_value(&spec, &id, "00000000000000000012"),
             None
         );
-        assert_eq!(decode_window_read(&spec, "", &[]), Ok(None));
-        assert!(decode_window_read(&spec, "x", &[]).is_err());
+        assert_eq!(
+            decode_window_value(&spec, &id, "000000000000000000121[\"a\"]"),
+            None
+        );
+        let narrow = GroupKey::from_parts(["shop:1"]);
+        let wrong = [
+            WindowId { key: &narrow, ..id },
+            WindowId {
+                aggregate: "other",
+                ..id
+            },
+        ];
+        for id in &wrong {
+            assert_eq!(decode_window_value(&spec, id, &value), None);
+        }
+        assert_eq!(decode_window_read(&spec, &id, "", &[]), Ok(None));
+        assert!(decode_window_read(&spec, &id, "x", &[]).is_err());
+    }
+
+    #[test]
+    fn json_strings_are_escaped_as_a_json_library_does() {
+        for text in [
+            "",
+            "plain",
+            "ü \"[]\" \\ / \n\r\t\u{1}\u{8}\u{c}\u{1f}\u{7f} 🎉",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, text);
+            assert_eq!(out, serde_json::to_string(text).expect("json"));
+        }
     }
 
     #[test]
