@@ -106,7 +106,8 @@ pub struct HeldRow {
 }
 
 impl HeldRow {
-    fn of(w: &WindowRow) -> Self {
+    /// The held form of a diverted final row.
+    pub fn of(w: &WindowRow) -> Self {
         HeldRow {
             aggregate: w.aggregate.clone(),
             agg: w.agg,

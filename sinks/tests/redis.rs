@@ -45,6 +45,17 @@ impl Drop for Prefix {
     }
 }
 
+fn conn() -> redis::Connection {
+    redis::Client::open(url())
+        .and_then(|c| c.get_connection())
+        .expect("connect")
+}
+
+/// A key's time to live, ms.
+fn pttl(c: &mut redis::Connection, key: impl redis::ToRedisArgs) -> i64 {
+    redis::cmd("PTTL").arg(key).query(c).expect("pttl")
+}
+
 fn spec() -> PipelineSpec {
     PipelineSpec {
         aggregates: vec![AggregateSpec {
@@ -172,9 +183,7 @@ fn keeps_top_indexes_under_the_version_rule() {
     s.write(&[Output::Window(row(5, true, 500_000))])
         .expect("v5");
     s.write(&[Output::Window(other.clone())]).expect("de");
-    let mut c = redis::Client::open(url())
-        .and_then(|c| c.get_connection())
-        .expect("redis");
+    let mut c = conn();
     let start = row(1, false, 0).window_start;
     let member = |r: &WindowRow| GroupKey::from_parts(r.key.iter().map(|(_, v)| v.as_str()));
     let by_count = top_key(
@@ -220,10 +229,7 @@ fn keeps_top_indexes_under_the_version_rule() {
         ]
     );
     // Expires with the rows.
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(&by_count)
-        .query(&mut c)
-        .expect("pttl");
+    let ttl: i64 = pttl(&mut c, &by_count);
     assert!(ttl > 0 && ttl <= 3_600_000, "{ttl}");
 }
 
@@ -374,9 +380,7 @@ fn newer_rows_are_pushed_and_cut_to_keep() {
         got[0].events,
         vec![entry(5, 50), entry(4, 40), entry(3, 30)]
     );
-    let mut c = redis::Client::open(url())
-        .and_then(|c| c.get_connection())
-        .expect("connect");
+    let mut c = conn();
     let held: usize = redis::cmd("ZCARD")
         .arg(recent_set(&p.0, "shop", "u:9"))
         .query(&mut c)
@@ -398,9 +402,7 @@ fn lists_of_the_earlier_layout_are_merged_on_read() {
         event: "cart".into(),
         item_id: item.map(Into::into),
     };
-    let mut c = redis::Client::open(url())
-        .and_then(|c| c.get_connection())
-        .expect("connect");
+    let mut c = conn();
     let old = |user: &str, entries: &[RecentEntry]| -> redis::Cmd {
         let mut cmd = redis::cmd("RPUSH");
         cmd.arg(recent_list(&p.0, "shop", user));
@@ -452,25 +454,13 @@ fn legacy_hash(c: &mut redis::Connection, prefix: &str, r: &WindowRow) {
         .expect("legacy hash");
 }
 
-fn held(r: &WindowRow) -> HeldRow {
-    HeldRow {
-        aggregate: r.aggregate.clone(),
-        agg: r.agg,
-        window_start: r.window_start,
-        key: GroupKey::from_parts(r.key.iter().map(|(_, v)| v.as_str())),
-        version: r.version,
-    }
-}
-
 #[test]
 fn a_row_is_one_string_and_a_fresh_prefix_is_marked() {
     let p = Prefix::new();
     let (_f, mut s) = sink(&p);
     let r = row(4, true, 400_000);
     s.write(&[Output::Window(r.clone())]).expect("write");
-    let mut c = redis::Client::open(url())
-        .and_then(|c| c.get_connection())
-        .expect("connect");
+    let mut c = conn();
     let kind: String = redis::cmd("TYPE")
         .arg(window_key(&p.0, &r))
         .query(&mut c)
@@ -486,10 +476,7 @@ fn a_row_is_one_string_and_a_fresh_prefix_is_marked() {
         .query(&mut c)
         .expect("layout");
     assert_eq!(layout.as_deref(), Some("2"));
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(window_key(&p.0, &r))
-        .query(&mut c)
-        .expect("pttl");
+    let ttl: i64 = pttl(&mut c, window_key(&p.0, &r));
     assert!(ttl > 0 && ttl <= 3_600_000, "{ttl}");
 }
 
@@ -497,9 +484,7 @@ fn a_row_is_one_string_and_a_fresh_prefix_is_marked() {
 fn an_older_row_leaves_the_stored_one_and_renews_its_expiry() {
     let p = Prefix::new();
     let (f, mut s) = sink(&p);
-    let mut c = redis::Client::open(url())
-        .and_then(|c| c.get_connection())
-        .expect("connect");
+    let mut c = conn();
     s.write(&[Output::Window(row(9, false, 900))]).expect("v9");
     let key = window_key(&p.0, &row(9, false, 900));
     let before: String = redis::cmd("GET").arg(&key).query(&mut c).expect("get");
@@ -511,7 +496,7 @@ fn an_older_row_leaves_the_stored_one_and_renews_its_expiry() {
     s.write(&[Output::Window(row(8, true, 800))]).expect("v8");
     let after: String = redis::cmd("GET").arg(&key).query(&mut c).expect("get");
     assert_eq!(after, before);
-    let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).expect("pttl");
+    let ttl: i64 = pttl(&mut c, &key);
     assert!(ttl > 600_000 && ttl <= 3_600_000, "{ttl}");
     assert_eq!(
         f.load_windows(&spec()).expect("load"),
@@ -522,9 +507,7 @@ fn an_older_row_leaves_the_stored_one_and_renews_its_expiry() {
 #[test]
 fn hashes_of_the_earlier_layout_are_read_and_compared_with() {
     let p = Prefix::new();
-    let mut c = redis::Client::open(url())
-        .and_then(|c| c.get_connection())
-        .expect("connect");
+    let mut c = conn();
     // Left by an earlier version: one group at v5 final, another at v2.
     let kept = row(5, true, 500_000);
     let mut replaced = row(2, false, 200_000);
@@ -568,14 +551,20 @@ fn hashes_of_the_earlier_layout_are_read_and_compared_with() {
     newer_final.is_final = true;
     assert_eq!(
         marks
-            .applied(&[held(&kept), held(&newer), held(&absent)])
+            .applied(&[
+                HeldRow::of(&kept),
+                HeldRow::of(&newer),
+                HeldRow::of(&absent)
+            ])
             .expect("applied"),
         [true, false, false]
     );
     s.write(&[Output::Window(newer_final.clone())])
         .expect("final");
     assert_eq!(
-        marks.applied(&[held(&newer_final)]).expect("applied"),
+        marks
+            .applied(&[HeldRow::of(&newer_final)])
+            .expect("applied"),
         [true]
     );
 }
@@ -586,9 +575,7 @@ fn reloads_its_scripts_after_the_server_forgets_them() {
     let (f, mut s) = sink(&p);
     s.write(&[Output::Window(row(1, false, 1))])
         .expect("first write loads the connection");
-    let mut c = redis::Client::open(url())
-        .and_then(|c| c.get_connection())
-        .expect("connect");
+    let mut c = conn();
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query(&mut c)
