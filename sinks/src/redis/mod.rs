@@ -36,15 +36,20 @@
 //!   window hash of the earlier layout under the prefix.
 //!
 //! # Version rule
-//! Window rows are applied by a Lua script, up to [`WINDOWS_PER_CALL`] per
-//! call. For each row it swaps the stored value for the row's (`SET … GET`)
+//! A write first sends each final window row as `SET key value NX PX ttl`:
+//! a row whose key does not exist yet cannot be older than a stored one, so
+//! a final row that is its window's first (as most are while a backlog is
+//! read) costs one plain command. Early rows, which mostly rewrite a key,
+//! and the final rows whose key existed go through a Lua script, up to
+//! [`WINDOWS_PER_CALL`] per call (the latter in a second round trip). For each row it swaps the stored value for the row's (`SET … GET`)
 //! and compares the stamps: the stamp is fixed-width, so comparing the text
 //! compares `(version, final)`. When the stored stamp is higher it puts the
 //! stored value back, with its expiry. So retries, replays and restarts can
-//! never put an older value over a newer one, and a row costs the server
-//! one command in the common case. While window hashes of the earlier
-//! layout may exist under the prefix, a row whose string does not exist yet
-//! is compared with its hash as well.
+//! never put an older value over a newer one. While window hashes of the
+//! earlier layout may exist under the prefix, every row goes through the
+//! script, and a row whose string does not exist yet is compared with its
+//! hash as well; so does every row in a top-N index, whose entries are
+//! written with the row.
 //!
 //! A recent-activity row is merged without a script: `ZADD` of its
 //! entries (the union: a stored entry is the same member), then
@@ -346,7 +351,7 @@ impl RedisSinkFactory {
     /// The bytes a batch becomes on the wire (RESP), without a server: for
     /// benchmarks of the encoding.
     pub fn encode(&self, rows: &[Output]) -> Vec<u8> {
-        self.sink().pipeline(rows).get_packed_pipeline()
+        self.sink().pipeline(rows).0.get_packed_pipeline()
     }
 
     /// Whether window hashes of the earlier layout may be left under the
@@ -387,16 +392,28 @@ impl RedisSinkFactory {
 }
 
 impl RedisSink {
-    fn pipeline(&self, rows: &[Output]) -> redis::Pipeline {
+    /// The top-N index entries of `w`: each index's key and `w`'s score.
+    fn indexes(&self, w: &WindowRow) -> Vec<(String, f64)> {
         let f = &self.factory;
-        let mut pipe = redis::pipe();
-        let windows: Vec<&WindowRow> = rows
+        f.top
             .iter()
-            .filter_map(|r| match r {
-                Output::Window(w) => Some(w),
-                Output::Recent(_) => None,
+            .filter(|t| *t.aggregate == *w.aggregate && t.within <= w.key.len())
+            .filter_map(|t| {
+                let (_, v) = w.measures.iter().find(|(name, _)| **name == *t.by)?;
+                let within =
+                    GroupKey::from_parts(w.key[..t.within].iter().map(|(_, v)| v.as_str()));
+                Some((
+                    top_key(&f.prefix, &w.aggregate, w.window_start, &t.by, &within),
+                    score(*v),
+                ))
             })
-            .collect();
+            .collect()
+    }
+
+    /// Adds script calls applying `windows` under the version rule, up to
+    /// [`WINDOWS_PER_CALL`] a call.
+    fn add_script_calls(&self, pipe: &mut redis::Pipeline, windows: &[&WindowRow]) {
+        let f = &self.factory;
         let head = format!("{}:v:", f.prefix);
         let legacy = if self.legacy {
             format!("{}:w:", f.prefix)
@@ -415,20 +432,7 @@ impl RedisSink {
             for w in group {
                 c.arg(window_stamp(w.version, w.is_final))
                     .arg(window_value(w));
-                let indexes: Vec<(String, f64)> = f
-                    .top
-                    .iter()
-                    .filter(|t| *t.aggregate == *w.aggregate && t.within <= w.key.len())
-                    .filter_map(|t| {
-                        let (_, v) = w.measures.iter().find(|(name, _)| **name == *t.by)?;
-                        let within =
-                            GroupKey::from_parts(w.key[..t.within].iter().map(|(_, v)| v.as_str()));
-                        Some((
-                            top_key(&f.prefix, &w.aggregate, w.window_start, &t.by, &within),
-                            score(*v),
-                        ))
-                    })
-                    .collect();
+                let indexes = self.indexes(w);
                 c.arg(indexes.len());
                 if !indexes.is_empty() {
                     c.arg(GroupKey::from_parts(w.key.iter().map(|(_, v)| v.as_str())).as_str());
@@ -439,6 +443,42 @@ impl RedisSink {
             }
             pipe.add_command(c).ignore();
         }
+    }
+
+    /// The first pipeline of a write, and the window rows it sends as
+    /// `SET … NX`, in order (the pipeline's replies are theirs: `OK` where
+    /// the row was new and is now written, nil where its key existed). A
+    /// row with no key yet cannot be older than a stored one, so it needs
+    /// no compare and no script. Only final rows are tried so: a final row
+    /// is often the first of its window and group (always, for windows a
+    /// catch-up reads whole), while an early row mostly rewrites one, and
+    /// would then pay for both. Early rows, rows in a top-N index, and
+    /// every row while hashes of the earlier layout may be left, go through
+    /// the script at once. Recent activity goes as plain commands.
+    fn pipeline<'r>(&self, rows: &'r [Output]) -> (redis::Pipeline, Vec<&'r WindowRow>) {
+        let f = &self.factory;
+        let mut pipe = redis::pipe();
+        let (mut tried, mut scripted) = (Vec::new(), Vec::new());
+        for r in rows {
+            if let Output::Window(w) = r {
+                if self.legacy || !w.is_final || !self.indexes(w).is_empty() {
+                    scripted.push(w);
+                } else {
+                    tried.push(w);
+                }
+            }
+        }
+        for w in &tried {
+            let set = pipe
+                .cmd("SET")
+                .arg(window_key(&f.prefix, w))
+                .arg(window_value(w))
+                .arg("NX");
+            if !f.ttl.is_zero() {
+                set.arg("PX").arg(f.ttl.as_millis() as u64);
+            }
+        }
+        self.add_script_calls(&mut pipe, &scripted);
         for row in rows {
             match row {
                 Output::Window(_) => {}
@@ -468,7 +508,26 @@ impl RedisSink {
                 }
             }
         }
-        pipe
+        (pipe, tried)
+    }
+
+    /// Runs `pipe`; when the server lost the scripts (a restart or a
+    /// flush), loads them and runs it once more.
+    fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut Connection,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, SinkError> {
+        let mut result = pipe.query::<T>(conn);
+        if let Err(e) = &result
+            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        {
+            self.window
+                .load(conn)
+                .map_err(|e| classify(&self.factory.url, e))?;
+            result = pipe.query::<T>(conn);
+        }
+        result.map_err(|e| classify(&self.factory.url, e))
     }
 }
 
@@ -496,24 +555,30 @@ impl Sink for RedisSink {
                 c
             }
         };
-        let pipe = self.pipeline(rows);
-        let mut result = pipe.exec(&mut conn);
-        if let Err(e) = &result
-            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-        {
-            // A restarted or flushed server lost the scripts: load them and try once more.
-            self.window
-                .load(&mut conn)
-                .map_err(|e| classify(&self.factory.url, e))?;
-            result = pipe.exec(&mut conn);
+        let (pipe, tried) = self.pipeline(rows);
+        let written: Result<(), SinkError> = self
+            .run::<Vec<Option<String>>>(&mut conn, &pipe)
+            .and_then(|created| {
+                // The rows whose key existed: now under the version rule.
+                // (Were the first pipeline run twice, a row its first run
+                // wrote lands here too, and the script keeps it: same stamp.)
+                let existed: Vec<&WindowRow> = tried
+                    .iter()
+                    .zip(created)
+                    .filter(|(_, created)| created.is_none())
+                    .map(|(w, _)| *w)
+                    .collect();
+                if existed.is_empty() {
+                    return Ok(());
+                }
+                let mut pipe = redis::pipe();
+                self.add_script_calls(&mut pipe, &existed);
+                self.run::<()>(&mut conn, &pipe)
+            });
+        if written.is_ok() {
+            self.conn = Some(conn);
         }
-        match result {
-            Ok(()) => {
-                self.conn = Some(conn);
-                Ok(())
-            }
-            Err(e) => Err(classify(&self.factory.url, e)),
-        }
+        written
     }
 }
 
