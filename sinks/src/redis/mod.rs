@@ -13,9 +13,10 @@
 //! - Earlier versions kept a window row as a hash, `PREFIX:w:…` with the same
 //!   tail ([`window_hash`]), holding `version`, `final`, `aggregate`,
 //!   `window_start`, `window_end`, `key` (a JSON array of `[field, value]`
-//!   pairs) and the measures. Those hashes are no longer written. Readers read both keys and
-//!   keep the newer row by the version rule, while the hashes last (until
-//!   their TTL); the writer compares with them too (see below).
+//!   pairs) and the measures. Those hashes are no longer written. Readers
+//!   read both keys and keep the newer row by the version rule, while the
+//!   hashes last (until their TTL); the writer compares with them too (see
+//!   below).
 //! - A user's recent activity is a sorted set, `PREFIX:e:{APPUSER}`, of at
 //!   most `keep` entries ([`recent_member`]): each scored by its event
 //!   time, with the member `PARTITION:OFFSET:["EVENT","ITEM"]` (partition
@@ -38,25 +39,30 @@
 //! # Version rule
 //! A write first sends each final window row as `SET key value NX PX ttl`:
 //! a row whose key does not exist yet cannot be older than a stored one, so
-//! a final row that is its window's first (as most are while a backlog is
-//! read) costs one plain command. Early rows, which mostly rewrite a key,
-//! and the final rows whose key existed go through a Lua script, up to
-//! [`WINDOWS_PER_CALL`] per call (the latter in a second round trip). For each row it swaps the stored value for the row's (`SET … GET`)
-//! and compares the stamps: the stamp is fixed-width, so comparing the text
-//! compares `(version, final)`. When the stored stamp is higher it puts the
-//! stored value back, with its expiry. So retries, replays and restarts can
-//! never put an older value over a newer one. While window hashes of the
-//! earlier layout may exist under the prefix, every row goes through the
-//! script, and a row whose string does not exist yet is compared with its
-//! hash as well; so does every row in a top-N index, whose entries are
-//! written with the row.
+//! a final row that is the first of its window and group (as most are
+//! while a backlog is read) costs one plain command.
+//!
+//! The other window rows go through a Lua script, up to
+//! [`WINDOWS_PER_CALL`] per call: early rows (which mostly rewrite a key)
+//! at once, and the final rows whose key existed in a second round trip.
+//! For each row the script swaps in the row's value (`SET … GET`) and
+//! compares the stamps: a stamp is fixed-width, so comparing the text
+//! compares `(version, final)`. When the stored stamp was higher it puts
+//! the stored value back (`KEEPTTL`: the expiry just set stays, so a
+//! rejected row still renews the key's). So retries, replays and restarts
+//! can never put an older value over a newer one.
+//!
+//! Rows in a top-N index go to the script at once, as their index entries
+//! are written with them. So does every row while window hashes of the
+//! earlier layout may be left under the prefix; a row whose string does
+//! not exist yet is then compared with its hash as well.
 //!
 //! A recent-activity row is merged without a script: `ZADD` of its
 //! entries (the union: a stored entry is the same member), then
 //! `ZREMRANGEBYRANK` down to the newest `keep` (the cut) and `PEXPIRE`. That
-//! gives the same set whatever the order and number of writes. All rows of
-//! a `write` go out in one pipeline (window rows first, then recent
-//! activity; they never share a key).
+//! gives the same set whatever the order and number of writes. It goes in
+//! the first round trip of a write, with the window rows (they never share
+//! a key).
 //!
 //! The sink needs Redis 6.2 or later (`SET … GET`).
 
@@ -83,7 +89,8 @@ const NAME: &str = "redis";
 /// member (its encoded group key) and `m` pairs of index key and score.
 ///
 /// `SET … GET` writes the row and returns what it replaced; in the rare
-/// case that was newer, it is put back with its expiry (`KEEPTTL`). A row
+/// case that was newer, it is put back, keeping the expiry just set
+/// (`KEEPTTL`). A row
 /// with no string yet is compared with its hash of the earlier layout when
 /// ARGV[2] names one. One call carries up to [`WINDOWS_PER_CALL`] rows:
 /// each is still its own compare-and-set, but the cost of invoking a script
@@ -474,7 +481,8 @@ impl RedisSink {
                 .arg(window_key(&f.prefix, w))
                 .arg(window_value(w))
                 .arg("NX");
-            if !f.ttl.is_zero() {
+            // As the script: a TTL under a millisecond is none.
+            if f.ttl.as_millis() > 0 {
                 set.arg("PX").arg(f.ttl.as_millis() as u64);
             }
         }
