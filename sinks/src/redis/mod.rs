@@ -372,26 +372,12 @@ impl RedisSinkFactory {
         }
         tracing::info!(prefix = %self.prefix, "looking for window rows of the earlier layout");
         let pattern = format!("{}:w:*", self.prefix);
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(10_000)
-                .query(conn)?;
-            if !keys.is_empty() {
-                tracing::info!(
-                    prefix = %self.prefix,
-                    "window hashes of the earlier layout are left: new rows are compared with them"
-                );
-                return Ok(true);
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+        if scan_until(conn, &pattern, 10_000, |_, _| Ok(true))? {
+            tracing::info!(
+                prefix = %self.prefix,
+                "window hashes of the earlier layout are left: new rows are compared with them"
+            );
+            return Ok(true);
         }
         redis::cmd("SET").arg(&marker).arg("2").query::<()>(conn)?;
         Ok(false)
@@ -614,6 +600,29 @@ pub fn window_stamp(version: u64, is_final: bool) -> String {
     format!("{version:020}{}", u8::from(is_final))
 }
 
+/// `(version, final)` from a stamp ([`window_stamp`]); `None` if `stamp`
+/// is not one.
+fn parse_stamp(stamp: &str) -> Option<(u64, bool)> {
+    if stamp.len() != 21 {
+        return None;
+    }
+    let version = stamp.get(..20)?.parse().ok()?;
+    match stamp.get(20..)? {
+        "0" => Some((version, false)),
+        "1" => Some((version, true)),
+        _ => None,
+    }
+}
+
+/// A measure as the stores write it: counts as integers, sums as exact
+/// decimals.
+fn measure_text(v: MeasureValue) -> String {
+    match v {
+        MeasureValue::Count(n) | MeasureValue::Distinct(n) => n.to_string(),
+        MeasureValue::Sum(micros) => crate::decimal::from_micros(micros),
+    }
+}
+
 /// The stored value of a window row: its stamp, then a JSON array of field
 /// names and values, all strings: `window_end` and one field per measure.
 /// The key names the rest (aggregate, window start and group).
@@ -629,12 +638,7 @@ pub fn window_value(w: &WindowRow) -> String {
     for (name, v) in &w.measures {
         out.push(',');
         push_json_str(&mut out, name);
-        let _ = match v {
-            MeasureValue::Count(n) | MeasureValue::Distinct(n) => write!(out, ",\"{n}\""),
-            MeasureValue::Sum(micros) => {
-                write!(out, ",\"{}\"", crate::decimal::from_micros(*micros))
-            }
-        };
+        let _ = write!(out, ",\"{}\"", measure_text(*v));
     }
     out.push(']');
     out
@@ -678,11 +682,7 @@ pub fn window_hash_fields(w: &WindowRow) -> Vec<(String, String)> {
         ),
     ];
     for (name, v) in &w.measures {
-        let text = match v {
-            MeasureValue::Count(n) | MeasureValue::Distinct(n) => n.to_string(),
-            MeasureValue::Sum(micros) => crate::decimal::from_micros(*micros),
-        };
-        fields.push((name.to_string(), text));
+        fields.push((name.to_string(), measure_text(*v)));
     }
     fields
 }
@@ -695,8 +695,8 @@ pub fn decode_window_value(
     id: &WindowId<'_>,
     value: &str,
 ) -> Option<WindowRow> {
-    let (stamp, rest) = (value.get(..21)?, value.get(21..)?);
-    let (version, fin) = stamp.split_at(20);
+    let (version, is_final) = parse_stamp(value.get(..21)?)?;
+    let rest = value.get(21..)?;
     let flat: Vec<String> = serde_json::from_str(rest).ok()?;
     if !flat.len().is_multiple_of(2) {
         return None;
@@ -720,8 +720,8 @@ pub fn decode_window_value(
         ("aggregate".into(), id.aggregate.to_owned()),
         ("window_start".into(), id.window_start.to_string()),
         ("key".into(), serde_json::to_string(&key).ok()?),
-        ("version".into(), version.parse::<u64>().ok()?.to_string()),
-        ("final".into(), fin.into()),
+        ("version".into(), version.to_string()),
+        ("final".into(), u8::from(is_final).to_string()),
     ]);
     decode_window(spec, &fields)
 }
@@ -979,12 +979,7 @@ impl crate::marks::MarkWriter for RedisMarks {
                 .zip(stamps.iter().zip(stored))
                 .map(|(r, (stamp, (v, f)))| {
                     let at_least = |v: u64, f: bool| v > r.version || (v == r.version && f);
-                    let in_string = match (stamp.get(..20), stamp.get(20..)) {
-                        (Some(v), Some(f)) if stamp.len() == 21 => {
-                            v.parse::<u64>().is_ok_and(|v| at_least(v, f == "1"))
-                        }
-                        _ => false,
-                    };
+                    let in_string = parse_stamp(stamp).is_some_and(|(v, f)| at_least(v, f));
                     in_string || v.is_some_and(|v| at_least(v, f == Some(1)))
                 })
                 .collect();
@@ -1049,6 +1044,20 @@ pub fn scan_pages(
     pattern: &str,
     mut visit: impl FnMut(&mut Connection, Vec<String>) -> redis::RedisResult<()>,
 ) -> redis::RedisResult<()> {
+    scan_until(conn, pattern, 1000, |c, keys| {
+        visit(c, keys).map(|()| false)
+    })?;
+    Ok(())
+}
+
+/// Like [`scan_pages`], `count` keys looked at per `SCAN`, until `visit`
+/// returns true; whether it did.
+fn scan_until(
+    conn: &mut Connection,
+    pattern: &str,
+    count: usize,
+    mut visit: impl FnMut(&mut Connection, Vec<String>) -> redis::RedisResult<bool>,
+) -> redis::RedisResult<bool> {
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -1056,13 +1065,13 @@ pub fn scan_pages(
             .arg("MATCH")
             .arg(pattern)
             .arg("COUNT")
-            .arg(1000)
+            .arg(count)
             .query(conn)?;
-        if !keys.is_empty() {
-            visit(conn, keys)?;
+        if !keys.is_empty() && visit(conn, keys)? {
+            return Ok(true);
         }
         if next == 0 {
-            return Ok(());
+            return Ok(false);
         }
         cursor = next;
     }
