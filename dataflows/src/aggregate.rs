@@ -506,6 +506,9 @@ impl Windows {
                 }
                 if slot.dirty {
                     rows.push(Output::Window(window_row(spec, names, slot, false)));
+                    // The next row carries what this one did not: a final
+                    // row that only restates it is not an event's latency.
+                    slot.freshest_append_ms = None;
                     slot.dirty = false;
                     queue.mark_clean();
                 }

@@ -60,9 +60,13 @@ pub struct WindowRow {
     pub version: u64,
     /// Whether the window is final (no more events can change it).
     pub is_final: bool,
-    /// Broker timestamp of the newest message counted in this row, ms since
-    /// the epoch: where end-to-end latency is measured from. Not part of the
-    /// row's value: it is neither stored nor compared.
+    /// Broker timestamp of the newest message counted in this row and in no
+    /// earlier row of its window, ms since the epoch: where end-to-end
+    /// latency is measured from, so each message counts at the first row
+    /// that brings it to the stores. `None` when the row only restates an
+    /// earlier one (a final row with nothing new since the window's last
+    /// early row). Not part of the row's value: it is neither stored nor
+    /// compared.
     #[serde(skip)]
     pub freshest_append_ms: Option<i64>,
 }

@@ -133,6 +133,39 @@ fn a_window_open_longer_than_its_interval_gets_early_rows() {
 }
 
 #[test]
+fn a_row_carries_the_freshest_append_that_no_earlier_row_of_its_window_did() {
+    let appended = |ts, append_ms| Contribution {
+        append_ms,
+        ..contribution(ts)
+    };
+    // Both windows get an early row; only the second gets a message after
+    // it, so only its final row brings something new to the stores.
+    let rows = run_operator(100, move |input, step| {
+        input.send(appended(1_000, 111));
+        input.send(appended(MINUTE + 1_000, 112));
+        input.flush();
+        step();
+        std::thread::sleep(Duration::from_millis(300));
+        step();
+        input.send(appended(MINUTE + 2_000, 333));
+    });
+    let mut got: Vec<(i64, bool, Option<i64>)> = rows
+        .iter()
+        .map(|r| (r.window_start, r.is_final, r.freshest_append_ms))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (0, false, Some(111)),
+            (0, true, None),
+            (MINUTE, false, Some(112)),
+            (MINUTE, true, Some(333)),
+        ]
+    );
+}
+
+#[test]
 fn a_changing_window_is_refreshed_at_most_once_per_interval() {
     let every = Duration::from_millis(20);
     let elapsed = Arc::new(Mutex::new(Duration::ZERO));

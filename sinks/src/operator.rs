@@ -499,7 +499,16 @@ impl Fold {
             self.folded += 1;
             let slot = &mut self.rows[i];
             match (&**slot, &*row) {
-                (Output::Window(old), Output::Window(new)) if new.replaces(old) => *slot = row,
+                (Output::Window(old), Output::Window(new)) if new.replaces(old) => {
+                    // The waiting row was never written: its messages reach
+                    // the store with the newer one.
+                    let carried = old.freshest_append_ms.max(new.freshest_append_ms);
+                    let restates = carried != new.freshest_append_ms;
+                    *slot = row;
+                    if restates && let Output::Window(w) = Arc::make_mut(slot) {
+                        w.freshest_append_ms = carried;
+                    }
+                }
                 (Output::Recent(_), Output::Recent(new)) => {
                     if let Output::Recent(old) = Arc::make_mut(slot) {
                         RecentEntry::merge(
@@ -617,6 +626,42 @@ mod tests {
         f.push(recent("x", &[0]).into());
         assert_eq!(f.folded, 0);
         assert_eq!(f.take().len(), 3);
+    }
+
+    #[test]
+    fn a_folded_row_passes_its_freshest_append_to_the_row_that_replaces_it() {
+        let fresh = |row: Output, t: Option<i64>| -> Arc<Output> {
+            let mut row = row;
+            if let Output::Window(w) = &mut row {
+                w.freshest_append_ms = t;
+            }
+            row.into()
+        };
+        let freshest = |rows: Vec<Output>| -> Vec<Option<i64>> {
+            rows.into_iter()
+                .map(|r| match r {
+                    Output::Window(w) => w.freshest_append_ms,
+                    Output::Recent(_) => None,
+                })
+                .collect()
+        };
+        // An early row waits; the final row restating it brings nothing new.
+        let mut f = Fold::new(None);
+        f.push(fresh(window("x", 0, 5, false), Some(700)));
+        f.push(fresh(window("x", 0, 5, true), None));
+        assert_eq!(freshest(taken(&mut f)), vec![Some(700)]);
+        // A newer row with newer messages keeps its own.
+        f.push(fresh(window("x", 0, 5, false), Some(700)));
+        f.push(fresh(window("x", 0, 6, true), Some(900)));
+        assert_eq!(freshest(taken(&mut f)), vec![Some(900)]);
+        // A row shared with another fold is not changed under it.
+        let mut other = Fold::new(None);
+        let shared = fresh(window("y", 0, 2, true), None);
+        f.push(fresh(window("y", 0, 1, false), Some(300)));
+        f.push(Arc::clone(&shared));
+        other.push(shared);
+        assert_eq!(freshest(taken(&mut f)), vec![Some(300)]);
+        assert_eq!(freshest(taken(&mut other)), vec![None]);
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!   cores each part used meanwhile ([`crate::cpu`]);
 //! - **latency**: the generator at a fixed rate (half the raw read rate by
 //!   default) for 60 s, with early updates every 250 ms: broker append →
-//!   store write, and window end → final row written.
+//!   store write (each message counted at the first row that brings it to
+//!   the store), and window end → final row written.
 //!
 //! Every measurement runs in a child process of its own (`footprint bench
 //! --child …`), so that each has its own peak resident memory and none
