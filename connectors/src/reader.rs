@@ -105,8 +105,9 @@ enum StartCheck {
 ///   consumer and broker). tansu 0.6 holds every fetch for all of it below
 ///   250 ms, data or not (half of it above), which capped a reader at one
 ///   fetch per 250 ms at librdkafka's 500 ms, and at one per 50–80 ms at
-///   50 ms: a worker read a skewed backlog 1.18 times as fast at 10 ms as at
-///   50, and the plain consumers of the bench's raw read 2.1 times.
+///   50 ms: in paired runs a worker read a skewed backlog 1.18–1.33 times
+///   as fast at 10 ms as at 50, and the plain consumers of the bench's raw
+///   read 2.1–2.2 times.
 /// - `queued.min.messages` 5,000: librdkafka reads ahead into a queue per
 ///   partition until it holds this many messages (100,000 by default), at
 ///   some 400 bytes of bookkeeping per message beyond its payload. A
