@@ -502,11 +502,11 @@ impl Fold {
                 (Output::Window(old), Output::Window(new)) if new.replaces(old) => {
                     // The waiting row was never written: its messages reach
                     // the store with the newer one.
-                    let carried = old.freshest_append_ms.max(new.freshest_append_ms);
-                    let restates = carried != new.freshest_append_ms;
+                    let freshest = old.freshest_append_ms.max(new.freshest_append_ms);
+                    let carry = freshest != new.freshest_append_ms;
                     *slot = row;
-                    if restates && let Output::Window(w) = Arc::make_mut(slot) {
-                        w.freshest_append_ms = carried;
+                    if carry && let Output::Window(w) = Arc::make_mut(slot) {
+                        w.freshest_append_ms = freshest;
                     }
                 }
                 (Output::Recent(_), Output::Recent(new)) => {

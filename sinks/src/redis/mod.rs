@@ -90,9 +90,8 @@ const NAME: &str = "redis";
 ///
 /// `SET … GET` writes the row and returns what it replaced; in the rare
 /// case that was newer, it is put back, keeping the expiry just set
-/// (`KEEPTTL`). A row
-/// with no string yet is compared with its hash of the earlier layout when
-/// ARGV[2] names one. One call carries up to [`WINDOWS_PER_CALL`] rows:
+/// (`KEEPTTL`). A row with no string yet is compared with its hash of the
+/// earlier layout when ARGV[2] names one. One call carries up to [`WINDOWS_PER_CALL`] rows:
 /// each is still its own compare-and-set, but the cost of invoking a script
 /// is paid once per call. An index entry is written only with its row, so
 /// it follows the same version rule. (The index keys travel in ARGV: like
